@@ -1,0 +1,223 @@
+"""Plain result objects that the explorer's views draw.
+
+The window never computes the model itself: :meth:`core.model.Model.explain`
+fills these dataclasses for a prompt and every view reads one of them. They
+hold only numpy arrays, numbers and strings, so they can be built in a worker
+thread, pickled, and constructed by hand in tests.
+
+Shapes use ``d`` (key dimension), ``D`` (digits per coordinate), ``V``
+(vocabulary size), ``n`` (prompt tokens), ``T`` (generated steps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ProbeInfo:
+    """What the hash index did to answer one query (``HashIndex.explain``).
+
+    Attributes
+    ----------
+    query : float32 [d]
+        The vector that was looked up (an encoder embedding).
+    buckets : int64 [p]
+        Bucket numbers probed, in locality (curve) order of the bucket array.
+    candidates : int64 [c]
+        Key ids gathered from the probed buckets (and stash) before re-ranking.
+    winner : int
+        Id of the nearest candidate under the index metric (-1 if none).
+    distance : float
+        Metric distance from ``query`` to the winner.
+    breakdown : float32 [d, D]
+        Per-coordinate, per-digit contribution of the winner to ``distance``
+        for the digit metric; for l1/l2 the per-coordinate term in column 0
+        and zeros elsewhere.
+    """
+
+    query: np.ndarray
+    buckets: np.ndarray
+    candidates: np.ndarray
+    winner: int
+    distance: float
+    breakdown: np.ndarray
+
+
+@dataclass
+class IndexStats:
+    """Occupancy of the hash index (``HashIndex.stats``).
+
+    Attributes
+    ----------
+    occupancy : int32 [n_buckets]
+        Filled slots per bucket, in locality order.
+    bucket_size : int
+        Slots per bucket.
+    home_bucket : int64 [V]
+        First-table bucket of every key (where the view places it on the strip).
+    load_factor : float
+    kick_chains : int64 [k]
+        Histogram: ``kick_chains[i]`` inserts needed ``i`` cuckoo kicks.
+    stash_size : int
+    n_tables : int
+    """
+
+    occupancy: np.ndarray
+    bucket_size: int
+    home_bucket: np.ndarray
+    load_factor: float
+    kick_chains: np.ndarray
+    stash_size: int
+    n_tables: int = 1
+
+
+@dataclass
+class Step:
+    """One generated token: the A/B/C machine's view of it.
+
+    Attributes
+    ----------
+    state : float32 [d]
+        A's state ``a_t`` before the step (key of the last emitted token, or
+        its mix with C).
+    window : float32 [d]
+        C's decayed-mean window state ``c_t``.
+    noise_b, noise_c : float32 [d]
+        Noise proposed by B and by C.
+    path : str
+        ``"B"``, ``"C"`` or ``"mix"``: which proposal produced ``encoder``.
+    gate : float
+        Weight given to C in [0, 1].
+    prototype : int
+        Noise prototype nearest to the applied noise.
+    encoder : float32 [d]
+        Encoder embedding ``e = state - noise``.
+    token : int
+        Token id the encoder embedding snapped to.
+    score : float
+        Log-potential contribution of this step to its stub.
+    probe : ProbeInfo | None
+        Hash lookup that produced ``token``.
+    """
+
+    state: np.ndarray
+    window: np.ndarray
+    noise_b: np.ndarray
+    noise_c: np.ndarray
+    path: str
+    gate: float
+    prototype: int
+    encoder: np.ndarray
+    token: int
+    score: float
+    probe: ProbeInfo | None = None
+
+
+@dataclass
+class StopBand:
+    """The middle-layer key's prediction for the output of a prompt.
+
+    ``mean`` is float32 [d]; ``variance``, ``std`` and ``length`` are scalars;
+    ``tolerance`` is the half-width of the band on variance and std.
+    """
+
+    mean: np.ndarray
+    variance: float
+    std: float
+    length: float
+    tolerance: float
+
+
+@dataclass
+class Generation:
+    """A finished generation with its full trajectory.
+
+    Attributes
+    ----------
+    method : str
+        ``"greedy"``, ``"beam"`` or ``"smc"``.
+    prompt_ids : int32 [n]
+    ids : int32 [T]
+        Generated token ids (the kept stub).
+    text : str
+    steps : list[Step]
+        One per generated token of the kept stub.
+    stop : StopBand
+    running_variance, running_std : float32 [T]
+        The kept stub's statistics after each step (to draw against the band).
+    stub_scores : float32 [S, T]
+        Log-potential of every stub alive at each step (NaN once discarded).
+    stopped_by : str
+        ``"band"``, ``"eos"`` or ``"cap"``.
+    """
+
+    method: str
+    prompt_ids: np.ndarray
+    ids: np.ndarray
+    text: str
+    steps: list[Step]
+    stop: StopBand
+    running_variance: np.ndarray
+    running_std: np.ndarray
+    stub_scores: np.ndarray
+    stopped_by: str
+
+
+@dataclass
+class LayerInfo:
+    """Hierarchical layers of the prompt and their reconstruction.
+
+    Attributes
+    ----------
+    op : str
+        ``"mean"`` or ``"halfgap"``.
+    layers : list of float32 [n - 1 - m, d]
+        L0 .. L(n-2) of the prompt's keys (``layers[m]`` is Lm).
+    accuracy : float32 [n - 1]
+        Token accuracy of reconstructing the prompt from each layer.
+    chosen : int
+        The most compressible layer (highest m within tolerance), -1 if none.
+    similar : list of (str, float)
+        Nearest training sentences by signature, best first, with scores.
+    """
+
+    op: str
+    layers: list[np.ndarray]
+    accuracy: np.ndarray
+    chosen: int
+    similar: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Explanation:
+    """Everything the four views draw for one prompt.
+
+    Attributes
+    ----------
+    prompt : str
+    tokens : list[str]
+        Prompt tokens as the tokenizer split them.
+    ids : int32 [n]
+    keys : float32 [V, d]
+        All token keys (the view projects them once per model).
+    vocab : list[str]
+        Token strings, index = id.
+    prototypes : float32 [P, d]
+        Noise prototypes.
+    generation : Generation
+    index_stats : IndexStats
+    layers : LayerInfo
+    """
+
+    prompt: str
+    tokens: list[str]
+    ids: np.ndarray
+    keys: np.ndarray
+    vocab: list[str]
+    prototypes: np.ndarray
+    generation: Generation
+    index_stats: IndexStats
+    layers: LayerInfo

@@ -1,0 +1,1 @@
+"""NoiseKey Explorer: the PySide6 + pyqtgraph window over :mod:`core`."""
