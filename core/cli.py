@@ -40,9 +40,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 class Progress:
     """Progress on stderr for long work: ``stage  37%  eta 4 s``, throttled.
 
-    Call ``progress(stage, fraction)`` with ``fraction`` in [0, 1]. Silent when
-    ``quiet`` or when stderr is not a terminal and ``force`` is false, except
-    for one line per stage so logs still show what ran.
+    Call ``progress(stage, fraction, info=None)`` with ``fraction`` in [0, 1]
+    (the protocol every long core function accepts). On a terminal one line
+    is redrawn; otherwise one line per stage, so logs still show what ran.
     """
 
     def __init__(self, quiet: bool = False, interval: float = 0.25) -> None:
@@ -53,7 +53,7 @@ class Progress:
         self._last = 0.0
         self._tty = sys.stderr.isatty()
 
-    def __call__(self, stage: str, fraction: float) -> None:
+    def __call__(self, stage: str, fraction: float, info: dict | None = None) -> None:
         if self.quiet:
             return
         now = time.perf_counter()
