@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-COMMAND_MODULES = ("core.cli_corpus", "core.cli_model", "core.cli_index")
+COMMAND_MODULES = ("core.cli_corpus", "core.cli_model", "core.cli_index", "core.cli_layers")
 
 
 class UserError(Exception):
