@@ -1,0 +1,151 @@
+"""Regenerate the corpora shipped in resources/ from files already on the machine.
+
+Nothing is downloaded. Run from the repository root::
+
+    python resources/make_corpora.py            # default corpus + samples
+    python resources/make_corpora.py --debian   # + corpora/ from Debian packages
+
+Sources (see resources/README.md for licenses):
+
+- ``default_corpus.txt``: Python's ``pydoc_data.topics`` (PSF license), every
+  topic in sorted key order, each topic one paragraph (its internal blank lines
+  dropped, lines kept as they are), topics separated by one blank line.
+- ``samples/python_docs.txt``: the topics ``if``, ``while``, ``for``, ``try``
+  and ``with`` with their own paragraphs kept (running text, ~200 lines).
+- ``samples/builtins.tsv``: Python builtin name -> first sentence of its
+  docstring (pairs).
+- ``corpora/wordnet_glosses.tsv`` (``--debian``, package ``wordnet-base``):
+  word -> gloss of its most frequent sense, nouns/verbs/adjectives/adverbs.
+- ``corpora/fortunes.txt`` (``--debian``, packages ``fortunes-min`` or
+  ``fortune-mod``): the quotations, one paragraph each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MAX_BYTES = 3 * 1024 * 1024
+
+
+def topics_text(keys: list[str] | None = None, keep_paragraphs: bool = False) -> str:
+    import pydoc_data.topics as t
+
+    out = []
+    for key in keys or sorted(t.topics):
+        lines = [line.rstrip() for line in t.topics[key].splitlines()]
+        if keep_paragraphs:
+            body = "\n".join(lines).strip("\n")
+            body = re.sub(r"\n{3,}", "\n\n", body)
+        else:
+            body = "\n".join(line for line in lines if line.strip())
+        out.append(body)
+    return "\n\n".join(out) + "\n"
+
+
+def builtins_pairs() -> str:
+    rows = []
+    for name in sorted(dir(builtins)):
+        obj = getattr(builtins, name)
+        doc = getattr(obj, "__doc__", None)
+        if name.startswith("_") or not doc:
+            continue
+        paras = [p.strip() for p in doc.strip().split("\n\n")]
+        text = next((p for p in paras if "->" not in p and not p.startswith(name + "(")), "")
+        text = " ".join(text.split())
+        if not text:
+            continue
+        sentence = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+        rows.append(f"{name}\t{sentence}")
+    return "input\toutput\n" + "\n".join(rows) + "\n"
+
+
+WN_DIR = Path("/usr/share/wordnet")
+WN_POS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
+
+
+def wordnet_glosses() -> str:
+    """word -> gloss of its first (most frequent) sense, one row per lemma and part of speech."""
+    rows = []
+    for pos in WN_POS:
+        data = (WN_DIR / f"data.{pos}").read_bytes().decode("utf-8", errors="replace")
+        gloss_at: dict[int, str] = {}
+        for line in data.splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue
+            offset = int(line.split(" ", 1)[0])
+            gloss = line.split("|", 1)[1].strip()
+            gloss = gloss.split(";")[0].strip()
+            gloss_at[offset] = gloss
+        index = (WN_DIR / f"index.{pos}").read_text("utf-8", errors="replace")
+        for line in index.splitlines():
+            if line.startswith("  "):
+                continue
+            f = line.split()
+            lemma, n_synsets = f[0], int(f[2])
+            first = int(f[-n_synsets])
+            if "_" in lemma or not lemma.isalpha():
+                continue
+            gloss = gloss_at.get(first)
+            if gloss:
+                rows.append(f"{lemma} ({WN_POS[pos]})\t{gloss}")
+    return "input\toutput\n" + "\n".join(rows) + "\n"
+
+
+FORTUNE_DIRS = (Path("/usr/share/games/fortunes"), Path("/usr/share/fortune"))
+
+
+def fortunes() -> str:
+    quotes = []
+    for d in FORTUNE_DIRS:
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            if f.suffix or f.is_dir() or f.name.startswith("."):
+                continue
+            text = f.read_bytes().decode("utf-8", errors="replace")
+            for q in text.split("\n%\n"):
+                lines = [line.rstrip() for line in q.strip("%\n").splitlines() if line.strip()]
+                if lines:
+                    quotes.append("\n".join(lines))
+        break
+    return "\n\n".join(quotes) + "\n"
+
+
+def write(path: Path, text: str) -> None:
+    data = text.encode("utf-8")
+    if len(data) > MAX_BYTES:
+        raise SystemExit(f"{path}: {len(data)} bytes, over the 3 MB limit")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    print(f"wrote {path.relative_to(HERE.parent)} ({len(data):,} bytes)", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--debian", action="store_true", help="also build corpora/ from Debian data")
+    args = ap.parse_args()
+    write(HERE / "default_corpus.txt", topics_text())
+    write(
+        HERE / "samples" / "python_docs.txt",
+        topics_text(["if", "while", "for", "try", "with"], keep_paragraphs=True),
+    )
+    write(HERE / "samples" / "builtins.tsv", builtins_pairs())
+    if args.debian:
+        if WN_DIR.is_dir():
+            write(HERE / "corpora" / "wordnet_glosses.tsv", wordnet_glosses())
+        else:
+            print("WordNet not found: apt-get install -y wordnet-base", file=sys.stderr)
+        text = fortunes()
+        if text.strip():
+            write(HERE / "corpora" / "fortunes.txt", text)
+        else:
+            print("fortunes not found: apt-get install -y fortunes-min", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
