@@ -445,9 +445,11 @@ def concat(corpora: Sequence[Corpus], min_count: int | None = None) -> Corpus:
         spec = np.zeros(N_SPECIALS, np.int64)
         for c in corpora:
             spec += c.vocab.counts[:N_SPECIALS]
-            for t, n in zip(c.vocab.itos[N_SPECIALS:], c.vocab.counts[N_SPECIALS:].tolist(), strict=True):
+            toks, cnts = c.vocab.itos[N_SPECIALS:], c.vocab.counts[N_SPECIALS:].tolist()
+            for t, n in zip(toks, cnts, strict=True):
                 merged[t] = merged.get(t, 0) + n
-        vocab = build_vocab(merged, mc, special_counts=dict(zip(SPECIALS, spec.tolist(), strict=True)))
+        spec_counts = dict(zip(SPECIALS, spec.tolist(), strict=True))
+        vocab = build_vocab(merged, mc, special_counts=spec_counts)
         luts = [remap_table(c.vocab, vocab) for c in corpora]
     files: list[str] = []
     parts: dict[str, list[np.ndarray]] = {k: [] for k in (
