@@ -1,0 +1,130 @@
+"""Model file: round trip, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from core import modelfile
+from core.modelfile import FORMAT_VERSION, ModelFileError, load, save
+
+
+def _arrays():
+    rng = np.random.default_rng(0)
+    return {"keys": rng.random((30, 8), dtype=np.float32), "ids": np.arange(5, dtype=np.int32)}
+
+
+META = {"tokenizer": "word", "vocab": {"itos": ["<bos>", "<eos>", "<sep>", "<unk>", "é"]},
+        "settings": {"dim": 8}}
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_round_trip(tmp_path, compress):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META, compress=compress)
+    arrays, meta = load(p)
+    for k, v in _arrays().items():
+        assert arrays[k].dtype == v.dtype and np.array_equal(arrays[k], v)
+    assert meta["format_version"] == FORMAT_VERSION and meta["app_version"]
+    assert meta["vocab"] == META["vocab"] and meta["settings"] == {"dim": 8}
+    assert modelfile.read_meta(p)["tokenizer"] == "word"
+
+
+def test_truncated_file(tmp_path):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load(p)
+
+
+def test_garbage_and_wrong_files(tmp_path):
+    g = tmp_path / "garbage.npz"
+    g.write_bytes(os.urandom(1000))
+    with pytest.raises(ModelFileError) as e:
+        load(g)
+    assert str(e.value).startswith(str(g))
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.arange(3))
+    with pytest.raises(ModelFileError, match="no metadata"):
+        load(plain)
+    with pytest.raises(ModelFileError, match="no such file"):
+        load(tmp_path / "missing.npz")
+    with pytest.raises(ModelFileError, match="folder"):
+        load(tmp_path)
+
+
+def _rewrite_meta(path, meta):
+    arrays = dict(np.load(path, allow_pickle=False))
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_newer_version_refused(tmp_path):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META)
+    meta = modelfile.read_meta(p)
+    meta["format_version"] = FORMAT_VERSION + 1
+    _rewrite_meta(p, meta)
+    with pytest.raises(ModelFileError, match="newer"):
+        load(p)
+
+
+def test_wrong_format_tag_refused(tmp_path):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META)
+    meta = modelfile.read_meta(p)
+    meta["format"] = "something-else"
+    _rewrite_meta(p, meta)
+    with pytest.raises(ModelFileError, match="wrong format"):
+        load(p)
+
+
+def test_corrupt_member_detected(tmp_path):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META, compress=False)
+    data = bytearray(p.read_bytes())
+    with zipfile.ZipFile(p) as z:
+        info = z.getinfo("keys.npy")
+    pos = info.header_offset + 30 + len(info.filename) + 200  # inside the array data
+    data[pos] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError):
+        load(p)
+
+
+def test_no_pickles(tmp_path):
+    with pytest.raises(ValueError, match="pickle"):
+        save(tmp_path / "m.npz", {"x": np.array([{}, 1], dtype=object)}, {})
+    with pytest.raises(ValueError, match="reserved"):
+        save(tmp_path / "m.npz", {"__meta__": np.zeros(1)}, {})
+
+
+def test_failed_write_keeps_old_file(tmp_path, monkeypatch):
+    p = tmp_path / "m.npz"
+    save(p, _arrays(), META)
+    before = p.read_bytes()
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(modelfile.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        save(p, {"keys": np.zeros((3, 3), np.float32)}, {"tokenizer": "byte"})
+    assert p.read_bytes() == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["m.npz"]  # temp file removed
+    monkeypatch.undo()
+    save(p, {"keys": np.zeros((3, 3), np.float32)}, {"tokenizer": "byte"})
+    assert load(p)[1]["tokenizer"] == "byte"
+
+
+def test_unserialisable_meta_leaves_no_file(tmp_path):
+    p = tmp_path / "m.npz"
+    with pytest.raises(TypeError):
+        save(p, {}, {"bad": object()})
+    assert list(tmp_path.iterdir()) == []
