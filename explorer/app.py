@@ -1,0 +1,104 @@
+"""Start the window: ``noisekey [--screenshot OUT.png] [--prompt TEXT] [CORPUS...]``.
+
+``--screenshot`` runs on Qt's offscreen platform (unless a platform was
+chosen with ``QT_QPA_PLATFORM``), trains or loads the model, types the
+prompt, waits until every view drew its explanation, saves the window as a
+PNG (or SVG by suffix) and exits 0; a training or explanation error prints
+one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+T_PROCESS = time.perf_counter()
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="noisekey", description="NoiseKey Explorer window.")
+    p.add_argument("corpora", nargs="*", help="corpus files or folders (default: bundled corpus)")
+    p.add_argument("--screenshot", metavar="OUT", help="render the window offscreen, save, exit")
+    p.add_argument("--prompt", default=None, help="prompt to type into the window")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached models")
+    p.add_argument("--size", default="1500x950", help="window size for --screenshot (WxH)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds --screenshot waits for training and drawing")
+    return p.parse_args(list(argv))
+
+
+def make_app(offscreen: bool = False):
+    """The ``QApplication`` (created once), with pyqtgraph following its palette."""
+    if offscreen:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("NoiseKey Explorer")
+    app.setOrganizationName("noisekey")
+    from explorer.view_base import apply_palette
+
+    apply_palette()
+    return app
+
+
+def run_app(argv: Sequence[str]) -> int:
+    """Entry point of the window (called by :func:`explorer.cli.main`)."""
+    args = parse_args(argv)
+    for c in args.corpora:
+        if not Path(c).exists():
+            sys.stderr.write(f"noisekey: error: {c}: no such file or folder\n")
+            return 2
+    app = make_app(offscreen=bool(args.screenshot))
+    from explorer.main_window import DEFAULT_PROMPT, MainWindow
+
+    prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
+    win = MainWindow(corpora=args.corpora or None, prompt=prompt, use_cache=not args.no_cache)
+    if args.screenshot:
+        return screenshot(app, win, args)
+    win.show()
+    return int(app.exec())
+
+
+def screenshot(app, win, args: argparse.Namespace) -> int:
+    """Wait for the model and the drawn views, then save the window."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    win.resize(w, h)
+    win.show()
+    result: dict[str, object] = {}
+    loop = QEventLoop()
+
+    def fail(msg: str) -> None:
+        result["error"] = msg
+        loop.quit()
+
+    def drawn() -> None:
+        result["ok"] = True
+        QTimer.singleShot(50, loop.quit)  # let the views paint once more
+
+    win.viewsDrawn.connect(drawn)
+    win.trainingFailed.connect(fail)
+    win.explainer.failed.connect(fail)
+    win.corpus_panel.errorRaised.connect(fail)
+    QTimer.singleShot(int(args.timeout * 1000), lambda: fail("timed out"))
+    if not win.corpus_panel.paths():
+        fail("no corpus to train on")
+    else:
+        loop.exec()
+    code = 0
+    if "ok" in result:
+        app.processEvents()
+        out = win.export(win, args.screenshot)
+        sys.stdout.write(f"{out}\n")
+    else:
+        sys.stderr.write(f"noisekey: error: {result.get('error', 'no result')}\n")
+        code = 2
+    win.close()
+    return code

@@ -1,0 +1,210 @@
+"""View 2 — hash buckets: occupancy strip, probes, candidates, winner, digits.
+
+Top: the bucket array in locality (curve) order as an occupancy step curve
+(filled slots per bucket out of ``bucket_size``). The buckets probed for the
+current step are marked along the strip, the candidates gathered from them
+sit at their home bucket, the winner is a star.
+
+Bottom: the winner's per-digit distance breakdown, a ``d x D`` heatmap
+(coordinate x digit, with a colour bar) and the per-digit totals as bars —
+for the digit metric the leftmost digit should dominate.
+
+Design choice: the view shows the probe of ``state.step`` (the step of the
+selected token when it was generated); a prompt with no generated steps
+leaves the strip without probes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+
+from core.explain import Explanation
+from explorer.view_base import (
+    PATH_COLOURS,
+    SELECT_COLOUR,
+    BaseView,
+    brush,
+    foreground,
+    scatter_count,
+    token_label,
+)
+
+
+class BucketsView(BaseView):
+    """Occupancy strip of the hash index and one lookup's internals."""
+
+    title = "Hash buckets"
+
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(state, parent)
+        self._occ_id: int | None = None
+        self.strip = self.glw.addPlot(row=0, col=0, colspan=3)
+        self.strip.setLabel("bottom", "bucket (locality order)")
+        self.strip.setLabel("left", "filled slots")
+        self.strip.setMouseEnabled(y=False)
+        self.strip.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=4)
+        self.occupancy = pg.PlotCurveItem(
+            pen=pg.mkPen(foreground(160), width=1), fillLevel=0,
+            brush=pg.mkBrush(foreground(40)), name="occupancy",
+        )
+        self.probed = pg.ScatterPlotItem(
+            size=9, symbol="s", pen=None, brush=brush(PATH_COLOURS["B"], 170),
+            hoverable=True, tip=self._bucket_tip, name="probed buckets",
+        )
+        self.candidates = pg.ScatterPlotItem(
+            size=8, symbol="o", pen=None, brush=brush(PATH_COLOURS["C"], 200),
+            hoverable=True, tip=self._cand_tip, name="candidates",
+        )
+        self.winner = pg.ScatterPlotItem(
+            size=18, symbol="star", pen=pg.mkPen(foreground(230)), brush=brush(SELECT_COLOUR),
+            hoverable=True, tip=self._cand_tip, name="winner",
+        )
+        for item in (self.occupancy, self.probed, self.candidates, self.winner):
+            self.strip.addItem(item)
+        self.candidates.sigClicked.connect(self._clicked)
+        self.winner.sigClicked.connect(self._clicked)
+
+        self.heat_plot = self.glw.addPlot(row=1, col=0)
+        self.heat_plot.setLabel("bottom", "digit k (left = most significant)")
+        self.heat_plot.setLabel("left", "coordinate j")
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat_plot.addItem(self.heat)
+        self.heat.hoverEvent = self._heat_hover
+        self.cbar = pg.ColorBarItem(
+            values=(0, 1), colorMap=pg.colormap.get("viridis"), label="distance term",
+            interactive=False, width=12,
+        )
+        self.cbar.setImageItem(self.heat, insert_in=None)
+        self.glw.addItem(self.cbar, row=1, col=1)
+        self.bars_plot = self.glw.addPlot(row=1, col=2)
+        self.bars_plot.setLabel("bottom", "digit k")
+        self.bars_plot.setLabel("left", "sum over coordinates")
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush=brush(PATH_COLOURS["B"]))
+        self.bars_plot.addItem(self.bars)
+        self.glw.ci.layout.setRowStretchFactor(0, 1)
+        self.glw.ci.layout.setRowStretchFactor(1, 2)
+        self._breakdown = np.zeros((0, 0), np.float32)
+
+    # -- tips / clicks -----------------------------------------------------
+    def _bucket_tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        b = int(data)
+        occ = ex.index_stats.occupancy
+        filled = int(occ[b]) if 0 <= b < len(occ) else 0
+        return f"bucket {b}: {filled}/{ex.index_stats.bucket_size} slots filled"
+
+    def _cand_tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        tid = int(data)
+        probe = self._probe()
+        dist = ""
+        if probe is not None and 0 <= tid < len(ex.keys):
+            dist = f"\n|q - k|_1 = {float(np.abs(probe.query - ex.keys[tid]).sum()):.4f}"
+        return f"{token_label(ex.vocab, tid)} (id {tid})\nhome bucket {int(x)}{dist}"
+
+    def _heat_hover(self, ev) -> None:
+        if ev.isExit() or self._breakdown.size == 0:
+            self.heat_plot.vb.setToolTip("")
+            return
+        p = ev.pos()
+        j, k = int(p.y()), int(p.x())
+        if 0 <= j < self._breakdown.shape[0] and 0 <= k < self._breakdown.shape[1]:
+            self.heat_plot.vb.setToolTip(
+                f"coordinate {j}, digit {k + 1}: {self._breakdown[j, k]:.5f}")
+
+    def _clicked(self, item, points, ev=None) -> None:
+        if len(points) and points[0].data() is not None:
+            self.state.select_token(int(points[0].data()))
+
+    # -- drawing ------------------------------------------------------------
+    def _probe(self):
+        ex = self.explanation
+        if ex is None or not ex.generation.steps:
+            return None
+        step = min(self.state.step, len(ex.generation.steps) - 1)
+        return ex.generation.steps[step].probe
+
+    def draw(self, ex: Explanation | None) -> None:
+        if ex is None:
+            self.occupancy.setData([], [], stepMode=None)
+            self._occ_id = None
+            self._draw_probe(None)
+            return
+        st = ex.index_stats
+        if self._occ_id != id(st.occupancy):
+            occ = np.asarray(st.occupancy, dtype=np.float32)
+            self.occupancy.setData(np.arange(len(occ) + 1) - 0.5, occ, stepMode="center")
+            self.strip.setYRange(-0.8, max(st.bucket_size, 1) * 1.6 + 1.5)
+            self.strip.enableAutoRange(axis="x")
+            self._occ_id = id(st.occupancy)
+        self.on_step(self.state.step)
+
+    def _draw_probe(self, probe) -> None:
+        ex = self.explanation
+        if probe is None or ex is None:
+            for item in (self.probed, self.candidates, self.winner):
+                item.clear()
+            self.heat.clear()
+            self.bars.setOpts(x=[], height=[])
+            self._breakdown = np.zeros((0, 0), np.float32)
+            return
+        st = ex.index_stats
+        occ = np.asarray(st.occupancy)
+        b = np.asarray(probe.buckets, dtype=np.int64)
+        b = b[(b >= 0) & (b < len(occ))]
+        self.probed.setData(x=b, y=np.full(len(b), -0.4), data=b)
+        cand = np.asarray(probe.candidates, dtype=np.int64)
+        cand = cand[(cand >= 0) & (cand < len(st.home_bucket))]
+        home = np.asarray(st.home_bucket)[cand]
+        # stack candidates sharing a home bucket upwards inside the strip
+        order = np.argsort(home, kind="stable")
+        rank = np.zeros(len(cand), dtype=np.float32)
+        if len(cand):
+            sh = home[order]
+            first = np.searchsorted(sh, sh, side="left")
+            rank[order] = np.arange(len(sh)) - first
+        y = 0.5 + rank
+        self.candidates.setData(x=home, y=y, data=cand)
+        w = int(probe.winner)
+        if 0 <= w < len(st.home_bucket):
+            wy = y[cand == w][0] if np.any(cand == w) else 0.5
+            self.winner.setData(x=[st.home_bucket[w]], y=[wy], data=[w])
+        else:
+            self.winner.clear()
+        bd = np.asarray(probe.breakdown, dtype=np.float32)
+        if bd.ndim == 1:
+            bd = bd[:, None]
+        self._breakdown = bd
+        if bd.size:
+            hi = float(bd.max()) if float(bd.max()) > 0 else 1.0
+            self.heat.setImage(bd, autoLevels=False, levels=(0.0, hi))
+            self.cbar.setLevels((0.0, hi))
+            self.heat_plot.setRange(xRange=(0, bd.shape[1]), yRange=(0, bd.shape[0]),
+                                    padding=0)
+            tot = bd.sum(axis=0)
+            self.bars.setOpts(x=np.arange(len(tot)) + 0.5, height=tot, width=0.7)
+            self.bars_plot.setXRange(0, len(tot), padding=0.05)
+        step = min(self.state.step, len(ex.generation.steps) - 1)
+        self.set_header(
+            f"step {step} → {token_label(ex.vocab, w)} · {len(b)} buckets probed · "
+            f"{len(cand)} candidates · δ = {probe.distance:.4f} · "
+            f"load {ex.index_stats.load_factor:.2f}"
+        )
+
+    def on_step(self, step: int) -> None:
+        self._draw_probe(self._probe())
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "buckets": int(len(self.occupancy.xData) - 1) if self.occupancy.xData is not None
+            and len(self.occupancy.xData) else 0,
+            "probed": scatter_count(self.probed),
+            "candidates": scatter_count(self.candidates),
+            "winner": scatter_count(self.winner),
+            "breakdown_cells": int(self._breakdown.size),
+        }

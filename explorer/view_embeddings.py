@@ -1,0 +1,270 @@
+"""View 1 — embeddings: keys, context, encoder embeddings, snapped keys.
+
+Draws a 2-D projection of all token keys (faint), the prompt's context keys,
+and for each generated step the arrows ``state -> encoder embedding ->
+snapped key``, plus the noise prototypes.
+
+Design choices:
+
+* The projection is PCA of the ``[V, d]`` keys (centred, top two right
+  singular vectors), computed once per model and cached by a fingerprint of
+  the keys array; ``random`` is a seeded Gaussian projection (seed 0) for
+  comparison. Both are linear, so a state, an encoder embedding and a key
+  land in the same plane.
+* Prototypes are noises (differences of keys), so they are drawn as offsets
+  from the keys' centroid through the linear part of the projection.
+* Axes are locked to equal aspect (PCA units are comparable), which also lets
+  arrow heads be rotated in screen space with the data-space angle.
+* All shafts are one ``PlotCurveItem(connect="pairs")``; heads are one
+  scatter with one rotated arrow path per head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QTransform
+
+from core.explain import Explanation
+from explorer.view_base import (
+    CONTEXT_COLOUR,
+    PATH_COLOURS,
+    PROTO_COLOUR,
+    SELECT_COLOUR,
+    BaseView,
+    brush,
+    foreground,
+    scatter_count,
+    token_label,
+)
+
+_ARROW = pg.functions.makeArrowPath(headLen=10, tipAngle=30, tailLen=None)
+
+
+def keys_fingerprint(keys: np.ndarray) -> str:
+    """A short hash of a keys array (shape and content)."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(str(keys.shape).encode())
+    h.update(np.ascontiguousarray(keys).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def fit_projection(keys: np.ndarray, method: str = "pca") -> tuple[np.ndarray, np.ndarray]:
+    """Linear 2-D projection of keys.
+
+    Parameters
+    ----------
+    keys : float32 [V, d]
+    method : "pca" or "random"
+
+    Returns
+    -------
+    mean : float32 [d]
+    components : float32 [d, 2]
+        ``(x - mean) @ components`` is the 2-D position of ``x``.
+    """
+    keys = np.asarray(keys, dtype=np.float32)
+    mean = keys.mean(axis=0)
+    d = keys.shape[1]
+    if method == "random" or len(keys) < 3 or d < 2:
+        rng = np.random.default_rng(0)
+        comp = rng.standard_normal((d, 2)).astype(np.float32) / math.sqrt(max(d, 1))
+        return mean, comp
+    _, _, vt = np.linalg.svd(keys - mean, full_matrices=False)
+    return mean, vt[:2].T.astype(np.float32)
+
+
+def arrow_symbols(starts: np.ndarray, ends: np.ndarray) -> list:
+    """Arrow-head paths rotated to point from ``starts`` to ``ends`` (equal aspect)."""
+    out = []
+    for (x0, y0), (x1, y1) in zip(starts, ends, strict=True):
+        # makeArrowPath points along -x; screen y grows downwards.
+        ang = math.degrees(math.atan2(-(y1 - y0), x1 - x0)) + 180.0
+        out.append(QTransform().rotate(ang).map(_ARROW))
+    return out
+
+
+class EmbeddingsView(BaseView):
+    """Keys, prompt context and the generation's encoder -> key arrows in 2-D."""
+
+    title = "Embeddings"
+
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(state, parent)
+        self._proj_cache: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self._keys_fp: tuple[int, str] | None = None
+        self._proj: tuple[np.ndarray, np.ndarray] | None = None
+        self._xy_keys = np.zeros((0, 2), np.float32)
+        self.plot = self.glw.addPlot()
+        self.plot.setLabel("bottom", "component 1")
+        self.plot.setLabel("left", "component 2")
+        self.plot.setAspectLocked(True)
+        self.plot.showGrid(x=True, y=True, alpha=0.15)
+        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        vocab_tip = self._tip
+
+        self.all_keys = pg.ScatterPlotItem(
+            size=3, pen=None, brush=pg.mkBrush(foreground(45)), hoverable=True,
+            tip=vocab_tip, name="all keys",
+        )
+        self.shafts = pg.PlotCurveItem(pen=pg.mkPen(foreground(150), width=1), connect="pairs")
+        self.heads = pg.ScatterPlotItem(size=10, pen=None, brush=pg.mkBrush(foreground(180)))
+        self.context = pg.ScatterPlotItem(
+            size=10, pen=pg.mkPen("k", width=0.5), brush=brush(CONTEXT_COLOUR),
+            hoverable=True, tip=vocab_tip, name="prompt context keys",
+        )
+        self.encoder = pg.ScatterPlotItem(
+            size=9, symbol="x", pen=None, hoverable=True, tip=self._enc_tip,
+            name="encoder embeddings",
+        )
+        self.snapped = pg.ScatterPlotItem(
+            size=11, symbol="o", pen=pg.mkPen(foreground(220), width=1), hoverable=True,
+            tip=vocab_tip, name="snapped keys",
+        )
+        self.protos = pg.ScatterPlotItem(
+            size=9, symbol="t", pen=None, brush=brush(PROTO_COLOUR, 200), hoverable=True,
+            tip=self._proto_tip, name="noise prototypes (offset)",
+        )
+        self.selected = pg.ScatterPlotItem(
+            size=20, symbol="o", pen=pg.mkPen(SELECT_COLOUR, width=2.5), brush=None,
+            name="selected token",
+        )
+        for item in (self.all_keys, self.shafts, self.heads, self.context, self.protos,
+                     self.encoder, self.snapped, self.selected):
+            self.plot.addItem(item)
+        for item in (self.all_keys, self.context, self.snapped, self.protos, self.selected):
+            item.sigClicked.connect(self._clicked)
+        # encoder colours as legend entries for B / C / mix
+        for name, col in PATH_COLOURS.items():
+            self.legend.addItem(
+                pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8),
+                f"path {name}",
+            )
+        state.projectionChanged.connect(lambda _: self._reproject())
+
+    # -- tooltips ---------------------------------------------------------
+    def _tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        tid = int(data)
+        vals = ", ".join(f"{v:.3f}" for v in ex.keys[tid][:6])
+        return (f"{token_label(ex.vocab, tid)}  (id {tid})\nkey[:6] = {vals}\n"
+                f"xy = ({x:.3f}, {y:.3f})")
+
+    def _enc_tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        s = ex.generation.steps[int(data)]
+        return (f"step {int(data)}: encoder -> {token_label(ex.vocab, s.token)}\n"
+                f"path {s.path}, gate {s.gate:.2f}, prototype {s.prototype}\n"
+                f"xy = ({x:.3f}, {y:.3f})")
+
+    def _proto_tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        norm = float(np.linalg.norm(ex.prototypes[int(data)]))
+        return f"noise prototype {int(data)}\n|nu| = {norm:.3f}"
+
+    def _clicked(self, item, points, ev=None) -> None:
+        if len(points) == 0 or self.explanation is None:
+            return
+        data = points[0].data()
+        if item is self.protos or data is None:
+            return
+        self.state.select_token(int(data))
+
+    # -- drawing ----------------------------------------------------------
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        mean, comp = self._proj
+        return ((np.asarray(x, np.float32) - mean) @ comp).astype(np.float32)
+
+    def _ensure_projection(self, keys: np.ndarray) -> None:
+        ident = (id(keys), keys.shape)
+        if self._keys_fp is None or self._keys_fp[0] != ident:
+            fp = keys_fingerprint(keys)
+            self._keys_fp = (ident, fp)
+        else:
+            fp = self._keys_fp[1]
+        key = (fp, self.state.projection)
+        if key not in self._proj_cache:
+            self._proj_cache = {k: v for k, v in self._proj_cache.items() if k[0] == fp}
+            self._proj_cache[key] = fit_projection(keys, self.state.projection)
+            self._proj = self._proj_cache[key]
+            self._xy_keys = self._project(keys)
+            ids = np.arange(len(keys))
+            self.all_keys.setData(pos=self._xy_keys, data=ids)
+            self.plot.enableAutoRange()
+        elif self._proj is not self._proj_cache[key]:
+            self._proj = self._proj_cache[key]
+            self._xy_keys = self._project(keys)
+            self.all_keys.setData(pos=self._xy_keys, data=np.arange(len(keys)))
+
+    def _reproject(self) -> None:
+        if self.explanation is not None:
+            self.draw(self.explanation)
+            self.plot.enableAutoRange()
+
+    def draw(self, ex: Explanation | None) -> None:
+        if ex is None:
+            for item in (self.all_keys, self.context, self.encoder, self.snapped, self.protos,
+                         self.heads, self.selected):
+                item.clear()
+            self.shafts.setData([], [])
+            self._keys_fp = None
+            self._proj = None
+            return
+        self._ensure_projection(ex.keys)
+        ids = np.asarray(ex.ids, dtype=np.int64)
+        self.context.setData(pos=self._xy_keys[ids], data=ids)
+        steps = ex.generation.steps
+        if steps:
+            states = self._project(np.stack([s.state for s in steps]))
+            enc = self._project(np.stack([s.encoder for s in steps]))
+            toks = np.array([s.token for s in steps], dtype=np.int64)
+            snap = self._xy_keys[toks]
+            brushes = [brush(PATH_COLOURS.get(s.path, "#7f7f7f")) for s in steps]
+            pens = [pg.mkPen(PATH_COLOURS.get(s.path, "#7f7f7f"), width=2) for s in steps]
+            self.encoder.setData(pos=enc, pen=pens, brush=brushes, data=np.arange(len(steps)))
+            self.snapped.setData(pos=snap, brush=brushes, data=toks)
+            starts = np.concatenate([states, enc])
+            ends = np.concatenate([enc, snap])
+            seg = np.stack([starts, ends], axis=1).reshape(-1, 2)
+            self.shafts.setData(seg[:, 0], seg[:, 1], connect="pairs")
+            self.heads.setData(pos=ends, symbol=arrow_symbols(starts, ends))
+        else:
+            self.encoder.clear()
+            self.snapped.clear()
+            self.heads.clear()
+            self.shafts.setData([], [])
+        if len(ex.prototypes):
+            _, comp = self._proj
+            centre = self._xy_keys.mean(axis=0) if len(self._xy_keys) else np.zeros(2)
+            pxy = centre + np.asarray(ex.prototypes, np.float32) @ comp
+            self.protos.setData(pos=pxy, data=np.arange(len(pxy)))
+        else:
+            self.protos.clear()
+        self.set_header(f"{len(ex.keys)} keys · {len(ids)} context · {len(steps)} steps · "
+                        f"{self.state.projection.upper()}")
+        self.on_token(self.state.token)
+
+    def on_token(self, token_id: int) -> None:
+        if self.explanation is None or not (0 <= token_id < len(self._xy_keys)):
+            self.selected.clear()
+            return
+        self.selected.setData(pos=self._xy_keys[[token_id]], data=[token_id])
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "keys": scatter_count(self.all_keys),
+            "context": scatter_count(self.context),
+            "encoder": scatter_count(self.encoder),
+            "snapped": scatter_count(self.snapped),
+            "prototypes": scatter_count(self.protos),
+            "arrows": scatter_count(self.heads),
+        }

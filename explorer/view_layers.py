@@ -1,0 +1,202 @@
+"""View 4 — hierarchical layers of the prompt, reconstruction, neighbours.
+
+Top: one heatmap stacking the prompt's keys ``w`` (n rows) and its layers
+L0 .. Ln (``n - 1 - m`` rows each) over the key dimension, separated by
+gaps; the left axis names each block and the selected layer is shaded.
+Middle: token accuracy of reconstructing the prompt from each layer, with the
+most compressible layer ``Lm`` (``LayerInfo.chosen``) marked. Bottom: the
+nearest training sentences by signature.
+
+Clicking a row of the ``w`` block selects that prompt token everywhere;
+clicking a layer block or an accuracy point selects the layer.
+
+Design choice: colour levels are fixed to [0, 1] (keys live in the unit
+cube and ``mean``/``halfgap`` keep them there), so blocks are comparable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QListWidget
+
+from core.explain import Explanation
+from explorer.view_base import (
+    PATH_COLOURS,
+    SELECT_COLOUR,
+    BaseView,
+    brush,
+    foreground,
+    scatter_count,
+    token_label,
+)
+
+GAP = 1  # empty rows between blocks
+
+
+class LayersView(BaseView):
+    """Heatmaps of L0..Ln, per-layer reconstruction accuracy, similar sentences."""
+
+    title = "Layers"
+
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(state, parent)
+        self.heat_plot = self.glw.addPlot(row=0, col=0)
+        self.heat_plot.setLabel("bottom", "key dimension")
+        self.heat_plot.invertY(True)
+        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat_plot.addItem(self.heat)
+        self.sel_region = pg.LinearRegionItem(
+            orientation="horizontal", movable=False, brush=brush(SELECT_COLOUR, 50),
+            pen=pg.mkPen(SELECT_COLOUR))
+        self.heat_plot.addItem(self.sel_region)
+        self.cbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("magma"),
+                                    label="value", interactive=False, width=12)
+        self.cbar.setImageItem(self.heat, insert_in=None)
+        self.glw.addItem(self.cbar, row=0, col=1)
+        self.heat.mouseClickEvent = self._heat_click
+        self.heat.hoverEvent = self._heat_hover
+
+        self.acc_plot = self.glw.addPlot(row=1, col=0, colspan=2)
+        self.acc_plot.setLabel("bottom", "layer m")
+        self.acc_plot.setLabel("left", "token accuracy")
+        self.acc_plot.setYRange(0, 1.05)
+        self.acc_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.acc = pg.PlotDataItem(pen=pg.mkPen(PATH_COLOURS["B"], width=2), symbol="o",
+                                   symbolSize=7, symbolBrush=PATH_COLOURS["B"],
+                                   name="reconstruction accuracy")
+        self.acc.sigPointsClicked.connect(self._acc_click)
+        self.chosen_pt = pg.ScatterPlotItem(size=18, symbol="star", brush=brush(SELECT_COLOUR),
+                                            pen=pg.mkPen(foreground(230)),
+                                            name="chosen Lm (most compressible)")
+        self.chosen_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,
+                                                                 style=Qt.PenStyle.DashLine))
+        for item in (self.acc, self.chosen_pt, self.chosen_line):
+            self.acc_plot.addItem(item)
+        self.glw.ci.layout.setRowStretchFactor(0, 3)
+        self.glw.ci.layout.setRowStretchFactor(1, 2)
+
+        self.similar = QListWidget()
+        self.similar.setMaximumHeight(80)
+        self.similar.setToolTip("nearest training sentences by layer signature (score)")
+        self.layout().addWidget(self.similar)
+        self._blocks: list[tuple[str, int, int]] = []  # (name, first row, rows)
+        self._image = np.zeros((0, 0), np.float32)
+
+    # -- interaction -------------------------------------------------------
+    def _row_at(self, y: float) -> tuple[int, int] | None:
+        """(block index, row within block) of an image row, or None in a gap."""
+        r = int(np.floor(y))
+        for bi, (_, start, rows) in enumerate(self._blocks):
+            if start <= r < start + rows:
+                return bi, r - start
+        return None
+
+    def _heat_click(self, ev) -> None:
+        hit = self._row_at(ev.pos().y())
+        ex = self.explanation
+        if hit is None or ex is None:
+            return
+        bi, r = hit
+        if bi == 0:
+            if r < len(ex.ids):
+                self.state.select_token(int(ex.ids[r]))
+        else:
+            self.state.set_layer(bi - 1)
+        ev.accept()
+
+    def _heat_hover(self, ev) -> None:
+        if ev.isExit() or self._image.size == 0:
+            self.heat_plot.vb.setToolTip("")
+            return
+        hit = self._row_at(ev.pos().y())
+        col = int(ev.pos().x())
+        if hit is None or not (0 <= col < self._image.shape[1]):
+            return
+        bi, r = hit
+        name, start, _ = self._blocks[bi]
+        val = self._image[start + r, col]
+        what = name
+        ex = self.explanation
+        if bi == 0 and ex is not None and r < len(ex.tokens):
+            what = f"key of {ex.tokens[r]!r}"
+        elif bi > 0 and ex is not None and r + 1 < len(ex.tokens):
+            what = f"{name}[{r}] over tokens {r}..{r + bi}"
+        self.heat_plot.vb.setToolTip(f"{what}, dim {col}: {val:.4f}")
+
+    def _acc_click(self, item, points, ev=None) -> None:
+        if len(points):
+            self.state.set_layer(int(round(points[0].pos().x())))
+
+    # -- drawing -------------------------------------------------------------
+    def draw(self, ex: Explanation | None) -> None:
+        self.similar.clear()
+        if ex is None or len(ex.ids) == 0:
+            self.heat.clear()
+            self.acc.setData([], [])
+            self.chosen_pt.clear()
+            self._blocks, self._image = [], np.zeros((0, 0), np.float32)
+            self.set_header("type a prompt")
+            return
+        d = ex.keys.shape[1]
+        w = np.asarray(ex.keys[np.asarray(ex.ids, dtype=np.int64)], np.float32)
+        blocks = [("w", w)] + [(f"L{m}", np.asarray(a, np.float32).reshape(-1, d))
+                               for m, a in enumerate(ex.layers.layers)]
+        rows = sum(len(b) for _, b in blocks) + GAP * (len(blocks) - 1)
+        img = np.full((rows, d), np.nan, np.float32)
+        self._blocks = []
+        r = 0
+        ticks = []
+        for name, b in blocks:
+            img[r:r + len(b)] = b
+            self._blocks.append((name, r, len(b)))
+            ticks.append((r + len(b) / 2, name))
+            r += len(b) + GAP
+        self._image = img
+        self.heat.setImage(img, autoLevels=False, levels=(0.0, 1.0))  # NaN gaps: transparent
+        step = max(1, len(ticks) // 12)
+        self.heat_plot.getAxis("left").setTicks([ticks[::step], []])
+        self.heat_plot.setRange(xRange=(0, d), yRange=(0, rows), padding=0.01)
+        acc = np.asarray(ex.layers.accuracy, np.float32)
+        self.acc.setData(np.arange(len(acc)), acc)
+        self.acc_plot.setXRange(-0.5, max(len(acc), 1) - 0.5)
+        c = ex.layers.chosen
+        if 0 <= c < len(acc):
+            self.chosen_pt.setData(x=[c], y=[acc[c]])
+            self.chosen_line.setValue(c)
+            self.chosen_line.show()
+        else:
+            self.chosen_pt.clear()
+            self.chosen_line.hide()
+        for text, score in ex.layers.similar:
+            self.similar.addItem(f"{score:7.4f}  {text}")
+        chosen = f"L{c}" if c >= 0 else "none"
+        self.set_header(f"op {ex.layers.op} · {len(ex.layers.layers)} layers · chosen {chosen} · "
+                        f"{len(ex.layers.similar)} similar")
+        self.on_layer(self.state.layer)
+
+    def on_layer(self, layer: int) -> None:
+        if 0 <= layer + 1 < len(self._blocks):
+            _, start, rows = self._blocks[layer + 1]
+            self.sel_region.setRegion((start, start + rows))
+            self.sel_region.show()
+        else:
+            self.sel_region.hide()
+
+    def on_token(self, token_id: int) -> None:
+        ex = self.explanation
+        if ex is not None and token_id >= 0:
+            hits = [i for i, t in enumerate(ex.ids) if t == token_id]
+            if hits:
+                self.similar.setToolTip(
+                    f"{token_label(ex.vocab, token_id)!r} at prompt position(s) {hits}")
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "layers": max(len(self._blocks) - 1, 0),
+            "cells": int(np.isfinite(self._image).sum()),
+            "accuracy_points": int(len(self.acc.yData)) if self.acc.yData is not None else 0,
+            "chosen": scatter_count(self.chosen_pt),
+            "similar": self.similar.count(),
+        }

@@ -1,0 +1,212 @@
+"""View 3 — the A/B/C trajectory of the generation, step by step.
+
+Top: stub log-potentials over steps (every stub alive at a step, faint; the
+kept stub bold) with the kept stub's tokens as points coloured by the path
+that produced them (B blue, C orange, mix purple) and labelled with the
+token. Bottom: the kept stub's running variance and std against the
+predicted stop band (``value ± tolerance``, shaded) of the middle-layer key.
+A slider (and clicking a point) steps through the generation; a vertical
+line marks the step in both plots.
+
+Design choice: the kept stub's curve is the cumulative sum of
+``Step.score``; the stub lines come from ``Generation.stub_scores`` as given
+(NaN ends a discarded stub, drawn with ``connect="finite"``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider
+
+from core.explain import Explanation
+from explorer.view_base import (
+    PATH_COLOURS,
+    SELECT_COLOUR,
+    BaseView,
+    brush,
+    foreground,
+    scatter_count,
+    token_label,
+)
+
+MAX_LABELS = 40
+
+
+class TrajectoryView(BaseView):
+    """Generated path coloured by B/C, stub scores, stop band, step slider."""
+
+    title = "A/B/C trajectory"
+
+    def __init__(self, state, parent=None) -> None:
+        super().__init__(state, parent)
+        self.scores = self.glw.addPlot(row=0, col=0)
+        self.scores.setLabel("left", "log-potential")
+        self.scores.setLabel("bottom", "step")
+        self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5)
+        self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
+                                      name="stubs")
+        self.kept = pg.PlotCurveItem(pen=pg.mkPen(foreground(200), width=2), name="kept stub")
+        self.points = pg.ScatterPlotItem(size=11, pen=None, hoverable=True, tip=self._tip)
+        self.selected = pg.ScatterPlotItem(size=20, pen=pg.mkPen(SELECT_COLOUR, width=2.5),
+                                           brush=None)
+        self.step_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,
+                                                               style=Qt.PenStyle.DashLine))
+        for item in (self.stubs, self.kept, self.points, self.selected, self.step_line):
+            self.scores.addItem(item)
+        for name, col in PATH_COLOURS.items():
+            self.scores.legend.addItem(
+                pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8), f"path {name}")
+        self.points.sigClicked.connect(self._clicked)
+        self.labels: list[pg.TextItem] = []
+
+        self.band = self.glw.addPlot(row=1, col=0)
+        self.band.setXLink(self.scores)
+        self.band.setLabel("left", "running stat")
+        self.band.setLabel("bottom", "step")
+        self.band.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=2)
+        self.band.getAxis("left").enableAutoSIPrefix(False)
+        var_c, std_c = "#17becf", "#bcbd22"
+        self.var_lo = pg.PlotCurveItem(pen=None)
+        self.var_hi = pg.PlotCurveItem(pen=None)
+        self.std_lo = pg.PlotCurveItem(pen=None)
+        self.std_hi = pg.PlotCurveItem(pen=None)
+        self.var_band = pg.FillBetweenItem(self.var_lo, self.var_hi, brush=brush(var_c, 60))
+        self.std_band = pg.FillBetweenItem(self.std_lo, self.std_hi, brush=brush(std_c, 60))
+        self.run_var = pg.PlotDataItem(pen=pg.mkPen(var_c, width=2), symbol="o", symbolSize=5,
+                                       symbolBrush=var_c, name="running variance (band: predicted)")
+        self.run_std = pg.PlotDataItem(pen=pg.mkPen(std_c, width=2), symbol="s", symbolSize=5,
+                                       symbolBrush=std_c, name="running std (band: predicted)")
+        self.band_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,
+                                                               style=Qt.PenStyle.DashLine))
+        for item in (self.var_lo, self.var_hi, self.std_lo, self.std_hi, self.var_band,
+                     self.std_band, self.run_var, self.run_std, self.band_line):
+            self.band.addItem(item)
+        self.glw.ci.layout.setRowStretchFactor(0, 3)
+        self.glw.ci.layout.setRowStretchFactor(1, 2)
+
+        row = QHBoxLayout()
+        row.addWidget(QLabel("step"))
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 0)
+        self.slider.valueChanged.connect(self.state.set_step)
+        row.addWidget(self.slider, 1)
+        self.step_label = QLabel("–")
+        self.step_label.setMinimumWidth(220)
+        row.addWidget(self.step_label)
+        self.layout().addLayout(row)
+
+    def _tip(self, x: float, y: float, data) -> str:
+        ex = self.explanation
+        if ex is None or data is None:
+            return ""
+        s = ex.generation.steps[int(data)]
+        return (f"step {int(data)}: {token_label(ex.vocab, s.token)!r}\n"
+                f"path {s.path}, gate {s.gate:.2f}, prototype {s.prototype}\n"
+                f"score {s.score:.3f}, cumulative {y:.3f}")
+
+    def _clicked(self, item, points, ev=None) -> None:
+        if len(points) and self.explanation is not None:
+            t = int(points[0].data())
+            self.state.set_step(t)
+            self.state.select_token(self.explanation.generation.steps[t].token)
+
+    def _label(self, i: int) -> pg.TextItem:
+        while len(self.labels) <= i:
+            t = pg.TextItem(color=foreground(230), anchor=(0.5, 1.2))
+            self.scores.addItem(t)
+            self.labels.append(t)
+        return self.labels[i]
+
+    def draw(self, ex: Explanation | None) -> None:
+        steps = [] if ex is None else ex.generation.steps
+        T = len(steps)
+        if ex is None or T == 0:
+            for item in (self.stubs, self.kept, self.var_lo, self.var_hi, self.std_lo,
+                         self.std_hi):
+                item.setData([], [])
+            self.run_var.setData([], [])
+            self.run_std.setData([], [])
+            self.points.clear()
+            self.selected.clear()
+            for t in self.labels:
+                t.hide()
+            self.slider.setRange(0, 0)
+            self.step_label.setText("no generated steps")
+            return
+        g = ex.generation
+        x = np.arange(T, dtype=np.float32)
+        cum = np.cumsum([s.score for s in steps]).astype(np.float32)
+        stub = np.asarray(g.stub_scores, dtype=np.float32)
+        if stub.ndim == 2 and stub.size:
+            S, Ts = stub.shape
+            xs = np.tile(np.append(np.arange(Ts, dtype=np.float32), np.nan), S)
+            ys = np.concatenate([stub, np.full((S, 1), np.nan, np.float32)], axis=1).ravel()
+            self.stubs.setData(xs, ys, connect="finite")
+        else:
+            self.stubs.setData([], [])
+        self.kept.setData(x, cum)
+        brushes = [brush(PATH_COLOURS.get(s.path, "#7f7f7f")) for s in steps]
+        self.points.setData(x=x, y=cum, brush=brushes, data=np.arange(T))
+        for i in range(min(T, MAX_LABELS)):
+            lab = self._label(i)
+            lab.setText(token_label(ex.vocab, steps[i].token))
+            lab.setPos(float(x[i]), float(cum[i]))
+            lab.show()
+        for lab in self.labels[min(T, MAX_LABELS):]:
+            lab.hide()
+        st = g.stop
+        xb = np.array([-0.5, max(T, 1) - 0.5], np.float32)
+        self.var_lo.setData(xb, np.full(2, st.variance - st.tolerance, np.float32))
+        self.var_hi.setData(xb, np.full(2, st.variance + st.tolerance, np.float32))
+        self.std_lo.setData(xb, np.full(2, st.std - st.tolerance, np.float32))
+        self.std_hi.setData(xb, np.full(2, st.std + st.tolerance, np.float32))
+        self.run_var.setData(np.arange(len(g.running_variance)), g.running_variance)
+        self.run_std.setData(np.arange(len(g.running_std)), g.running_std)
+        self.scores.enableAutoRange()
+        self.band.enableAutoRange()
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, T - 1)
+        self.slider.setValue(min(self.state.step, T - 1))
+        self.slider.blockSignals(False)
+        n_b = sum(s.path == "B" for s in steps)
+        n_c = sum(s.path == "C" for s in steps)
+        self.set_header(f"{g.method} · {T} steps (B {n_b}, C {n_c}, mix {T - n_b - n_c}) · "
+                        f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
+        self.on_step(self.state.step)
+
+    def on_step(self, step: int) -> None:
+        ex = self.explanation
+        steps = ex.generation.steps if ex is not None else []
+        if not steps:
+            return
+        t = min(step, len(steps) - 1)
+        self.slider.blockSignals(True)
+        self.slider.setValue(t)
+        self.slider.blockSignals(False)
+        self.step_line.setValue(t)
+        self.band_line.setValue(t)
+        s = steps[t]
+        self.step_label.setText(f"{t}: {token_label(ex.vocab, s.token)!r} via {s.path} "
+                                f"(gate {s.gate:.2f})")
+        self.on_token(self.state.token)
+
+    def on_token(self, token_id: int) -> None:
+        ex = self.explanation
+        if ex is None:
+            return
+        xs = [i for i, s in enumerate(ex.generation.steps) if s.token == token_id]
+        if not xs:
+            self.selected.clear()
+            return
+        cum = self.kept.yData
+        self.selected.setData(x=xs, y=cum[xs])
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "steps": scatter_count(self.points),
+            "stubs": int(np.isfinite(self.stubs.yData).sum()) if self.stubs.yData is not None
+            else 0,
+            "running": int(len(self.run_var.yData)) if self.run_var.yData is not None else 0,
+        }

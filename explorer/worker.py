@@ -1,0 +1,350 @@
+"""Background work for the window: training, corpus stats, explanations.
+
+Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
+
+* :class:`TaskThread` runs one long core call ``fn(progress, cancel)`` in a
+  ``QThread``. Progress is throttled (at most every 50 ms, always on a new
+  stage and at the end) and delivered by signal to the GUI thread; results
+  and errors are handled on the GUI thread only.
+* Cancel is polled twice: core functions call ``cancel()`` between chunks,
+  and the progress callback itself raises :class:`Cancelled` once cancel was
+  requested, so any core function that reports progress stops at its next
+  report (core kernels are ``nogil`` and chunked, so within a second).
+* :class:`TaskSlot` keeps one task per kind: starting a new one cancels the
+  old, whose late results are dropped.
+* :class:`Explainer` computes ``model.explain(prompt)`` on its own thread;
+  every request carries a sequence number, queued requests older than the
+  latest are skipped and stale results dropped.
+* :func:`load_or_train` caches trained models in the user cache directory
+  under a hash of the corpus bytes, the training config and the model-file
+  format version, so a warm start loads instead of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+try:  # the shared exception type once core.corpus defines it
+    from core.corpus import Cancelled
+except ImportError:  # pragma: no cover - only while core is being written
+
+    class Cancelled(Exception):  # type: ignore[no-redef]
+        """Raised when a long task was cancelled."""
+
+
+ProgressFn = Callable[[str, float, "dict | None"], None]
+CancelFn = Callable[[], bool]
+
+CORPUS_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One readable line for an exception raised by a task."""
+    if isinstance(exc, MemoryError):
+        return "out of memory: try a smaller corpus, dimension or number of prototypes"
+    msg = str(exc) or exc.__class__.__name__
+    name = exc.__class__.__name__
+    if name in ("CorpusError", "ModelFileError", "UserError", "FileNotFoundError",
+                "PermissionError", "IsADirectoryError"):
+        return msg
+    return f"{name}: {msg}"
+
+
+class TaskThread(QThread):
+    """Run ``fn(progress, cancel)`` off the GUI thread.
+
+    Signals
+    -------
+    progressed(str, float, object)
+        stage, fraction in [0, 1], info dict (or None); throttled.
+    succeeded(object)
+        The return value of ``fn``.
+    failed(str)
+        A one-line message (the traceback goes to ``self.traceback``).
+    cancelled()
+    """
+
+    progressed = Signal(str, float, object)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, fn: Callable[[ProgressFn, CancelFn], object], name: str = "task",
+                 interval: float = 0.05, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.fn = fn
+        self.name = name
+        self.interval = interval
+        self._cancel = threading.Event()
+        self._last = 0.0
+        self._stage = ""
+        self.traceback = ""
+        self.started_at = 0.0
+
+    def cancel(self) -> None:
+        """Ask the task to stop at its next progress report or cancel poll."""
+        self._cancel.set()
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _progress(self, stage: str, fraction: float, info: dict | None = None) -> None:
+        if self._cancel.is_set():
+            raise Cancelled(stage)
+        now = time.perf_counter()
+        if stage != self._stage or fraction >= 1.0 or now - self._last >= self.interval or info:
+            self._stage, self._last = stage, now
+            self.progressed.emit(stage, float(fraction), dict(info) if info else None)
+
+    def run(self) -> None:  # runs in the worker thread
+        self.started_at = time.perf_counter()
+        try:
+            result = self.fn(self._progress, self._cancel.is_set)
+        except Cancelled:
+            self.cancelled.emit()
+            return
+        except BaseException as exc:  # noqa: BLE001 - every error becomes a message
+            self.traceback = traceback.format_exc()
+            if self._cancel.is_set():
+                self.cancelled.emit()
+            else:
+                self.failed.emit(describe_error(exc))
+            return
+        if self._cancel.is_set():
+            self.cancelled.emit()
+        else:
+            self.succeeded.emit(result)
+
+
+class TaskSlot(QObject):
+    """At most one running task of a kind; a new start cancels the old one.
+
+    Signals mirror :class:`TaskThread` but only for the current task.
+    """
+
+    progressed = Signal(str, float, object)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    cancelled = Signal()
+    busyChanged = Signal(bool)
+
+    def __init__(self, name: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.name = name
+        self.current: TaskThread | None = None
+        self._old: list[TaskThread] = []
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def start(self, fn: Callable[[ProgressFn, CancelFn], object]) -> TaskThread:
+        self.cancel()
+        t = TaskThread(fn, self.name, parent=self)
+        t.progressed.connect(lambda s, f, i, t=t: self._if_current(t, self.progressed, s, f, i))
+        t.succeeded.connect(lambda r, t=t: self._finish(t, self.succeeded, r))
+        t.failed.connect(lambda m, t=t: self._finish(t, self.failed, m))
+        t.cancelled.connect(lambda t=t: self._finish(t, self.cancelled))
+        t.finished.connect(lambda t=t: self._reap(t))
+        self.current = t
+        t.start()
+        self.busyChanged.emit(True)
+        return t
+
+    def cancel(self) -> bool:
+        """Cancel the current task (its late result is dropped). True if one ran."""
+        t = self.current
+        if t is None:
+            return False
+        t.cancel()
+        self._old.append(t)
+        self.current = None
+        self.cancelled.emit()
+        self.busyChanged.emit(False)
+        return True
+
+    def wait(self, ms: int = 10000) -> None:
+        """Block until all threads of this slot stopped (for shutdown and tests)."""
+        for t in [*self._old, self.current]:
+            if t is not None and t.isRunning():
+                t.wait(ms)
+
+    def _if_current(self, t: TaskThread, sig, *args) -> None:
+        if t is self.current:
+            sig.emit(*args)
+
+    def _finish(self, t: TaskThread, sig, *args) -> None:
+        if t is self.current:
+            self.current = None
+            sig.emit(*args)
+            self.busyChanged.emit(False)
+
+    def _reap(self, t: TaskThread) -> None:
+        if t in self._old:
+            self._old.remove(t)
+        t.deleteLater()
+
+
+# -- explanations -----------------------------------------------------------
+class _ExplainWorker(QObject):
+    done = Signal(int, object, float)
+    failed = Signal(int, str)
+
+    def __init__(self, latest: list[int]) -> None:
+        super().__init__()
+        self._latest = latest
+
+    @Slot(int, object, str)
+    def compute(self, seq: int, fn: object, prompt: str) -> None:
+        if seq != self._latest[0]:
+            return  # a newer request is queued behind this one
+        t0 = time.perf_counter()
+        try:
+            ex = fn(prompt)  # type: ignore[operator]
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(seq, describe_error(exc))
+            return
+        self.done.emit(seq, ex, time.perf_counter() - t0)
+
+
+class Explainer(QObject):
+    """``fn(prompt)`` (a bound ``model.explain``) on a worker thread, newest wins.
+
+    Signals
+    -------
+    ready(object, float)
+        The explanation of the latest request and its compute time (s).
+    failed(str)
+    """
+
+    ready = Signal(object, float)
+    failed = Signal(str)
+    _request = Signal(int, object, str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._latest = [0]
+        self.thread = QThread(self)
+        self.thread.setObjectName("explainer")
+        self.worker = _ExplainWorker(self._latest)
+        self.worker.moveToThread(self.thread)
+        self._request.connect(self.worker.compute)
+        self.worker.done.connect(self._done)
+        self.worker.failed.connect(self._failed)
+        self.thread.start()
+
+    def request(self, fn: Callable[[str], object], prompt: str) -> int:
+        """Queue ``fn(prompt)``; returns the request's sequence number."""
+        self._latest[0] += 1
+        seq = self._latest[0]
+        self._request.emit(seq, fn, prompt)
+        return seq
+
+    def _done(self, seq: int, ex: object, secs: float) -> None:
+        if seq == self._latest[0]:
+            self.ready.emit(ex, secs)
+
+    def _failed(self, seq: int, msg: str) -> None:
+        if seq == self._latest[0]:
+            self.failed.emit(msg)
+
+    def stop(self) -> None:
+        self._latest[0] += 1
+        self.thread.quit()
+        self.thread.wait(10000)
+
+
+# -- model cache --------------------------------------------------------------
+def corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files a list of corpus paths stands for (folders walked, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.is_file()
+                              and q.suffix.lower() in CORPUS_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def corpus_hash(paths: Sequence[str | os.PathLike]) -> str:
+    """BLAKE2b of the names and bytes of every corpus file (streamed)."""
+    h = hashlib.blake2b(digest_size=16)
+    for f in corpus_files(paths):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def config_dict(config: object) -> dict:
+    if dataclasses.is_dataclass(config):
+        return dataclasses.asdict(config)  # type: ignore[arg-type]
+    return dict(vars(config))
+
+
+def cache_dir() -> Path:
+    """``<user cache>/noisekey/models`` (``NOISEKEY_CACHE_DIR`` overrides)."""
+    env = os.environ.get("NOISEKEY_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("noisekey")) / "models"
+
+
+def model_cache_path(paths: Sequence[str | os.PathLike], config: object) -> Path:
+    """Cache file for a model of ``paths`` trained with ``config``."""
+    try:
+        from core.modelfile import FORMAT_VERSION
+    except ImportError:  # pragma: no cover
+        FORMAT_VERSION = 0
+    cfg = json.dumps(config_dict(config), sort_keys=True, default=str)
+    h = hashlib.blake2b(digest_size=12)
+    h.update(corpus_hash(paths).encode())
+    h.update(cfg.encode())
+    h.update(str(FORMAT_VERSION).encode())
+    return cache_dir() / f"{h.hexdigest()}.nkm"
+
+
+def load_or_train(paths: Sequence[str | os.PathLike], config: object,
+                  progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                  use_cache: bool = True):
+    """A model for ``paths`` + ``config``: from the cache when it matches, else trained.
+
+    Returns
+    -------
+    (model, from_cache) : (core.model.Model, bool)
+    """
+    from core import model as core_model
+
+    path = model_cache_path(paths, config) if use_cache else None
+    if path is not None and path.exists():
+        if progress:
+            progress("loading cached model", 0.0, None)
+        try:
+            m = core_model.Model.load(path)
+            if progress:
+                progress("loading cached model", 1.0, None)
+            return m, True
+        except Exception:  # noqa: BLE001 - a stale or broken cache file: retrain
+            path.unlink(missing_ok=True)
+    m = core_model.train([str(p) for p in paths], config, progress=progress, cancel=cancel)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            m.save(path)
+        except OSError:
+            pass  # a read-only cache must not fail training
+    return m, False
