@@ -46,7 +46,7 @@ Vocabulary
 Held-out split (:meth:`Corpus.split`)
     Running text is cut by position: the first ``fraction`` of running-text
     tokens train, the rest test; a pair made from two lines goes with the side
-    that holds both lines (the one pair straddling the cut is dropped).
+    that holds both lines (the one or two pairs straddling the cut are dropped).
     Pairs from pairs files are split by a seeded permutation, and their stream
     records follow their pair, so no test pair is ever seen in training. The
     vocabulary is then rebuilt from the training part only (with the corpus's
@@ -615,8 +615,10 @@ class _Reader:
 class _Builder:
     """Accumulates provisional ids while files are read."""
 
-    def __init__(self, tokenizer: str) -> None:
+    def __init__(self, tokenizer: str, reader: _Reader) -> None:
         self.byte = tokenizer == "byte"
+        self.reader = reader
+        self.line_mark = self.repl_mark = 0
         self.intern: dict[str, int] = {t: i for i, t in enumerate(SPECIALS)}
         self.stream = array("i")
         self.doc_off = array("q", [0])
@@ -640,13 +642,22 @@ class _Builder:
         d = self.intern
         return array("i", [d.setdefault(t, len(d)) for t in WORD_RE.findall(text)])
 
-    def _end_doc(self, kind: int, lines: int, repl: int) -> None:
+    def _end_doc(self, kind: int) -> None:
+        """Close a document; it owns the lines (and replacements) read since the last one."""
         self.stream.append(EOS)
         self.doc_off.append(len(self.stream))
         self.doc_kind.append(kind)
         self.doc_file.append(self.file)
-        self.doc_lines.append(lines)
-        self.doc_repl.append(repl)
+        self.doc_lines.append(self.reader.lines - self.line_mark)
+        self.doc_repl.append(self.reader.replacements - self.repl_mark)
+        self.line_mark, self.repl_mark = self.reader.lines, self.reader.replacements
+
+    def end_file(self) -> None:
+        """Give trailing blank lines of a file to its last document."""
+        if len(self.doc_lines):
+            self.doc_lines[-1] += self.reader.lines - self.line_mark
+            self.doc_repl[-1] += self.reader.replacements - self.repl_mark
+        self.line_mark, self.repl_mark = self.reader.lines, self.reader.replacements
 
     def _pair(self, x: array, y: array, start: int, end: int) -> None:
         self.in_ids.extend(x)
@@ -657,7 +668,7 @@ class _Builder:
         self.pair_start.append(start)
         self.pair_end.append(end)
 
-    def paragraph(self, lines: list[str], repl: int) -> None:
+    def paragraph(self, lines: list[str]) -> None:
         """A paragraph of running text: a document, and pairs of consecutive lines."""
         encoded = [self.ids(line) for line in lines]
         starts = []
@@ -668,9 +679,9 @@ class _Builder:
             self.stream.extend(ids)
         for i in range(len(encoded) - 1):
             self._pair(encoded[i], encoded[i + 1], starts[i], starts[i + 1] + len(encoded[i + 1]))
-        self._end_doc(TEXT_DOC, len(lines), repl)
+        self._end_doc(TEXT_DOC)
 
-    def record(self, x: str, y: str, lines: int, repl: int) -> bool:
+    def record(self, x: str, y: str) -> bool:
         """A pair from a pairs file; False if either side has no tokens."""
         xi, yi = self.ids(x), self.ids(y)
         if not xi or not yi:
@@ -680,7 +691,7 @@ class _Builder:
         self.stream.append(SEP)
         self.stream.extend(yi)
         self._pair(xi, yi, start, len(self.stream) + 1)
-        self._end_doc(PAIR_DOC, lines, repl)
+        self._end_doc(PAIR_DOC)
         return True
 
     def finish(self, tokenizer: str, min_count: int, files: list[str], nbytes: int) -> Corpus:
@@ -712,33 +723,31 @@ class _Builder:
 
 def _read_txt(path: Path, reader: _Reader, b: _Builder) -> None:
     para: list[str] = []
-    repl = 0
-    for _, line, rep in reader.lines_of(path):
-        repl += rep
+    for _, line, _ in reader.lines_of(path):
         if line.strip():
             para.append(line.rstrip())
         elif para:
-            b.paragraph(para, repl)
-            para, repl = [], 0
+            b.paragraph(para)
+            para = []
     if para:
-        b.paragraph(para, repl)
+        b.paragraph(para)
 
 
 def _is_header(x: str, y: str) -> bool:
     return (x.strip().lower(), y.strip().lower()) in HEADERS
 
 
-def _add_record(path: Path, line: int, x: str, y: str, b: _Builder, lines: int, rep: int) -> None:
+def _add_record(path: Path, line: int, x: str, y: str, b: _Builder) -> None:
     if not x.strip():
         raise CorpusError(path, line, "empty input field")
     if not y.strip():
         raise CorpusError(path, line, "empty output field")
-    b.record(x.strip(), y.strip(), lines, rep)
+    b.record(x.strip(), y.strip())
 
 
 def _read_tsv(path: Path, reader: _Reader, b: _Builder) -> None:
     first = True
-    for n, line, rep in reader.lines_of(path):
+    for n, line, _ in reader.lines_of(path):
         if not line.strip():
             continue
         if "\t" not in line:
@@ -750,24 +759,15 @@ def _read_tsv(path: Path, reader: _Reader, b: _Builder) -> None:
             first = False
             continue
         first = False
-        _add_record(path, n, x, y, b, 1, rep)
+        _add_record(path, n, x, y, b)
 
 
 def _read_csv(path: Path, reader: _Reader, b: _Builder) -> None:
-    state = {"rep": 0}
-
-    def gen() -> Iterator[str]:
-        for _, line, rep in reader.lines_of(path):
-            state["rep"] += rep
-            yield line + "\n"
-
-    rows = csv.reader(gen())
+    rows = csv.reader(line + "\n" for _, line, _ in reader.lines_of(path))
     first = True
-    prev_line = 0
     try:
         for row in rows:
             n = rows.line_num
-            span, prev_line = n - prev_line, n
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != 2:
@@ -778,14 +778,13 @@ def _read_csv(path: Path, reader: _Reader, b: _Builder) -> None:
                 first = False
                 continue
             first = False
-            _add_record(path, n, row[0], row[1], b, span, state["rep"])
-            state["rep"] = 0
+            _add_record(path, n, row[0], row[1], b)
     except csv.Error as exc:
         raise CorpusError(path, rows.line_num, f"bad CSV ({exc})") from None
 
 
 def _read_jsonl(path: Path, reader: _Reader, b: _Builder) -> None:
-    for n, line, rep in reader.lines_of(path):
+    for n, line, _ in reader.lines_of(path):
         if not line.strip():
             continue
         try:
@@ -799,7 +798,7 @@ def _read_jsonl(path: Path, reader: _Reader, b: _Builder) -> None:
                 x, y = obj[kx], obj[ky]
                 if not isinstance(x, str) or not isinstance(y, str):
                     raise CorpusError(path, n, f"fields {kx!r} and {ky!r} must be strings")
-                _add_record(path, n, x, y, b, 1, rep)
+                _add_record(path, n, x, y, b)
                 break
         else:
             raise CorpusError(
@@ -849,13 +848,14 @@ def load_corpus(
         sniff(f)
     sizes = [f.stat().st_size for f in files]
     reader = _Reader(sum(sizes), progress, cancel)
-    b = _Builder(tokenizer)
+    b = _Builder(tokenizer, reader)
     names: list[str] = []
     for i, f in enumerate(files):
         b.file = i
         names.append(str(f))
         n_docs = len(b.doc_kind)
         READERS.get(f.suffix.lower(), _read_txt)(f, reader, b)
+        b.end_file()
         if len(b.doc_kind) == n_docs:
             what = "no text (only blank lines)" if f.suffix.lower() in (".txt", "") else "no rows"
             raise CorpusError(f, None, what if f.suffix.lower() in READERS else
