@@ -1,0 +1,171 @@
+"""core.index: the cuckoo hash finds what brute force finds (small sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.explain import IndexStats, ProbeInfo
+from core.index import HashIndex, brute_force
+from core.metric import Metric, pairwise
+
+METRICS = ["l2", "l1", "digit"]
+
+
+def _keys(n: int, d: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, d), dtype=np.float32)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 400), d=st.integers(1, 12), seed=st.integers(0, 2**16),
+       metric=st.sampled_from(METRICS), b=st.integers(1, 6), tables=st.integers(1, 3),
+       probes=st.integers(0, 6), mode=st.sampled_from(["grid", "curve"]))
+def test_every_key_finds_itself(n, d, seed, metric, b, tables, probes, mode):
+    X = _keys(n, d, seed)
+    ix = HashIndex(X, metric, bucket_size=b, probes=probes, seed=seed, n_tables=tables,
+                   probe_mode=mode)
+    ids, dists = ix.query_batch(X, k=1)
+    assert (dists[:, 0] == 0).all()
+    # l2/l1: only the key itself is at distance 0 (digit: any key sharing its D digits)
+    if metric != "digit":
+        np.testing.assert_array_equal(X[ids[:, 0]], X)
+    for i in range(0, n, max(1, n // 7)):
+        qi, qd = ix.query(X[i])
+        assert qd[0] == 0 and qi[0] == ids[i, 0]
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(1, 10), seed=st.integers(0, 2**16),
+       metric=st.sampled_from(METRICS), k=st.integers(1, 8), dup=st.booleans(),
+       mode=st.sampled_from(["all", "curve"]))
+def test_equals_brute_force_when_probing_everything(n, d, seed, metric, k, dup, mode):
+    rng = np.random.default_rng(seed)
+    X = _keys(n, d, seed)
+    if dup:  # duplicate rows make ties: both must break them by smaller id
+        X[rng.integers(0, n, n // 3)] = X[0]
+    Q = rng.random((17, d), dtype=np.float32)
+    if mode == "all":
+        ix = HashIndex(X, metric, probes="all", seed=seed)
+    else:  # curve neighbours reaching over the whole table are exhaustive too
+        ix = HashIndex(X, metric, probes=10**6, probe_mode="curve", seed=seed)
+    ids, dists = ix.query_batch(Q, k)
+    bids, bdists = brute_force(Q, X, k, metric)
+    np.testing.assert_array_equal(ids, bids)
+    np.testing.assert_array_equal(dists, bdists)
+    # brute force agrees with the metric module
+    ref = np.sort(pairwise(Q, X, metric), axis=1)[:, :k]
+    np.testing.assert_allclose(bdists[:, : min(k, n)], ref, rtol=1e-6)
+
+
+def test_near_key_queries_recall():
+    X = _keys(3000, 16, 1)
+    rng = np.random.default_rng(2)
+    Q = (X[:500] + rng.normal(0, 0.02, (500, 16))).astype(np.float32)
+    for metric in ("l2", "digit"):
+        ix = HashIndex(X, metric, probes=8, seed=3)
+        ids, _, nc = ix.query_batch(Q, 1, return_candidates=True)
+        bids, _ = brute_force(Q, X, 1, metric)
+        assert (ids[:, 0] == bids[:, 0]).mean() >= 0.97
+        assert nc.mean() < 0.2 * len(X)
+
+
+def test_duplicate_and_all_equal_keys():
+    X = np.full((200, 5), 0.25, np.float32)
+    ix = HashIndex(X, "l2", bucket_size=2)
+    ids, dists = ix.query(X[0], k=5)
+    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])
+    assert (dists == 0).all()
+    st_ = ix.stats()
+    assert st_.stash_size > 0  # one cell cannot hold them: the stash keeps them
+    bids, _ = ix.query_batch(X[:3], 200)
+    assert sorted(bids[0]) == list(range(200))
+
+
+def test_nan_rejected_with_row():
+    X = _keys(10, 3, 0)
+    X[7, 1] = np.nan
+    with pytest.raises(ValueError, match="row 7"):
+        HashIndex(X)
+    ix = HashIndex(_keys(10, 3, 0))
+    Q = np.zeros((4, 3), np.float32)
+    Q[2, 0] = np.inf
+    with pytest.raises(ValueError, match="row 2"):
+        ix.query_batch(Q)
+    with pytest.raises(ValueError, match="row 2"):
+        brute_force(Q, X[:5], 1)
+    with pytest.raises(ValueError, match="shape"):
+        ix.query(np.zeros(4))
+    with pytest.raises(ValueError, match="k must be"):
+        ix.query(np.zeros(3), k=0)
+
+
+def test_empty_and_k_larger_than_n():
+    ix = HashIndex(np.zeros((0, 4), np.float32))
+    ids, dists = ix.query(np.zeros(4), k=3)
+    assert (ids == -1).all() and np.isinf(dists).all()
+    assert ix.explain(np.zeros(4)).winner == -1
+    assert ix.stats().home_bucket.shape == (0,)
+    X = _keys(3, 4, 0)
+    ix = HashIndex(X, probes="all")
+    ids, dists = ix.query_batch(X, k=5)
+    assert ids.shape == (3, 5)
+    assert (ids[:, 3:] == -1).all() and np.isinf(dists[:, 3:]).all()
+    assert (np.sort(ids[:, :3], axis=1) == [0, 1, 2]).all()
+
+
+def test_full_table_grows():
+    X = _keys(600, 6, 4)
+    ix = HashIndex(X, bucket_size=1, load=1.0, replicate=False, stash_limit=0, seed=1)
+    assert ix.n_grows >= 1
+    assert ix.Nb > 600
+    ids, dists = ix.query_batch(X)
+    assert (dists[:, 0] == 0).all()
+
+
+def test_deterministic_for_seed():
+    X = _keys(800, 8, 5)
+    a, b, c = (HashIndex(X, seed=s) for s in (7, 7, 8))
+    for name in ("_slots", "_stash", "_order", "_R", "_edges"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert not np.array_equal(a._R, c._R)
+    Q = np.random.default_rng(0).random((50, 8), dtype=np.float32)
+    np.testing.assert_array_equal(a.query_batch(Q, 3)[0], b.query_batch(Q, 3)[0])
+
+
+def test_explain_and_stats():
+    X = _keys(1000, 8, 6)
+    m = Metric("digit", f=10.0, lam=1.0, D=3)
+    ix = HashIndex(X, m, probes=4, n_tables=2)
+    q = X[17] + 0.004
+    info = ix.explain(q)
+    assert isinstance(info, ProbeInfo)
+    assert info.winner == ix.query(q)[0][0]
+    assert 17 in info.candidates and len(set(info.candidates)) == len(info.candidates)
+    assert np.all(np.diff(info.buckets) > 0)
+    assert 1 <= len(info.buckets) <= 2 * 2 * (1 + 4)
+    assert info.breakdown.shape == (8, 3)
+    assert info.breakdown.sum() == pytest.approx(info.distance, rel=1e-5)
+    s = ix.stats()
+    assert isinstance(s, IndexStats)
+    assert s.occupancy.shape == (2 * ix.Nb,) and s.n_tables == 2
+    assert s.occupancy.max() <= s.bucket_size
+    assert s.home_bucket.shape == (1000,) and s.home_bucket.max() < ix.Nb
+    # the key's home bucket really holds it (or it is in the stash)
+    home = s.home_bucket[17]
+    held = set(ix._order[ix._slots[home][ix._slots[home] >= 0]])
+    assert 17 in held or 17 in set(ix._order[ix._stash]) or s.kick_chains.sum() > 0
+    assert s.kick_chains.sum() + s.stash_size >= 1000
+    assert 0 < s.load_factor <= 1
+    assert info.buckets.max() < s.occupancy.shape[0]
+
+
+def test_locality_nearby_buckets_hold_nearby_keys():
+    X = _keys(4000, 8, 7)
+    ix = HashIndex(X, probes=0, seed=0)
+    home = ix.stats().home_bucket
+    order = np.argsort(home, kind="stable")
+    near = np.linalg.norm(X[order[1:]] - X[order[:-1]], axis=1).mean()
+    rand = np.linalg.norm(X[1:] - X[:-1], axis=1).mean()
+    assert near < 0.8 * rand
