@@ -1,0 +1,146 @@
+"""The four views and the linked state, driven with hand-built explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explorer import exporters
+from explorer.state import ExplorerState
+from explorer.view_buckets import BucketsView
+from explorer.view_embeddings import EmbeddingsView, fit_projection
+from explorer.view_layers import LayersView
+from explorer.view_trajectory import TrajectoryView
+from tests.gui_fixtures import make_explanation
+
+VIEWS = (EmbeddingsView, BucketsView, TrajectoryView, LayersView)
+
+
+@pytest.fixture
+def views(qtbot):
+    state = ExplorerState()
+    out = []
+    for cls in VIEWS:
+        v = cls(state)
+        v.resize(520, 380)
+        qtbot.addWidget(v)
+        v.show()
+        out.append(v)
+    return state, out
+
+
+def test_state_emits_only_on_change(qtbot):
+    s = ExplorerState()
+    with qtbot.waitSignal(s.promptChanged) as blocker:
+        s.set_prompt("a b")
+    assert blocker.args == ["a b"]
+    with qtbot.assertNotEmitted(s.promptChanged):
+        s.set_prompt("a b")
+    with pytest.raises(ValueError):
+        s.set_projection("tsne")
+
+
+def test_selecting_generated_token_moves_step(qtbot):
+    s = ExplorerState()
+    ex = make_explanation(T=6, seed=3)
+    s.set_explanation(ex)
+    tok = int(ex.generation.steps[4].token)
+    first = [st.token for st in ex.generation.steps].index(tok)
+    with qtbot.waitSignal(s.tokenSelected):
+        s.select_token(tok)
+    assert s.step == first
+
+
+def test_every_view_holds_data(views):
+    state, vs = views
+    ex = make_explanation(V=80, d=8, T=5, seed=1)
+    state.set_explanation(ex)
+    emb, buck, traj, lay = (v.summary() for v in vs)
+    assert emb["keys"] == 80 and emb["context"] == len(ex.ids)
+    assert emb["encoder"] == emb["snapped"] == 5 and emb["arrows"] == 10
+    assert emb["prototypes"] == len(ex.prototypes)
+    assert buck["buckets"] == len(ex.index_stats.occupancy)
+    probe = ex.generation.steps[0].probe
+    assert buck["probed"] == len(probe.buckets) and buck["winner"] == 1
+    assert buck["candidates"] == len(probe.candidates)
+    assert buck["breakdown_cells"] == probe.breakdown.size
+    assert traj["steps"] == 5 and traj["running"] == 5
+    assert lay["layers"] == len(ex.layers.layers) and lay["similar"] == 2
+    assert lay["accuracy_points"] == len(ex.layers.accuracy)
+
+
+def test_empty_prompt_and_no_steps(views):
+    state, vs = views
+    ex = make_explanation(prompt="", T=0)
+    state.set_explanation(ex)
+    assert vs[0].summary()["context"] == 0
+    assert vs[1].summary()["probed"] == 0
+    assert vs[2].summary()["steps"] == 0
+    assert vs[3].summary()["layers"] == 0
+    state.set_explanation(None)
+    assert vs[0].summary()["keys"] == 0
+
+
+def test_click_in_trajectory_selects_everywhere(views):
+    state, vs = views
+    ex = make_explanation(T=6, seed=2)
+    state.set_explanation(ex)
+    traj = vs[2]
+    pts = traj.points.points()
+    traj._clicked(traj.points, [pts[3]])
+    tok = int(ex.generation.steps[3].token)
+    assert state.token == tok
+    assert state.step == [s.token for s in ex.generation.steps].index(tok)
+    emb = vs[0]
+    assert len(emb.selected.data) == 1
+    assert np.allclose(emb.selected.data["x"][0], emb._xy_keys[tok, 0])
+    # the bucket view shows the lookup of the selected step
+    assert vs[1].winner.data["data"][0] == ex.generation.steps[state.step].probe.winner
+
+
+def test_layer_selection_and_step_slider(views):
+    state, vs = views
+    state.set_explanation(make_explanation(T=6))
+    vs[3]._acc_click(None, [vs[3].acc.scatter.points()[2]])
+    assert state.layer == 2
+    vs[2].slider.setValue(4)
+    assert state.step == 4
+    assert vs[2].step_line.value() == 4
+
+
+def test_pca_is_cached_and_orthonormal():
+    keys = np.random.default_rng(0).random((200, 6), dtype=np.float32)
+    mean, comp = fit_projection(keys)
+    assert comp.shape == (6, 2)
+    assert np.allclose(comp.T @ comp, np.eye(2), atol=1e-5)
+    xy = (keys - mean) @ comp
+    assert xy[:, 0].var() >= xy[:, 1].var()
+
+
+def test_projection_switch_redraws(views):
+    state, vs = views
+    state.set_explanation(make_explanation())
+    before = vs[0]._xy_keys.copy()
+    state.set_projection("random")
+    assert not np.allclose(before, vs[0]._xy_keys)
+    assert vs[0].summary()["keys"] == len(before)
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_view_exports_png_and_svg(views, i):
+    state, vs = views
+    state.set_explanation(make_explanation(V=120, T=6))
+    from PySide6.QtGui import QImage
+
+    img = QImage.fromData(exporters.png_bytes(vs[i], scale=1.0), "PNG")
+    assert not img.isNull() and img.width() == vs[i].width()
+    arr = np.frombuffer(img.convertToFormat(QImage.Format.Format_RGB32).constBits(),
+                        np.uint8).reshape(img.height(), -1)
+    assert len(np.unique(arr)) > 20  # non-trivial content
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(exporters.svg_bytes(vs[i]))
+    assert root.tag.endswith("svg")
+    kinds = {el.tag.split("}")[-1] for el in root.iter()}
+    assert "path" in kinds or "polyline" in kinds
+    assert sum(1 for _ in root.iter()) > 50
