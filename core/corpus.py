@@ -639,8 +639,14 @@ class _Builder:
                 .tobytes()
             )
             return a
+        toks = WORD_RE.findall(text)
         d = self.intern
-        return array("i", [d.setdefault(t, len(d)) for t in WORD_RE.findall(text)])
+        ids = list(map(d.get, toks))  # C-level lookups; new tokens are rare after warm-up
+        if None in ids:
+            for i, t in enumerate(toks):
+                if ids[i] is None:
+                    ids[i] = d.setdefault(t, len(d))
+        return array("i", ids)
 
     def _end_doc(self, kind: int) -> None:
         """Close a document; it owns the lines (and replacements) read since the last one."""

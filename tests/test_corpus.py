@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+from bad_inputs import EXPECTED, make
 
 from core.corpus import (
     Cancelled,
@@ -17,7 +18,6 @@ from core.corpus import (
     load_corpus,
 )
 from core.tokenize import EOS, SEP, UNK, make_tokenizer
-from tests.bad_inputs import EXPECTED, make
 
 TEXT = """The first line of one.
 The second line of one.
