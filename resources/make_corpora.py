@@ -15,7 +15,10 @@ Sources (see resources/README.md for licenses):
 - ``samples/builtins.tsv``: Python builtin name -> first sentence of its
   docstring (pairs).
 - ``corpora/wordnet_glosses.tsv`` (``--debian``, package ``wordnet-base``):
-  word -> gloss of its most frequent sense, nouns/verbs/adjectives/adverbs.
+  "word (pos)" -> gloss of its most frequent sense (first sense in WordNet's
+  index); single-word lemmas of nouns, verbs, adjectives and adverbs with at
+  least one sense-tagged occurrence in WordNet's SemCor counts (the commonly
+  used words; keeps the file < 3 MB); the gloss up to its first ";".
 - ``corpora/fortunes.txt`` (``--debian``, packages ``fortunes-min`` or
   ``fortune-mod``): the quotations, one paragraph each.
 """
@@ -87,12 +90,12 @@ def wordnet_glosses() -> str:
                 continue
             f = line.split()
             lemma, n_synsets = f[0], int(f[2])
-            first = int(f[-n_synsets])
-            if "_" in lemma or not lemma.isalpha():
+            first, tagged = int(f[-n_synsets]), int(f[-n_synsets - 1])
+            if "_" in lemma or not lemma.isalpha() or tagged == 0:
                 continue
             gloss = gloss_at.get(first)
             if gloss:
-                rows.append(f"{lemma} ({WN_POS[pos]})\t{gloss}")
+                rows.append(f"{lemma} ({pos})\t{gloss}")
     return "input\toutput\n" + "\n".join(rows) + "\n"
 
 
@@ -114,6 +117,18 @@ def fortunes() -> str:
                     quotes.append("\n".join(lines))
         break
     return "\n\n".join(quotes) + "\n"
+
+
+def debian_license(
+    copyright_file: Path, start: str, end: str, header: str, dedent: bool = True
+) -> str:
+    """The license text between ``start`` and ``end`` in a Debian copyright file."""
+    text = copyright_file.read_text("utf-8", errors="replace")
+    i = text.index(start)
+    j = text.index(end, i) + len(end)
+    body = "\n".join(line[1:] if dedent and line.startswith(" ") else line
+                     for line in text[i:j].splitlines())
+    return header + "\n\n" + body.replace("\n.\n", "\n\n").strip() + "\n"
 
 
 def write(path: Path, text: str) -> None:
@@ -138,11 +153,24 @@ def main() -> None:
     if args.debian:
         if WN_DIR.is_dir():
             write(HERE / "corpora" / "wordnet_glosses.tsv", wordnet_glosses())
+            write(HERE / "corpora" / "LICENSE-wordnet", debian_license(
+                Path("/usr/share/doc/wordnet-base/copyright"), "This software and database",
+                "advertising or publicity pertaining to distribution of the software\n and/or "
+                "database.  Title to copyright in this software, database and\n any associated "
+                "documentation shall at all times remain with\n Princeton University and "
+                "LICENSEE agrees to preserve same.",
+                "WordNet 3.0 license (applies to wordnet_glosses.tsv, derived from the\n"
+                "WordNet 3.0 database as packaged by Debian in wordnet-base)"))
         else:
             print("WordNet not found: apt-get install -y wordnet-base", file=sys.stderr)
         text = fortunes()
         if text.strip():
             write(HERE / "corpora" / "fortunes.txt", text)
+            write(HERE / "corpora" / "LICENSE-fortunes", debian_license(
+                Path("/usr/share/doc/fortunes-min/copyright"), "Copyright (c) 1991 The Regents",
+                "SUCH DAMAGE.",
+                "License of fortunes.txt (the fortunes, literature and riddles files of\n"
+                "BSD fortune(6), as packaged by Debian in fortunes-min)", dedent=False))
         else:
             print("fortunes not found: apt-get install -y fortunes-min", file=sys.stderr)
 
