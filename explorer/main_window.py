@@ -182,7 +182,10 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
 
         self.state.set_prompt(prompt)
-        start = corpora if corpora else ([str(DEFAULT_CORPUS)] if DEFAULT_CORPUS.exists() else [])
+        if corpora is None:
+            start = [str(DEFAULT_CORPUS)] if DEFAULT_CORPUS.exists() else []
+        else:
+            start = list(corpora)
         if start:
             self.corpus_panel.set_paths_unchecked(start)
             settings.add_recent(start)

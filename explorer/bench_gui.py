@@ -1,0 +1,204 @@
+"""``noisekey bench gui``: figures for the window (printed, never pass/fail).
+
+1. Keystroke -> all four views updated: a scripted typing run types
+   ``--keystrokes`` characters into the prompt box at 8 characters a second
+   (a quick typist) with ``QTest.keyClick``; for each keystroke whose
+   explanation is drawn, the time from the key event to the end of a
+   synchronous repaint of the view grid. Reported with and without the
+   debounce interval (which is idle waiting by design).
+2. Longest event-loop stall while training the default corpus (no model
+   cache): a 5 ms ``QTimer`` heartbeat records the largest gap between ticks
+   minus the period.
+3. Start-up, command to window shown and to the four views drawn: a fresh
+   ``noisekey`` process on the offscreen platform, cold (empty numba and
+   model caches in a temporary folder: compiles and trains) and warm (same
+   folders again: cached kernels, model loaded from disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TEXT = "The with statement is used to wrap the execution of a block with methods"
+
+
+def _percentiles(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {"n": 0, "p50_ms": float("nan"), "p95_ms": float("nan"), "max_ms": float("nan")}
+    a = np.asarray(xs) * 1000.0
+    return {"n": len(xs), "p50_ms": float(np.percentile(a, 50)),
+            "p95_ms": float(np.percentile(a, 95)), "max_ms": float(a.max())}
+
+
+def _wait(app, cond, timeout: float) -> bool:
+    t0 = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - t0 > timeout:
+            return False
+        app.processEvents()
+        time.sleep(0.001)
+    return True
+
+
+def typing_latency(app, win, text: str, n_keys: int) -> dict:
+    """Keystroke -> views drawn, over a scripted typing run."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtTest import QTest
+
+    from explorer.main_window import DEBOUNCE_MS
+
+    text = (text * (n_keys // max(len(text), 1) + 1))[:n_keys]
+    typed: dict[str, float] = {}
+    lat: list[float] = []
+
+    def drawn() -> None:
+        win.grid.repaint()
+        t = typed.pop(win.state.prompt, None)
+        if t is not None:
+            lat.append(time.perf_counter() - t)
+
+    win.viewsDrawn.connect(drawn)
+    win.prompt_box.clear()
+    _wait(app, lambda: False, 0.3)
+    loop = QEventLoop()
+    i = [0]
+
+    def key() -> None:
+        if i[0] >= len(text):
+            QTimer.singleShot(1000, loop.quit)
+            return
+        ch = text[i[0]]
+        i[0] += 1
+        typed.clear()  # only the newest prompt can still be drawn
+        typed[win.prompt_box.text() + ch] = time.perf_counter()
+        QTest.keyClicks(win.prompt_box, ch)
+        QTimer.singleShot(125, key)
+
+    QTimer.singleShot(0, key)
+    loop.exec()
+    win.viewsDrawn.disconnect(drawn)
+    out = _percentiles(lat)
+    deb = [max(x - DEBOUNCE_MS / 1000.0, 0.0) for x in lat]
+    out["after_debounce"] = _percentiles(deb)
+    out["keystrokes"] = len(text)
+    out["debounce_ms"] = DEBOUNCE_MS
+    return out
+
+
+def training_stall(app, win, timeout: float = 900.0) -> dict:
+    """Longest heartbeat gap while the window trains its corpus without cache."""
+    from PySide6.QtCore import QTimer
+
+    period = 5
+    last = [time.perf_counter()]
+    gaps: list[float] = []
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0] - period / 1000.0)
+        last[0] = now
+
+    hb = QTimer()
+    hb.setInterval(period)
+    hb.timeout.connect(tick)
+    done: dict[str, object] = {}
+    win.modelReady.connect(lambda m: done.setdefault("ok", True))
+    win.trainingFailed.connect(lambda msg: done.setdefault("error", msg))
+    progress = [0]
+    win.trainer.progressed.connect(lambda *a: progress.__setitem__(0, progress[0] + 1))
+    win.use_cache = False
+    t0 = time.perf_counter()
+    last[0] = t0
+    hb.start()
+    win.train()
+    _wait(app, lambda: bool(done), timeout)
+    hb.stop()
+    secs = time.perf_counter() - t0
+    g = np.asarray(gaps) * 1000.0 if gaps else np.zeros(1)
+    return {"train_s": secs, "ok": "ok" in done, "error": done.get("error"),
+            "max_stall_ms": float(g.max()), "p99_stall_ms": float(np.percentile(g, 99)),
+            "heartbeats": len(gaps), "progress_updates": progress[0]}
+
+
+def startup(folder: Path, label: str, timeout: float = 900.0) -> dict:
+    """Start ``noisekey`` in a subprocess; wall seconds to shown and to drawn."""
+    report = folder / f"startup_{label}.json"
+    report.unlink(missing_ok=True)
+    env = dict(os.environ)
+    env.update(QT_QPA_PLATFORM="offscreen", NUMBA_CACHE_DIR=str(folder / "numba"),
+               NOISEKEY_CACHE_DIR=str(folder / "models"),
+               NOISEKEY_SETTINGS_DIR=str(folder / "settings"),
+               NOISEKEY_STARTUP_REPORT=str(report))
+    env.setdefault("NUMBA_NUM_THREADS", "2")
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "explorer"], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not report.exists():
+        return {"error": (proc.stderr or "no report").strip().splitlines()[-1:]}
+    t = json.loads(report.read_text())
+    return {"imported_s": t["imported"] - t0, "shown_s": t.get("shown", float("nan")) - t0,
+            "drawn_s": t["drawn"] - t0}
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from explorer import settings
+    from explorer.app import make_app
+
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="noisekey-bench-") as tmp:
+        folder = Path(tmp)
+        settings.use_settings_dir(folder / "settings-inproc")
+        app = make_app(offscreen=True)
+        from explorer.main_window import MainWindow
+
+        win = MainWindow(prompt="")
+        win.resize(1500, 950)
+        win.show()
+        ok = _wait(app, lambda: win.model is not None, 900.0)
+        if not ok:
+            sys.stderr.write(f"noisekey: error: no model: {win.last_error}\n")
+            return 2
+        results["typing"] = typing_latency(app, win, args.text or TEXT, args.keystrokes)
+        results["explain_ms_last"] = 1000.0 * win.explain_seconds
+        if not args.no_training:
+            results["training"] = training_stall(app, win)
+        win.close()
+        if not args.no_startup:
+            results["startup_cold"] = startup(folder, "cold")
+            results["startup_warm"] = startup(folder, "warm")
+    if args.json:
+        print(json.dumps(results, indent=2, default=float))
+        return 0
+    ty = results["typing"]
+    print(f"keystroke -> 4 views drawn ({ty['n']} of {ty['keystrokes']} keystrokes drawn, "
+          f"debounce {ty['debounce_ms']} ms):")
+    print(f"  with debounce    p50 {ty['p50_ms']:7.1f} ms  p95 {ty['p95_ms']:7.1f} ms  "
+          f"max {ty['max_ms']:7.1f} ms")
+    ad = ty["after_debounce"]
+    print(f"  after debounce   p50 {ad['p50_ms']:7.1f} ms  p95 {ad['p95_ms']:7.1f} ms  "
+          f"max {ad['max_ms']:7.1f} ms")
+    if "training" in results:
+        tr = results["training"]
+        print(f"training the default corpus: {tr['train_s']:.1f} s, longest event-loop stall "
+              f"{tr['max_stall_ms']:.1f} ms (p99 {tr['p99_stall_ms']:.1f} ms, "
+              f"{tr['progress_updates']} progress updates)"
+              + ("" if tr["ok"] else f"  FAILED: {tr['error']}"))
+    for k in ("startup_cold", "startup_warm"):
+        if k in results:
+            s = results[k]
+            if "error" in s:
+                print(f"{k}: error {s['error']}")
+            else:
+                print(f"{k.replace('_', ' ')}: window shown {s['shown_s']:.2f} s, "
+                      f"four views drawn {s['drawn_s']:.2f} s")
+    return 0

@@ -1,0 +1,176 @@
+"""The real window driven with qtbot: drop corpora, train, cancel, type, export.
+
+Settings and the model cache go to temporary folders; every wait is on a
+signal or a condition, never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+
+from explorer import settings
+from explorer.main_window import MainWindow
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "samples" / "python_docs.txt"
+PAIRS = REPO / "resources" / "samples" / "builtins.tsv"
+# small settings so a model of the sample trains in seconds
+SMALL = {"dim": 16, "prototypes": 16, "window": 4, "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    settings.use_settings_dir(tmp_path / "settings")
+    monkeypatch.setenv("NOISEKEY_CACHE_DIR", str(tmp_path / "models"))
+    yield
+    settings.use_settings_dir(None)
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """Window factory: build, register with qtbot, close and join threads after."""
+    made: list[MainWindow] = []
+
+    def factory(**kw) -> MainWindow:
+        kw.setdefault("autostart", False)
+        kw.setdefault("use_cache", False)
+        kw.setdefault("corpora", [])
+        w = MainWindow(**kw)
+        w.training_panel.set_values(SMALL)
+        w.resize(1400, 900)
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        return w
+
+    yield factory
+    for w in made:
+        w.close()
+    assert not [t for w in made for t in w.findChildren(type(w.trainer)) if t.busy]
+
+
+def drop(widget, paths) -> None:
+    """A real drag-enter + drop of local files onto ``widget``."""
+    md = QMimeData()
+    md.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(5, 5), Qt.DropAction.CopyAction, md,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    ev = QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, md,
+                    Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, ev)
+
+
+def test_drop_sample_then_bad_file(make_window, qtbot, tmp_path):
+    w = make_window()
+    target = w.views["layers"].glw.viewport()  # "anywhere on the window"
+    drop(target, [PAIRS])
+    qtbot.waitUntil(lambda: w.corpus_panel.stats(str(PAIRS.resolve())) is not None, timeout=20000)
+    assert w.corpus_panel.paths() == [str(PAIRS.resolve())]
+    assert "pairs" in w.corpus_panel.stats(str(PAIRS.resolve()))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(bytes(range(256)) * 64)  # binary: refused by the loader
+    with qtbot.waitSignal(w.corpus_panel.errorRaised, timeout=20000) as blocker:
+        drop(w.prompt_box, [bad])
+    msg = blocker.args[0]
+    assert "bad.txt" in msg and "\n" not in msg
+    assert w.corpus_panel.error_label.isVisible()
+    assert w.corpus_panel.paths() == [str(PAIRS.resolve())]  # the bad one was not added
+    # the app keeps working: another corpus still drops in
+    drop(w.views["embeddings"], [SAMPLE])
+    qtbot.waitUntil(lambda: len(w.corpus_panel.paths()) == 2, timeout=20000)
+    assert str(SAMPLE.resolve()) in settings.recent_corpora()
+
+
+def png_ok(path: Path) -> None:
+    img = QImage(str(path))
+    assert not img.isNull() and img.width() > 100 and img.height() > 100
+    a = np.frombuffer(img.convertToFormat(QImage.Format.Format_RGB32).constBits(),
+                      np.uint8).reshape(img.height(), -1)
+    assert len(np.unique(a)) > 20 and a.std() > 5
+
+
+def svg_ok(path: Path) -> None:
+    root = ET.parse(path).getroot()
+    assert root.tag.endswith("svg")
+    tags = [el.tag.split("}")[-1] for el in root.iter()]
+    assert len(tags) > 50 and ("path" in tags or "polyline" in tags)
+
+
+def test_train_type_export_cancel(make_window, qtbot, tmp_path):
+    pytest.importorskip("core.model")
+    w = make_window(corpora=[str(SAMPLE)], prompt="")
+    seen = []
+    w.trainer.progressed.connect(lambda s, f, i: seen.append((s, f)))
+    with qtbot.waitSignal(w.modelReady, timeout=60000):
+        w.train()
+    first = w.model
+    assert first is not None and seen and "trained" in w.training_panel.bar.format()
+
+    # type a prompt: every view holds data for it
+    with qtbot.waitSignal(w.viewsDrawn, timeout=20000,
+                          check_params_cb=lambda: w.state.prompt == "The function"):
+        qtbot.keyClicks(w.prompt_box, "The function")
+    ex = w.state.explanation
+    assert ex.prompt == "The function" and len(ex.ids) == 2
+    s = {k: v.summary() for k, v in w.views.items()}
+    assert s["embeddings"]["keys"] == len(ex.keys) and s["embeddings"]["context"] == 2
+    assert s["trajectory"]["steps"] == len(ex.generation.steps) > 0
+    assert s["embeddings"]["arrows"] == 2 * len(ex.generation.steps)
+    assert s["buckets"]["buckets"] > 0 and s["buckets"]["winner"] == 1
+    assert s["layers"]["layers"] == len(ex.layers.layers) >= 1
+    assert s["layers"]["accuracy_points"] == len(ex.layers.accuracy)
+
+    # export each view and the window
+    for name, view in [*w.views.items(), ("window", w)]:
+        for fmt in ("png", "svg"):
+            out = w.export(view, tmp_path / f"{name}.{fmt}")
+            (png_ok if fmt == "png" else svg_ok)(out)
+
+    # cancel a second run: the first model stays in use
+    w.training_panel.set_values({"seed": 1})
+    with qtbot.waitSignal(w.trainingCancelled, timeout=10000):
+        with qtbot.waitSignal(w.trainer.progressed, timeout=30000):
+            w.train()
+        w.cancel_training()
+    assert w.model is first
+    assert "cancelled" in w.training_panel.bar.format()
+    assert w.training_panel.train_btn.isEnabled()
+    with qtbot.waitSignal(w.viewsDrawn, timeout=20000):
+        qtbot.keyClicks(w.prompt_box, " returns")
+    assert w.state.explanation.prompt == "The function returns"
+
+
+def test_screenshot_end_to_end(tmp_path):
+    pytest.importorskip("core.model")
+    out = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
+               NOISEKEY_CACHE_DIR=str(tmp_path / "models"),
+               NOISEKEY_SETTINGS_DIR=str(tmp_path / "settings"), NUMBA_NUM_THREADS="2")
+    cmd = [sys.executable, "-m", "explorer", "--screenshot", str(out), "--prompt",
+           "The function", "--size", "1200x800", str(SAMPLE)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png_ok(out)
+    assert QImage(str(out)).width() >= 1200
+
+
+def test_screenshot_bad_corpus_is_one_line(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
+               NOISEKEY_SETTINGS_DIR=str(tmp_path / "settings"))
+    proc = subprocess.run([sys.executable, "-m", "explorer", "--screenshot",
+                           str(tmp_path / "x.png"), str(tmp_path / "missing.txt")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "missing.txt" in proc.stderr
