@@ -702,7 +702,8 @@ class _Builder:
 
     def finish(self, tokenizer: str, min_count: int, files: list[str], nbytes: int) -> Corpus:
         def arr(a: array, dtype) -> np.ndarray:
-            return np.frombuffer(a, dtype=dtype).copy() if len(a) else np.zeros(0, dtype)
+            # A view, not a copy: a 1 GB corpus must not be held twice.
+            return np.frombuffer(a, dtype=dtype) if len(a) else np.zeros(0, dtype)
 
         stream = arr(self.stream, np.int32)
         in_ids, out_ids = arr(self.in_ids, np.int32), arr(self.out_ids, np.int32)
@@ -718,6 +719,7 @@ class _Builder:
             )
             lut = np.fromiter((vocab.id(t) for t in itos), dtype=np.int32, count=len(itos))
             stream, in_ids, out_ids = lut[stream], lut[in_ids], lut[out_ids]
+            self.stream = self.in_ids = self.out_ids = array("i")  # free the provisional ids
         return Corpus(
             vocab, tokenizer, stream, arr(self.doc_off, np.int64), arr(self.doc_kind, np.int8),
             arr(self.doc_file, np.int32), arr(self.doc_lines, np.int64),

@@ -277,7 +277,7 @@ def test_large_file_streams_with_progress_and_cancel(tmp_path):
     p = tmp_path / "big.txt"
     para = ("All work and no play makes Jack a dull boy.\n" * 4 + "\n").encode()
     with open(p, "wb") as f:
-        for _ in range(4 * 2**20 // len(para)):
+        for _ in range(3 * 2**20 // len(para)):
             f.write(para)
     size = p.stat().st_size
     seen: list[tuple[str, float, dict | None]] = []
@@ -300,3 +300,29 @@ def test_large_file_streams_with_progress_and_cancel(tmp_path):
     with pytest.raises(Cancelled):
         load_corpus(p, progress=progress, cancel=cancel)
     assert 0.5 <= state["fraction"] < 0.6 and state["polls"] > 5
+
+
+def test_overlong_line_refused(tmp_path, monkeypatch):
+    import core.corpus as cc
+
+    monkeypatch.setattr(cc, "MAX_LINE", 1000)
+    p = tmp_path / "long.txt"
+    p.write_text("short line\n" + "word " * 400 + "\nend\n")
+    with pytest.raises(CorpusError) as err:
+        load_corpus(p)
+    assert err.value.line == 2 and "longer than" in err.value.reason
+
+
+def test_shipped_corpora_load():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "resources" / "corpora"
+    c = load_corpus(folder)
+    names = sorted(Path(f).name for f in c.files)
+    assert names == ["fortunes.txt", "wordnet_glosses.tsv"]  # license files are not read
+    s = c.stats
+    assert s.pairs > 15_000 and s.paragraphs > 500 and s.replacements == 0
+    firsts = c.in_ids[c.in_offsets[:-1]]
+    cands = np.flatnonzero(firsts == c.vocab.id("dog"))
+    dog = [c.pair_text(i) for i in cands if c.pair_text(i)[0] == "dog (noun)"]
+    assert len(dog) == 1 and "domestic" in dog[0][1]
