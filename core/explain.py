@@ -121,7 +121,9 @@ class StopBand:
     """The middle-layer key's prediction for the output of a prompt.
 
     ``mean`` is float32 [d]; ``variance``, ``std`` and ``length`` are scalars;
-    ``tolerance`` is the half-width of the band on variance and std.
+    ``tolerance`` is the half-width of the band on variance (and on std unless
+    ``std_tolerance`` is set); ``length_tolerance`` the half-width on length;
+    ``mean_tolerance`` the RMS half-width on the mean.
     """
 
     mean: np.ndarray
@@ -129,6 +131,15 @@ class StopBand:
     std: float
     length: float
     tolerance: float
+    length_tolerance: float = 1.0
+    std_tolerance: float = 0.0
+    mean_tolerance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.std_tolerance:
+            self.std_tolerance = self.tolerance
+        if not self.mean_tolerance:
+            self.mean_tolerance = self.tolerance
 
 
 @dataclass

@@ -1,0 +1,523 @@
+"""The one-node A/B/C machine (DESIGN.md section 5).
+
+* **A** holds the state ``a_t`` — the key of the current (last emitted) token
+  — and the window of its last ``W`` states.
+* **B** proposes the next noise from the bank given the current token and the
+  previous noise. Given the current token ``v``, the previous noise
+  ``k_u − k_v`` identifies the previous token ``u`` and a bank entry
+  identifies the next token ``w`` (:mod:`core.noise`), so B's smoothed counts
+  are counts of ``(u, v) → w`` events. They are smoothed exactly as an n-gram
+  would be: modified Kneser-Ney, backing off to the current token alone
+  (continuation counts) and then to the unigram (:class:`core.baselines.KneserNey`
+  with ``discount="modified"``).
+* **C** proposes from A's window: ``c_t = Σ_i α^i a_{t−i} / Σ_i α^i``
+  (``i < W``), matched by nearest neighbour against the training window
+  states. The successors of the ``K`` nearest training windows vote,
+  weighted ``exp(−(δ_j − δ_1)/h)`` (``h = c_bandwidth`` times the typical
+  key distance). Modes: ``"modify"`` — C replaces A's state by the matched
+  training state, whose own noise then leads to its successor;
+  ``"noise"`` — C's noise ``ν_C = k_{x_j} − k_{x_{j+1}}`` (the matched
+  window's observed noise) is applied to A's unmodified state,
+  ``e = a_t − ν_C``, and ``e`` is snapped to its nearest key. Both are
+  measured in ``noisekey eval``.
+* **Gate**: during training both B and C predict every step, leave-one-out
+  (the step's own occurrence is removed from every count first, exactly),
+  and the proposal whose encoder embedding lies closer to the true output
+  key wins. Steps where both are right tie; steps where both are wrong are
+  also decided by distance (reported as the B-vs-C win rate) but do not enter
+  the gate, because with random keys a wrong token's distance carries no
+  information. The gate is ``g = P(C wins | C's distance bin, B's support
+  bin, C's support bin)`` from smoothed win counts, shifted in logit space by
+  the current token's own win counts (per-token table), and mixes
+  ``p = (1 − g)·p_B + g·p_C``. Win counts per noise prototype are kept for
+  the views.
+
+Nearest-neighbour search for C (the spec is silent on how): the window state
+is dominated by the current token's key (weight ``1/Σα^i``, 0.65 for α=0.4,
+W=3) so the nearest training window nearly always shares the current token
+when one exists. C therefore scans, exactly under the model metric, the
+training windows of the query's current token (grouped, CSR); only when that
+group is empty (or holds only the left-out occurrence) does it search all
+windows with the hash index. The agreement with brute force over all windows
+is measured in the tests. Windows never span an ``<eos>`` (``<bos>`` pads).
+
+Everything counted here is additive over shards; the gate is recomputed by a
+pass over the merged training stream (see :meth:`core.model.Model.merge`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from core.metric import Metric, finish, rank_dist
+from core.tokenize import BOS, EOS
+
+__all__ = [
+    "history", "window_weights", "window_states", "WindowTable", "Gate", "key_scale",
+    "mix_topk",
+]
+
+
+def history(stream: np.ndarray, W: int) -> np.ndarray:
+    """The ``W`` tokens before every position, newest first (int32 [N, W]).
+
+    Row ``t`` is ``stream[t−1], stream[t−2], ...`` within ``t``'s segment
+    (segments end at ``<eos>``), padded with ``<bos>``.
+    """
+    s = np.asarray(stream, np.int32)
+    n = s.size
+    idx = np.arange(n, dtype=np.int64)
+    eos_pos = np.where(s == EOS, idx, -1)
+    last_eos = np.maximum.accumulate(np.concatenate(([-1], eos_pos[:-1]))) if n else eos_pos
+    pos = idx - (last_eos + 1)
+    H = np.full((n, W), BOS, np.int32)
+    for i in range(W):
+        lag = i + 1
+        if n > lag:
+            H[lag:, i] = np.where(pos[lag:] >= lag, s[:-lag], BOS)
+    return H
+
+
+def window_weights(W: int, alpha: float) -> np.ndarray:
+    """Normalised decay weights ``α^i / Σ_j α^j``, ``i < W`` (float32 [W])."""
+    w = float(alpha) ** np.arange(W, dtype=np.float64)
+    return (w / w.sum()).astype(np.float32)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _window_states(H, keys, w):
+    """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
+    n, W = H.shape
+    d = keys.shape[1]
+    out = np.zeros((n, d), np.float32)
+    for r in prange(n):
+        for i in range(W):
+            t = H[r, i]
+            for j in range(d):
+                out[r, j] += w[i] * keys[t, j]
+    return out
+
+
+def window_states(H: np.ndarray, keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Decayed-mean window states of history rows ``H`` (int [n, W]) → float32 [n, d]."""
+    return _window_states(np.ascontiguousarray(H, np.int32), keys, weights)
+
+
+def key_scale(keys: np.ndarray, metric: Metric) -> float:
+    """Typical distance between two different keys under ``metric`` (deterministic).
+
+    Mean distance between keys ``i`` and ``i+1`` over the first 1024 ids.
+    """
+    from core.metric import distance
+
+    n = min(keys.shape[0], 1025)
+    if n < 2:
+        return 1.0
+    vals = [float(distance(keys[i], keys[i + 1], metric)) for i in range(n - 1)]
+    return max(float(np.mean(vals)), 1e-6)
+
+
+# ----------------------------------------------------------------------------- C: table
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _group_search(Q, qtok, own, states, grp_off, tot, K, code, f, lam, D):
+    """K nearest training windows among those whose current token is ``qtok``.
+
+    Exact under the metric within the group; the left-out context ``own[i]``
+    is skipped when its count drops to zero. Returns ids (-1 pad) and
+    distances (inf pad).
+    """
+    n = Q.shape[0]
+    ids = np.full((n, K), -1, np.int64)
+    ds = np.full((n, K), np.inf, np.float32)
+    for i in prange(n):
+        t = qtok[i]
+        br = np.full(K, np.inf)
+        bi = np.full(K, -1, np.int64)
+        for u in range(grp_off[t], grp_off[t + 1]):
+            if u == own[i] and tot[u] <= 1:
+                continue
+            r = rank_dist(Q[i], states[u], code, f, lam, D)
+            if r < br[K - 1]:
+                j = K - 1
+                while j > 0 and br[j - 1] > r:
+                    br[j] = br[j - 1]
+                    bi[j] = bi[j - 1]
+                    j -= 1
+                br[j] = r
+                bi[j] = u
+        for j in range(K):
+            ids[i, j] = bi[j]
+            if bi[j] >= 0:
+                ds[i, j] = finish(br[j], code)
+    return ids, ds
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k):
+    """C's distribution from neighbour lists.
+
+    ``p(w) ∝ Σ_j ω_j · c_j(w) / c_j``, ``ω_j = exp(−(δ_j − δ_1)/h)``, counts
+    of the left-out context ``own`` reduced by one at ``target``.
+    Returns top-k ids, probs, the nearest valid distance and its support.
+    """
+    n, K = nn.shape
+    ids = np.full((n, k), -1, np.int64)
+    probs = np.zeros((n, k), np.float32)
+    dmin = np.full(n, np.inf, np.float32)
+    sup = np.zeros(n, np.float32)
+    for i in prange(n):
+        # gather candidate successors with weights
+        m = 0
+        for j in range(K):
+            u = nn[i, j]
+            if u >= 0:
+                m += succ_off[u + 1] - succ_off[u]
+        cw = np.empty(m, np.int64)
+        cp = np.empty(m, np.float64)
+        r = 0
+        d0 = np.inf
+        total_w = 0.0
+        for j in range(K):
+            u = nn[i, j]
+            if u < 0:
+                continue
+            t_u = tot[u] - (1 if u == own[i] else 0)
+            if t_u <= 0:
+                continue
+            if d0 == np.inf:
+                d0 = nd[i, j]
+                dmin[i] = d0
+                sup[i] = t_u
+            om = np.exp(-(nd[i, j] - d0) / h)
+            total_w += om
+            for s in range(succ_off[u], succ_off[u + 1]):
+                c = succ_cnt[s] - (1 if (u == own[i] and succ_ids[s] == target[i]) else 0)
+                if c > 0:
+                    cw[r] = succ_ids[s]
+                    cp[r] = om * c / t_u
+                    r += 1
+        if r == 0:
+            continue
+        cw = cw[:r]
+        cp = cp[:r]
+        order = np.argsort(cw)
+        cw = cw[order]
+        cp = cp[order]
+        # merge duplicates and keep the top-k
+        bi = np.full(k, -1, np.int64)
+        bv = np.full(k, -1.0)
+        a = 0
+        while a < r:
+            b = a
+            s = 0.0
+            while b < r and cw[b] == cw[a]:
+                s += cp[b]
+                b += 1
+            p = s / total_w
+            if p > bv[k - 1]:
+                j = k - 1
+                while j > 0 and bv[j - 1] < p:
+                    bv[j] = bv[j - 1]
+                    bi[j] = bi[j - 1]
+                    j -= 1
+                bv[j] = p
+                bi[j] = cw[a]
+            a = b
+        for j in range(k):
+            ids[i, j] = bi[j]
+            probs[i, j] = max(bv[j], 0.0)
+    return ids, probs, dmin, sup
+
+
+class WindowTable:
+    """Training windows of C: distinct history rows with their successor counts.
+
+    Additive: :meth:`add` per shard, :meth:`merge`; :meth:`finalize` builds
+    window states, the per-current-token groups and the global hash index.
+
+    Attributes (after finalize)
+    ---------------------------
+    ctx : int32 [U, W]
+        Distinct windows (newest token first), sorted lexicographically.
+    states : float32 [U, d]
+    succ_off : int64 [U + 1]; succ_ids : int64 [S]; succ_cnt : int64 [S]
+    tot : int64 [U]
+    grp_off : int64 [V + 1]
+        Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
+    """
+
+    def __init__(self, V: int, W: int) -> None:
+        self.V, self.W = int(V), int(W)
+        self.rows = np.zeros((0, W + 1), np.int32)  # window + successor
+        self.cnt = np.zeros(0, np.int64)
+        self.index = None
+
+    @staticmethod
+    def _reduce(rows: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if rows.shape[0] == 0:
+            return rows, cnt
+        order = np.lexsort(rows.T[::-1])
+        rows, cnt = rows[order], cnt[order]
+        new = np.ones(rows.shape[0], bool)
+        new[1:] = (rows[1:] != rows[:-1]).any(1)
+        start = np.flatnonzero(new)
+        return rows[start], np.add.reduceat(cnt, start)
+
+    def add(self, H: np.ndarray, target: np.ndarray) -> WindowTable:
+        """Count events ``(window H[i], successor target[i])``."""
+        rows = np.concatenate([H.astype(np.int32), target.astype(np.int32)[:, None]], 1)
+        r, c = self._reduce(rows, np.ones(rows.shape[0], np.int64))
+        return self._add(r, c)
+
+    def _add(self, rows, cnt) -> WindowTable:
+        if self.cnt.size:
+            rows = np.concatenate([self.rows, rows])
+            cnt = np.concatenate([self.cnt, cnt])
+            rows, cnt = self._reduce(rows, cnt)
+        self.rows, self.cnt = rows, cnt
+        self.index = None
+        return self
+
+    def merge(self, other: WindowTable) -> WindowTable:
+        return self._add(other.rows, other.cnt)
+
+    def finalize(self, keys: np.ndarray, weights: np.ndarray, metric: Metric,
+                 index_factory=None) -> WindowTable:
+        """Distinct windows, their states, successor CSR and groups by current token."""
+        rows, cnt = self.rows, self.cnt
+        W = self.W
+        if rows.shape[0]:
+            new = np.ones(rows.shape[0], bool)
+            new[1:] = (rows[1:, :W] != rows[:-1, :W]).any(1)
+        else:
+            new = np.zeros(0, bool)
+        start = np.flatnonzero(new)
+        self.ctx = rows[start, :W].copy()
+        self.succ_off = np.concatenate((start, [rows.shape[0]])).astype(np.int64)
+        self.succ_ids = rows[:, W].astype(np.int64)
+        self.succ_cnt = cnt.astype(np.int64)
+        self.tot = (np.add.reduceat(cnt, start) if start.size else np.zeros(0)).astype(np.int64)
+        self.states = window_states(self.ctx, keys, weights)
+        self.grp_off = np.concatenate(
+            ([0], np.cumsum(np.bincount(self.ctx[:, 0], minlength=self.V)))).astype(np.int64)
+        self.metric = metric
+        self.index_factory = index_factory
+        self.index = None
+        return self
+
+    def context_ids(self, H: np.ndarray) -> np.ndarray:
+        """Row of ``ctx`` equal to each history row, -1 where none (int64 [n])."""
+        n = H.shape[0]
+        U = self.ctx.shape[0]
+        if U == 0:
+            return np.full(n, -1, np.int64)
+        both = np.concatenate([self.ctx, H.astype(np.int32)])
+        order = np.lexsort(both.T[::-1])
+        srt = both[order]
+        new = np.ones(srt.shape[0], bool)
+        new[1:] = (srt[1:] != srt[:-1]).any(1)
+        grp = np.cumsum(new) - 1
+        gid = np.empty(both.shape[0], np.int64)
+        gid[order] = grp
+        owner = np.full(grp[-1] + 1, -1, np.int64)
+        owner[gid[:U]] = np.arange(U)
+        return owner[gid[U:]]
+
+    def _global(self):
+        if self.index is None:
+            self.index = self.index_factory(self.states)
+        return self.index
+
+    def search(self, H: np.ndarray, states: np.ndarray, K: int,
+               own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """K nearest training windows of history rows ``H`` (grouped, global fallback).
+
+        ``states`` are the query window states (float32 [n, d]); ``own`` the
+        left-out training context of each row (-1: none). Returns neighbour
+        ids int64 [n, K] (-1 pad) and distances float32 [n, K] (inf pad).
+        """
+        m = self.metric
+        Q = np.ascontiguousarray(states, np.float32)
+        own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
+        nn, nd = _group_search(Q, H[:, 0].astype(np.int64), own, self.states, self.grp_off,
+                               self.tot, int(K), m.code, float(m.f), float(m.lam), int(m.D))
+        # rows with no valid neighbour in the group go to the global index
+        miss = np.flatnonzero(nn[:, 0] < 0)
+        if miss.size and self.ctx.shape[0] and self.index_factory is not None:
+            gi, gd = self._global().query_batch(Q[miss], k=K + 1)
+            gi = np.asarray(gi, np.int64)
+            gd = np.asarray(gd, np.float32)
+            for r, row in enumerate(miss):
+                keep = [(int(a), float(b)) for a, b in zip(gi[r], gd[r], strict=True)
+                        if a >= 0 and not (a == own[row] and self.tot[a] <= 1)][:K]
+                for j, (a, b) in enumerate(keep):
+                    nn[row, j] = a
+                    nd[row, j] = b
+        return nn, nd
+
+    def vote(self, nn, nd, own, target, h: float, k: int):
+        """C's top-k distribution from neighbour lists (see :func:`_c_vote`)."""
+        n = nn.shape[0]
+        own = np.full(n, -1, np.int64) if own is None else own.astype(np.int64)
+        target = np.full(n, -1, np.int64) if target is None else target.astype(np.int64)
+        return _c_vote(nn, nd, own, target, self.succ_off, self.succ_ids, self.succ_cnt,
+                       self.tot, float(h), int(k))
+
+    def to_arrays(self, prefix: str = "win_") -> dict[str, np.ndarray]:
+        return {f"{prefix}rows": self.rows, f"{prefix}cnt": self.cnt}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, V: int, W: int, prefix: str = "win_") -> WindowTable:
+        t = cls(V, W)
+        t.rows = np.asarray(arrays[f"{prefix}rows"], np.int32).reshape(-1, W + 1)
+        t.cnt = np.asarray(arrays[f"{prefix}cnt"], np.int64)
+        return t
+
+
+# ----------------------------------------------------------------------------- gate
+
+
+def _bin(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.searchsorted(edges, x, side="right").astype(np.int64)
+
+
+class Gate:
+    """Win counts of B against C and the gate they make.
+
+    Tables (all additive counts, ``[..., 0]`` B wins, ``[..., 1]`` C wins):
+    ``by_bin`` [n_dist, n_supb, n_supc, 2] over C's nearest distance (in units
+    of the typical key distance), B's context support and C's support;
+    ``by_token`` [V, 2] per current token; ``by_proto`` [P, 2] per prototype
+    of the true noise. ``steps`` counts [ties both right, ties both wrong, B
+    by distance, C by distance] for the reported win rate.
+    """
+
+    DIST_EDGES = np.array([1e-6, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 1.0])
+    SUPB_EDGES = np.array([0.5, 1.5, 2.5, 4.5, 9.5, 29.5])
+    SUPC_EDGES = np.array([1.5, 2.5, 5.5])
+
+    def __init__(self, V: int, P: int, scale: float, kappa: float = 4.0,
+                 token_weight: float = 0.5) -> None:
+        self.V, self.P, self.scale = int(V), int(P), float(scale)
+        self.kappa, self.token_weight = float(kappa), float(token_weight)
+        nd, nb, nc = len(self.DIST_EDGES) + 1, len(self.SUPB_EDGES) + 1, len(self.SUPC_EDGES) + 1
+        self.by_bin = np.zeros((nd, nb, nc, 2), np.int64)
+        self.by_token = np.zeros((self.V, 2), np.int64)
+        self.by_proto = np.zeros((max(self.P, 1), 2), np.int64)
+        self.steps = np.zeros(4, np.int64)
+
+    def _cells(self, dist_c, sup_b, sup_c):
+        return (_bin(np.asarray(dist_c) / self.scale, self.DIST_EDGES),
+                _bin(np.asarray(sup_b), self.SUPB_EDGES), _bin(np.asarray(sup_c), self.SUPC_EDGES))
+
+    def update(self, cur, proto, b_right, c_right, b_closer, c_closer, dist_c, sup_b, sup_c):
+        """Count one batch of training steps (arrays [n])."""
+        dec_b = b_right & ~c_right
+        dec_c = c_right & ~b_right
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        np.add.at(self.by_bin, (i[dec_b], j[dec_b], k[dec_b], 0), 1)
+        np.add.at(self.by_bin, (i[dec_c], j[dec_c], k[dec_c], 1), 1)
+        np.add.at(self.by_token, (cur[dec_b], 0), 1)
+        np.add.at(self.by_token, (cur[dec_c], 1), 1)
+        if self.P:
+            ok = proto >= 0
+            np.add.at(self.by_proto, (proto[dec_b & ok], 0), 1)
+            np.add.at(self.by_proto, (proto[dec_c & ok], 1), 1)
+        both = b_right & c_right
+        self.steps += [int(both.sum()), int((~b_right & ~c_right & ~b_closer & ~c_closer).sum()),
+                       int((b_closer & ~both).sum()), int((c_closer & ~both).sum())]
+
+    def merge(self, other: Gate) -> Gate:
+        self.by_bin += other.by_bin
+        self.by_token += other.by_token
+        self.by_proto += other.by_proto
+        self.steps += other.steps
+        return self
+
+    def win_rate_c(self) -> float:
+        """Fraction of decided steps (by distance) that C won."""
+        b, c = self.steps[2], self.steps[3]
+        return float(c / (b + c)) if b + c else 0.0
+
+    def weight(self, cur, dist_c, sup_b, sup_c) -> np.ndarray:
+        """Gate ``g`` (weight of C) for a batch (float32 [n]); 0 where C found nothing."""
+        tot = self.by_bin.sum((0, 1, 2))
+        g0 = (tot[1] + 1.0) / (tot.sum() + 2.0)
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        cell = self.by_bin[i, j, k]
+        g = (cell[:, 1] + self.kappa * g0) / (cell.sum(1) + self.kappa)
+        tk = self.by_token[np.asarray(cur, np.int64)]
+        gt = (tk[:, 1] + 10.0 * g0) / (tk.sum(1) + 10.0)
+        logit = np.log(g / (1 - g)) + self.token_weight * (np.log(gt / (1 - gt))
+                                                            - np.log(g0 / (1 - g0)))
+        out = 1.0 / (1.0 + np.exp(-logit))
+        return np.where(np.isfinite(np.asarray(dist_c)), out, 0.0).astype(np.float32)
+
+    def to_arrays(self, prefix: str = "gate_") -> dict[str, np.ndarray]:
+        return {f"{prefix}by_bin": self.by_bin, f"{prefix}by_token": self.by_token,
+                f"{prefix}by_proto": self.by_proto, f"{prefix}steps": self.steps}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, V: int, P: int, scale: float,
+                    prefix: str = "gate_", **kw) -> Gate:
+        g = cls(V, P, scale, **kw)
+        g.by_bin = np.asarray(arrays[f"{prefix}by_bin"], np.int64)
+        g.by_token = np.asarray(arrays[f"{prefix}by_token"], np.int64)
+        g.by_proto = np.asarray(arrays[f"{prefix}by_proto"], np.int64)
+        g.steps = np.asarray(arrays[f"{prefix}steps"], np.int64)
+        return g
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _mix(bi, bp, ci, cp, g, k):
+    """Top-k of ``(1−g)·p_B + g·p_C`` over the union of both candidate lists."""
+    n = bi.shape[0]
+    ids = np.full((n, k), -1, np.int64)
+    probs = np.zeros((n, k), np.float32)
+    for i in prange(n):
+        m = bi.shape[1] + ci.shape[1]
+        cw = np.empty(m, np.int64)
+        cv = np.empty(m, np.float64)
+        r = 0
+        for j in range(bi.shape[1]):
+            if bi[i, j] >= 0:
+                cw[r] = bi[i, j]
+                cv[r] = (1.0 - g[i]) * bp[i, j]
+                r += 1
+        for j in range(ci.shape[1]):
+            if ci[i, j] >= 0:
+                cw[r] = ci[i, j]
+                cv[r] = g[i] * cp[i, j]
+                r += 1
+        order = np.argsort(cw[:r])
+        bv = np.full(k, -1.0)
+        bb = np.full(k, -1, np.int64)
+        a = 0
+        while a < r:
+            w = cw[order[a]]
+            s = 0.0
+            while a < r and cw[order[a]] == w:
+                s += cv[order[a]]
+                a += 1
+            if s > bv[k - 1]:
+                j = k - 1
+                while j > 0 and bv[j - 1] < s:
+                    bv[j] = bv[j - 1]
+                    bb[j] = bb[j - 1]
+                    j -= 1
+                bv[j] = s
+                bb[j] = w
+        for j in range(k):
+            ids[i, j] = bb[j]
+            probs[i, j] = max(bv[j], 0.0)
+    return ids, probs
+
+
+def mix_topk(bi, bp, ci, cp, g, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of the gated mixture ``(1−g)·p_B + g·p_C`` (ids int64 [n, k], probs float32)."""
+    return _mix(np.ascontiguousarray(bi, np.int64), np.ascontiguousarray(bp, np.float32),
+                np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(cp, np.float32),
+                np.ascontiguousarray(g, np.float64), int(k))

@@ -1,0 +1,601 @@
+"""The noise-key language model: training, prediction, generation, files.
+
+:func:`train` reads corpora (or takes a :class:`core.corpus.Corpus`) and runs
+the stages, each reporting ``progress(stage, fraction, info)``:
+
+``corpus``       load and tokenize (skipped for a Corpus)
+``counting``     additive statistics: B's transition counts, the noise bank,
+                 C's training windows, the middle key's sums
+``prototypes``   k-means of the bank's noises (P prototypes, seeded)
+``index``        the hash index over the token keys
+``windows``      C's window states and groups
+``gate``         both B and C predict every training step (leave-one-out);
+                 wins make the gate. ``info`` carries ``win_rate_c`` and
+                 ``heldout_top1`` (leave-one-out top-1 of the gated model so
+                 far — an honest estimate: no step sees its own count)
+``signatures``   :class:`core.layers.SignatureBank` of the training outputs
+
+Decoding (DESIGN.md 5): the model decodes with the **exact bank**. Given the
+current token an exact-bank noise leads to exactly one next key, so the
+encoder embedding ``e = a_t − ν`` equals that key and the snap through the
+hash index returns it (up to the index's recall); batch prediction therefore
+works on token ids directly and only :meth:`Model.generate` snaps through the
+index (recording the probe for the views). Prototype decoding (``e = a_t −
+ν_p``, snapped) is measured by :meth:`Model.prototype_accuracy`: with random
+keys a prototype forgets which token follows, and it loses badly (see
+``noisekey eval``), so the prototypes serve the views and the gate tables.
+
+Additivity: every count the model learns is a sum over training events, kept
+raw (trigram counts, bank counts, window-successor counts, ridge sums).
+:meth:`Model.merge` adds another model's counts (same vocabulary and
+settings) and reruns the derived stages (prototypes, index, gate) on the
+joined training stream, which is stored with the model; the result equals
+one pass over the joined corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from core import modelfile
+from core.baselines import KneserNey
+from core.corpus import Cancelled, Corpus, load_corpus
+from core.explain import Explanation, Generation, LayerInfo, StopBand
+from core.index import HashIndex
+from core.keys import KeyStore
+from core.machine import (
+    Gate,
+    WindowTable,
+    history,
+    key_scale,
+    mix_topk,
+    window_states,
+    window_weights,
+)
+from core.metric import Metric
+from core.noise import NoiseBank
+from core.stopping import MiddleKey, search, segment_stats
+from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
+
+__all__ = ["TrainConfig", "Model", "train", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+ProgressFn = Callable[[str, float, "dict | None"], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (schema-versioned; saved with the model).
+
+    Attributes
+    ----------
+    tokenizer, min_count : corpus settings
+    dim : key dimension d
+    prototypes : noise prototypes P
+    window, alpha : C's window W and decay α
+    metric, f, lam, digits : the metric (``Metric(metric, f, lam, digits)``)
+    bucket_size, probes : hash index settings (``probes=-1`` scans all)
+    seed : seeds keys, k-means, index and SMC
+    op : layer op for signatures (``"mean"`` | ``"halfgap"``)
+    c_neighbours : nearest training windows that vote in C
+    c_bandwidth : vote weight ``exp(−Δδ / (c_bandwidth · key scale))``
+    c_mode : ``"modify"`` (C replaces A's state) or ``"noise"`` (C's noise on A)
+    noise_stages : residual prototype codebooks (several noises at once)
+    ridge : middle key ridge λ
+    max_len : hard cap on generated tokens
+    beam, particles : widths of beam search and SMC
+    band_weight : weight β of the band potential in stub scores
+    signatures : build the layer signature bank (``Model.similar``)
+    """
+
+    tokenizer: str = "word"
+    min_count: int = 1
+    dim: int = 32
+    prototypes: int = 256
+    window: int = 3
+    alpha: float = 0.4
+    metric: str = "l2"
+    f: float = 10.0
+    lam: float = 1.0
+    digits: int = 4
+    bucket_size: int = 4
+    probes: int = 8
+    seed: int = 0
+    op: str = "mean"
+    c_neighbours: int = 4
+    c_bandwidth: float = 0.05
+    c_mode: str = "modify"
+    noise_stages: int = 1
+    ridge: float = 1.0
+    max_len: int = 48
+    beam: int = 4
+    particles: int = 16
+    band_weight: float = 1.0
+    signatures: bool = True
+    schema: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.c_mode not in ("modify", "noise"):
+            raise ValueError(f"c_mode must be 'modify' or 'noise', got {self.c_mode!r}")
+        if self.prototypes < 1 or self.dim < 1:
+            raise ValueError("prototypes and dim must be >= 1")
+
+    @property
+    def metric_obj(self) -> Metric:
+        return Metric(self.metric, float(self.f), float(self.lam), int(self.digits))
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        if int(data.get("schema", 0)) > SCHEMA_VERSION:
+            raise ValueError(f"settings schema {data.get('schema')} is newer than this program")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names and k != "schema"})
+
+
+def _check(cancel: CancelFn | None, where: str) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled(f"training cancelled during {where}")
+
+
+def _report(progress: ProgressFn | None, stage: str, frac: float, info: dict | None = None):
+    if progress is not None:
+        progress(stage, float(min(max(frac, 0.0), 1.0)), info)
+
+
+def _pairs_of(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs for the middle key and the signatures; consecutive documents if none."""
+    if corpus.n_pairs:
+        sep = corpus.doc_kind[corpus.pair_doc] == 1 if corpus.pair_doc.size else np.zeros(0, bool)
+        return corpus.in_ids, corpus.in_offsets, corpus.out_ids, corpus.out_offsets, sep
+    off = corpus.doc_offsets
+    if off.size < 3:
+        z = np.zeros(1, np.int64)
+        return np.zeros(0, np.int32), z, np.zeros(0, np.int32), z, np.zeros(0, bool)
+    body = corpus.stream
+    # documents without their trailing <eos>
+    starts, ends = off[:-1], off[1:] - 1
+    lens = ends - starts
+    ids = np.concatenate([body[a:b] for a, b in zip(starts, ends, strict=True)])
+    offs = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
+    return ids, offs[:-1], ids, offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
+
+
+@dataclass
+class _Counts:
+    """The additive part of a model."""
+
+    kn: KneserNey
+    bank: NoiseBank
+    table: WindowTable
+    middle: MiddleKey
+    stream: np.ndarray
+    sentences: np.ndarray
+    sent_offsets: np.ndarray
+    pair_sep: int = 0
+    n_pairs: int = 0
+
+
+def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel) -> _Counts:
+    V = len(corpus.vocab)
+    s = corpus.stream
+    if s.size and s[-1] != EOS:
+        s = np.concatenate([s, [EOS]]).astype(np.int32)
+    W = cfg.window
+    H = history(s, max(W, 2))
+    _report(progress, "counting", 0.1)
+    kn = KneserNey(V, "modified").add(H[:, 1], H[:, 0], s)
+    _check(cancel, "counting")
+    _report(progress, "counting", 0.4)
+    bank = NoiseBank(V).add(H[:, 0], s)
+    table = WindowTable(V, W).add(H[:, :W], s)
+    _check(cancel, "counting")
+    _report(progress, "counting", 0.8)
+    in_ids, in_off, out_ids, out_off, sep = _pairs_of(corpus)
+    middle = MiddleKey(cfg.dim, cfg.ridge)
+    if in_off.size > 1:
+        middle.add(segment_stats(in_ids, in_off, keys), segment_stats(out_ids, out_off, keys))
+    _report(progress, "counting", 1.0)
+    return _Counts(kn, bank, table, middle, s, np.asarray(out_ids, np.int32),
+                   np.asarray(out_off, np.int64), int(sep.sum()), int(in_off.size - 1))
+
+
+class Model:
+    """A trained noise-key model (see module docstring). Build with :func:`train`."""
+
+    def __init__(self, config: TrainConfig, vocab: Vocab, counts: _Counts,
+                 keys: np.ndarray | None = None) -> None:
+        self.config = config
+        self.vocab = vocab
+        self.tokenizer = make_tokenizer(config.tokenizer)
+        self.counts = counts
+        V = len(vocab)
+        self.keys = (KeyStore(V, config.dim, config.seed).keys if keys is None
+                     else np.ascontiguousarray(keys, np.float32))
+        self.metric = config.metric_obj
+        self.weights = window_weights(config.window, config.alpha)
+        self.figures: dict = {}
+        self.signature_bank = None
+
+    # ------------------------------------------------------------------ stages
+    @property
+    def V(self) -> int:
+        return len(self.vocab)
+
+    def _index_factory(self):
+        cfg = self.config
+
+        def make(X):
+            return HashIndex(X, self.metric, cfg.bucket_size, cfg.probes, cfg.seed)
+
+        return make
+
+    def _finalize(self, progress=None, cancel=None) -> None:
+        cfg, c = self.config, self.counts
+        c.kn.finalize()
+        _report(progress, "prototypes", 0.0)
+        c.bank.fit_prototypes(self.keys, cfg.prototypes, cfg.seed, cfg.noise_stages)
+        _report(progress, "prototypes", 1.0)
+        _check(cancel, "prototypes")
+        _report(progress, "index", 0.0)
+        self.index = self._index_factory()(self.keys)
+        _report(progress, "index", 1.0)
+        _check(cancel, "index")
+        _report(progress, "windows", 0.0)
+        c.table.finalize(self.keys, self.weights, self.metric, self._index_factory())
+        self.scale = key_scale(self.keys, self.metric)
+        _report(progress, "windows", 1.0)
+        c.middle.fit()
+        self._gate_pass(progress, cancel)
+
+    def _gate_pass(self, progress=None, cancel=None, chunk: int = 16384) -> None:
+        """Both B and C predict every training step (leave-one-out); wins make the gate."""
+        c = self.counts
+        s = c.stream
+        P = c.bank.prototypes.shape[0] // max(1, self.config.noise_stages)
+        gate = Gate(self.V, P, self.scale)
+        self.gate = gate
+        W = self.config.window
+        H = history(s, max(W, 2))
+        own_all = c.table.context_ids(H[:, :W])
+        entry = c.bank.entry(H[:, 0], s)
+        proto_all = np.where(entry >= 0, c.bank.labels[np.maximum(entry, 0), 0], -1)
+        n = s.size
+        hits = {"B": 0, "C": 0, "mix": 0}
+        t0 = time.perf_counter()
+        for a in range(0, n, chunk):
+            _check(cancel, "gate")
+            b = min(n, a + chunk)
+            tgt = s[a:b].astype(np.int64)
+            Hc = H[a:b]
+            bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hc, 8, own=own_all[a:b], target=tgt)
+            b1, c1 = bi[:, 0], ci[:, 0]
+            br, cr = b1 == tgt, c1 == tgt
+            kt = self.keys[tgt]
+            db = np.where(b1 >= 0, np.linalg.norm(self.keys[np.maximum(b1, 0)] - kt, axis=1),
+                          np.inf)
+            dcl = np.where(c1 >= 0, np.linalg.norm(self.keys[np.maximum(c1, 0)] - kt, axis=1),
+                           np.inf)
+            gate.update(Hc[:, 0], proto_all[a:b], br, cr, db < dcl, dcl < db, dc, sb, sc)
+            g = gate.weight(Hc[:, 0], dc, sb, sc)
+            mi, _ = mix_topk(bi, bp, ci, cp, g, 1)
+            hits["B"] += int(br.sum())
+            hits["C"] += int(cr.sum())
+            hits["mix"] += int((mi[:, 0] == tgt).sum())
+            _report(progress, "gate", b / max(n, 1),
+                    {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
+        self.figures.update(
+            loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
+            loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
+            gate_seconds=time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ proposals
+    def _propose(self, H: np.ndarray, k: int, own=None, target=None):
+        """B's and C's top-k proposals for history rows ``H`` (newest first).
+
+        Returns ``b_ids, b_probs, b_support, c_ids, c_probs, c_dist, c_support, c_nn``.
+        """
+        cfg, c = self.config, self.counts
+        W = cfg.window
+        H = np.ascontiguousarray(H, np.int32)
+        tgt = None if target is None else np.asarray(target, np.int64)
+        bi, bp, sb = c.kn.topk(H[:, 1], H[:, 0], k, loo_target=tgt)
+        Q = window_states(H[:, :W], self.keys, self.weights)
+        nn, nd = c.table.search(H[:, :W], Q, cfg.c_neighbours, own=own)
+        ci, cp, dc, sc = c.table.vote(nn, nd, own, tgt, cfg.c_bandwidth * self.scale, k)
+        if cfg.c_mode == "noise":
+            ci = self._c_noise(H[:, 0], nn[:, 0], ci)
+        return bi, bp, sb, ci, cp, dc, sc, nn
+
+    def _c_noise(self, cur, nn0, ci):
+        """Mode "noise": apply C's noise ``k_{x_j} − k_{x_{j+1}}`` to A's own state and snap."""
+        ok = nn0 >= 0
+        ncur = np.where(ok, self.counts.table.ctx[np.maximum(nn0, 0), 0], cur)
+        moved = ok & (ncur != cur)
+        if not moved.any():
+            return ci
+        rows = np.flatnonzero(moved)
+        out = ci.copy()
+        valid = ci[rows] >= 0
+        E = (self.keys[cur[rows], None, :] - self.keys[ncur[rows], None, :]
+             + self.keys[np.maximum(ci[rows], 0)])
+        ids, _ = self.index.query_batch(E.reshape(-1, self.keys.shape[1]), k=1)
+        out[rows] = np.where(valid, np.asarray(ids).reshape(len(rows), -1), -1)
+        return out
+
+    def _history_of(self, ids: np.ndarray) -> np.ndarray:
+        """History row (newest first, <bos> padded, reset after <eos>) after ``ids``."""
+        W = max(self.config.window, 2)
+        ids = np.asarray(ids, np.int32)
+        eos = np.flatnonzero(ids == EOS)
+        if eos.size:
+            ids = ids[eos[-1] + 1:]
+        row = np.full(W, BOS, np.int32)
+        tail = ids[::-1][:W]
+        row[:tail.size] = tail
+        return row
+
+    def topk_histories(self, H: np.ndarray, k: int = 5) -> dict:
+        """Gated top-k for history rows ``H``; also B's and C's own top-k and the gate."""
+        bi, bp, sb, ci, cp, dc, sc, nn = self._propose(H, max(k, 8))
+        g = self.gate.weight(H[:, 0], dc, sb, sc)
+        mi, mp = mix_topk(bi, bp, ci, cp, g, k)
+        return {"ids": mi, "probs": mp, "b_ids": bi[:, :k], "c_ids": ci[:, :k], "gate": g,
+                "c_dist": dc, "b_probs": bp, "c_probs": cp, "b_all": bi, "c_all": ci, "nn": nn}
+
+    def predict_next(self, context_ids, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k next tokens after ``context_ids`` (ids int64 [k], probs float32 [k])."""
+        H = self._history_of(np.asarray(context_ids))[None]
+        out = self.topk_histories(H, k)
+        return out["ids"][0], out["probs"][0]
+
+    def evaluate_stream(self, stream: np.ndarray, k: int = 5, chunk: int = 16384) -> dict:
+        """Next-token top-1/top-k of the model, B alone and C alone on a held-out stream."""
+        s = np.asarray(stream, np.int32)
+        H = history(s, max(self.config.window, 2))
+        hit = {"top1": 0, f"top{k}": 0, "b_top1": 0, "c_top1": 0, "gate_mean": 0.0}
+        for a in range(0, s.size, chunk):
+            out = self.topk_histories(H[a:a + chunk], k)
+            t = s[a:a + chunk, None]
+            hit["top1"] += int((out["ids"][:, :1] == t).sum())
+            hit[f"top{k}"] += int((out["ids"] == t).any(1).sum())
+            hit["b_top1"] += int((out["b_ids"][:, :1] == t).sum())
+            hit["c_top1"] += int((out["c_ids"][:, :1] == t).sum())
+            hit["gate_mean"] += float(out["gate"].sum())
+        n = max(s.size, 1)
+        return {key: v / n for key, v in hit.items()}
+
+    def prototype_accuracy(self, stream: np.ndarray, chunk: int = 16384) -> float:
+        """Top-1 of prototype decoding: B's best transition's prototype noise applied and snapped.
+
+        ``e = k_cur − Σ_stages ν_p`` where ``p`` are the prototypes of B's top
+        bank entry; ``e`` is snapped to the nearest key with the hash index.
+        """
+        s = np.asarray(stream, np.int32)
+        H = history(s, 2)
+        hits = 0
+        bank = self.counts.bank
+        for a in range(0, s.size, chunk):
+            Hc = H[a:a + chunk]
+            bi, _, _ = self.counts.kn.topk(Hc[:, 1], Hc[:, 0], 1)
+            ent = bank.entry(Hc[:, 0], np.maximum(bi[:, 0], 0))
+            e = self.keys[Hc[:, 0]].copy()
+            ok = ent >= 0
+            e[ok] -= bank.prototype_noise(ent[ok])
+            ids, _ = self.index.query_batch(e, k=1)
+            hits += int((np.asarray(ids)[:, 0] == s[a:a + chunk]).sum())
+        return hits / max(s.size, 1)
+
+    # ------------------------------------------------------------------ generation
+    def encode(self, text: str) -> np.ndarray:
+        return self.tokenizer.encode(text, self.vocab).astype(np.int32)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(np.asarray(ids, np.int64), self.vocab)
+
+    def band(self, prompt_ids: np.ndarray) -> StopBand:
+        return self.counts.middle.band(np.asarray(prompt_ids, np.int64), self.keys)
+
+    def generate(self, prompt: str | np.ndarray, method: str = "greedy", max_len: int | None = None,
+                 width: int | None = None, seed: int | None = None, sep: bool | None = None,
+                 probes: bool = True) -> Generation:
+        """Grow output stubs after ``prompt`` and keep the best (see :mod:`core.stopping`).
+
+        Parameters
+        ----------
+        prompt : str or int [n]
+        method : ``"greedy"``, ``"beam"`` or ``"smc"``
+        max_len : hard cap on generated tokens (default ``config.max_len``)
+        width : beam width / particles (defaults from the config)
+        seed : SMC seed (default ``config.seed``)
+        sep : append ``<sep>`` to the prompt (pairs-file style); default: the
+            training corpus's majority (pairs files use ``input <sep> output``)
+        probes : record the index probe (``HashIndex.explain``) of every step
+        """
+        ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt, np.int32)
+        if sep is None:
+            sep = self.counts.pair_sep * 2 > self.counts.n_pairs
+        ctx = np.concatenate([ids, [SEP]]).astype(np.int32) if sep else ids
+        return search(self, ids, ctx, method, max_len or self.config.max_len,
+                      width, self.config.seed if seed is None else seed, probes)
+
+    # ------------------------------------------------------------------ views
+    def explain(self, prompt: str, method: str = "greedy", **kw) -> Explanation:
+        """Everything the four views draw for ``prompt`` (see :mod:`core.explain`)."""
+        ids = self.encode(prompt)
+        gen = self.generate(ids, method=method, **kw)
+        return Explanation(
+            prompt=prompt,
+            tokens=self.tokenizer.split(prompt),
+            ids=ids,
+            keys=self.keys,
+            vocab=list(self.vocab.itos),
+            prototypes=self.counts.bank.prototypes,
+            generation=gen,
+            index_stats=self.index.stats(),
+            layers=self.layer_info(ids),
+        )
+
+    def layer_info(self, ids: np.ndarray) -> LayerInfo:
+        """Layers of the prompt (:func:`core.layers.layer_info`) with similar training sentences."""
+        try:
+            from core.layers import layer_info
+        except ImportError:  # pragma: no cover - layers module missing
+            return LayerInfo(self.config.op, [], np.zeros(0, np.float32), -1, [])
+        return layer_info(ids, self.keys, self.index, self.config.op,
+                          similar=lambda q, k: self.similar(q, k), k=5)
+
+    def similar(self, prompt: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """Nearest training outputs by layer signature: ``[(text, cosine), ...]``, best first."""
+        if self.signature_bank is None:
+            return []
+        ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt, np.int64)
+        if ids.size == 0:
+            return []
+        top, score = self.signature_bank.query(ids, k)
+        c = self.counts
+        return [(self.decode(c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]), float(sc))
+                for i, sc in zip(top, score, strict=True)]
+
+    def _build_signatures(self, progress=None, cancel=None) -> None:
+        try:
+            from core.layers import SignatureBank
+        except ImportError:  # pragma: no cover
+            return
+        c = self.counts
+        self.signature_bank = SignatureBank.build(
+            (c.sentences, c.sent_offsets), self.keys, op=self.config.op,
+            progress=progress, cancel=cancel)
+
+    # ------------------------------------------------------------------ merge
+    def merge(self, other: Model, progress=None, cancel=None) -> Model:
+        """A new model holding this model's counts plus ``other``'s (same vocab and settings).
+
+        Equals one training pass over the two training corpora joined in this
+        order. Neither input is modified.
+        """
+        if other.vocab != self.vocab:
+            raise ValueError("cannot merge models trained with different vocabularies")
+        if other.config != self.config:
+            raise ValueError("cannot merge models trained with different settings")
+        a, b = self.counts, other.counts
+        V = self.V
+        kn = KneserNey(V, "modified").merge(a.kn).merge(b.kn)
+        bank = NoiseBank(V).merge(a.bank).merge(b.bank)
+        table = WindowTable(V, self.config.window).merge(a.table).merge(b.table)
+        middle = MiddleKey(self.config.dim, self.config.ridge).merge(a.middle).merge(b.middle)
+        counts = _Counts(
+            kn, bank, table, middle, np.concatenate([a.stream, b.stream]),
+            np.concatenate([a.sentences, b.sentences]),
+            np.concatenate([a.sent_offsets, b.sent_offsets[1:] + a.sent_offsets[-1]]),
+            a.pair_sep + b.pair_sep, a.n_pairs + b.n_pairs)
+        m = Model(self.config, self.vocab, counts, self.keys)
+        m._finalize(progress, cancel)
+        if self.config.signatures:
+            m._build_signatures(progress, cancel)
+        return m
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write the model file (counts and settings; derived tables are rebuilt on load)."""
+        c = self.counts
+        arrays = {"keys": self.keys, "stream": c.stream, "sentences": c.sentences,
+                  "sent_offsets": c.sent_offsets}
+        arrays.update(c.kn.to_arrays("kn_"))
+        arrays.update(c.bank.to_arrays("bank_"))
+        arrays.update(c.table.to_arrays("win_"))
+        arrays.update(c.middle.to_arrays("mk_"))
+        arrays.update(self.gate.to_arrays("gate_"))
+        if self.signature_bank is not None:
+            arrays.update(self.signature_bank.to_arrays())
+        meta = {"kind": "noisekey-model", "config": self.config.to_json(),
+                "vocab": self.vocab.to_json(), "pair_sep": c.pair_sep, "n_pairs": c.n_pairs,
+                "scale": self.scale, "figures": _jsonable(self.figures)}
+        return modelfile.save(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Read a model file written by :meth:`save`."""
+        arrays, meta = modelfile.load(path)
+        try:
+            cfg = TrainConfig.from_json(meta["config"])
+            vocab = Vocab.from_json(meta["vocab"])
+            V = len(vocab)
+            counts = _Counts(
+                KneserNey.from_arrays(arrays, "kn_", V, "modified"),
+                NoiseBank.from_arrays(arrays, V, "bank_"),
+                WindowTable.from_arrays(arrays, V, cfg.window, "win_"),
+                MiddleKey.from_arrays(arrays, cfg.dim, cfg.ridge, "mk_"),
+                np.asarray(arrays["stream"], np.int32),
+                np.asarray(arrays["sentences"], np.int32),
+                np.asarray(arrays["sent_offsets"], np.int64),
+                int(meta["pair_sep"]), int(meta["n_pairs"]))
+            m = cls(cfg, vocab, counts, arrays["keys"])
+            m.index = m._index_factory()(m.keys)
+            m.scale = float(meta["scale"])
+            counts.table.finalize(m.keys, m.weights, m.metric, m._index_factory())
+            P = counts.bank.prototypes.shape[0] // max(1, cfg.noise_stages)
+            m.gate = Gate.from_arrays(arrays, V, P, m.scale, "gate_")
+            m.figures = dict(meta.get("figures", {}))
+            if "layers_signatures" in arrays:
+                from core.layers import SignatureBank
+
+                m.signature_bank = SignatureBank.from_arrays(arrays, m.keys)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise modelfile.ModelFileError(path, f"not a noisekey model: {exc}") from exc
+        return m
+
+    def __repr__(self) -> str:
+        return (f"Model(vocab={self.V}, tokens={self.counts.stream.size}, "
+                f"bank={len(self.counts.bank)}, windows={self.counts.table.ctx.shape[0]})")
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in d.items()}
+
+
+def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
+          config: TrainConfig | None = None, progress: ProgressFn | None = None,
+          cancel: CancelFn | None = None) -> Model:
+    """Train a model on corpora (paths) or a loaded :class:`~core.corpus.Corpus`.
+
+    Raises :class:`core.corpus.Cancelled` when ``cancel()`` returns True
+    (polled between and inside stages); nothing outside this call changes.
+    ``progress(stage, fraction, info)`` as in the module docstring.
+    """
+    cfg = config or TrainConfig()
+    t0 = time.perf_counter()
+    if isinstance(paths_or_corpus, Corpus):
+        corpus = paths_or_corpus
+        if corpus.tokenizer.name != cfg.tokenizer:
+            cfg = TrainConfig.from_json({**cfg.to_json(), "tokenizer": corpus.tokenizer.name})
+    else:
+        corpus = load_corpus(paths_or_corpus, cfg.tokenizer, cfg.min_count,
+                             progress=(lambda st, fr, info=None: _report(progress, "corpus", fr))
+                             if progress else None, cancel=cancel)
+    _check(cancel, "corpus")
+    t1 = time.perf_counter()
+    keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
+    counts = _count(corpus, cfg, keys, progress, cancel)
+    model = Model(cfg, corpus.vocab, counts, keys)
+    model._finalize(progress, cancel)
+    t2 = time.perf_counter()
+    if cfg.signatures:
+        model._build_signatures(progress, cancel)
+    t3 = time.perf_counter()
+    model.figures.update(tokens=int(counts.stream.size), load_seconds=t1 - t0,
+                         train_seconds=t2 - t1, signature_seconds=t3 - t2,
+                         tokens_per_second=counts.stream.size / max(t2 - t1, 1e-9))
+    return model
