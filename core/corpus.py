@@ -38,6 +38,12 @@ Reading
     replaced by U+FFFD and counted (``stats.replacements``); a UTF-8 BOM is
     dropped, UTF-16 is refused with a hint.
 
+    Running text with the word tokenizer is read in 256 KiB chunks of whole
+    lines: one regex pass per chunk (line breaks kept as a marker token) and
+    numpy bookkeeping for lines, paragraphs and pairs, about 1.5x the speed of
+    the per-line reader it replaces (both are kept; tests check they give
+    identical arrays). The regex itself is the remaining cost.
+
 Vocabulary
     Tokens get provisional ids while reading (one dict lookup per token); the
     final :class:`~core.tokenize.Vocab` (specials, then by count) is built at
@@ -59,6 +65,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -89,6 +96,10 @@ HEADERS = {
     ("input", "output"), ("prompt", "response"), ("source", "target"), ("question", "answer")
 }
 _NEWLINE_ID = N_SPECIALS + 10
+CHUNK = 256 * 1024
+_LINE_BY_LINE = False  # True: read .txt with the per-line reader (tests compare both)
+_NL = N_SPECIALS  # provisional id of the line break in the chunked word reader
+_NL_WORD_RE = re.compile(WORD_RE.pattern + r"|\n")
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
@@ -612,6 +623,66 @@ class _Reader:
         self.tick(force=True)
 
 
+    def chunks_of(self, path: Path) -> Iterator[tuple[str, np.ndarray, bool]]:
+        """Yield whole lines about :data:`CHUNK` bytes at a time.
+
+        Yields ``(text, replacements per line int64 [lines], ends with newline)``.
+        """
+        self.path, self.lineno = path, 0
+        self.tick(force=True)
+        rest = b""
+        with open(path, "rb") as f:
+            while True:
+                block = f.read(CHUNK)
+                data = rest + block
+                if not data:
+                    break
+                if block:
+                    cut = data.rfind(b"\n") + 1
+                    if cut == 0:
+                        _check_line_lengths(data + b"\n", path, self.lineno)
+                        rest = data
+                        continue
+                    data, rest = data[:cut], data[cut:]
+                else:
+                    rest = b""
+                if len(data) > MAX_LINE:
+                    _check_line_lengths(data, path, self.lineno)
+                self.done += len(data)
+                if self.lineno == 0 and data.startswith(b"\xef\xbb\xbf"):
+                    data = data[3:]
+                ends_nl = data.endswith(b"\n")
+                n = data.count(b"\n") + (0 if ends_nl else 1)
+                try:
+                    text = data.decode("utf-8")
+                    rep = np.zeros(n, dtype=np.int64)
+                except UnicodeDecodeError:
+                    parts = data.split(b"\n")[:n]
+                    dec = [x.decode("utf-8", errors="replace") for x in parts]
+                    rep = np.array(
+                        [t.count("\ufffd") - x.count(b"\xef\xbf\xbd")
+                         for x, t in zip(parts, dec, strict=True)], dtype=np.int64)
+                    text = "\n".join(dec) + ("\n" if ends_nl else "")
+                    self.replacements += int(rep.sum())
+                self.lineno += n
+                self.lines += n
+                self.tick(force=True)
+                yield text, rep, ends_nl
+                if not block:
+                    break
+        self.tick(force=True)
+
+
+def _check_line_lengths(data: bytes, path: Path, lines_before: int) -> None:
+    """Raise if a newline-terminated line in ``data`` exceeds :data:`MAX_LINE` bytes."""
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    bad = np.flatnonzero(lengths > MAX_LINE)
+    if len(bad):
+        raise CorpusError(path, lines_before + int(bad[0]) + 1,
+                          "line longer than 16 MiB; is this text?")
+
+
 class _Builder:
     """Accumulates provisional ids while files are read."""
 
@@ -630,6 +701,10 @@ class _Builder:
         self.in_off, self.out_off = array("q", [0]), array("q", [0])
         self.pair_doc, self.pair_start, self.pair_end = array("q"), array("q"), array("q")
         self.file = 0
+        if not self.byte:
+            self.intern["\n"] = _NL  # never a token; marks line ends in text_chunk
+        self.open_line: np.ndarray | None = None  # last line of a paragraph still open
+        self.open_start = 0
 
     def ids(self, text: str) -> array:
         if self.byte:
@@ -687,6 +762,95 @@ class _Builder:
             self._pair(encoded[i], encoded[i + 1], starts[i], starts[i + 1] + len(encoded[i + 1]))
         self._end_doc(TEXT_DOC)
 
+    def text_chunk(self, text: str, rep: np.ndarray, ends_nl: bool) -> None:
+        """Running text, word tokenizer: a chunk of whole lines, vectorised.
+
+        Gives exactly what :meth:`paragraph` gives line by line (tested), with
+        one regex pass and numpy bookkeeping per chunk instead of per line. A
+        paragraph still open at the chunk's end continues into the next chunk
+        (its last line is carried as ``open_line``).
+        """
+        toks = _NL_WORD_RE.findall(text)
+        d = self.intern
+        for t in sorted(set(toks).difference(d)):
+            d[t] = len(d)
+        ids = np.fromiter(map(d.__getitem__, toks), dtype=np.int32, count=len(toks))
+        virt = 0
+        if self.open_line is not None:  # the open paragraph's last line, already in the stream
+            ids = np.concatenate([self.open_line, np.array([_NL], np.int32), ids])
+            virt = 1
+        skip = len(self.open_line) + 1 if virt else 0
+        is_nl = ids == _NL
+        tok = ~is_nl
+        line = np.cumsum(is_nl) - is_nl  # a line break belongs to the line it ends
+        n_seg = int(is_nl.sum()) + 1
+        n_lines = n_seg - 1 if ends_nl else n_seg
+        lens = np.bincount(line[tok], minlength=n_seg)[:n_lines]
+        nonblank = lens > 0
+        nb_next = np.zeros(n_lines, bool)
+        nb_next[:-1] = nonblank[1:]
+        blank_next = np.zeros(n_lines, bool)
+        blank_next[:-1] = ~nonblank[1:]
+        has_succ = nonblank & nb_next
+        has_pred = np.zeros(n_lines, bool)
+        has_pred[1:] = has_succ[:-1]
+        closing = nonblank & blank_next
+
+        emit = tok.copy()
+        emit[:skip] = False
+        emitted = np.bincount(line[emit], minlength=n_seg)[:n_lines]
+        cum = np.cumsum(emitted)
+        close_idx = np.flatnonzero(closing)
+        chunk_stream = np.insert(ids[emit], cum[close_idx], EOS).astype(np.int32)
+
+        base = len(self.stream)
+        n_docs = len(self.doc_kind)
+        clos_excl = np.cumsum(closing) - closing
+        start = base + (cum - emitted) + clos_excl
+        if virt:
+            start[0] = self.open_start
+        end = start + lens
+
+        def full(mask: np.ndarray) -> np.ndarray:
+            out = np.zeros(n_seg, bool)
+            out[:n_lines] = mask
+            return out
+
+        pi = np.flatnonzero(has_succ)
+        in_base, out_base = len(self.in_ids), len(self.out_ids)
+        _extend(self.in_ids, ids[tok & full(has_succ)[line]])
+        _extend(self.out_ids, ids[tok & full(has_pred)[line]])
+        _extend(self.in_off, in_base + np.cumsum(lens[has_succ]))
+        _extend(self.out_off, out_base + np.cumsum(lens[has_pred]))
+        _extend(self.pair_doc, n_docs + clos_excl[pi])
+        _extend(self.pair_start, start[pi])
+        _extend(self.pair_end, end[pi + 1])
+
+        _extend(self.stream, chunk_stream)
+        k = len(close_idx)
+        if k:
+            lines_before = self.reader.lines - len(rep)
+            line_ends = lines_before + close_idx + 2 - virt  # through the closing blank line
+            crep = np.cumsum(rep)
+            rep_ends = (self.reader.replacements - int(rep.sum())) + crep[close_idx + 1 - virt]
+            _extend(self.doc_off, base + cum[close_idx] + np.arange(k) + 1)
+            _extend(self.doc_kind, np.full(k, TEXT_DOC))
+            _extend(self.doc_file, np.full(k, self.file))
+            _extend(self.doc_lines, np.diff(np.concatenate([[self.line_mark], line_ends])))
+            _extend(self.doc_repl, np.diff(np.concatenate([[self.repl_mark], rep_ends])))
+            self.line_mark, self.repl_mark = int(line_ends[-1]), int(rep_ends[-1])
+        if n_lines and nonblank[-1]:
+            self.open_line = ids[tok & (line == n_lines - 1)].copy()
+            self.open_start = int(start[n_lines - 1])
+        else:
+            self.open_line = None
+
+    def close_open(self) -> None:
+        """End a paragraph left open by :meth:`text_chunk` (end of file)."""
+        if self.open_line is not None:
+            self._end_doc(TEXT_DOC)
+            self.open_line = None
+
     def record(self, x: str, y: str) -> bool:
         """A pair from a pairs file; False if either side has no tokens."""
         xi, yi = self.ids(x), self.ids(y)
@@ -713,7 +877,8 @@ class _Builder:
             itos = list(self.intern)
             counts = np.bincount(stream, minlength=len(itos)).astype(np.int64)
             vocab = build_vocab(
-                zip(itos[N_SPECIALS:], counts[N_SPECIALS:].tolist(), strict=True),
+                ((t, c) for t, c in zip(itos[N_SPECIALS:], counts[N_SPECIALS:].tolist(),
+                                        strict=True) if t != "\n"),
                 min_count=min_count,
                 special_counts=dict(zip(SPECIALS, counts[:N_SPECIALS].tolist(), strict=True)),
             )
@@ -729,7 +894,20 @@ class _Builder:
         )
 
 
+def _extend(arr: array, values: np.ndarray) -> None:
+    """Append a numpy array to an :class:`array.array` of matching item size."""
+    arr.frombytes(np.ascontiguousarray(values, dtype=_ARRAY_DTYPES[arr.typecode]).tobytes())
+
+
+_ARRAY_DTYPES = {"i": np.int32, "q": np.int64, "b": np.int8}
+
+
 def _read_txt(path: Path, reader: _Reader, b: _Builder) -> None:
+    if not b.byte and not _LINE_BY_LINE:
+        for text, rep, ends_nl in reader.chunks_of(path):
+            b.text_chunk(text, rep, ends_nl)
+        b.close_open()
+        return
     para: list[str] = []
     for _, line, _ in reader.lines_of(path):
         if line.strip():

@@ -8,6 +8,8 @@ import pickle
 import numpy as np
 import pytest
 from bad_inputs import EXPECTED, make
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.corpus import (
     Cancelled,
@@ -326,3 +328,63 @@ def test_shipped_corpora_load():
     cands = np.flatnonzero(firsts == c.vocab.id("dog"))
     dog = [c.pair_text(i) for i in cands if c.pair_text(i)[0] == "dog (noun)"]
     assert len(dog) == 1 and "domestic" in dog[0][1]
+
+
+_FIELDS = ("stream", "doc_offsets", "doc_kind", "doc_file", "doc_lines", "doc_repl", "in_ids",
+           "in_offsets", "out_ids", "out_offsets", "pair_doc", "pair_start", "pair_end")
+
+_line = st.one_of(
+    st.just(""), st.just("   "), st.just("\t \r"),
+    st.lists(st.sampled_from([*"ab .,é\t(", "xyz", "\u00a0", "\r"]), max_size=8).map("".join),
+)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(_line, min_size=1, max_size=25),
+    chunk=st.integers(1, 40),
+    final_newline=st.booleans(),
+    junk=st.booleans(),
+)
+def test_chunked_word_reader_equals_line_reader(tmp_path_factory, monkeypatch, lines, chunk,
+                                                final_newline, junk):
+    """The vectorised .txt reader gives the per-line reader's arrays exactly."""
+    import core.corpus as cc
+
+    data = "\n".join(lines).encode() + (b"\n" if final_newline else b"")
+    if junk:
+        data = data.replace(b"a", b"\xff", 2)
+    if not data.strip():
+        return
+    p = tmp_path_factory.mktemp("eq") / "t.txt"
+    p.write_bytes(data)
+    monkeypatch.setattr(cc, "CHUNK", chunk)
+    monkeypatch.setattr(cc, "_LINE_BY_LINE", True)
+    try:
+        slow = load_corpus(p)
+    except CorpusError as e:
+        slow = e
+    monkeypatch.setattr(cc, "_LINE_BY_LINE", False)
+    try:
+        fast = load_corpus(p)
+    except CorpusError as e:
+        fast = e
+    if isinstance(slow, CorpusError):
+        assert isinstance(fast, CorpusError) and str(fast) == str(slow)
+        return
+    for name in _FIELDS:
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast.vocab == slow.vocab and fast.stats == slow.stats
+
+
+def test_chunked_reader_on_shipped_text(monkeypatch):
+    import core.corpus as cc
+
+    monkeypatch.setattr(cc, "CHUNK", 4096)  # paragraphs cross many chunk boundaries
+    fast = load_corpus(default_corpus_path())
+    monkeypatch.setattr(cc, "_LINE_BY_LINE", True)
+    slow = load_corpus(default_corpus_path())
+    for name in _FIELDS:
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    assert fast.vocab == slow.vocab
