@@ -388,3 +388,19 @@ def test_chunked_reader_on_shipped_text(monkeypatch):
     for name in _FIELDS:
         assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
     assert fast.vocab == slow.vocab
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 1.0])
+def test_split_partitions_stream_and_pairs(samples, fraction):
+    c = load_corpus(samples)
+    train, test = c.split(fraction, seed=3)
+    assert len(train.stream) + len(test.stream) == len(c.stream)
+    assert train.n_docs + test.n_docs in (c.n_docs, c.n_docs + 1)  # one paragraph may be cut
+    assert c.n_pairs - 2 <= train.n_pairs + test.n_pairs <= c.n_pairs
+    if fraction == 0.0:
+        assert train.n_pairs == 0 and len(train.vocab) == 4
+        assert test.stats.oov_rate == 1.0
+    if fraction == 1.0:
+        assert test.n_pairs == 0 and len(test.stream) == 0 and train.vocab.itos == c.vocab.itos
+    with pytest.raises(ValueError):
+        c.split(1.5)
