@@ -71,6 +71,9 @@ from core.metric import (
     digits_of,
     finish,
     rank_dist,
+    sq_dot,
+    sq_l2,
+    sum_l1,
 )
 
 # ----------------------------------------------------------------------------- kernels
@@ -130,9 +133,21 @@ def _cell_bins(p, edges_h, bins):
     nb1 = edges_h.shape[1]
     for i in range(m):
         c = 0
-        while c < nb1 and edges_h[i, c] <= p[i]:
-            c += 1
+        for e in range(nb1):  # branch-free count (edges are sorted)
+            c += edges_h[i, e] <= p[i]
         bins[i] = c
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _project_keys(X, R):
+    """Projections of every key under every function -> float32 [H, n, m]."""
+    H, m, _ = R.shape
+    n = X.shape[0]
+    P = np.empty((H, n, m), np.float32)
+    for i in prange(n):
+        for h in range(H):
+            _project(X[i], R[h], P[h, i])
+    return P
 
 
 @njit(cache=True, nogil=True)
@@ -220,47 +235,57 @@ def _replicate(hb, T, slots, fill, where):
 
 
 @njit(cache=True, nogil=True)
-def _select_probes(p, edges_h, bins, probes, B, pert_c, pert_d, pert_s):
+def _select_probes(p, edges_h, bins, probes, B, sc, si, pert_c, pert_d, pert_s):
     """Query-directed multi-probe: the ``probes`` cheapest perturbations of ``bins``.
 
     A perturbation moves one or two projected coordinates one bin up or down;
-    its score is ``Σ (distance of p_i to the crossed boundary)²``. Fills
-    ``pert_c`` [P, 2] (coordinate or -1), ``pert_d`` [P, 2] (±1) and returns
-    the count, sorted by score. Triples are never generated (documented
-    approximation to Lv et al.'s heap, exact for sets of size <= 2).
+    its score is ``Σ (distance of p_i to the crossed boundary)²`` (Lv et al.
+    2007). The single moves are sorted by score; the best ``probes`` sets of
+    size one or two only use the ``probes`` cheapest single moves, so only
+    those are paired. Sets of three moves are never generated. Fills
+    ``pert_c`` [P, 2] (coordinate, or -1 for none), ``pert_d`` [P, 2] (±1),
+    ``pert_s`` [P] (score) in increasing score; returns the count. ``sc`` /
+    ``si`` are scratch of length ``2m``.
     """
     m = p.shape[0]
-    cnt = 0
     inf = np.inf
-    # boundary costs: lo[i] to move down, hi[i] to move up
-    lo = np.empty(m, np.float64)
-    hi = np.empty(m, np.float64)
-    for i in range(m):
+    for i in range(m):  # cost of moving coordinate i down (2i) and up (2i+1)
         c = bins[i]
-        lo[i] = (p[i] - edges_h[i, c - 1]) ** 2 if c > 0 else inf
-        hi[i] = (edges_h[i, c] - p[i]) ** 2 if c < B - 1 else inf
-    for a in range(2 * m):
-        ia = a >> 1
-        da = 1 if (a & 1) else -1
-        sa = hi[ia] if da > 0 else lo[ia]
-        if sa == inf:
-            continue
-        for bb in range(a, 2 * m):
+        lo = p[i] - edges_h[i, max(c - 1, 0)]
+        hi = edges_h[i, min(c, B - 2)] - p[i]
+        sc[2 * i] = lo * lo if c > 0 else inf
+        sc[2 * i + 1] = hi * hi if c < B - 1 else inf
+        si[2 * i] = 2 * i
+        si[2 * i + 1] = 2 * i + 1
+    # partial selection sort: the ``probes`` cheapest single moves to the front
+    ns = 0
+    L0 = min(probes, 2 * m)
+    for a in range(L0):
+        best = a
+        for j in range(a + 1, 2 * m):
+            if sc[j] < sc[best]:
+                best = j
+        if sc[best] == inf:
+            break
+        sc[a], sc[best] = sc[best], sc[a]
+        si[a], si[best] = si[best], si[a]
+        ns += 1
+    L = min(ns, probes)
+    cnt = 0
+    for a in range(L):
+        for bb in range(a, L):
             if bb == a:
+                s = sc[a]
                 ib = -1
                 db = 0
-                s = sa
             else:
-                ib = bb >> 1
-                if ib == ia:
+                if (si[a] >> 1) == (si[bb] >> 1):
                     continue
-                db = 1 if (bb & 1) else -1
-                sb = hi[ib] if db > 0 else lo[ib]
-                if sb == inf:
-                    continue
-                s = sa + sb
+                s = sc[a] + sc[bb]
+                ib = si[bb] >> 1
+                db = 1 if (si[bb] & 1) else -1
             if cnt == probes and s >= pert_s[cnt - 1]:
-                continue
+                break  # sc is sorted: later partners of ``a`` cost more
             j = cnt if cnt < probes else probes - 1
             while j > 0 and pert_s[j - 1] > s:
                 pert_s[j] = pert_s[j - 1]
@@ -270,13 +295,24 @@ def _select_probes(p, edges_h, bins, probes, B, pert_c, pert_d, pert_s):
                 pert_d[j, 1] = pert_d[j - 1, 1]
                 j -= 1
             pert_s[j] = s
-            pert_c[j, 0] = ia
+            pert_c[j, 0] = si[a] >> 1
             pert_c[j, 1] = ib
-            pert_d[j, 0] = da
+            pert_d[j, 0] = 1 if (si[a] & 1) else -1
             pert_d[j, 1] = db
             if cnt < probes:
                 cnt += 1
     return cnt
+
+
+@njit(cache=True, nogil=True)
+def _project(q, R_h, out):
+    """``out[i] = Σ_j R_h[i, j] · q[j]`` (float32, four fixed partial sums).
+
+    Used for keys at build time and for queries, so a key queried by its own
+    value always lands in its own cell.
+    """
+    for i in range(R_h.shape[0]):
+        out[i] = sq_dot(R_h[i], q)
 
 
 @njit(cache=True, nogil=True)
@@ -295,7 +331,8 @@ def _scan_bucket(bk, q, qd, X, Xd, order, slots, stamp, sv, code, f, lam, D, tab
             rec_c[nc] = order[pos]
         nc += 1
         r = _rank(q, qd, X, Xd, pos, code, f, lam, D, table)
-        _push(r, order[pos], pos, best_r, best_id, best_pos)
+        if r <= best_r[best_r.shape[0] - 1]:
+            _push(r, order[pos], pos, best_r, best_id, best_pos)
     return nc
 
 
@@ -328,24 +365,23 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
             nc = _scan_bucket(bk, q, qd, X, Xd, order, slots, stamp, sv, code, f, lam, D,
                               table, best_r, best_id, best_pos, rec_c, nc)
     else:
-        p = np.empty(m, np.float64)
+        p = np.empty(m, np.float32)
         bins = np.empty(m, np.int64)
         P = max(probes, 1)
         pert_c = np.empty((P, 2), np.int64)
         pert_d = np.empty((P, 2), np.int64)
         pert_s = np.empty(P, np.float64)
+        sc = np.empty(2 * m, np.float64)
+        si = np.empty(2 * m, np.int64)
         for h in range(H):
             off = (h // 2) * Nb
-            for i in range(m):
-                acc = 0.0
-                for j in range(d):
-                    acc += R[h, i, j] * q[j]
-                p[i] = np.float32(acc)
+            _project(q, R[h], p)
             _cell_bins(p, edges[h], bins)
             home = (_morton(bins, m, lb) * Nb) >> bits
             npert = 0
             if mode == 0 and probes > 0:
-                npert = _select_probes(p, edges[h], bins, probes, B, pert_c, pert_d, pert_s)
+                npert = _select_probes(p, edges[h], bins, probes, B, sc, si, pert_c, pert_d,
+                                       pert_s)
             nprobe = 1 + (npert if mode == 0 else probes)
             for e in range(nprobe):
                 if e == 0:
@@ -391,7 +427,14 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
 @njit(cache=True, nogil=True)
 def _query_single(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
                   probes, mode, stamp, bstamp, counter, k, rec_b, rec_c):
-    """One query with the index's persistent scratch (caller holds the lock)."""
+    """One query with the index's persistent scratch (caller holds the lock).
+
+    Returns ``(ids, dists, buckets probed, candidates)``; buckets probed is -1
+    (and nothing is searched) when ``q`` is not finite.
+    """
+    for j in range(q.shape[0]):
+        if not np.isfinite(q[j]):
+            return np.full(k, -1, np.int64), np.full(k, np.inf, np.float32), -1, 0
     counter[0] += 1
     if counter[0] >= 2**31 - 2:
         stamp[:] = 0
@@ -460,9 +503,22 @@ def _brute(Q, X, Xd, code, f, lam, D, table, k):
         best_r = np.full(k, np.inf)
         best_id = np.full(k, -1, np.int64)
         best_pos = np.full(k, -1, np.int64)
-        for i in range(n):
-            r = _rank(q, qd, X, Xd, i, code, f, lam, D, table)
-            _push(r, i, i, best_r, best_id, best_pos)
+        last = k - 1
+        if code == 0:  # loops split by metric so each one vectorizes
+            for i in range(n):
+                r = np.float64(sq_l2(q, X[i]))
+                if r <= best_r[last]:
+                    _push(r, i, i, best_r, best_id, best_pos)
+        elif code == 1:
+            for i in range(n):
+                r = np.float64(sum_l1(q, X[i]))
+                if r <= best_r[last]:
+                    _push(r, i, i, best_r, best_id, best_pos)
+        else:
+            for i in range(n):
+                r = digit_rank(qd, Xd[i], table, D)
+                if r <= best_r[last]:
+                    _push(r, i, i, best_r, best_id, best_pos)
         for j in range(k):
             if best_id[j] >= 0:
                 ids[qi, j] = best_id[j]
@@ -471,6 +527,8 @@ def _brute(Q, X, Xd, code, f, lam, D, table, k):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+_EMPTY = np.empty(0, np.int64)
 
 
 def _check_rows(X: np.ndarray, what: str) -> None:
@@ -676,7 +734,7 @@ class HashIndex:
             else:
                 R[h] = G[:m] / np.linalg.norm(G[:m], axis=1, keepdims=True)
         n = X.shape[0]
-        P = np.einsum("nd,hmd->hnm", X, R, optimize=True).astype(np.float32)
+        P = _project_keys(X, R) if n else np.zeros((H, 0, m), np.float32)
         qs = np.arange(1, self.n_bins) / self.n_bins
         if n > 0:
             edges = np.quantile(P, qs, axis=1).transpose(1, 2, 0).astype(np.float32)
@@ -716,6 +774,7 @@ class HashIndex:
         self._stamp = np.zeros(self.n, np.int32)
         self._bstamp = np.zeros(self._slots.shape[0], np.int32)
         self._counter = np.zeros(1, np.int64)
+        self._argt = self._args()
 
     # ------------------------------------------------------------------ queries
 
@@ -740,12 +799,15 @@ class HashIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        q = _as_queries(q, self.d)[0]
-        e = np.empty(0, np.int64)
+        if not (type(q) is np.ndarray and q.dtype == np.float32 and q.shape == (self.d,)
+                and q.flags.c_contiguous):
+            q = _as_queries(q, self.d)[0]
         with self._lock:
-            ids, dists, _, _ = _query_single(q, *self._args(), self.probes, self._mode(),
-                                             self._stamp, self._bstamp, self._counter,
-                                             int(k), e, e)
+            ids, dists, nbk, _ = _query_single(q, *self._argt, self.probes, self._mode(),
+                                               self._stamp, self._bstamp, self._counter,
+                                               int(k), _EMPTY, _EMPTY)
+        if nbk < 0:
+            raise ValueError(f"query row 0 is not finite (NaN or inf): {q[:4]}...")
         return ids, dists
 
     def query_batch(self, Q, k: int = 1, return_candidates: bool = False):
@@ -760,7 +822,7 @@ class HashIndex:
         Q = _as_queries(Q, self.d)
         nq = Q.shape[0]
         n_chunks = max(1, min(nq, 4 * get_num_threads()))
-        ids, dists, ncand = _query_batch(Q, *self._args(), self.probes, self._mode(), int(k),
+        ids, dists, ncand = _query_batch(Q, *self._argt, self.probes, self._mode(), int(k),
                                          n_chunks)
         if return_candidates:
             return ids, dists, ncand
@@ -775,7 +837,7 @@ class HashIndex:
         rec_b = np.empty(max(max_b, 1), np.int64)
         rec_c = np.empty(max(self.n, 1), np.int64)
         with self._lock:
-            ids, dists, nbk, nc = _query_single(q, *self._args(), self.probes, self._mode(),
+            ids, dists, nbk, nc = _query_single(q, *self._argt, self.probes, self._mode(),
                                                 self._stamp, self._bstamp, self._counter, 1,
                                                 rec_b, rec_c)
         winner = int(ids[0])
