@@ -37,15 +37,16 @@ FIELDS: dict[str, tuple[str, str, object, tuple]] = {
     "min_count": ("min count", "int", 1, (1, 1000)),
     "dim": ("dimension d", "int", 32, (2, 512)),
     "prototypes": ("noise prototypes P", "int", 256, (1, 4096)),
-    "window": ("window W", "int", 8, (1, 64)),
-    "alpha": ("decay α", "float", 0.7, (0.0, 1.0, 0.05)),
-    "metric": ("metric", "choice", "digit", ("digit", "l2", "l1")),
+    "window": ("window W", "int", 3, (1, 64)),
+    "alpha": ("decay α", "float", 0.4, (0.05, 1.0, 0.05)),
+    "metric": ("metric", "choice", "l2", ("l2", "l1", "digit")),
     "f": ("digit factor f", "float", 10.0, (1.0, 100.0, 1.0)),
     "lam": ("closeness λ", "float", 1.0, (0.0, 10.0, 0.1)),
     "digits": ("digits D", "int", 4, (1, 7)),
     "bucket_size": ("bucket size b", "int", 4, (1, 64)),
-    "probes": ("probes", "int", 2, (0, 64)),
+    "probes": ("probes (-1: all)", "int", 8, (-1, 64)),
     "seed": ("seed", "int", 0, (0, 2**31 - 1)),
+    "op": ("layer op", "choice", "mean", ("mean", "halfgap")),
 }
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 

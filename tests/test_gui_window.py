@@ -20,6 +20,7 @@ from PySide6.QtWidgets import QApplication
 
 from explorer import settings
 from explorer.main_window import MainWindow
+from explorer.training_panel import TrainingPanel
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "samples" / "python_docs.txt"
@@ -28,10 +29,16 @@ PAIRS = REPO / "resources" / "samples" / "builtins.tsv"
 SMALL = {"dim": 16, "prototypes": 16, "window": 4, "seed": 0}
 
 
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory) -> Path:
+    """One model cache for this module: the screenshot test loads what training saved."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
+def _isolated(tmp_path, monkeypatch, model_cache):
     settings.use_settings_dir(tmp_path / "settings")
-    monkeypatch.setenv("NOISEKEY_CACHE_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("NOISEKEY_CACHE_DIR", str(model_cache))
     yield
     settings.use_settings_dir(None)
 
@@ -110,16 +117,19 @@ def svg_ok(path: Path) -> None:
 
 def test_train_type_export_cancel(make_window, qtbot, tmp_path):
     pytest.importorskip("core.model")
-    w = make_window(corpora=[str(SAMPLE)], prompt="")
+    w = make_window(corpora=[str(SAMPLE)], prompt="", use_cache=True)
     seen = []
     w.trainer.progressed.connect(lambda s, f, i: seen.append((s, f)))
-    with qtbot.waitSignal(w.modelReady, timeout=60000):
-        w.train()
+    failed = []
+    w.trainingFailed.connect(failed.append)
+    w.train()
+    qtbot.waitUntil(lambda: w.model is not None or bool(failed), timeout=120000)
+    assert not failed, failed
     first = w.model
     assert first is not None and seen and "trained" in w.training_panel.bar.format()
 
     # type a prompt: every view holds data for it
-    with qtbot.waitSignal(w.viewsDrawn, timeout=20000,
+    with qtbot.waitSignal(w.viewsDrawn, timeout=90000,
                           check_params_cb=lambda: w.state.prompt == "The function"):
         qtbot.keyClicks(w.prompt_box, "The function")
     ex = w.state.explanation
@@ -138,12 +148,14 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
             out = w.export(view, tmp_path / f"{name}.{fmt}")
             (png_ok if fmt == "png" else svg_ok)(out)
 
-    # cancel a second run: the first model stays in use
-    w.training_panel.set_values({"seed": 1})
-    with qtbot.waitSignal(w.trainingCancelled, timeout=10000):
-        with qtbot.waitSignal(w.trainer.progressed, timeout=30000):
-            w.train()
+    # cancel a run on the larger default corpus: the first model stays in use
+    w.corpus_panel.set_paths_unchecked([str(REPO / "resources" / "default_corpus.txt")])
+    with qtbot.waitSignal(w.trainer.progressed, timeout=30000):
+        w.train()
+    thread = w.trainer.current
+    with qtbot.waitSignal(w.trainingCancelled, timeout=5000):
         w.cancel_training()
+    qtbot.waitUntil(lambda: thread.isFinished(), timeout=10000)  # the worker really stopped
     assert w.model is first
     assert "cancelled" in w.training_panel.bar.format()
     assert w.training_panel.train_btn.isEnabled()
@@ -152,11 +164,13 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
     assert w.state.explanation.prompt == "The function returns"
 
 
-def test_screenshot_end_to_end(tmp_path):
+def test_screenshot_end_to_end(tmp_path, model_cache, qapp):
     pytest.importorskip("core.model")
     out = tmp_path / "shot.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen",
-               NOISEKEY_CACHE_DIR=str(tmp_path / "models"),
+    # the same training settings as the window test, so its cached model is loaded
+    settings.use_settings_dir(tmp_path / "settings")
+    settings.set_training_settings({**TrainingPanel().values(), **SMALL})
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NOISEKEY_CACHE_DIR=str(model_cache),
                NOISEKEY_SETTINGS_DIR=str(tmp_path / "settings"), NUMBA_NUM_THREADS="2")
     cmd = [sys.executable, "-m", "explorer", "--screenshot", str(out), "--prompt",
            "The function", "--size", "1200x800", str(SAMPLE)]
