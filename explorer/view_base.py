@@ -69,6 +69,14 @@ def foreground(alpha: int = 255) -> QColor:
     return c
 
 
+def legend_brush() -> pg.QtGui.QBrush:
+    """Translucent palette background for legends drawn over data."""
+    app = QApplication.instance()
+    c = QColor(app.palette().color(QPalette.ColorRole.Base)) if app else QColor("white")
+    c.setAlpha(200)
+    return pg.mkBrush(c)
+
+
 def brush(colour: str | QColor, alpha: int = 255) -> pg.QtGui.QBrush:
     c = QColor(colour)
     c.setAlpha(alpha)
@@ -144,6 +152,15 @@ class BaseView(QWidget):
     def summary(self) -> dict[str, int]:
         """Counts of what the view draws now (points, bars, cells, rows)."""
         return {}
+
+    def finish_axes(self) -> None:
+        """Plain axis numbers (no '(x0.001)' SI rescaling) on every plot of the view."""
+        for item in self.glw.ci.items:
+            get_axis = getattr(item, "getAxis", None)
+            if get_axis is None or not hasattr(item, "vb"):
+                continue
+            for name in ("left", "bottom"):
+                get_axis(name).enableAutoSIPrefix(False)
 
     def set_header(self, text: str) -> None:
         self.header.setText(f"<b>{self.title}</b> &nbsp; {text}")

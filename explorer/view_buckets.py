@@ -26,6 +26,7 @@ from explorer.view_base import (
     BaseView,
     brush,
     foreground,
+    legend_brush,
     scatter_count,
     token_label,
 )
@@ -43,7 +44,7 @@ class BucketsView(BaseView):
         self.strip.setLabel("bottom", "bucket (locality order)")
         self.strip.setLabel("left", "filled slots")
         self.strip.setMouseEnabled(y=False)
-        self.strip.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=4)
+        self.strip.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=4, brush=legend_brush())
         self.occupancy = pg.PlotCurveItem(
             pen=pg.mkPen(foreground(160), width=1), fillLevel=0,
             brush=pg.mkBrush(foreground(40)), name="occupancy",
@@ -80,11 +81,13 @@ class BucketsView(BaseView):
         self.bars_plot = self.glw.addPlot(row=1, col=2)
         self.bars_plot.setLabel("bottom", "digit k")
         self.bars_plot.setLabel("left", "sum over coordinates")
+        self.bars_plot.getAxis("left").enableAutoSIPrefix(False)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush=brush(PATH_COLOURS["B"]))
         self.bars_plot.addItem(self.bars)
         self.glw.ci.layout.setRowStretchFactor(0, 1)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
         self._breakdown = np.zeros((0, 0), np.float32)
+        self.finish_axes()
 
     # -- tips / clicks -----------------------------------------------------
     def _bucket_tip(self, x: float, y: float, data) -> str:

@@ -37,6 +37,7 @@ from explorer.view_base import (
     BaseView,
     brush,
     foreground,
+    legend_brush,
     scatter_count,
     token_label,
 )
@@ -103,7 +104,7 @@ class EmbeddingsView(BaseView):
         self.plot.setLabel("left", "component 2")
         self.plot.setAspectLocked(True)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
-        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
+        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt", brush=legend_brush())
         vocab_tip = self._tip
 
         self.all_keys = pg.ScatterPlotItem(
@@ -125,7 +126,7 @@ class EmbeddingsView(BaseView):
             tip=vocab_tip, name="snapped keys",
         )
         self.protos = pg.ScatterPlotItem(
-            size=9, symbol="t", pen=None, brush=brush(PROTO_COLOUR, 200), hoverable=True,
+            size=6, symbol="t", pen=None, brush=brush(PROTO_COLOUR, 110), hoverable=True,
             tip=self._proto_tip, name="noise prototypes (offset)",
         )
         self.selected = pg.ScatterPlotItem(
@@ -144,6 +145,7 @@ class EmbeddingsView(BaseView):
                 f"path {name}",
             )
         state.projectionChanged.connect(lambda _: self._reproject())
+        self.finish_axes()
 
     # -- tooltips ---------------------------------------------------------
     def _tip(self, x: float, y: float, data) -> str:

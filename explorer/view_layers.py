@@ -28,6 +28,7 @@ from explorer.view_base import (
     BaseView,
     brush,
     foreground,
+    legend_brush,
     scatter_count,
     token_label,
 )
@@ -51,6 +52,7 @@ class LayersView(BaseView):
             orientation="horizontal", movable=False, brush=brush(SELECT_COLOUR, 50),
             pen=pg.mkPen(SELECT_COLOUR))
         self.heat_plot.addItem(self.sel_region)
+        self.sel_region.hide()
         self.cbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("magma"),
                                     label="value", interactive=False, width=12)
         self.cbar.setImageItem(self.heat, insert_in=None)
@@ -62,7 +64,7 @@ class LayersView(BaseView):
         self.acc_plot.setLabel("bottom", "layer m")
         self.acc_plot.setLabel("left", "token accuracy")
         self.acc_plot.setYRange(0, 1.05)
-        self.acc_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.acc_plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=legend_brush())
         self.acc = pg.PlotDataItem(pen=pg.mkPen(PATH_COLOURS["B"], width=2), symbol="o",
                                    symbolSize=7, symbolBrush=PATH_COLOURS["B"],
                                    name="reconstruction accuracy")
@@ -83,6 +85,7 @@ class LayersView(BaseView):
         self.layout().addWidget(self.similar)
         self._blocks: list[tuple[str, int, int]] = []  # (name, first row, rows)
         self._image = np.zeros((0, 0), np.float32)
+        self.finish_axes()
 
     # -- interaction -------------------------------------------------------
     def _row_at(self, y: float) -> tuple[int, int] | None:
@@ -137,6 +140,7 @@ class LayersView(BaseView):
             self.acc.setData([], [])
             self.chosen_pt.clear()
             self._blocks, self._image = [], np.zeros((0, 0), np.float32)
+            self.sel_region.hide()
             self.set_header("type a prompt")
             return
         d = ex.keys.shape[1]

@@ -27,6 +27,7 @@ from explorer.view_base import (
     BaseView,
     brush,
     foreground,
+    legend_brush,
     scatter_count,
     token_label,
 )
@@ -44,7 +45,8 @@ class TrajectoryView(BaseView):
         self.scores = self.glw.addPlot(row=0, col=0)
         self.scores.setLabel("left", "log-potential")
         self.scores.setLabel("bottom", "step")
-        self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5)
+        self.scores.addLegend(offset=(5, -5), labelTextSize="8pt", colCount=5,
+                              brush=legend_brush())
         self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
                                       name="stubs")
         self.kept = pg.PlotCurveItem(pen=pg.mkPen(foreground(200), width=2), name="kept stub")
@@ -65,7 +67,8 @@ class TrajectoryView(BaseView):
         self.band.setXLink(self.scores)
         self.band.setLabel("left", "running stat")
         self.band.setLabel("bottom", "step")
-        self.band.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=2)
+        self.band.addLegend(offset=(-5, -5), labelTextSize="8pt", colCount=1,
+                            brush=legend_brush())
         self.band.getAxis("left").enableAutoSIPrefix(False)
         var_c, std_c = "#17becf", "#bcbd22"
         self.var_lo = pg.PlotCurveItem(pen=None)
@@ -96,6 +99,7 @@ class TrajectoryView(BaseView):
         self.step_label.setMinimumWidth(220)
         row.addWidget(self.step_label)
         self.layout().addLayout(row)
+        self.finish_axes()
 
     def _tip(self, x: float, y: float, data) -> str:
         ex = self.explanation
