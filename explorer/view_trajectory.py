@@ -45,7 +45,7 @@ class TrajectoryView(BaseView):
         self.scores = self.glw.addPlot(row=0, col=0)
         self.scores.setLabel("left", "log-potential")
         self.scores.setLabel("bottom", "step")
-        self.scores.addLegend(offset=(5, -5), labelTextSize="8pt", colCount=5,
+        self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5,
                               brush=legend_brush())
         self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
                                       name="stubs")

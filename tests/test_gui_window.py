@@ -188,3 +188,14 @@ def test_screenshot_bad_corpus_is_one_line(tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "missing.txt" in proc.stderr
+
+
+def test_settings_persist_between_windows(make_window):
+    w = make_window()
+    w.training_panel.set_values({"dim": 24, "metric": "digit"})
+    w.resize(1111, 777)
+    w.close()
+    assert settings.training_settings()["dim"] == 24
+    w2 = make_window()  # (the factory then applies SMALL, which sets dim again)
+    assert w2.training_panel.values()["metric"] == "digit"
+    assert settings.load_bytes("window/geometry") is not None
