@@ -33,8 +33,13 @@ CONFIGS = [
     dict(n_tables=3, replicate=True),
     dict(n_tables=2, replicate=True, n_bins=8),
     dict(n_tables=2, replicate=True, load=0.8),
-    dict(n_tables=2, replicate=True, load=0.3),
     dict(n_tables=2, replicate=True, bucket_size=8),
+    dict(n_tables=1, replicate=True, load=0.3),
+    dict(n_tables=2, replicate=False, load=0.3),
+    dict(n_tables=2, replicate=True, load=0.3),
+    dict(n_tables=3, replicate=True, load=0.3),
+    dict(n_tables=2, replicate=True, load=0.2),
+    dict(n_tables=2, replicate=True, load=0.3, n_bins=2),
 ]
 
 

@@ -626,7 +626,7 @@ class HashIndex:
         Tables ``T``, each with two bucket functions.
     n_proj : int or None
         Projections per function ``m``; ``None`` picks ``ceil(log2(Nb)/log2(B))``
-        (about one cell per bucket), at most ``min(d, 12)``.
+        (about one cell per bucket), at most 40.
     n_bins : int
         Equal-population bins per projection ``B`` (power of two).
     load : float
@@ -645,13 +645,13 @@ class HashIndex:
         keys,
         metric: str | Metric = "l2",
         bucket_size: int = 4,
-        probes: int | str = 8,
+        probes: int | str = 2,
         seed: int = 0,
         *,
         n_tables: int = 2,
         n_proj: int | None = None,
         n_bins: int = 4,
-        load: float = 0.5,
+        load: float = 0.3,
         replicate: bool = True,
         probe_mode: str = "grid",
         max_kicks: int = 100,
@@ -714,10 +714,10 @@ class HashIndex:
 
     def _n_proj_for(self, Nb: int) -> int:
         if self._n_proj_arg is not None:
-            return max(1, min(int(self._n_proj_arg), 62 // int(math.log2(self.n_bins))))
+            return max(1, min(int(self._n_proj_arg), 40, 62 // int(math.log2(self.n_bins))))
         lb = int(math.log2(self.n_bins))
         m = math.ceil(max(1.0, math.log2(max(Nb, 2))) / lb)
-        return max(1, min(m, self.d, 12, 62 // lb))
+        return max(1, min(m, 40, 62 // lb))
 
     def _build(self, X: np.ndarray, Nb: int) -> dict:
         T, b = self.n_tables, self.bucket_size
