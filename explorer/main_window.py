@@ -96,6 +96,7 @@ class MainWindow(QMainWindow):
         self.model_paths: list[str] = []
         self.last_error = ""
         self.explain_seconds = float("nan")
+        self.draw_seconds = float("nan")
         self._typed_at: float | None = None
         self.latencies: list[float] = []
 
@@ -373,7 +374,9 @@ class MainWindow(QMainWindow):
 
     def _on_explained(self, ex, secs: float) -> None:
         self.explain_seconds = secs
+        t0 = time.perf_counter()
         self.state.set_explanation(ex)
+        self.draw_seconds = time.perf_counter() - t0
         self.output_label.setText(f"→ <i>{ex.generation.text}</i>" if ex is not None else "")
         self.model_label.setText(self.model_label.text().split("  ·")[0]
                                  + f"  · explain {1000 * secs:.0f} ms")
