@@ -315,6 +315,16 @@ class KneserNey:
         p1 = np.ascontiguousarray(prev1, np.int64)
         loo = loo_target is not None
         tg = np.ascontiguousarray(loo_target if loo else np.full(p1.size, -1), np.int64)
+        if p1.size > 64:  # one query per distinct event
+            V = np.int64(self.V + 1)
+            key = ((p2 * V + p1) * V + (tg + 1)) if loo else p2 * V + p1
+            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            if first.size < p1.size:
+                ids, probs, sup = self._topk(p2[first], p1[first], tg[first], loo, k)
+                return ids[inv], probs[inv], sup[inv]
+        return self._topk(p2, p1, tg, loo, k)
+
+    def _topk(self, p2, p1, tg, loo, k):
         return _kn_batch(p2, p1, tg, loo, np.int64(self.V), self.tri_keys, self.tri_counts,
                          self.bi_keys, self.bi_cont, self.uni_cont, self.uni_total,
                          self.uni_order, self.d3, self.d2, int(k))

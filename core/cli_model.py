@@ -1,7 +1,316 @@
-"""Subcommands registered by :func:`core.cli.build_parser` (being built)."""
+"""``noisekey train``, ``noisekey generate`` and ``noisekey eval``.
+
+``noisekey train CORPUS... --out MODEL [settings]``
+    Runs every training stage with progress on stderr and prints the
+    training figures (tokens/s, leave-one-out top-1 of B, C and the gated
+    model, B-vs-C win rate).
+``noisekey generate MODEL --prompt TEXT [--method greedy|beam|smc]``
+    Prints the generated text, why it stopped and (``--trace``) the A/B/C
+    trajectory.
+``noisekey eval CORPUS... [--split 0.9] [--seed 0] [--json] [--layers]``
+    Trains on the first part of the split and prints, for the model and the
+    baselines on the same held-out part: next-token top-1/top-5 (model, B
+    alone, C alone in both modes, prototype decoding, Kneser-Ney trigram),
+    on pairs chrF (sacrebleu), exact match and length error of greedy, beam
+    and smc against nearest-input retrieval and the mean training length,
+    the B-vs-C win rate, and training tokens/s beside the trigram's
+    counting pass. ``--layers`` adds :func:`core.cli_layers.eval_layers`.
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+import numpy as np
+
+from core.cli import Progress, UserError
+from core.tokenize import TOKENIZERS
+
+_SETTINGS = (
+    # (flag, field, type, help)
+    ("--dim", "dim", int, "key dimension d (32)"),
+    ("--prototypes", "prototypes", int, "noise prototypes P (256)"),
+    ("--window", "window", int, "C's window W (3)"),
+    ("--alpha", "alpha", float, "C's decay α (0.4)"),
+    ("--metric", "metric", str, "l2 | l1 | digit (l2)"),
+    ("--f", "f", float, "digit metric factor f (10)"),
+    ("--lam", "lam", float, "digit metric λ (1)"),
+    ("--digits", "digits", int, "digits per coordinate D (4)"),
+    ("--bucket-size", "bucket_size", int, "hash bucket slots (4)"),
+    ("--probes", "probes", int, "hash probes per function, -1 = all (8)"),
+    ("--seed", "seed", int, "seed of keys, k-means, index and SMC (0)"),
+    ("--op", "op", str, "layer op: mean | halfgap (mean)"),
+    ("--c-mode", "c_mode", str, "C mode: modify | noise (modify)"),
+    ("--c-neighbours", "c_neighbours", int, "training windows voting in C (4)"),
+    ("--noise-stages", "noise_stages", int, "residual prototype codebooks (1)"),
+    ("--max-len", "max_len", int, "hard cap on generated tokens (48)"),
+    ("--beam", "beam", int, "beam width (4)"),
+    ("--particles", "particles", int, "SMC particles (16)"),
+)
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", choices=TOKENIZERS, default="word", help="default: word")
+    p.add_argument("--min-count", type=int, default=1, metavar="N",
+                   help="words seen fewer than N times become <unk> (1)")
+    g = p.add_argument_group("model settings")
+    for flag, name, typ, help_ in _SETTINGS:
+        g.add_argument(flag, dest=name, type=typ, default=None, help=help_)
+    g.add_argument("--no-signatures", action="store_true",
+                   help="skip the layer signature bank (Model.similar)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+
+def config_from_args(args: argparse.Namespace):
+    """A :class:`core.model.TrainConfig` from the parsed settings."""
+    from core.model import TrainConfig
+
+    kw = {"tokenizer": args.tokenizer, "min_count": args.min_count}
+    for _, name, _, _ in _SETTINGS:
+        v = getattr(args, name, None)
+        if v is not None:
+            kw[name] = v
+    if getattr(args, "no_signatures", False):
+        kw["signatures"] = False
+    if args.min_count < 1:
+        raise UserError(f"--min-count must be at least 1, got {args.min_count}")
+    try:
+        return TrainConfig(**kw)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+
 
 def register(sub, bench_sub) -> None:  # noqa: ARG001
-    """Add this module's subcommands to sub / bench_sub."""
+    """Add ``train``, ``generate`` and ``eval`` to ``sub``."""
+    p = sub.add_parser("train", help="train a model on corpora and save it")
+    p.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus files or folders")
+    p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
+    _settings_args(p)
+    p.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="generate from a saved model")
+    g.add_argument("model", metavar="MODEL")
+    g.add_argument("--prompt", required=True, metavar="TEXT")
+    g.add_argument("--method", choices=("greedy", "beam", "smc"), default="greedy")
+    g.add_argument("--max-len", type=int, default=None, help="hard cap (model's setting)")
+    g.add_argument("--width", type=int, default=None, help="beam width / particles")
+    g.add_argument("--seed", type=int, default=None, help="SMC seed (model's seed)")
+    g.add_argument("--sep", choices=("auto", "yes", "no"), default="auto",
+                   help="append <sep> to the prompt (pairs style); auto: as trained")
+    g.add_argument("--trace", action="store_true", help="print the A/B/C trajectory")
+    g.add_argument("--json", action="store_true", help="print one JSON object")
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("eval", help="held-out figures of the model beside the baselines")
+    e.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus files or folders")
+    e.add_argument("--split", type=float, default=0.9, help="training fraction (0.9)")
+    e.add_argument("--max-pairs", type=int, default=300,
+                   help="held-out pairs generated per method (300; 0 = all)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--layers", action="store_true",
+                   help="also the layer figures (core.cli_layers.eval_layers)")
+    _settings_args(e)
+    e.set_defaults(func=cmd_eval)
+
+
+def _progress(args) -> Progress:
+    return Progress(quiet=getattr(args, "quiet", False))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core.model import train
+
+    cfg = config_from_args(args)
+    progress = _progress(args)
+    model = train(args.corpus, cfg, progress=progress)
+    progress.done()
+    model.save(args.out)
+    f = model.figures
+    print(f"model           {args.out}")
+    print(f"tokens          {f['tokens']}   vocabulary {model.V}   bank entries "
+          f"{len(model.counts.bank)}   training windows {model.counts.table.ctx.shape[0]}")
+    print(f"training        {f['train_seconds']:.2f} s   {f['tokens_per_second']:,.0f} tokens/s"
+          f"   (signatures {f['signature_seconds']:.2f} s)")
+    print(f"leave-one-out   top-1  B {f['loo_top1_b']:.4f}   C {f['loo_top1_c']:.4f}   "
+          f"gated {f['loo_top1_running']:.4f}")
+    print(f"B-vs-C          C wins {100 * f['win_rate_c']:.1f}% of decided steps")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from core.model import Model
+
+    model = Model.load(args.model)
+    if args.max_len is not None and args.max_len < 1:
+        raise UserError("--max-len must be at least 1")
+    sep = None if args.sep == "auto" else args.sep == "yes"
+    g = model.generate(args.prompt, method=args.method, max_len=args.max_len, width=args.width,
+                       seed=args.seed, sep=sep, probes=False)
+    if args.json:
+        print(json.dumps({"text": g.text, "ids": g.ids.tolist(), "stopped_by": g.stopped_by,
+                          "paths": [s.path for s in g.steps],
+                          "band_length": g.stop.length}))
+        return 0
+    print(g.text)
+    if args.trace:
+        for t, s in enumerate(g.steps):
+            print(f"  {t:3d} {model.vocab.itos[s.token]!r:>16} path {s.path:<3} gate {s.gate:.2f}"
+                  f"  prototype {s.prototype:4d}  score {s.score:+.3f}", file=sys.stderr)
+    print(f"[{g.method}: {len(g.ids)} tokens, stopped by {g.stopped_by}; band length "
+          f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}]", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _chrf(hyps: list[str], refs: list[str]) -> float:
+    from sacrebleu.metrics import CHRF
+
+    if not hyps:
+        return float("nan")
+    return float(CHRF().corpus_score(hyps, [refs]).score)
+
+
+def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 300,
+             progress=None) -> dict:
+    """All held-out figures of ``noisekey eval`` for one corpus (a dict)."""
+    from core.baselines import KneserNey, Retrieval, trigram_contexts
+    from core.model import train
+
+    tr, te = corpus.split(split, seed)
+    out: dict = {"train_tokens": int(tr.stream.size), "test_tokens": int(te.stream.size),
+                 "train_pairs": int(tr.n_pairs), "test_pairs": int(te.n_pairs),
+                 "vocab": len(tr.vocab)}
+    t0 = time.perf_counter()
+    model = train(tr, cfg, progress=progress)
+    out["train_seconds"] = time.perf_counter() - t0
+    f = model.figures
+    out["train_tokens_per_s"] = f["tokens_per_second"]
+    out["core_train_seconds"] = f["train_seconds"]
+    out["win_rate_c"] = f["win_rate_c"]
+    te = te.with_vocab(model.vocab)
+    # Kneser-Ney trigram: counting pass timed in this process
+    t0 = time.perf_counter()
+    kn = KneserNey(model.V, 0.75).add(*trigram_contexts(tr.stream)).finalize()
+    out["kn_count_seconds"] = time.perf_counter() - t0
+    out["kn_tokens_per_s"] = tr.stream.size / max(out["kn_count_seconds"], 1e-9)
+    r = kn.evaluate(te.stream, 5)
+    out["kn_top1"], out["kn_top5"] = r["top1"], r["top5"]
+    r = model.evaluate_stream(te.stream, 5)
+    out.update(model_top1=r["top1"], model_top5=r["top5"], b_top1=r["b_top1"],
+               c_top1=r["c_top1"], gate_mean=r["gate_mean"])
+    out["prototype_top1"] = model.prototype_accuracy(te.stream)
+    saved = model.config
+    try:
+        model.config = dataclasses.replace(saved, c_mode="noise" if saved.c_mode == "modify"
+                                           else "modify")
+        out[f"c_top1_{model.config.c_mode}"] = model.evaluate_stream(te.stream, 1)["c_top1"]
+    finally:
+        model.config = saved
+    out[f"c_top1_{saved.c_mode}"] = r["c_top1"]
+    # pairs
+    n = te.n_pairs if max_pairs <= 0 else min(te.n_pairs, max_pairs)
+    if n and tr.n_pairs:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(te.n_pairs, n, replace=False))
+        ret = Retrieval(model.V).fit(tr.in_ids, tr.in_offsets, tr.out_ids, tr.out_offsets)
+        mean_m = float(np.mean(np.diff(tr.out_offsets)))
+        refs, ret_h, m_true, m_hat, sel_in = [], [], [], [], []
+        for i in pick:
+            x, y = te.pair(int(i))
+            refs.append(model.decode(y))
+            m_true.append(len(y))
+            sel_in.append(x)
+        sel_off = np.concatenate(([0], np.cumsum([len(x) for x in sel_in]))).astype(np.int64)
+        flat = np.concatenate(sel_in).astype(np.int64) if sel_in else np.zeros(0, np.int64)
+        ret_out = ret.predict(flat, sel_off)
+        ret_h = [model.decode(o) for o in ret_out]
+        m_true = np.array(m_true, np.float64)
+        for x in sel_in:
+            m_hat.append(model.band(x).length)
+        out["pairs_evaluated"] = int(n)
+        out["retrieval_chrf"] = _chrf(ret_h, refs)
+        out["retrieval_exact"] = float(np.mean([h == r for h, r in zip(ret_h, refs,
+                                                                           strict=True)]))
+        out["retrieval_len_err"] = float(np.mean(np.abs([len(o) for o in ret_out] - m_true)))
+        out["mean_len_err"] = float(np.mean(np.abs(mean_m - m_true)))
+        out["band_len_err"] = float(np.mean(np.abs(np.array(m_hat) - m_true)))
+        seps = te.doc_kind[te.pair_doc[pick]] == 1
+        for method in ("greedy", "beam", "smc"):
+            t0 = time.perf_counter()
+            hyps, lens, stops = [], [], {}
+            for j, x in enumerate(sel_in):
+                g = model.generate(x, method=method, sep=bool(seps[j]), probes=False)
+                hyps.append(g.text)
+                lens.append(len(g.ids))
+                stops[g.stopped_by] = stops.get(g.stopped_by, 0) + 1
+            out[f"{method}_chrf"] = _chrf(hyps, refs)
+            out[f"{method}_exact"] = float(np.mean([h == r for h, r in zip(hyps, refs,
+                                                                               strict=True)]))
+            out[f"{method}_len_err"] = float(np.mean(np.abs(np.array(lens) - m_true)))
+            out[f"{method}_stops"] = stops
+            out[f"{method}_seconds"] = time.perf_counter() - t0
+            if progress is not None:
+                progress("generating", 1.0, None)
+    return out
+
+
+def _print_eval(name: str, r: dict) -> None:
+    print(f"== {name}")
+    print(f"tokens          train {r['train_tokens']}   held out {r['test_tokens']}   "
+          f"vocabulary {r['vocab']}   pairs {r['train_pairs']}/{r['test_pairs']}")
+    print(f"training        {r['core_train_seconds']:.2f} s   "
+          f"{r['train_tokens_per_s']:,.0f} tokens/s   (trigram counting pass "
+          f"{r['kn_count_seconds']:.3f} s, {r['kn_tokens_per_s']:,.0f} tokens/s)")
+    print("next token      top-1    top-5")
+    print(f"  model         {r['model_top1']:.4f}   {r['model_top5']:.4f}   "
+          f"(mean gate toward C {r['gate_mean']:.2f})")
+    print(f"  KN trigram    {r['kn_top1']:.4f}   {r['kn_top5']:.4f}")
+    print(f"  B alone       {r['b_top1']:.4f}            (exact-bank decoding)")
+    print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped)")
+    print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
+    print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
+    print(f"B-vs-C          C wins {100 * r['win_rate_c']:.1f}% of decided training steps")
+    if "pairs_evaluated" in r:
+        print(f"pairs ({r['pairs_evaluated']} held out)   chrF    exact   |len err|")
+        for m in ("greedy", "beam", "smc"):
+            print(f"  {m:<12}  {r[m + '_chrf']:6.2f}  {r[m + '_exact']:.3f}   "
+                  f"{r[m + '_len_err']:.2f}   stops {r[m + '_stops']}")
+        print(f"  retrieval     {r['retrieval_chrf']:6.2f}  {r['retrieval_exact']:.3f}   "
+              f"{r['retrieval_len_err']:.2f}")
+        print(f"  length        middle key |m̂ − m| {r['band_len_err']:.2f}   "
+              f"mean training length {r['mean_len_err']:.2f}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from core.corpus import load_corpus
+
+    if not 0 < args.split < 1:
+        raise UserError(f"--split must be between 0 and 1, got {args.split}")
+    cfg = config_from_args(args)
+    progress = _progress(args)
+    corpus = load_corpus(args.corpus, cfg.tokenizer, cfg.min_count, progress=progress)
+    r = evaluate(corpus, cfg, args.split, cfg.seed, args.max_pairs, progress=progress)
+    progress.done()
+    layers = None
+    if args.layers:
+        try:
+            from core.cli_layers import eval_layers
+        except ImportError:
+            print("noisekey: layer figures are not available in this build "
+                  "(core.cli_layers.eval_layers is missing)", file=sys.stderr)
+        else:
+            layers = eval_layers(args)
+    if args.json:
+        r = {k: v for k, v in r.items()}
+        if isinstance(layers, dict):
+            r["layers"] = layers
+        print(json.dumps(r, default=float))
+    else:
+        _print_eval(", ".join(args.corpus), r)
+    return 0

@@ -24,21 +24,23 @@
   (the step's own occurrence is removed from every count first, exactly),
   and the proposal whose encoder embedding lies closer to the true output
   key wins. Steps where both are right tie; steps where both are wrong are
-  also decided by distance (reported as the B-vs-C win rate) but do not enter
-  the gate, because with random keys a wrong token's distance carries no
-  information. The gate is ``g = P(C wins | C's distance bin, B's support
-  bin, C's support bin)`` from smoothed win counts, shifted in logit space by
-  the current token's own win counts (per-token table), and mixes
-  ``p = (1 − g)·p_B + g·p_C``. Win counts per noise prototype are kept for
-  the views.
+  also decided by distance (reported as the B-vs-C win rate). The gate mixes
+  ``p = (1 − g)·p_B + g·p_C`` with ``g`` read from counts of how often each
+  weight on a grid would have put the true token first, per cell of C's
+  confidence (nearest distance) and B's and C's support, and per current
+  token (see :class:`Gate`). A plain win ratio was tried first and lost on
+  small corpora: C's vote from a window seen once is peaked (probability 1),
+  so even a modest weight lets it override B. Decided wins per token and per
+  noise prototype are kept for the views.
 
 Nearest-neighbour search for C (the spec is silent on how): the window state
 is dominated by the current token's key (weight ``1/Σα^i``, 0.65 for α=0.4,
 W=3) so the nearest training window nearly always shares the current token
 when one exists. C therefore scans, exactly under the model metric, the
-training windows of the query's current token (grouped, CSR); only when that
-group is empty (or holds only the left-out occurrence) does it search all
-windows with the hash index. The agreement with brute force over all windows
+training windows of the query's current token (grouped, CSR; partial
+distances stop early); only when that group is empty (or holds only the
+left-out occurrence) does it search all windows — exactly with one BLAS
+product for l2, with the hash index for l1 and the digit metric. The agreement with brute force over all windows
 is measured in the tests. Windows never span an ``<eos>`` (``<bos>`` pads).
 
 Everything counted here is additive over shards; the gate is recomputed by a
@@ -54,8 +56,8 @@ from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
 __all__ = [
-    "history", "window_weights", "window_states", "WindowTable", "Gate", "key_scale",
-    "mix_topk",
+    "history", "window_weights", "window_states", "WindowTable", "Gate", "GATE_GRID",
+    "key_scale", "mix_topk",
 ]
 
 
@@ -139,7 +141,15 @@ def _group_search(Q, qtok, own, states, grp_off, tot, K, code, f, lam, D):
         for u in range(grp_off[t], grp_off[t + 1]):
             if u == own[i] and tot[u] <= 1:
                 continue
-            r = rank_dist(Q[i], states[u], code, f, lam, D)
+            if code == 2:
+                r = rank_dist(Q[i], states[u], code, f, lam, D)
+            else:  # partial distance: stop once past the K-th best
+                r = 0.0
+                for j in range(Q.shape[1]):
+                    x = np.float64(Q[i, j]) - np.float64(states[u, j])
+                    r += x * x if code == 0 else abs(x)
+                    if r >= br[K - 1]:
+                        break
             if r < br[K - 1]:
                 j = K - 1
                 while j > 0 and br[j - 1] > r:
@@ -332,7 +342,8 @@ class WindowTable:
         return self.index
 
     def search(self, H: np.ndarray, states: np.ndarray, K: int,
-               own: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               own: np.ndarray | None = None,
+               dedupe: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """K nearest training windows of history rows ``H`` (grouped, global fallback).
 
         ``states`` are the query window states (float32 [n, d]); ``own`` the
@@ -341,13 +352,29 @@ class WindowTable:
         """
         m = self.metric
         Q = np.ascontiguousarray(states, np.float32)
+        if dedupe and own is not None and own.size and (own >= 0).all():
+            # training rows: one search per distinct window (the result is the same
+            # for every occurrence of a window, the left-out one included)
+            u, first, inv = np.unique(own, return_index=True, return_inverse=True)
+            nn, nd = self.search(H[first], Q[first], K, own=u, dedupe=False)
+            return nn[inv], nd[inv]
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
         nn, nd = _group_search(Q, H[:, 0].astype(np.int64), own, self.states, self.grp_off,
                                self.tot, int(K), m.code, float(m.f), float(m.lam), int(m.D))
         # rows with no valid neighbour in the group go to the global index
         miss = np.flatnonzero(nn[:, 0] < 0)
         if miss.size and self.ctx.shape[0] and self.index_factory is not None:
-            gi, gd = self._global().query_batch(Q[miss], k=K + 1)
+            if m.code == 0:  # exact l2 through one BLAS product
+                D2 = ((self.states * self.states).sum(1)[None, :]
+                      - 2.0 * (Q[miss] @ self.states.T))
+                kk = min(K + 1, self.states.shape[0])
+                gi = np.argpartition(D2, kk - 1, axis=1)[:, :kk]
+                gdd = np.take_along_axis(D2, gi, 1) + (Q[miss] ** 2).sum(1)[:, None]
+                o = np.argsort(gdd, axis=1, kind="stable")
+                gi = np.take_along_axis(gi, o, 1)
+                gd = np.sqrt(np.maximum(np.take_along_axis(gdd, o, 1), 0.0))
+            else:
+                gi, gd = self._global().query_batch(Q[miss], k=K + 1)
             gi = np.asarray(gi, np.int64)
             gd = np.asarray(gd, np.float32)
             for r, row in enumerate(miss):
@@ -384,42 +411,127 @@ def _bin(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, x, side="right").astype(np.int64)
 
 
+GATE_GRID = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _grid_hits(bi, bp, ci, cp, target, grid):
+    """``hits[i, r]``: is the top-1 of ``(1−g_r)·p_B + g_r·p_C`` the target of step ``i``?
+
+    Ties go to the smaller id (as :func:`_mix` does after sorting).
+    """
+    n = bi.shape[0]
+    G = grid.size
+    out = np.zeros((n, G), np.bool_)
+    for i in prange(n):
+        m = bi.shape[1] + ci.shape[1]
+        cw = np.full(m, -1, np.int64)
+        vb = np.zeros(m)
+        vc = np.zeros(m)
+        r = 0
+        for j in range(bi.shape[1]):
+            if bi[i, j] >= 0:
+                cw[r] = bi[i, j]
+                vb[r] = bp[i, j]
+                r += 1
+        for j in range(ci.shape[1]):
+            w = ci[i, j]
+            if w < 0:
+                continue
+            found = False
+            for q in range(r):
+                if cw[q] == w:
+                    vc[q] += cp[i, j]
+                    found = True
+                    break
+            if not found:
+                cw[r] = w
+                vc[r] = cp[i, j]
+                r += 1
+        for gi in range(G):
+            g = grid[gi]
+            best = -1.0
+            bw = -1
+            for q in range(r):
+                v = (1.0 - g) * vb[q] + g * vc[q]
+                if v > best or (v == best and cw[q] < bw):
+                    best = v
+                    bw = cw[q]
+            out[i, gi] = bw == target[i]
+    return out
+
+
 class Gate:
     """Win counts of B against C and the gate they make.
 
-    Tables (all additive counts, ``[..., 0]`` B wins, ``[..., 1]`` C wins):
-    ``by_bin`` [n_dist, n_supb, n_supc, 2] over C's nearest distance (in units
-    of the typical key distance), B's context support and C's support;
-    ``by_token`` [V, 2] per current token; ``by_proto`` [P, 2] per prototype
-    of the true noise. ``steps`` counts [ties both right, ties both wrong, B
-    by distance, C by distance] for the reported win rate.
+    During the training pass both paths predict every step (leave-one-out).
+    Counted per cell of (C's nearest distance in units of the typical key
+    distance, B's context support, C's support) and per current token:
+
+    * ``hits_bin`` [n_dist, n_supb, n_supc, G], ``hits_tok`` [V, G]: how
+      often the gated mixture with weight ``GATE_GRID[r]`` would have put the
+      true token first, and ``n_bin``/``n_tok`` the steps counted;
+    * ``by_token`` [V, 2], ``by_proto`` [P, 2]: decided wins (one path right,
+      the other wrong) of B (``[..., 0]``) and C (``[..., 1]``) per current
+      token and per prototype of the true noise (for the views);
+    * ``steps``: [both right, both wrong and equally far, B closer, C closer]
+      for the reported win rate.
+
+    The gate of a step is the grid weight with the best smoothed hit rate:
+    ``acc(g) = (hits_cell(g) + κ·acc_dist(g)) / (n_cell + κ)`` where
+    ``acc_dist`` is the same rate over the distance bin alone (itself
+    smoothed toward the global rate), shifted by ``token_weight`` times the
+    current token's smoothed deviation from the global rate. A mixture
+    weight fitted this way accounts for C's vote being peaked (a window seen
+    once votes with probability 1), which a raw win ratio does not. All
+    tables are additive counts.
     """
 
     DIST_EDGES = np.array([1e-6, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 1.0])
     SUPB_EDGES = np.array([0.5, 1.5, 2.5, 4.5, 9.5, 29.5])
     SUPC_EDGES = np.array([1.5, 2.5, 5.5])
 
-    def __init__(self, V: int, P: int, scale: float, kappa: float = 4.0,
+    def __init__(self, V: int, P: int, scale: float, kappa: float = 20.0,
                  token_weight: float = 0.5) -> None:
         self.V, self.P, self.scale = int(V), int(P), float(scale)
         self.kappa, self.token_weight = float(kappa), float(token_weight)
         nd, nb, nc = len(self.DIST_EDGES) + 1, len(self.SUPB_EDGES) + 1, len(self.SUPC_EDGES) + 1
-        self.by_bin = np.zeros((nd, nb, nc, 2), np.int64)
+        G = GATE_GRID.size
+        self.hits_bin = np.zeros((nd, nb, nc, G), np.int64)
+        self.n_bin = np.zeros((nd, nb, nc), np.int64)
+        self.hits_tok = np.zeros((self.V, G), np.int64)
+        self.n_tok = np.zeros(self.V, np.int64)
         self.by_token = np.zeros((self.V, 2), np.int64)
         self.by_proto = np.zeros((max(self.P, 1), 2), np.int64)
         self.steps = np.zeros(4, np.int64)
 
     def _cells(self, dist_c, sup_b, sup_c):
-        return (_bin(np.asarray(dist_c) / self.scale, self.DIST_EDGES),
+        d = np.asarray(dist_c, np.float64) / self.scale
+        return (_bin(np.where(np.isfinite(d), d, 1e9), self.DIST_EDGES),
                 _bin(np.asarray(sup_b), self.SUPB_EDGES), _bin(np.asarray(sup_c), self.SUPC_EDGES))
 
-    def update(self, cur, proto, b_right, c_right, b_closer, c_closer, dist_c, sup_b, sup_c):
-        """Count one batch of training steps (arrays [n])."""
+    def update(self, cur, proto, target, bi, bp, ci, cp, dist_c, sup_b, sup_c, b_closer,
+               c_closer):
+        """Count one batch of training steps (top-k lists of B and C, arrays [n])."""
+        cur = np.asarray(cur, np.int64)
+        b_right = bi[:, 0] == target
+        c_right = ci[:, 0] == target
+        hits = _grid_hits(np.ascontiguousarray(bi, np.int64), np.ascontiguousarray(bp, np.float64),
+                          np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(cp, np.float64),
+                          np.asarray(target, np.int64), GATE_GRID)
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        flat = np.ravel_multi_index((i, j, k), self.n_bin.shape)
+        G = GATE_GRID.size
+        self.n_bin += np.bincount(flat, minlength=self.n_bin.size).reshape(self.n_bin.shape)
+        for r in range(G):
+            self.hits_bin[..., r] += np.bincount(flat, weights=hits[:, r],
+                                                 minlength=self.n_bin.size).astype(
+                np.int64).reshape(self.n_bin.shape)
+            self.hits_tok[:, r] += np.bincount(cur, weights=hits[:, r],
+                                               minlength=self.V).astype(np.int64)
+        self.n_tok += np.bincount(cur, minlength=self.V)
         dec_b = b_right & ~c_right
         dec_c = c_right & ~b_right
-        i, j, k = self._cells(dist_c, sup_b, sup_c)
-        np.add.at(self.by_bin, (i[dec_b], j[dec_b], k[dec_b], 0), 1)
-        np.add.at(self.by_bin, (i[dec_c], j[dec_c], k[dec_c], 1), 1)
         np.add.at(self.by_token, (cur[dec_b], 0), 1)
         np.add.at(self.by_token, (cur[dec_c], 1), 1)
         if self.P:
@@ -431,43 +543,50 @@ class Gate:
                        int((b_closer & ~both).sum()), int((c_closer & ~both).sum())]
 
     def merge(self, other: Gate) -> Gate:
-        self.by_bin += other.by_bin
-        self.by_token += other.by_token
-        self.by_proto += other.by_proto
-        self.steps += other.steps
+        for name in ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     def win_rate_c(self) -> float:
-        """Fraction of decided steps (by distance) that C won."""
+        """Fraction of decided steps (by distance to the true key) that C won."""
         b, c = self.steps[2], self.steps[3]
         return float(c / (b + c)) if b + c else 0.0
 
+    def curves(self, cur, dist_c, sup_b, sup_c) -> np.ndarray:
+        """Smoothed hit rate of every grid weight for a batch (float64 [n, G])."""
+        kap = self.kappa
+        tot_n = max(self.n_bin.sum(), 1)
+        glob = (self.hits_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
+        dn = self.n_bin.sum((1, 2))
+        dh = self.hits_bin.sum((1, 2))
+        acc_d = (dh + kap * glob) / (dn[:, None] + kap)
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        acc = (self.hits_bin[i, j, k] + kap * acc_d[i]) / (self.n_bin[i, j, k][:, None] + kap)
+        c = np.asarray(cur, np.int64)
+        acc_t = (self.hits_tok[c] + kap * glob) / (self.n_tok[c][:, None] + kap)
+        return acc + self.token_weight * (acc_t - glob)
+
     def weight(self, cur, dist_c, sup_b, sup_c) -> np.ndarray:
         """Gate ``g`` (weight of C) for a batch (float32 [n]); 0 where C found nothing."""
-        tot = self.by_bin.sum((0, 1, 2))
-        g0 = (tot[1] + 1.0) / (tot.sum() + 2.0)
-        i, j, k = self._cells(dist_c, sup_b, sup_c)
-        cell = self.by_bin[i, j, k]
-        g = (cell[:, 1] + self.kappa * g0) / (cell.sum(1) + self.kappa)
-        tk = self.by_token[np.asarray(cur, np.int64)]
-        gt = (tk[:, 1] + 10.0 * g0) / (tk.sum(1) + 10.0)
-        logit = np.log(g / (1 - g)) + self.token_weight * (np.log(gt / (1 - gt))
-                                                            - np.log(g0 / (1 - g0)))
-        out = 1.0 / (1.0 + np.exp(-logit))
-        return np.where(np.isfinite(np.asarray(dist_c)), out, 0.0).astype(np.float32)
+        acc = self.curves(cur, dist_c, sup_b, sup_c)
+        # the middle of the best plateau (weights that tie on hit rate)
+        tied = acc >= acc.max(1, keepdims=True) - 1e-9
+        n_tied = tied.sum(1)
+        rank = np.cumsum(tied, 1)
+        pick = np.argmax(tied & (rank == (n_tied[:, None] + 1) // 2), axis=1)
+        g = GATE_GRID[pick]
+        return np.where(np.isfinite(np.asarray(dist_c)), g, 0.0).astype(np.float32)
 
     def to_arrays(self, prefix: str = "gate_") -> dict[str, np.ndarray]:
-        return {f"{prefix}by_bin": self.by_bin, f"{prefix}by_token": self.by_token,
-                f"{prefix}by_proto": self.by_proto, f"{prefix}steps": self.steps}
+        return {f"{prefix}{name}": getattr(self, name) for name in
+                ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps")}
 
     @classmethod
     def from_arrays(cls, arrays: dict, V: int, P: int, scale: float,
                     prefix: str = "gate_", **kw) -> Gate:
         g = cls(V, P, scale, **kw)
-        g.by_bin = np.asarray(arrays[f"{prefix}by_bin"], np.int64)
-        g.by_token = np.asarray(arrays[f"{prefix}by_token"], np.int64)
-        g.by_proto = np.asarray(arrays[f"{prefix}by_proto"], np.int64)
-        g.steps = np.asarray(arrays[f"{prefix}steps"], np.int64)
+        for name in ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps"):
+            setattr(g, name, np.asarray(arrays[f"{prefix}{name}"], np.int64))
         return g
 
 

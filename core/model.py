@@ -288,7 +288,8 @@ class Model:
                           np.inf)
             dcl = np.where(c1 >= 0, np.linalg.norm(self.keys[np.maximum(c1, 0)] - kt, axis=1),
                            np.inf)
-            gate.update(Hc[:, 0], proto_all[a:b], br, cr, db < dcl, dcl < db, dc, sb, sc)
+            gate.update(Hc[:, 0], proto_all[a:b], tgt, bi, bp, ci, cp, dc, sb, sc, db < dcl,
+                        dcl < db)
             g = gate.weight(Hc[:, 0], dc, sb, sc)
             mi, _ = mix_topk(bi, bp, ci, cp, g, 1)
             hits["B"] += int(br.sum())
@@ -296,6 +297,7 @@ class Model:
             hits["mix"] += int((mi[:, 0] == tgt).sum())
             _report(progress, "gate", b / max(n, 1),
                     {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
+            _check(cancel, "gate")
         self.figures.update(
             loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
             loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),

@@ -1,0 +1,127 @@
+"""A's window, C's training windows and search, the gate, the mixture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.index import brute_force
+from core.keys import KeyStore
+from core.machine import Gate, WindowTable, history, mix_topk, window_states, window_weights
+from core.metric import Metric
+from core.tokenize import BOS, EOS
+
+
+def test_history_newest_first_and_reset():
+    s = np.array([5, 6, 7, EOS, 8, 9], np.int32)
+    H = history(s, 3)
+    assert H[2].tolist() == [6, 5, BOS]
+    assert H[3].tolist() == [7, 6, 5]
+    assert H[4].tolist() == [BOS, BOS, BOS]
+    assert H[5].tolist() == [8, BOS, BOS]
+
+
+def test_window_state_is_the_decayed_mean():
+    keys = KeyStore(10, 6, 0).keys
+    H = np.array([[4, 5, 6]], np.int32)
+    w = window_weights(3, 0.4)
+    expect = (keys[4] + 0.4 * keys[5] + 0.16 * keys[6]) / (1 + 0.4 + 0.16)
+    assert np.allclose(window_states(H, keys, w)[0], expect, atol=1e-6)
+
+
+def _table(seed=0, n=3000, V=40, W=3):
+    rng = np.random.default_rng(seed)
+    s = rng.integers(4, V, n).astype(np.int32)
+    s[rng.random(n) < 0.05] = EOS
+    keys = KeyStore(V, 16, seed).keys
+    H = history(s, W)
+    t = WindowTable(V, W).add(H, s)
+    t.finalize(keys, window_weights(W, 0.4), Metric("l2"),
+               index_factory=lambda X: None)
+    return t, s, H, keys
+
+
+def test_table_is_additive():
+    t, s, H, keys = _table()
+    a = WindowTable(t.V, t.W).add(H[:1000], s[:1000]).merge(WindowTable(t.V, t.W).add(H[1000:],
+                                                                                      s[1000:]))
+    assert np.array_equal(a.rows, t.rows) and np.array_equal(a.cnt, t.cnt)
+    assert t.tot.sum() == s.size
+
+
+def test_grouped_search_matches_brute_force():
+    """The nearest training window shares the current token (α = 0.4): agreement with brute force."""
+    t, s, H, keys = _table(1)
+    rng = np.random.default_rng(5)
+    Hq = H[rng.integers(0, H.shape[0], 300)].copy()
+    Hq[:, 2] = rng.integers(4, t.V, 300)  # oldest token perturbed: mostly unseen windows
+    Q = window_states(Hq, keys, window_weights(3, 0.4))
+    nn, nd = t.search(Hq, Q, 2)
+    bi, bd = brute_force(Q, t.states, 2, "l2")
+    agree = np.mean(nn[:, 0] == bi[:, 0])
+    assert agree >= 0.98
+    assert np.allclose(nd[:, 0][nn[:, 0] == bi[:, 0]], bd[:, 0][nn[:, 0] == bi[:, 0]], atol=1e-5)
+
+
+def test_leave_one_out_skips_a_singleton_window():
+    t, s, H, keys = _table(2)
+    own = t.context_ids(H)
+    assert np.all(own >= 0)
+    Q = window_states(H, keys, window_weights(3, 0.4))
+    single = np.flatnonzero(t.tot[own] == 1)[:50]
+    nn, nd = t.search(H[single], Q[single], 3, own=own[single])
+    assert not np.any(nn[:, 0] == own[single])
+    assert np.all(nd[:, 0] > 0)
+    ci, cp, dmin, sup = t.vote(nn, nd, own[single], s[single], 0.1, 3)
+    assert np.all(sup >= 1)
+
+
+def test_vote_left_out_counts():
+    t, s, H, keys = _table(3)
+    own = t.context_ids(H)
+    i = int(np.flatnonzero(t.tot[own] >= 2)[0])
+    nn = np.array([[own[i], -1]])
+    nd = np.array([[0.0, np.inf]], np.float32)
+    u = own[i]
+    succ = dict(zip(t.succ_ids[t.succ_off[u]:t.succ_off[u + 1]].tolist(),
+                    t.succ_cnt[t.succ_off[u]:t.succ_off[u + 1]].tolist(), strict=True))
+    succ[int(s[i])] -= 1
+    total = sum(succ.values())
+    ids, p, _, sup = t.vote(nn, nd, own[i:i + 1], s[i:i + 1], 0.1, len(succ) + 1)
+    got = {int(a): float(b) for a, b in zip(ids[0], p[0], strict=True) if a >= 0}
+    assert sup[0] == total
+    for w, c in succ.items():
+        assert got.get(w, 0.0) == pytest.approx(c / total, abs=1e-6)
+
+
+def test_gate_learns_the_winner():
+    n = 400
+    cur = np.full(n, 5)
+    target = np.full(n, 7)
+    good = np.tile(np.array([[7, 8]]), (n, 1))
+    bad = np.tile(np.array([[8, 7]]), (n, 1))
+    p = np.tile(np.array([[0.6, 0.4]], np.float32), (n, 1))
+    dist = np.zeros(n)
+    sup = np.full(n, 3.0)
+    yes, no = np.ones(n, bool), np.zeros(n, bool)
+    g = Gate(V=10, P=4, scale=1.0)
+    g.update(cur, np.zeros(n, np.int64), target, bad, p, good, p, dist, sup, sup, no, yes)
+    w = g.weight(np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))[0]
+    assert w > 0.5 and g.win_rate_c() == 1.0
+    assert g.by_token[5].tolist() == [0, n]
+    h = Gate(V=10, P=4, scale=1.0)
+    h.update(cur, np.zeros(n, np.int64), target, good, p, bad, p, dist, sup, sup, yes, no)
+    assert h.weight(np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))[0] < 0.5
+    assert h.win_rate_c() == 0.0
+    # no C proposal: no weight
+    assert g.weight(np.array([5]), np.array([np.inf]), np.array([3.0]), np.array([3.0]))[0] == 0
+
+
+def test_mixture_topk():
+    bi = np.array([[1, 2, -1]])
+    bp = np.array([[0.6, 0.4, 0.0]], np.float32)
+    ci = np.array([[2, 3, -1]])
+    cp = np.array([[0.9, 0.1, 0.0]], np.float32)
+    ids, p = mix_topk(bi, bp, ci, cp, np.array([0.5]), 3)
+    assert ids[0].tolist() == [2, 1, 3]
+    assert np.allclose(p[0], [0.65, 0.3, 0.05])

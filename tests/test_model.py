@@ -1,0 +1,174 @@
+"""The model: determinism, additivity, the gate, cancel, files, views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.corpus import Cancelled, load_corpus
+from core.explain import Explanation, Generation
+from core.model import Model, TrainConfig, train
+from tests.conftest import SAMPLES
+
+CFG = TrainConfig(dim=16, prototypes=32, signatures=False)
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return load_corpus(SAMPLES / "python_docs.txt")
+
+
+@pytest.fixture(scope="module")
+def model(docs):
+    return train(docs, CFG)
+
+
+def _arrays(m: Model) -> dict:
+    c = m.counts
+    out = {"keys": m.keys, "stream": c.stream}
+    out.update(c.kn.to_arrays("kn_"))
+    out.update(c.bank.to_arrays("bank_"))
+    out.update(c.table.to_arrays("win_"))
+    out.update(m.gate.to_arrays("gate_"))
+    return out
+
+
+def test_deterministic_for_a_seed(docs, model):
+    again = train(docs, CFG)
+    a, b = _arrays(model), _arrays(again)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    g1 = model.generate("The", method="smc", seed=3, probes=False)
+    g2 = again.generate("The", method="smc", seed=3, probes=False)
+    assert np.array_equal(g1.ids, g2.ids)
+    other = train(docs, TrainConfig(dim=16, prototypes=32, signatures=False, seed=1))
+    assert not np.array_equal(other.keys, model.keys)
+
+
+def test_train_merge_equals_one_pass(docs, model):
+    left, right = docs.shards(2)
+    merged = train(left, CFG).merge(train(right, CFG))
+    a, b = _arrays(model), _arrays(merged)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    assert np.allclose(model.counts.middle.xtx, merged.counts.middle.xtx)
+    assert np.allclose(model.counts.middle.B, merged.counts.middle.B, atol=1e-6)
+    H = np.array([[5, 6, 7], [9, 4, 0]], np.int32)
+    x, y = model.topk_histories(H, 5), merged.topk_histories(H, 5)
+    assert np.array_equal(x["ids"], y["ids"]) and np.allclose(x["probs"], y["probs"])
+
+
+def test_gate_learns_the_path_that_is_always_right(tmp_path):
+    """``Ai f g Bi``: after ``f g`` only the window three back (C) knows ``Bi``."""
+    lines = []
+    for _ in range(12):
+        for i in range(20):
+            lines.append(f"A{i} f g B{i}\n")
+    p = tmp_path / "gate.txt"
+    p.write_text("\n".join(lines))
+    m = train(load_corpus(p), TrainConfig(dim=16, prototypes=16, signatures=False))
+    assert m.gate.win_rate_c() > 0.95
+    s = m.counts.stream
+    at_b = np.flatnonzero(np.isin(np.array(m.vocab.itos)[s], [f"B{i}" for i in range(20)]))
+    from core.machine import history
+
+    H = history(s, 3)[at_b]
+    out = m.topk_histories(H, 1)
+    assert np.all(out["gate"] >= 0.5)
+    assert np.mean(out["ids"][:, 0] == s[at_b]) == 1.0
+    assert np.mean(out["b_ids"][:, 0] == s[at_b]) < 0.2
+    ids, _ = m.predict_next(m.encode("A7 f g"), 1)
+    assert m.vocab.itos[ids[0]] == "B7"
+
+
+def test_cancel_raises_and_leaves_the_previous_model(docs, model):
+    before = {k: v.copy() for k, v in _arrays(model).items()}
+    pred = model.predict_next(model.encode("The"), 5)
+    stages = []
+
+    def progress(stage, frac, info=None):
+        stages.append(stage)
+
+    for stop_at in ("counting", "gate"):
+        with pytest.raises(Cancelled):
+            train(docs, CFG, progress=progress, cancel=lambda s=stop_at: s in stages)
+    after = _arrays(model)
+    for k in before:
+        assert np.array_equal(before[k], after[k])
+    p2 = model.predict_next(model.encode("The"), 5)
+    assert np.array_equal(pred[0], p2[0])
+
+
+def test_progress_reports_live_figures(docs):
+    seen = []
+    train(docs, CFG, progress=lambda s, f, info=None: seen.append((s, f, info)))
+    stages = [s for s, _, _ in seen]
+    for st in ("counting", "prototypes", "index", "windows", "gate"):
+        assert st in stages
+    gate_info = [i for s, _, i in seen if s == "gate" and i]
+    assert gate_info and {"win_rate_c", "heldout_top1"} <= set(gate_info[-1])
+    assert all(0.0 <= f <= 1.0 for _, f, _ in seen)
+
+
+def test_save_load_round_trip(tmp_path, model):
+    path = model.save(tmp_path / "m.npz")
+    back = Model.load(path)
+    for ctx in ("The", "def", "for x in"):
+        a, b = model.predict_next(model.encode(ctx), 5), back.predict_next(back.encode(ctx), 5)
+        assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    for method in ("greedy", "beam", "smc"):
+        g1 = model.generate("The", method=method, probes=False)
+        g2 = back.generate("The", method=method, probes=False)
+        assert np.array_equal(g1.ids, g2.ids)
+
+
+def test_load_rejects_other_files(tmp_path):
+    from core import modelfile
+
+    modelfile.save(tmp_path / "x.npz", {"a": np.zeros(2)}, {"kind": "other"})
+    with pytest.raises(modelfile.ModelFileError):
+        Model.load(tmp_path / "x.npz")
+
+
+def test_generation_trajectory_is_complete(model):
+    g = model.generate("The", method="beam", max_len=6)
+    assert isinstance(g, Generation) and 1 <= len(g.ids) <= 6
+    d = model.keys.shape[1]
+    for s, tok in zip(g.steps, g.ids, strict=True):
+        assert s.token == tok and s.path in ("B", "C", "mix")
+        assert s.state.shape == s.window.shape == s.encoder.shape == (d,)
+        assert 0.0 <= s.gate <= 1.0
+        assert s.probe is not None and s.probe.winner == tok
+        assert 0 <= s.prototype < model.counts.bank.prototypes.shape[0]
+    assert g.stub_scores.shape[0] == model.config.beam
+    assert g.running_variance.shape == (len(g.ids),)
+
+
+def test_explain_fills_every_view(model):
+    e = model.explain("The for statement", method="greedy")
+    assert isinstance(e, Explanation)
+    assert e.tokens == ["The", "for", "statement"]
+    assert e.keys.shape == (model.V, model.keys.shape[1]) and len(e.vocab) == model.V
+    assert e.prototypes.shape[0] == model.counts.bank.prototypes.shape[0]
+    assert e.layers.op == "mean" and len(e.layers.layers) == 2
+    assert e.index_stats.bucket_size == model.config.bucket_size
+
+
+def test_similar_with_signatures(docs):
+    m = train(docs, TrainConfig(dim=16, prototypes=16))
+    c = m.counts
+    i = 3
+    sent = m.decode(c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]])
+    got = m.similar(sent, 3)
+    assert got and got[0][0] == sent and got[0][1] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_beats_or_matches_trigram_on_held_out(docs):
+    from core.baselines import KneserNey
+
+    tr, te = docs.split(0.8, 0)
+    m = train(tr, CFG)
+    r = m.evaluate_stream(te.stream, 5)
+    kn = KneserNey(m.V, 0.75).add_stream(tr.stream).evaluate(te.stream, 5)
+    assert r["top1"] >= kn["top1"] - 0.02
+    assert 0 < r["top1"] <= r["top5"] <= 1

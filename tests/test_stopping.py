@@ -1,0 +1,98 @@
+"""Middle key (ridge), running statistics, the band and stub search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.corpus import load_corpus
+from core.keys import KeyStore
+from core.model import TrainConfig, train
+from core.stopping import MiddleKey, RunningStats, band_potential, in_band, segment_stats
+
+
+def test_segment_stats_match_numpy():
+    keys = KeyStore(30, 5, 0).keys
+    ids = np.array([4, 7, 9, 4, 11, 12])
+    off = np.array([0, 3, 3, 6])
+    st = segment_stats(ids, off, keys)
+    x = keys[ids[:3]]
+    assert np.allclose(st[0, :5], x.mean(0))
+    assert st[0, 5] == pytest.approx(x.var(0).mean(), rel=1e-5)
+    assert st[0, 6] == pytest.approx(x.std(0).mean(), rel=1e-5)
+    assert st[0, 7] == 3 and st[1, 7] == 0
+
+
+def test_ridge_recovers_length_rule_and_is_additive():
+    keys = KeyStore(50, 4, 0).keys
+    rng = np.random.default_rng(0)
+    lens = rng.integers(2, 12, 200)
+    ins = [rng.integers(4, 50, n) for n in lens]
+    outs = [rng.integers(4, 50, 2 * n + 1) for n in lens]
+
+    def stats(seqs):
+        off = np.concatenate(([0], np.cumsum([len(s) for s in seqs])))
+        return segment_stats(np.concatenate(seqs), off, keys)
+
+    a = MiddleKey(4, ridge=1e-6).add(stats(ins), stats(outs)).fit()
+    b = (MiddleKey(4, ridge=1e-6).add(stats(ins[:80]), stats(outs[:80]))
+         .merge(MiddleKey(4, ridge=1e-6).add(stats(ins[80:]), stats(outs[80:]))).fit())
+    assert np.allclose(a.B, b.B, atol=1e-6)
+    band = a.band(np.array([5, 6, 7, 8, 9]), keys)
+    assert band.length == pytest.approx(11, abs=0.3)
+    assert band.length_tolerance < 0.6
+
+
+def test_running_stats_and_band():
+    keys = KeyStore(20, 4, 0).keys
+    st = RunningStats.empty(4)
+    for t in (4, 5, 6):
+        st = st.push(keys[t])
+    mu, v, s = st.values()
+    x = keys[[4, 5, 6]]
+    assert np.allclose(mu, x.mean(0)) and v == pytest.approx(x.var(0).mean(), rel=1e-6)
+    from core.explain import StopBand
+
+    band = StopBand(mean=mu.astype(np.float32), variance=v, std=s, length=3.0, tolerance=1e-3,
+                    length_tolerance=0.5)
+    assert in_band(st, band) == (True, False)
+    assert band_potential(st, band) == 0.0
+    far = StopBand(mean=mu.astype(np.float32) + 1, variance=v + 1, std=s, length=3.0,
+                   tolerance=1e-3, length_tolerance=0.5)
+    assert in_band(st, far)[0] is False and band_potential(st, far) < 0
+
+
+@pytest.fixture(scope="module")
+def length_model(tmp_path_factory):
+    """Pairs whose output is the word ``o`` repeated as many times as the input is long.
+
+    Nothing in the output says where it ends (``o`` follows ``o`` more often
+    than ``<eos>`` does), so only the middle key's length band can stop it.
+    """
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(30)]
+    lines = ["input\toutput"]
+    for _ in range(300):
+        n = int(rng.integers(3, 9))
+        lines.append(" ".join(rng.choice(words, n)) + "\t" + " ".join(["o"] * n))
+    p = tmp_path_factory.mktemp("len") / "len.tsv"
+    p.write_text("\n".join(lines) + "\n")
+    return train(load_corpus(p), TrainConfig(dim=16, prototypes=16, signatures=False))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+def test_generation_respects_the_stop_band(length_model, method):
+    for n in (4, 6):
+        g = length_model.generate(" ".join(["w1"] * n), method=method, probes=False)
+        assert g.stopped_by == "band"
+        assert len(g.ids) == n
+        assert g.text == " ".join(["o"] * n)
+        assert abs(g.stop.length - n) < 0.5
+        assert len(g.steps) == n and g.running_std.shape == (n,)
+        assert g.stub_scores.shape[1] >= 1
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+def test_generation_terminates_at_the_cap(length_model, method):
+    g = length_model.generate(" ".join(["w1"] * 8), method=method, max_len=3, probes=False)
+    assert len(g.ids) <= 3 and g.stopped_by == "cap"
