@@ -66,7 +66,8 @@ from core.metric import (
     as_metric,
     breakdown,
     digit_of,
-    digit_rank,
+    digit_query_table,
+    digit_rank_q,
     digit_table,
     digits_of,
     finish,
@@ -80,10 +81,10 @@ from core.metric import (
 
 
 @njit(cache=True, nogil=True)
-def _rank(q, qd, X, Xd, i, code, f, lam, D, table):
-    """Ranking value of row ``i``: squared l2, l1, or the digit metric from digit codes."""
+def _rank(q, qt, X, Xd, i, code, f, lam, D, table):
+    """Ranking value of row ``i``: squared l2, l1, or the digit metric (``qt``: query table)."""
     if code == 2:
-        return digit_rank(qd, Xd[i], table, D)
+        return digit_rank_q(qt, Xd[i])
     return rank_dist(q, X[i], code, f, lam, D)
 
 
@@ -354,7 +355,10 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
         best_r[j] = np.inf
         best_id[j] = -1
         best_pos[j] = -1
-    qd = _query_digits(q, D) if code == 2 else np.empty(0, np.uint8)
+    if code == 2:
+        qd = digit_query_table(_query_digits(q, D), table, D)
+    else:
+        qd = np.empty(0, np.float64)
     nbk = 0
     nc = 0
     if probes < 0:
@@ -499,7 +503,10 @@ def _brute(Q, X, Xd, code, f, lam, D, table, k):
     dists = np.full((nq, k), np.inf, np.float32)
     for qi in prange(nq):
         q = Q[qi]
-        qd = _query_digits(q, D) if code == 2 else np.empty(0, np.uint8)
+        if code == 2:
+            qd = digit_query_table(_query_digits(q, D), table, D)
+        else:
+            qd = np.empty(0, np.float64)
         best_r = np.full(k, np.inf)
         best_id = np.full(k, -1, np.int64)
         best_pos = np.full(k, -1, np.int64)
@@ -516,7 +523,7 @@ def _brute(Q, X, Xd, code, f, lam, D, table, k):
                     _push(r, i, i, best_r, best_id, best_pos)
         else:
             for i in range(n):
-                r = digit_rank(qd, Xd[i], table, D)
+                r = digit_rank_q(qd, Xd[i])
                 if r <= best_r[last]:
                     _push(r, i, i, best_r, best_id, best_pos)
         for j in range(k):

@@ -169,3 +169,41 @@ def test_locality_nearby_buckets_hold_nearby_keys():
     near = np.linalg.norm(X[order[1:]] - X[order[:-1]], axis=1).mean()
     rand = np.linalg.norm(X[1:] - X[:-1], axis=1).mean()
     assert near < 0.8 * rand
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 9), B=st.sampled_from([2, 4, 8]), probes=st.integers(1, 40),
+       seed=st.integers(0, 2**16))
+def test_multiprobe_picks_cheapest_perturbations(m, B, probes, seed):
+    from core.index import _cell_bins, _select_probes
+
+    rng = np.random.default_rng(seed)
+    edges = np.sort(rng.normal(size=(m, B - 1)), axis=1).astype(np.float32)
+    p = rng.normal(size=m).astype(np.float32)
+    bins = np.empty(m, np.int64)
+    _cell_bins(p, edges, bins)
+    np.testing.assert_array_equal(bins, [np.searchsorted(edges[i], p[i], "right")
+                                         for i in range(m)])
+    moves = []  # (score, coord, direction) of every one-step move
+    for i in range(m):
+        if bins[i] > 0:
+            moves.append((float(p[i] - edges[i, bins[i] - 1]) ** 2, i, -1))
+        if bins[i] < B - 1:
+            moves.append((float(edges[i, bins[i]] - p[i]) ** 2, i, 1))
+    sets = [s for s, _, _ in moves]
+    sets += [a[0] + b[0] for x, a in enumerate(moves) for b in moves[x + 1:] if a[1] != b[1]]
+    expect = np.sort(sets)[:probes]
+    pc = np.empty((probes, 2), np.int64)
+    pd = np.empty((probes, 2), np.int64)
+    ps = np.empty(probes)
+    cnt = _select_probes(p, edges, bins, probes, B, np.empty(2 * m), np.empty(2 * m, np.int64),
+                         pc, pd, ps)
+    assert cnt == len(expect)
+    np.testing.assert_allclose(ps[:cnt], expect, rtol=1e-5, atol=1e-9)
+    for j in range(cnt):  # every chosen set is a valid move of distinct coordinates
+        moved = bins.copy()
+        moved[pc[j, 0]] += pd[j, 0]
+        if pc[j, 1] >= 0:
+            assert pc[j, 1] != pc[j, 0]
+            moved[pc[j, 1]] += pd[j, 1]
+        assert ((moved >= 0) & (moved < B)).all()
