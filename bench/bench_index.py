@@ -2,6 +2,7 @@
 
     python bench/bench_index.py                 # same as `noisekey bench index`
     python bench/bench_index.py --configs       # design sweep: tables, replication, bins, load
+    python bench/bench_index.py --recall        # recall@1 vs keys, noise and probes
 
 The main table is :func:`core.cli_index.bench_index`. ``--configs`` builds the
 index in several configurations on the same keys and queries and prints, for
@@ -72,6 +73,28 @@ def config_sweep(n: int, dim: int, metric: str, sigma: float, queries: int, seed
     return out
 
 
+def recall_grid(sizes=(1000, 10_000, 30_000, 100_000), sigmas=(0.02, 0.05, 0.1),
+                probes=(0, 2, 4, 8, 16), dim: int = 32, metric: str = "l2",
+                queries: int = 1000, seed: int = 0) -> list[str]:
+    """Recall@1 and candidates per query of the default index, one line per (n, sigma)."""
+    lines = []
+    for n in sizes:
+        rng = np.random.default_rng(seed)
+        keys = rng.random((n, dim), dtype=np.float32)
+        ix = HashIndex(keys, metric, seed=seed)
+        for sigma in sigmas:
+            Q = (keys[rng.integers(0, n, queries)]
+                 + rng.normal(0, sigma, (queries, dim))).astype(np.float32)
+            truth, _ = brute_force(Q, keys, 1, metric)
+            line = f"n={n:>6} sigma={sigma:4.2f}"
+            for p in probes:
+                ix.probes = p
+                ids, _, c = ix.query_batch(Q, 1, return_candidates=True)
+                line += f" | p={p:>2}: {(ids[:, 0] == truth[:, 0]).mean():.3f} ({c.mean():5.1f})"
+            lines.append(line)
+    return lines
+
+
 def _time(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -81,6 +104,8 @@ def _time(fn) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", action="store_true", help="design sweep instead of the table")
+    ap.add_argument("--recall", action="store_true",
+                    help="recall@1 (candidates) vs keys, noise and probes")
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--dim", type=int, default=32)
     ap.add_argument("--metric", default="l2")
@@ -88,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args, rest = ap.parse_known_args(argv)
+    if args.recall:
+        print(f"recall@1 (mean candidates) of the default index, metric={args.metric}, "
+              f"d={args.dim}")
+        for line in recall_grid(dim=args.dim, metric=args.metric, seed=args.seed):
+            print(line, flush=True)
+        return 0
     if not args.configs:
         return cli_main(["bench", "index", "--n", str(args.n), "--dim", str(args.dim),
                          "--metric", args.metric, "--sigma", str(args.sigma),
