@@ -1,0 +1,209 @@
+"""core.layers: pyramid, scattershot, reconstruction, halfgap's loss, signatures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.explain import LayerInfo
+from core.layers import (
+    NearestKeys,
+    SignatureBank,
+    full_embedding,
+    hierarchy,
+    layer,
+    layer_info,
+    mean_layer_matrix,
+    most_compressible,
+    reconstruct,
+    reconstruct_halfgap,
+    reconstruct_linear,
+    scattershot,
+    signatures,
+    subset_matrix,
+)
+
+V, D = 2000, 32
+
+
+@pytest.fixture(scope="module")
+def keys() -> np.ndarray:
+    return np.random.default_rng(7).random((V, D), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def index(keys) -> NearestKeys:
+    return NearestKeys(keys)
+
+
+def test_hierarchy_shapes_and_values(keys):
+    W = keys[[3, 1, 4, 1, 5]]
+    L = hierarchy(W, "mean")
+    assert [x.shape for x in L] == [(4, D), (3, D), (2, D), (1, D)]
+    np.testing.assert_allclose(L[0][1], (W[1] + W[2]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(L[1][0], (W[0] + 2 * W[1] + W[2]) / 4, rtol=1e-6)
+    H = hierarchy(W, "halfgap")
+    np.testing.assert_allclose(H[0][2], np.abs(W[2] - W[3]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(H[1][0], np.abs(H[0][0] - H[0][1]) / 2, rtol=1e-6)
+    assert hierarchy(W[:1], "mean") == []
+    with pytest.raises(ValueError):
+        hierarchy(W, "median")
+
+
+def test_mean_layer_is_the_binomial_map(keys):
+    ids = np.random.default_rng(0).integers(0, V, (5, 12))
+    for m in (0, 3, 10):
+        np.testing.assert_allclose(layer(keys[ids], m), mean_layer_matrix(12, m) @ keys[ids],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_batch_equals_single(keys):
+    ids = np.random.default_rng(1).integers(0, V, (4, 9))
+    batch = hierarchy(keys[ids], "halfgap")
+    for b in range(4):
+        for m, Lm in enumerate(hierarchy(keys[ids[b]], "halfgap")):
+            np.testing.assert_array_equal(Lm, batch[m][b])
+
+
+def test_full_embedding_and_scattershot(keys):
+    W = keys[:6]
+    np.testing.assert_allclose(full_embedding(W, "mean"), W.mean(0), rtol=1e-5)
+    pairs = [np.abs(W[i] - W[j]) / 2 for i in range(6) for j in range(i + 1, 6)]
+    np.testing.assert_allclose(full_embedding(W, "halfgap"), np.mean(pairs, 0), rtol=1e-5)
+    s = scattershot(W, n_subsets=5, size=3, seed=4)
+    assert s.subsets.shape == (5, 3) and s.mean.shape == (5, D)
+    for i, sub in enumerate(s.subsets):
+        np.testing.assert_allclose(s.mean[i], W[sub].mean(0), rtol=1e-5)
+        np.testing.assert_allclose(s.var[i], W[sub].var(0), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(s.std[i], W[sub].std(0), rtol=1e-4, atol=1e-6)
+    again = scattershot(W, 5, 3, seed=4)
+    np.testing.assert_array_equal(again.subsets, s.subsets)
+    assert not np.array_equal(scattershot(W, 5, 3, seed=5).subsets, s.subsets)
+
+
+def test_nearest_keys_is_exact(keys, index):
+    Q = np.random.default_rng(2).random((50, D), dtype=np.float32)
+    ids, dist = index.query_batch(Q, 4)
+    full = np.linalg.norm(Q[:, None, :] - keys[None], axis=2)
+    np.testing.assert_array_equal(ids, np.argsort(full, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :4], rtol=1e-4, atol=1e-4)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(4, 20),
+    frac=st.floats(0.0, 0.3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mean_round_trip_is_exact(keys, index, n, frac, seed):
+    """Mean layers with m <= 0.3 n are inverted exactly (V = 2000 random keys, d = 32)."""
+    m = min(int(frac * n), n - 2)
+    ids = np.random.default_rng(seed).integers(0, V, n)
+    rec = reconstruct(layer(keys[ids], m), m, n, keys, index)
+    np.testing.assert_array_equal(rec, ids)
+
+
+def test_reconstruction_beats_naive(keys, index):
+    n, m = 16, 6
+    ids = np.random.default_rng(3).integers(0, V, (60, n))
+    r = reconstruct_linear(layer(keys[ids], m), mean_layer_matrix(n, m), keys, index)
+    acc, naive = np.mean(r.ids == ids), np.mean(r.naive == ids)
+    assert naive < 0.95
+    assert acc > naive + 0.04
+    assert acc >= 0.99
+
+
+def test_scattershot_means_reconstruct(keys, index):
+    n = 12
+    ids = np.random.default_rng(4).integers(0, V, (20, n))
+    s = scattershot(keys[ids], n_subsets=10, size=4, seed=0)
+    r = reconstruct_linear(s.mean, subset_matrix(s.subsets, n), keys, index)
+    assert np.mean(r.ids == ids) > np.mean(r.naive == ids)
+
+
+def test_halfgap_loses_sign():
+    """Reflected (c - w) and shifted sequences: same halfgap layers; mean tells them apart."""
+    rng = np.random.default_rng(5)
+    W = rng.random((7, D)).astype(np.float32) * 0.5 + 0.25
+    c = rng.random(D).astype(np.float32) * 0.2 + 0.9  # per-coordinate mirror
+    for Wr in (c - W, W + 0.125):
+        for a, b in zip(hierarchy(W, "halfgap"), hierarchy(Wr, "halfgap"), strict=True):
+            np.testing.assert_allclose(a, b, atol=2e-6)
+    assert not np.allclose(hierarchy(W, "mean")[0], hierarchy(c - W, "mean")[0])
+
+
+def test_halfgap_pair_order_is_lost_but_chains_decode(keys):
+    a, b = 11, 42
+    # n = 2: (a, b) and (b, a) have the same L0, so the order cannot be recovered
+    np.testing.assert_array_equal(hierarchy(keys[[a, b]], "halfgap")[0],
+                                  hierarchy(keys[[b, a]], "halfgap")[0])
+    # longer sentences: chain decoding of L0 recovers the keys
+    ids = np.random.default_rng(6).integers(0, V, (5, 8))
+    rec = reconstruct_halfgap(layer(keys[ids], 0, "halfgap"), 0, 8, keys)
+    np.testing.assert_array_equal(rec, ids)
+    # from m = 1 on there is no decoder: local search stays far from the truth
+    ids = np.random.default_rng(8).integers(0, V, (3, 8))
+    rec = reconstruct(layer(keys[ids], 3, "halfgap"), 3, 8, keys, op="halfgap")
+    assert np.mean(rec == ids) < 0.5
+
+
+def test_signature_bank_round_trip(keys):
+    rng = np.random.default_rng(9)
+    seqs = [rng.integers(0, V, int(n)) for n in rng.integers(1, 30, 80)]
+    seqs.append(np.zeros(0, np.int64))
+    calls = []
+    bank = SignatureBank.build(seqs, keys, progress=lambda s, f, i=None: calls.append(f))
+    assert len(bank) == len(seqs) and calls[-1] == pytest.approx(1.0)
+    arrays = bank.to_arrays()
+    assert all(k.startswith("layers_") for k in arrays)
+    back = SignatureBank.from_arrays({**arrays, "other": np.zeros(3)}, keys)
+    np.testing.assert_array_equal(back.signatures, bank.signatures)
+    assert (back.op, back.rows, back.rho) == (bank.op, bank.rows, bank.rho)
+    q = seqs[10]
+    i1, s1 = bank.query(q, 3)
+    i2, s2 = back.query(q, 3)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(s1, s2)
+    assert i1[0] == 10 and s1[0] == pytest.approx(1.0, abs=1e-5)
+    # flat + offsets input gives the same signatures
+    flat = np.concatenate(seqs)
+    off = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    np.testing.assert_array_equal(SignatureBank.build((flat, off), keys).signatures,
+                                  bank.signatures)
+
+
+def test_signature_finds_perturbed_sentence(keys):
+    rng = np.random.default_rng(10)
+    seqs = [rng.integers(0, V, int(n)) for n in rng.integers(8, 25, 300)]
+    bank = SignatureBank.build(seqs, keys)
+    hits = 0
+    for i in range(0, 300, 10):
+        q = seqs[i].copy()
+        pos = rng.choice(len(q), max(1, len(q) // 5), replace=False)
+        q[pos] = rng.integers(0, V, len(pos))
+        hits += bank.query(q, 1)[0][0] == i
+    assert hits >= 27
+    sig = signatures(np.stack([seqs[0], seqs[0]]), keys)
+    np.testing.assert_allclose(np.linalg.norm(sig, axis=1), 1.0, rtol=1e-5)
+
+
+def test_signature_bank_cancel(keys):
+    from core.corpus import Cancelled
+
+    with pytest.raises(Cancelled):
+        SignatureBank.build([np.arange(5)] * 3, keys, cancel=lambda: True)
+
+
+def test_layer_info(keys, index):
+    ids = np.random.default_rng(11).integers(0, V, 10)
+    info = layer_info(ids, keys, index, "mean", similar=lambda q, k: [("x", 1.0)] * k, k=2)
+    assert isinstance(info, LayerInfo)
+    assert len(info.layers) == 9 and info.accuracy.shape == (9,)
+    assert info.accuracy[0] == 1.0 and info.chosen == most_compressible(info.accuracy)
+    assert info.chosen >= 3 and info.similar == [("x", 1.0), ("x", 1.0)]
+    empty = layer_info(ids[:1], keys, index)
+    assert empty.layers == [] and empty.chosen == -1
+    assert most_compressible(np.array([1.0, 0.5, 1.0, 0.2])) == 2
