@@ -135,6 +135,8 @@ def bench_index(
         f"load={st.load_factor:.2f} stash={st.stash_size} grows={ix.n_grows}")
     info = dict(index=repr(ix))
 
+    if libraries and metric != "l2":
+        info["libraries"] = "skipped: the libraries run on l2 only"
     if libraries and metric == "l2":
         progress("libraries", 0.6)
         _bench_hnswlib(keys, Q, truth, r1, threads, n_single, add)
@@ -163,6 +165,7 @@ def _bench_hnswlib(keys, Q, truth, target, threads, n_single, add) -> None:
     try:
         import hnswlib
     except ImportError:
+        add("hnswlib", *[float("nan")] * 8, "not installed (pip install hnswlib)")
         return
     n, d = keys.shape
     idx = hnswlib.Index(space="l2", dim=d)
@@ -195,6 +198,7 @@ def _bench_pynndescent(keys, Q, truth, threads, add) -> None:
     try:
         import pynndescent
     except ImportError:
+        add("pynndescent", *[float("nan")] * 8, "not installed (pip install pynndescent)")
         return
     t0 = time.perf_counter()
     idx = pynndescent.NNDescent(keys, metric="euclidean", random_state=0, n_jobs=threads)
@@ -212,6 +216,7 @@ def _bench_faiss(keys, Q, truth, threads, add) -> None:
     try:
         import faiss
     except ImportError:
+        add("faiss", *[float("nan")] * 8, "not installed (faiss-cpu)")
         return
     n, d = keys.shape
     t0 = time.perf_counter()
@@ -236,7 +241,10 @@ def format_report(res: dict) -> str:
     c = res["config"]
     out = [f"bench index: n={c['n']} d={c['dim']} metric={c['metric']} sigma={c['sigma']} "
            f"queries={c['queries']} threads={c['threads']} (cpus={c['cpu_count']})",
-           f"  {res.get('index', '')}", ""]
+           f"  {res.get('index', '')}"]
+    if "libraries" in res:
+        out.append(f"  libraries {res['libraries']}")
+    out.append("")
     hdr = (f"{'method':<20} {'build s':>8} {'q/s single':>11} {'q/s 1thr':>10} "
            f"{'q/s all':>10} {'rec@1':>6} {'rec@10':>6} {'cand/q':>8} {'B/key':>7}  note")
     out += [hdr, "-" * len(hdr)]
@@ -257,7 +265,7 @@ def format_report(res: dict) -> str:
         ratio = h["qps_batch_1t"] / b["qps_batch_1t"]
         out.append(f"HashIndex / brute force, batched: {ratio:.0f}x "
                    f"(1 thread), {h['qps_batch_all'] / b['qps_batch_all']:.0f}x (all threads)")
-        if "hnswlib" in rows:
+        if "hnswlib" in rows and not np.isnan(rows["hnswlib"]["qps_single"]):
             hn = rows["hnswlib"]
             out.append(f"HashIndex / hnswlib, 1 thread: {h['qps_single'] / hn['qps_single']:.2f}x "
                        f"single, {h['qps_batch_1t'] / hn['qps_batch_1t']:.2f}x batched")
@@ -267,6 +275,19 @@ def format_report(res: dict) -> str:
         out.append(f"{s['mode']:<6} {s['probes']:>6} {s['recall1']:6.3f} {s['recall10']:6.3f} "
                    f"{s['candidates']:8.1f} {s['qps_batch_1t']:10,.0f}")
     return "\n".join(out)
+
+
+def _plain(obj):
+    """``obj`` with numpy scalars as Python numbers and NaN as None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
 
 
 def _cmd_bench_index(args: argparse.Namespace) -> int:
@@ -285,7 +306,7 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
                       progress=prog)
     prog.done()
     if args.json:
-        json.dump(res, sys.stdout, indent=1, default=float)
+        json.dump(_plain(res), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(format_report(res))

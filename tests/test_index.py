@@ -207,3 +207,30 @@ def test_multiprobe_picks_cheapest_perturbations(m, B, probes, seed):
             assert pc[j, 1] != pc[j, 0]
             moved[pc[j, 1]] += pd[j, 1]
         assert ((moved >= 0) & (moved < B)).all()
+
+
+def test_bench_index_command_runs_small(capsys):
+    from core.cli import main
+    from core.cli_index import bench_index, format_report
+
+    res = bench_index(n=1500, dim=8, queries=40, sweep=(0, 2), libraries=False)
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[:2] == ["brute force (numba)", "HashIndex"]
+    h = res["rows"][1]
+    assert 0.0 <= h["recall1"] <= 1.0 and h["candidates"] < 1500 and h["build_s"] > 0
+    assert [(s["mode"], s["probes"]) for s in res["sweep"]] == [
+        ("grid", 0), ("grid", 2), ("curve", 0), ("curve", 2)]
+    assert "probes sweep" in format_report(res)
+    assert main(["bench", "index", "--n", "300", "--dim", "4", "--queries", "10",
+                 "--metric", "digit", "--sweep", "1", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["metric"] == "digit" and len(out["sweep"]) == 2
+    assert main(["bench", "index", "--n", "0"]) == 2
+
+
+def test_empty_query_batch():
+    ix = HashIndex(_keys(50, 3, 0))
+    ids, dists = ix.query_batch(np.zeros((0, 3), np.float32), k=2)
+    assert ids.shape == (0, 2) and dists.shape == (0, 2)
