@@ -1,7 +1,399 @@
-"""Subcommands registered by :func:`core.cli.build_parser` (being built)."""
+"""Layer subcommands: ``noisekey layers``, ``noisekey similar``, ``noisekey bench layers``.
+
+``noisekey eval --layers`` calls :func:`eval_layers` with its own parsed
+arguments; options this module adds to ``layers`` (:func:`add_layer_options`)
+fall back to their defaults when absent from ``args``.
+
+Figures (DESIGN.md section 7)
+-----------------------------
+* Token accuracy by layer m for sentences of n = 8, 16, 32 tokens drawn from
+  the corpus (windows of running text without ``<eos>``/``<sep>``), keys
+  ``KeyStore(max(V, --min-keys), dim)``: ``mean`` (least squares + snap +
+  refinement), ``naive`` (nearest key per position of the regularised
+  least-squares solution, no refinement), ``halfgap`` (chain decoding at
+  m = 0, local search beyond; only m <= ``--halfgap-max`` on a smaller sample
+  because the search is costly) and ``scatter`` (the means of ``n-1-m``
+  seeded random subsets of ``m+2`` positions each: the same number of rows
+  and keys per row as Lm, but unstructured).
+* Retrieval: every distinct training output of at least 4 tokens is signed
+  (:class:`core.layers.SignatureBank`); a sample of them gets 20% of its tokens
+  replaced by random vocabulary tokens and is looked up; recall@1/@5 of the
+  original beside a bag-of-words cosine baseline on the same queries.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
+import time
 
-def register(sub, bench_sub) -> None:  # noqa: ARG001
-    """Add this module's subcommands to sub / bench_sub."""
+import numpy as np
+
+from core.cli import Progress, UserError
+
+DEFAULT_CORPUS = "resources/default_corpus.txt"
+_DEFAULTS = {
+    "lengths": "8,16,32",
+    "sentences": 100,
+    "queries": 500,
+    "replace": 0.2,
+    "min_keys": 5000,
+    "index": "exact",
+    "halfgap_max": 2,
+    "halfgap_sentences": 30,
+    "iters": 8,
+    "candidates": 16,
+}
+
+
+def add_layer_options(p: argparse.ArgumentParser) -> None:
+    """Options of the layer figures (shared by ``layers`` and, if wanted, ``eval``)."""
+    g = p.add_argument_group("layer figures")
+    g.add_argument("--lengths", default=_DEFAULTS["lengths"],
+                   help="sentence lengths n, comma separated (8,16,32)")
+    g.add_argument("--sentences", type=int, default=_DEFAULTS["sentences"],
+                   help="sentences per length (100)")
+    g.add_argument("--queries", type=int, default=_DEFAULTS["queries"],
+                   help="retrieval queries (500)")
+    g.add_argument("--replace", type=float, default=_DEFAULTS["replace"],
+                   help="fraction of query tokens replaced (0.2)")
+    g.add_argument("--min-keys", type=int, default=_DEFAULTS["min_keys"],
+                   help="at least this many keys (unused ones are distractors; 5000)")
+    g.add_argument("--index", choices=("exact", "hash"), default=_DEFAULTS["index"],
+                   help="nearest-key search for snapping: exact l2 or the hash index")
+    g.add_argument("--halfgap-max", type=int, default=_DEFAULTS["halfgap_max"],
+                   help="highest halfgap layer evaluated (2)")
+    g.add_argument("--halfgap-sentences", type=int, default=_DEFAULTS["halfgap_sentences"],
+                   help="sentences per length for halfgap (30)")
+    g.add_argument("--iters", type=int, default=_DEFAULTS["iters"],
+                   help="refinement rounds (8)")
+    g.add_argument("--candidates", type=int, default=_DEFAULTS["candidates"],
+                   help="index candidates per position (16)")
+
+
+def register(sub, bench_sub) -> None:
+    """Add ``layers``, ``similar`` and ``bench layers``."""
+    p = sub.add_parser("layers", help="layer reconstruction and retrieval figures")
+    p.add_argument("corpus", nargs="*", metavar="CORPUS",
+                   help=f"corpus files or folders (default {DEFAULT_CORPUS})")
+    p.add_argument("--tokenizer", choices=("word", "byte"), default="word")
+    p.add_argument("--min-count", type=int, default=1)
+    p.add_argument("--dim", type=int, default=32, help="key dimension (32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    add_layer_options(p)
+    p.set_defaults(func=cmd_layers)
+
+    s = sub.add_parser("similar", help="nearest training sentences of a prompt")
+    s.add_argument("model", metavar="MODEL", help="model file written by train")
+    s.add_argument("--prompt", required=True, help="text to look up")
+    s.add_argument("-k", type=int, default=5, help="how many (5)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_similar)
+
+    b = bench_sub.add_parser("layers", help="reconstruction speed (1,000 sentences, n=16, m=4)")
+    b.add_argument("--sentences", type=int, default=1000)
+    b.add_argument("-n", type=int, default=16)
+    b.add_argument("-m", type=int, default=4)
+    b.add_argument("--vocab", type=int, default=5000)
+    b.add_argument("--dim", type=int, default=32)
+    b.add_argument("--index", choices=("exact", "hash"), default="exact")
+    b.add_argument("--repeat", type=int, default=3)
+    b.set_defaults(func=cmd_bench_layers)
+
+
+def _opt(args, name):
+    v = getattr(args, name, None)
+    return _DEFAULTS[name] if v is None else v
+
+
+def _make_index(kind: str, keys: np.ndarray, seed: int = 0):
+    from core.layers import NearestKeys
+
+    if kind == "hash":
+        from core.index import HashIndex
+
+        return HashIndex(keys, metric="l2", seed=seed)
+    return NearestKeys(keys)
+
+
+def sample_windows(stream: np.ndarray, n: int, count: int, seed: int,
+                   banned=(1, 2)) -> np.ndarray:
+    """``count`` seeded windows of ``n`` tokens of ``stream`` free of ``banned`` ids: [c, n]."""
+    bad = np.isin(stream, banned).astype(np.int64)
+    csum = np.concatenate([[0], np.cumsum(bad)])
+    starts = np.flatnonzero(csum[n:] - csum[:-n] == 0) if len(stream) >= n else np.zeros(0, int)
+    if starts.size == 0:
+        return np.zeros((0, n), np.int64)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(starts, size=min(count, starts.size), replace=False)
+    return stream[pick[:, None] + np.arange(n)].astype(np.int64)
+
+
+def accuracy_table(windows: dict[int, np.ndarray], keys: np.ndarray, index, *, iters: int = 8,
+                   k: int = 16, halfgap_max: int = 2, halfgap_sentences: int = 30,
+                   seed: int = 0, progress=None) -> dict:
+    """Token accuracy by layer for each sentence length (see module docstring).
+
+    Returns ``{n: {"mean": [...], "naive": [...], "halfgap": [...], "scatter": [...],
+    "scatter_naive": [...], "seconds": float}}`` with one entry per m = 0..n-2
+    (``None`` where halfgap is not evaluated).
+    """
+    from math import comb
+
+    from core.layers import (
+        hierarchy,
+        mean_layer_matrix,
+        reconstruct_halfgap,
+        reconstruct_linear,
+        scattershot,
+        subset_matrix,
+    )
+
+    out = {}
+    total = sum(n - 1 for n in windows)
+    done = 0
+    for n, ids in windows.items():
+        t0 = time.perf_counter()
+        W = keys[ids]
+        L = hierarchy(W, "mean")
+        H = hierarchy(W[:halfgap_sentences], "halfgap", top=halfgap_max)
+        row = {"mean": [], "naive": [], "halfgap": [], "scatter": [], "scatter_naive": []}
+        for m in range(n - 1):
+            band = np.array([comb(m + 1, j) for j in range(m + 2)], np.float64) / 2.0 ** (m + 1)
+            r = reconstruct_linear(L[m], mean_layer_matrix(n, m), keys, index, iters, k, band=band)
+            row["mean"].append(float(np.mean(r.ids == ids)))
+            row["naive"].append(float(np.mean(r.naive == ids)))
+            if m <= halfgap_max:
+                hg = reconstruct_halfgap(H[m], m, n, keys, seed=seed)
+                row["halfgap"].append(float(np.mean(hg == ids[:halfgap_sentences])))
+            else:
+                row["halfgap"].append(None)
+            s = scattershot(W, n_subsets=n - 1 - m, size=m + 2, seed=seed + m)
+            rs = reconstruct_linear(s.mean, subset_matrix(s.subsets, n), keys, index, iters, k)
+            row["scatter"].append(float(np.mean(rs.ids == ids)))
+            row["scatter_naive"].append(float(np.mean(rs.naive == ids)))
+            done += 1
+            if progress is not None:
+                progress(f"layers n={n}", done / total, None)
+        row["seconds"] = time.perf_counter() - t0
+        row["sentences"] = int(ids.shape[0])
+        out[n] = row
+    return out
+
+
+def _training_sentences(corpus, min_len: int = 4) -> list[np.ndarray]:
+    """Distinct training outputs (pairs) of at least ``min_len`` tokens; documents if none."""
+    if corpus.out_offsets.shape[0] > 1:
+        flat, off = corpus.out_ids, corpus.out_offsets
+    else:
+        flat = corpus.stream
+        ends = np.flatnonzero(flat == 1)
+        off = np.concatenate([[0], ends + 1])
+    seen, out = set(), []
+    for i in range(len(off) - 1):
+        s = np.asarray(flat[off[i] : off[i + 1]], np.int64)
+        s = s[s > 2]  # drop <bos>, <eos>, <sep>; keep <unk>
+        if s.size < min_len:
+            continue
+        key = s.tobytes()
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def _bow_scores(bank_seqs: list[np.ndarray], V: int):
+    """Cosine of token-count vectors: returns ``score(query_ids) -> float64 [N]``."""
+    sent = np.concatenate([np.full(len(s), i, np.int64) for i, s in enumerate(bank_seqs)])
+    tok = np.concatenate(bank_seqs)
+    pair = np.unique(tok * len(bank_seqs) + sent, return_counts=True)
+    ptok, psent, pcnt = pair[0] // len(bank_seqs), pair[0] % len(bank_seqs), pair[1]
+    norms = np.sqrt(np.bincount(psent, weights=pcnt.astype(np.float64) ** 2,
+                                minlength=len(bank_seqs)))
+    order = np.argsort(ptok, kind="stable")
+    ptok, psent, pcnt = ptok[order], psent[order], pcnt[order]
+    starts = np.searchsorted(ptok, np.arange(V + 1))
+
+    def score(q: np.ndarray) -> np.ndarray:
+        qt, qc = np.unique(q, return_counts=True)
+        idx = np.concatenate([np.arange(starts[t], starts[t + 1]) for t in qt])
+        w = np.concatenate([np.full(starts[t + 1] - starts[t], c, np.float64)
+                            for t, c in zip(qt, qc, strict=True)])
+        dots = np.bincount(psent[idx], weights=w * pcnt[idx], minlength=len(bank_seqs))
+        return dots / (np.maximum(norms, 1e-12) * np.sqrt((qc.astype(np.float64) ** 2).sum()))
+
+    return score
+
+
+def retrieval_figures(corpus, keys: np.ndarray, queries: int = 500, replace: float = 0.2,
+                      seed: int = 0, progress=None) -> dict:
+    """Recall@1/@5 of perturbed training sentences: signatures vs bag-of-words cosine."""
+    from core.layers import SignatureBank
+
+    seqs = _training_sentences(corpus)
+    if not seqs:
+        return {"sentences": 0}
+    bank = SignatureBank.build(seqs, keys, progress=progress)
+    bow = _bow_scores(seqs, len(corpus.vocab))
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(seqs), size=min(queries, len(seqs)), replace=False)
+    V = len(corpus.vocab)
+    hits = {"sig1": 0, "sig5": 0, "bow1": 0, "bow5": 0}
+    for qi in pick:
+        q = seqs[qi].copy()
+        nrep = max(1, int(round(replace * len(q))))
+        pos = rng.choice(len(q), nrep, replace=False)
+        new = rng.integers(4, V, nrep)
+        clash = new == q[pos]
+        new[clash] = 4 + (new[clash] - 4 + 1) % (V - 4)
+        q[pos] = new
+        top, _ = bank.query(q, 5)
+        hits["sig1"] += int(top[0] == qi)
+        hits["sig5"] += int(qi in top)
+        sb = bow(q)
+        tb = np.argsort(-sb, kind="stable")[:5]
+        hits["bow1"] += int(tb[0] == qi)
+        hits["bow5"] += int(qi in tb)
+    nq = len(pick)
+    return {
+        "sentences": len(seqs), "queries": nq, "replace": replace,
+        "signature_recall1": hits["sig1"] / nq, "signature_recall5": hits["sig5"] / nq,
+        "bow_recall1": hits["bow1"] / nq, "bow_recall5": hits["bow5"] / nq,
+    }
+
+
+def eval_layers(args: argparse.Namespace) -> dict:
+    """The layer figures for ``args.corpus``; prints the table unless ``args.json``.
+
+    Returns the figures as a dict (``eval --json`` embeds it).
+    """
+    from core.corpus import load_corpus
+    from core.keys import KeyStore
+
+    paths = list(getattr(args, "corpus", None) or [DEFAULT_CORPUS])
+    tokenizer = getattr(args, "tokenizer", None) or "word"
+    min_count = getattr(args, "min_count", None) or 1
+    dim = getattr(args, "dim", None) or 32
+    seed = getattr(args, "seed", None) or 0
+    try:
+        lengths = [int(x) for x in str(_opt(args, "lengths")).split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"--lengths must be integers separated by commas: {exc}") from exc
+    if any(n < 2 for n in lengths):
+        raise UserError("--lengths must all be at least 2")
+    if not 0 < _opt(args, "replace") < 1:
+        raise UserError("--replace must be between 0 and 1")
+    progress = Progress(quiet=getattr(args, "quiet", False))
+    corpus = load_corpus(paths, tokenizer, min_count, progress=progress)
+    V = len(corpus.vocab)
+    keys = KeyStore(max(V, int(_opt(args, "min_keys"))), dim=dim, seed=seed).keys
+    index_kind = _opt(args, "index")
+    index = _make_index(index_kind, keys, seed)
+    windows = {}
+    for n in lengths:
+        w = sample_windows(corpus.stream, n, int(_opt(args, "sentences")), seed + n)
+        if w.shape[0]:
+            windows[n] = w
+    table = accuracy_table(
+        windows, keys, index, iters=int(_opt(args, "iters")), k=int(_opt(args, "candidates")),
+        halfgap_max=int(_opt(args, "halfgap_max")),
+        halfgap_sentences=int(_opt(args, "halfgap_sentences")), seed=seed, progress=progress)
+    retr = retrieval_figures(corpus, keys, int(_opt(args, "queries")), _opt(args, "replace"),
+                             seed, progress)
+    progress.done()
+    result = {"corpus": paths, "vocab": V, "keys": int(keys.shape[0]), "dim": dim,
+              "index": index_kind, "accuracy": {str(n): r for n, r in table.items()},
+              "retrieval": retr}
+    if not getattr(args, "json", False):
+        print_layers(result)
+    return result
+
+
+def _fmt(x) -> str:
+    return "   -  " if x is None else f"{x:6.3f}"
+
+
+def print_layers(r: dict) -> None:
+    """Human-readable table of :func:`eval_layers`' result."""
+    print(f"layers  {', '.join(r['corpus'])}: vocab {r['vocab']}, keys {r['keys']}, "
+          f"d={r['dim']}, snapping: {r['index']}")
+    for n, row in r["accuracy"].items():
+        print(f"\nn = {n} ({row['sentences']} sentences, {row['seconds']:.1f} s)   "
+              "token accuracy by layer m")
+        print("   m   m/n    mean   naive  halfgap  scatter  sc.naive")
+        for m in range(int(n) - 1):
+            print(f"  {m:2d}  {m / int(n):4.2f}  {_fmt(row['mean'][m])}  {_fmt(row['naive'][m])}"
+                  f"  {_fmt(row['halfgap'][m])}   {_fmt(row['scatter'][m])}   "
+                  f"{_fmt(row['scatter_naive'][m])}")
+        ok = [m for m in range(int(n) - 1) if row["mean"][m] >= 0.99]
+        first_bad = next((m for m in range(int(n) - 1) if row["mean"][m] < 0.99), None)
+        print(f"  mean >= 0.99 up to m = {max(ok) if ok else -1}"
+              + (f"; first below at m = {first_bad} ({first_bad / int(n):.2f} n)"
+                 if first_bad is not None else ""))
+    t = r["retrieval"]
+    if t.get("sentences"):
+        print(f"\nretrieval: {t['queries']} of {t['sentences']} training sentences, "
+              f"{100 * t['replace']:.0f}% of tokens replaced")
+        print(f"  layer signature   recall@1 {t['signature_recall1']:.3f}   "
+              f"recall@5 {t['signature_recall5']:.3f}")
+        print(f"  bag-of-words cos  recall@1 {t['bow_recall1']:.3f}   "
+              f"recall@5 {t['bow_recall5']:.3f}")
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    r = eval_layers(args)
+    if args.json:
+        print(json.dumps(r, default=float))
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    from core.model import Model
+
+    if args.k < 1:
+        raise UserError(f"-k must be at least 1, got {args.k}")
+    model = Model.load(args.model)
+    if getattr(model, "signature_bank", None) is None:
+        raise UserError(f"{args.model}: the model has no signature bank "
+                        "(trained with --no-signatures)")
+    hits = model.similar(args.prompt, args.k)
+    if args.json:
+        print(json.dumps([{"text": t, "score": s} for t, s in hits]))
+    else:
+        for t, s in hits:
+            print(f"{s:6.3f}  {t}")
+    return 0
+
+
+def bench_reconstruct(sentences: int = 1000, n: int = 16, m: int = 4, vocab: int = 5000,
+                      dim: int = 32, index: str = "exact", repeat: int = 3,
+                      seed: int = 0) -> dict:
+    """Time :func:`core.layers.reconstruct` on random key sequences (best of ``repeat``)."""
+    from core.keys import KeyStore
+    from core.layers import layer, reconstruct
+
+    keys = KeyStore(vocab, dim=dim, seed=seed).keys
+    idx = _make_index(index, keys, seed)
+    ids = np.random.default_rng(seed).integers(4, vocab, (sentences, n))
+    Lm = layer(keys[ids], m)
+    reconstruct(Lm[:4], m, n, keys, idx)  # compile / load kernels
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        rec = reconstruct(Lm, m, n, keys, idx)
+        times.append(time.perf_counter() - t0)
+    return {"sentences": sentences, "n": n, "m": m, "vocab": vocab, "dim": dim, "index": index,
+            "seconds": min(times), "accuracy": float(np.mean(rec == ids))}
+
+
+def cmd_bench_layers(args: argparse.Namespace) -> int:
+    r = bench_reconstruct(args.sentences, args.n, args.m, args.vocab, args.dim, args.index,
+                          args.repeat)
+    print(f"reconstruct {r['sentences']} sentences, n={r['n']}, layer m={r['m']}, "
+          f"V={r['vocab']}, d={r['dim']}, {r['index']} snapping: {r['seconds']:.2f} s "
+          f"(best of {args.repeat}), token accuracy {r['accuracy']:.4f}")
+    sys.stdout.flush()
+    return 0
