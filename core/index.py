@@ -365,23 +365,16 @@ def _project(q, R_h, out):
 
 
 @njit(cache=True, nogil=True)
-def _scan_bucket(bk, q, qd, X, Xd, order, slots, stamp, sv, code, f, lam, D, table,
-                 best_r, best_id, best_pos, rec_c, nc):
-    """Re-rank the unseen keys of bucket ``bk``; returns the new candidate count."""
-    b = slots.shape[1]
-    for s in range(b):
+def _collect(bk, slots, stamp, sv, cand, nc):
+    """Append the keys of bucket ``bk`` not yet seen by this query to ``cand``."""
+    for s in range(slots.shape[1]):
         pos = slots[bk, s]
         if pos < 0:
             break
-        if stamp[pos] == sv:
-            continue
-        stamp[pos] = sv
-        if rec_c.shape[0] > 0:
-            rec_c[nc] = order[pos]
-        nc += 1
-        r = _rank(q, qd, X, Xd, pos, code, f, lam, D, table)
-        if r <= best_r[best_r.shape[0] - 1]:
-            _push(r, order[pos], pos, best_r, best_id, best_pos)
+        if stamp[pos] != sv:
+            stamp[pos] = sv
+            cand[nc] = pos
+            nc += 1
     return nc
 
 
@@ -409,14 +402,18 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
         qd = np.empty(0, np.float64)
     nbk = 0
     nc = 0
+    # phase 1 gathers distinct candidate rows, phase 2 re-ranks them: the row
+    # reads of phase 2 are independent, so their cache misses overlap
     if probes < 0:
+        cand = np.empty(X.shape[0], np.int64)
         for bk in range(nb_total):
             if rec_b.shape[0] > 0:
                 rec_b[nbk] = bk
             nbk += 1
-            nc = _scan_bucket(bk, q, qd, X, Xd, order, slots, stamp, sv, code, f, lam, D,
-                              table, best_r, best_id, best_pos, rec_c, nc)
+            nc = _collect(bk, slots, stamp, sv, cand, nc)
     else:
+        cap = H * (1 + min(probes, nb_total)) * slots.shape[1] + stash.shape[0]
+        cand = np.empty(min(cap, X.shape[0]), np.int64)  # distinct keys: at most n
         p = np.empty(m, np.float32)
         bins = np.empty(m, np.int64)
         P = max(probes, 1)
@@ -461,18 +458,22 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
                 if rec_b.shape[0] > 0:
                     rec_b[nbk] = bk
                 nbk += 1
-                nc = _scan_bucket(bk, q, qd, X, Xd, order, slots, stamp, sv, code, f, lam, D,
-                                  table, best_r, best_id, best_pos, rec_c, nc)
+                nc = _collect(bk, slots, stamp, sv, cand, nc)
     for s in range(stash.shape[0]):
         pos = stash[s]
-        if stamp[pos] == sv:
-            continue
-        stamp[pos] = sv
-        if rec_c.shape[0] > 0:
-            rec_c[nc] = order[pos]
-        nc += 1
+        if stamp[pos] != sv:
+            stamp[pos] = sv
+            cand[nc] = pos
+            nc += 1
+    last = best_r.shape[0] - 1
+    for c in range(nc):
+        pos = cand[c]
         r = _rank(q, qd, X, Xd, pos, code, f, lam, D, table)
-        _push(r, order[pos], pos, best_r, best_id, best_pos)
+        if r <= best_r[last]:
+            _push(r, order[pos], pos, best_r, best_id, best_pos)
+    if rec_c.shape[0] > 0:
+        for c in range(nc):
+            rec_c[c] = order[cand[c]]
     return nbk, nc
 
 
