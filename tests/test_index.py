@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -223,8 +225,6 @@ def test_bench_index_command_runs_small(capsys):
     assert "probes sweep" in format_report(res)
     assert main(["bench", "index", "--n", "300", "--dim", "4", "--queries", "10",
                  "--metric", "digit", "--sweep", "1", "--json"]) == 0
-    import json
-
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["metric"] == "digit" and len(out["sweep"]) == 2
     assert main(["bench", "index", "--n", "0"]) == 2
