@@ -809,11 +809,15 @@ def layer_accuracy(
     layers: Sequence[int] | None = None,
     iters: int = 8,
     k: int = 16,
+    halfgap_max: int = 2,
 ) -> np.ndarray:
     """Token accuracy of reconstructing the sentence(s) from each layer.
 
     ids : int [n] or [B, n]  ->  float32 [n-1] (or [len(layers)]): the mean
-    fraction of positions recovered, over the batch, for each layer.
+    fraction of positions recovered, over the batch, for each layer. For
+    ``halfgap`` only layers ``m <= halfgap_max`` are searched (the local search
+    costs ~(m+2)^3 per candidate and finds nothing beyond m = 0); the others
+    are NaN.
     """
     ids = np.asarray(ids, np.int64)
     batch = ids[None] if ids.ndim == 1 else ids
@@ -821,18 +825,23 @@ def layer_accuracy(
     keys = np.ascontiguousarray(keys, dtype=np.float32)
     if n < 2:
         return np.zeros(0, np.float32)
-    ms = range(n - 1) if layers is None else layers
-    L = hierarchy(keys[batch], op)
-    acc = np.empty(len(ms), np.float32)
+    ms = list(range(n - 1) if layers is None else layers)
+    halfgap = _op_code(op) == 1
+    top = min(max(ms), halfgap_max) if halfgap else max(ms)
+    L = hierarchy(keys[batch], op, top=top) if top >= 0 else []
+    acc = np.full(len(ms), np.nan, np.float32)
     for t, m in enumerate(ms):
+        if m > top:
+            continue
         rec = reconstruct(L[m], m, n, keys, index, iters, k, op)
         acc[t] = np.mean(rec == batch)
     return acc
 
 
 def most_compressible(accuracy: np.ndarray, tol: float = 0.99) -> int:
-    """Highest layer whose reconstruction accuracy is at least ``tol`` (-1 if none)."""
-    ok = np.flatnonzero(np.asarray(accuracy) >= tol)
+    """Highest layer with reconstruction accuracy >= ``tol`` (-1 if none; NaN = not run)."""
+    acc = np.nan_to_num(np.asarray(accuracy, np.float64), nan=-1.0)
+    ok = np.flatnonzero(acc >= tol)
     return int(ok[-1]) if ok.size else -1
 
 

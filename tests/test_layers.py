@@ -204,6 +204,8 @@ def test_layer_info(keys, index):
     assert len(info.layers) == 9 and info.accuracy.shape == (9,)
     assert info.accuracy[0] == 1.0 and info.chosen == most_compressible(info.accuracy)
     assert info.chosen >= 3 and info.similar == [("x", 1.0), ("x", 1.0)]
+    hg = layer_info(ids, keys, index, "halfgap")
+    assert hg.op == "halfgap" and hg.accuracy[0] == 1.0 and np.isnan(hg.accuracy[3:]).all()
     empty = layer_info(ids[:1], keys, index)
     assert empty.layers == [] and empty.chosen == -1
     assert most_compressible(np.array([1.0, 0.5, 1.0, 0.2])) == 2
