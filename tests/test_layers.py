@@ -209,3 +209,39 @@ def test_layer_info(keys, index):
     empty = layer_info(ids[:1], keys, index)
     assert empty.layers == [] and empty.chosen == -1
     assert most_compressible(np.array([1.0, 0.5, 1.0, 0.2])) == 2
+
+
+def test_cli_layers_json(samples, capsys):
+    import json
+
+    from core.cli import main
+
+    rc = main(["layers", str(samples / "python_docs.txt"), "--lengths", "6", "--sentences", "8",
+               "--queries", "30", "--halfgap-max", "0", "--halfgap-sentences", "4",
+               "--min-keys", "1500", "--json", "-q"])
+    assert rc == 0
+    r = json.loads(capsys.readouterr().out)
+    row = r["accuracy"]["6"]
+    assert r["keys"] >= 1500 and len(row["mean"]) == 5 and row["halfgap"][1] is None
+    assert row["mean"][0] == 1.0 and row["mean"][1] >= row["naive"][1]
+    t = r["retrieval"]
+    assert t["queries"] == 30 and 0.8 <= t["signature_recall5"] <= 1.0
+    assert 0.0 <= t["bow_recall1"] <= 1.0
+
+
+def test_cli_errors(capsys):
+    from core.cli import main
+
+    assert main(["layers", "--lengths", "1"]) == 2
+    assert "--lengths" in capsys.readouterr().err
+    assert main(["similar", "/nonexistent/model.nk", "--prompt", "x"]) == 2
+
+
+def test_bow_baseline_scores():
+    from core.cli_layers import _bow_scores
+
+    bank = [np.array([4, 5, 6]), np.array([4, 4, 7]), np.array([8, 9, 10])]
+    score = _bow_scores(bank, 11)
+    s = score(np.array([4, 5, 6]))
+    assert s[0] == pytest.approx(1.0) and s[2] == 0.0
+    assert s[1] == pytest.approx(2 / (np.sqrt(3) * np.sqrt(5)))
