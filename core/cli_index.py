@@ -250,7 +250,9 @@ def format_report(res: dict) -> str:
     out += [hdr, "-" * len(hdr)]
 
     def num(v, fmt):
-        return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else format(v, fmt)
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return "-".rjust(int(fmt.split(".")[0].rstrip(",")))
+        return format(v, fmt)
 
     for r in res["rows"]:
         out.append(f"{r['method']:<20} {num(r['build_s'], '8.2f')} "

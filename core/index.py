@@ -83,18 +83,19 @@ a 2-core machine shared with other jobs, so absolute rates are noisy and the
 "all threads" column is not faster than 1 thread; hash index at defaults):
 
     method       build s  q/s single  q/s batch 1thr  rec@1  rec@10  cand/q  B/key
-    brute force     -          251         245        1.000  1.000   100000   128
-    HashIndex      0.44     27,089      52,523        0.999  0.107     26.2   188
-    hnswlib       85.34     10,618       8,118        0.999  0.954      -     276
+    brute force     -          276         341        1.000  1.000   100000   128
+    HashIndex      0.40     34,181      73,455        0.999  0.107     26.2   188
+    hnswlib       65.95      8,745       9,454        0.999  0.954      -     276
                   (M=16, efC=200, ef=32 tuned to the same recall@1)
 
     digit metric: brute force 37 q/s batched, HashIndex 38,651 q/s (1 thread),
     recall@1 1.000, 26.4 candidates.
 
 Targets: recall@1 >= 0.99 (met: 0.999 l2, 1.000 digit), >= 20x brute force at
-the same threads (met: ~200x l2, ~1000x digit), >= hnswlib single-threaded
-at the same recall (met: 2.5x single queries, 6x batched; hnswlib's build of
-85 s here is the machine's load, ours is 0.44 s), build < 2 s (met). What
+the same threads (met: 215x l2 at 1 thread, 135x at 2; ~1000x digit), >=
+hnswlib single-threaded at the same recall (met: 3.9x single queries, 7.8x
+batched; hnswlib's 66 s build here reflects the machine's load, ours is
+0.40 s), build < 2 s (met). What
 limits the rate: random memory reads of ~26 candidate rows per query (the
 key copy is ordered by the first table only) and, for single queries,
 ~10 µs of Python and numba dispatch per call.
