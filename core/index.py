@@ -507,6 +507,40 @@ def _query_single(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam,
     return best_id, dists, nbk, nc
 
 
+@njit(cache=True, nogil=True)
+def _query_seq(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
+               probes, mode, stamp, bstamp, counter, k):
+    """Small batches: the queries one after another on the index's persistent scratch.
+
+    Same results as :func:`_query_batch` without allocating stamp arrays of
+    size n per call (the caller holds the lock).
+    """
+    nq = Q.shape[0]
+    ids = np.full((nq, k), -1, np.int64)
+    dists = np.full((nq, k), np.inf, np.float32)
+    ncand = np.zeros(nq, np.int64)
+    best_r = np.empty(k, np.float64)
+    best_id = np.empty(k, np.int64)
+    best_pos = np.empty(k, np.int64)
+    empty = np.empty(0, np.int64)
+    for qi in range(nq):
+        counter[0] += 1
+        if counter[0] >= 2**31 - 2:
+            stamp[:] = 0
+            bstamp[:] = 0
+            counter[0] = 1
+        sv = np.int32(counter[0])
+        _, nc = _query_one(Q[qi], R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam,
+                           D, table, probes, mode, stamp, bstamp, sv, best_r, best_id,
+                           best_pos, empty, empty)
+        ncand[qi] = nc
+        for j in range(k):
+            if best_id[j] >= 0:
+                ids[qi, j] = best_id[j]
+                dists[qi, j] = finish(best_r[j], code)
+    return ids, dists, ncand
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def _query_batch(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
                  probes, mode, k, n_chunks):
@@ -586,6 +620,10 @@ def _brute(Q, X, Xd, code, f, lam, D, table, k):
 # ----------------------------------------------------------------------------- helpers
 
 _EMPTY = np.empty(0, np.int64)
+# batches up to this size run sequentially on the persistent scratch (no
+# per-call allocation of stamp arrays); larger ones go parallel in chunks of
+# at least this many queries
+_SMALL_BATCH = 32
 
 
 def _check_rows(X: np.ndarray, what: str) -> None:
@@ -870,6 +908,11 @@ class HashIndex:
     def query_batch(self, Q, k: int = 1, return_candidates: bool = False):
         """Nearest ``k`` keys of every row of ``Q`` (float32 [nq, d]), in parallel.
 
+        Batches of up to 32 queries run sequentially on the index's own scratch
+        arrays (cheapest for generation steps); larger ones run in parallel
+        chunks (``prange``) with per-chunk scratch, so concurrent calls from
+        several threads are safe.
+
         Returns ``ids`` int64 [nq, k] and ``dists`` float32 [nq, k] (padding as
         in :meth:`query`); with ``return_candidates`` also int64 [nq], the
         number of distinct keys re-ranked per query.
@@ -878,9 +921,14 @@ class HashIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         Q = _as_queries(Q, self.d)
         nq = Q.shape[0]
-        n_chunks = max(1, min(nq, 4 * get_num_threads()))
-        ids, dists, ncand = _query_batch(Q, *self._argt, self.probes, self._mode(), int(k),
-                                         n_chunks)
+        if nq <= _SMALL_BATCH:
+            with self._lock:
+                ids, dists, ncand = _query_seq(Q, *self._argt, self.probes, self._mode(),
+                                               self._stamp, self._bstamp, self._counter, int(k))
+        else:
+            n_chunks = max(1, min(nq // _SMALL_BATCH, 4 * get_num_threads()))
+            ids, dists, ncand = _query_batch(Q, *self._argt, self.probes, self._mode(), int(k),
+                                             n_chunks)
         if return_candidates:
             return ids, dists, ncand
         return ids, dists

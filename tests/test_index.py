@@ -234,3 +234,15 @@ def test_empty_query_batch():
     ix = HashIndex(_keys(50, 3, 0))
     ids, dists = ix.query_batch(np.zeros((0, 3), np.float32), k=2)
     assert ids.shape == (0, 2) and dists.shape == (0, 2)
+
+
+def test_small_and_large_batches_agree():
+    X = _keys(2000, 8, 9)
+    Q = (X[:300] + np.random.default_rng(1).normal(0, 0.03, (300, 8))).astype(np.float32)
+    ix = HashIndex(X, probes=3)
+    big_ids, big_d = ix.query_batch(Q, 3)  # parallel chunks
+    small = [ix.query_batch(Q[i:i + 7], 3) for i in range(0, 300, 7)]  # sequential path
+    np.testing.assert_array_equal(np.concatenate([s[0] for s in small]), big_ids)
+    np.testing.assert_array_equal(np.concatenate([s[1] for s in small]), big_d)
+    one = np.array([ix.query(q, 3)[0] for q in Q])
+    np.testing.assert_array_equal(one, big_ids)
