@@ -777,7 +777,7 @@ class HashIndex:
         self._n_proj_arg = n_proj
         self.probes = self._parse_probes(probes)
         self.stash_limit = max(8, self.n // 1000) if stash_limit is None else int(stash_limit)
-        self.keys = X
+        self.keys = X  # the caller's array (not copied); queries use the permuted copy
         self._margs = _metric_args(self.metric, self.d)
         self._lock = threading.Lock()
         self.n_grows = 0
@@ -858,6 +858,7 @@ class HashIndex:
         order = np.argsort(home, kind="stable").astype(np.int64)
         inv = np.empty_like(order)
         inv[order] = np.arange(self.n, dtype=np.int64)
+        self._inv = inv
         slots = s["slots"]
         if self.n:
             slots = np.where(slots >= 0, inv[np.maximum(slots, 0)], -1)
@@ -947,7 +948,7 @@ class HashIndex:
                                                 rec_b, rec_c)
         winner = int(ids[0])
         if winner >= 0:
-            bd = breakdown(q, self.keys[winner], self.metric)
+            bd = breakdown(q, self._X[self._inv[winner]], self.metric)
         else:
             bd = np.zeros((self.d, int(self.metric.D)), np.float32)
         return ProbeInfo(
