@@ -40,8 +40,9 @@ when one exists. C therefore scans, exactly under the model metric, the
 training windows of the query's current token (grouped, CSR; partial
 distances stop early); only when that group is empty (or holds only the
 left-out occurrence) does it search all windows — exactly with one BLAS
-product for l2, with the hash index for l1 and the digit metric. The agreement with brute force over all windows
-is measured in the tests. Windows never span an ``<eos>`` (``<bos>`` pads).
+product for l2, with the hash index for l1 and the digit metric. The
+agreement with brute force over all windows is measured in the tests.
+Windows never span an ``<eos>`` (``<bos>`` pads).
 
 Everything counted here is additive over shards; the gate is recomputed by a
 pass over the merged training stream (see :meth:`core.model.Model.merge`).
@@ -123,41 +124,55 @@ def key_scale(keys: np.ndarray, metric: Metric) -> float:
 # ----------------------------------------------------------------------------- C: table
 
 
+@njit(cache=True, nogil=True)
+def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
+    """Push windows ``lo:hi`` into the running top-K (``br`` ranking values, ``bi`` ids)."""
+    for u in range(lo, hi):
+        if u == skip:
+            continue
+        if code == 2:
+            r = rank_dist(q, states[u], code, f, lam, D)
+        else:  # partial distance: stop once past the K-th best
+            r = 0.0
+            for j in range(q.shape[0]):
+                x = np.float64(q[j]) - np.float64(states[u, j])
+                r += x * x if code == 0 else abs(x)
+                if r >= br[K - 1]:
+                    break
+        if r < br[K - 1]:
+            j = K - 1
+            while j > 0 and br[j - 1] > r:
+                br[j] = br[j - 1]
+                bi[j] = bi[j - 1]
+                j -= 1
+            br[j] = r
+            bi[j] = u
+
+
 @njit(cache=True, nogil=True, parallel=True)
-def _group_search(Q, qtok, own, states, grp_off, tot, K, code, f, lam, D):
+def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, lam, D):
     """K nearest training windows among those whose current token is ``qtok``.
 
-    Exact under the metric within the group; the left-out context ``own[i]``
-    is skipped when its count drops to zero. Returns ids (-1 pad) and
-    distances (inf pad).
+    Exact under the metric within the group. The windows that also share the
+    previous token are scanned first (they are the likely winners), so that
+    partial distances cut the rest short. The left-out context ``own[i]`` is
+    skipped when its count drops to zero. Returns ids (-1 pad) and distances
+    (inf pad).
     """
     n = Q.shape[0]
     ids = np.full((n, K), -1, np.int64)
     ds = np.full((n, K), np.inf, np.float32)
     for i in prange(n):
         t = qtok[i]
+        lo, hi = grp_off[t], grp_off[t + 1]
         br = np.full(K, np.inf)
         bi = np.full(K, -1, np.int64)
-        for u in range(grp_off[t], grp_off[t + 1]):
-            if u == own[i] and tot[u] <= 1:
-                continue
-            if code == 2:
-                r = rank_dist(Q[i], states[u], code, f, lam, D)
-            else:  # partial distance: stop once past the K-th best
-                r = 0.0
-                for j in range(Q.shape[1]):
-                    x = np.float64(Q[i, j]) - np.float64(states[u, j])
-                    r += x * x if code == 0 else abs(x)
-                    if r >= br[K - 1]:
-                        break
-            if r < br[K - 1]:
-                j = K - 1
-                while j > 0 and br[j - 1] > r:
-                    br[j] = br[j - 1]
-                    bi[j] = bi[j - 1]
-                    j -= 1
-                br[j] = r
-                bi[j] = u
+        skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
+        s_lo = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="left")
+        s_hi = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="right")
+        _scan(Q[i], s_lo, s_hi, skip, states, tot, br, bi, K, code, f, lam, D)
+        _scan(Q[i], lo, s_lo, skip, states, tot, br, bi, K, code, f, lam, D)
+        _scan(Q[i], s_hi, hi, skip, states, tot, br, bi, K, code, f, lam, D)
         for j in range(K):
             ids[i, j] = bi[j]
             if bi[j] >= 0:
@@ -359,20 +374,28 @@ class WindowTable:
             nn, nd = self.search(H[first], Q[first], K, own=u, dedupe=False)
             return nn[inv], nd[inv]
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
-        nn, nd = _group_search(Q, H[:, 0].astype(np.int64), own, self.states, self.grp_off,
-                               self.tot, int(K), m.code, float(m.f), float(m.lam), int(m.D))
+        qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
+        ctx1 = (np.ascontiguousarray(self.ctx[:, 1], np.int64) if self.W > 1
+                else np.zeros(self.ctx.shape[0], np.int64))
+        nn, nd = _group_search(Q, H[:, 0].astype(np.int64), qprev, own, self.states, ctx1,
+                               self.grp_off, self.tot, int(K), m.code, float(m.f), float(m.lam),
+                               int(m.D))
         # rows with no valid neighbour in the group go to the global index
         miss = np.flatnonzero(nn[:, 0] < 0)
         if miss.size and self.ctx.shape[0] and self.index_factory is not None:
-            if m.code == 0:  # exact l2 through one BLAS product
-                D2 = ((self.states * self.states).sum(1)[None, :]
-                      - 2.0 * (Q[miss] @ self.states.T))
+            if m.code == 0:  # exact l2 through BLAS products, 256 queries at a time
+                sn = (self.states * self.states).sum(1)[None, :]
                 kk = min(K + 1, self.states.shape[0])
-                gi = np.argpartition(D2, kk - 1, axis=1)[:, :kk]
-                gdd = np.take_along_axis(D2, gi, 1) + (Q[miss] ** 2).sum(1)[:, None]
-                o = np.argsort(gdd, axis=1, kind="stable")
-                gi = np.take_along_axis(gi, o, 1)
-                gd = np.sqrt(np.maximum(np.take_along_axis(gdd, o, 1), 0.0))
+                gi = np.empty((miss.size, kk), np.int64)
+                gd = np.empty((miss.size, kk), np.float32)
+                for a in range(0, miss.size, 256):
+                    q = Q[miss[a:a + 256]]
+                    D2 = sn - 2.0 * (q @ self.states.T)
+                    part = np.argpartition(D2, kk - 1, axis=1)[:, :kk]
+                    dd = np.take_along_axis(D2, part, 1) + (q * q).sum(1)[:, None]
+                    o = np.argsort(dd, axis=1, kind="stable")
+                    gi[a:a + 256] = np.take_along_axis(part, o, 1)
+                    gd[a:a + 256] = np.sqrt(np.maximum(np.take_along_axis(dd, o, 1), 0.0))
             else:
                 gi, gd = self._global().query_batch(Q[miss], k=K + 1)
             gi = np.asarray(gi, np.int64)

@@ -275,12 +275,21 @@ class Model:
         n = s.size
         hits = {"B": 0, "C": 0, "mix": 0}
         t0 = time.perf_counter()
+        # C's neighbours: one search per distinct training window (leave-one-out)
+        tab = c.table
+        u_own = np.unique(own_all)
+        nn_u, nd_u = tab.search(tab.ctx[u_own], tab.states[u_own], self.config.c_neighbours,
+                                own=u_own, dedupe=False)
+        slot = np.searchsorted(u_own, own_all)
+        _check(cancel, "gate")
         for a in range(0, n, chunk):
             _check(cancel, "gate")
             b = min(n, a + chunk)
             tgt = s[a:b].astype(np.int64)
             Hc = H[a:b]
-            bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hc, 8, own=own_all[a:b], target=tgt)
+            sl = slot[a:b]
+            bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hc, 8, own=own_all[a:b], target=tgt,
+                                                          neighbours=(nn_u[sl], nd_u[sl]))
             b1, c1 = bi[:, 0], ci[:, 0]
             br, cr = b1 == tgt, c1 == tgt
             kt = self.keys[tgt]
@@ -304,9 +313,10 @@ class Model:
             gate_seconds=time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ proposals
-    def _propose(self, H: np.ndarray, k: int, own=None, target=None):
+    def _propose(self, H: np.ndarray, k: int, own=None, target=None, neighbours=None):
         """B's and C's top-k proposals for history rows ``H`` (newest first).
 
+        ``neighbours``: C's nearest training windows if already searched.
         Returns ``b_ids, b_probs, b_support, c_ids, c_probs, c_dist, c_support, c_nn``.
         """
         cfg, c = self.config, self.counts
@@ -314,8 +324,11 @@ class Model:
         H = np.ascontiguousarray(H, np.int32)
         tgt = None if target is None else np.asarray(target, np.int64)
         bi, bp, sb = c.kn.topk(H[:, 1], H[:, 0], k, loo_target=tgt)
-        Q = window_states(H[:, :W], self.keys, self.weights)
-        nn, nd = c.table.search(H[:, :W], Q, cfg.c_neighbours, own=own)
+        if neighbours is None:
+            Q = window_states(H[:, :W], self.keys, self.weights)
+            nn, nd = c.table.search(H[:, :W], Q, cfg.c_neighbours, own=own)
+        else:
+            nn, nd = neighbours
         ci, cp, dc, sc = c.table.vote(nn, nd, own, tgt, cfg.c_bandwidth * self.scale, k)
         if cfg.c_mode == "noise":
             ci = self._c_noise(H[:, 0], nn[:, 0], ci)

@@ -50,7 +50,7 @@ def test_table_is_additive():
 
 
 def test_grouped_search_matches_brute_force():
-    """The nearest training window shares the current token (α = 0.4): agreement with brute force."""
+    """Nearest training windows share the current token (α = 0.4): agree with brute force."""
     t, s, H, keys = _table(1)
     rng = np.random.default_rng(5)
     Hq = H[rng.integers(0, H.shape[0], 300)].copy()
