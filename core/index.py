@@ -990,6 +990,15 @@ class HashIndex:
     def __len__(self) -> int:
         return self.n
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]  # locks do not pickle; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         return (f"HashIndex(n={self.n}, d={self.d}, metric={self.metric.name!r}, "
                 f"tables={self.n_tables}, buckets={self.Nb}x{self.bucket_size}, "

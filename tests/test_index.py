@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -134,6 +135,9 @@ def test_deterministic_for_seed():
     assert not np.array_equal(a._R, c._R)
     Q = np.random.default_rng(0).random((50, 8), dtype=np.float32)
     np.testing.assert_array_equal(a.query_batch(Q, 3)[0], b.query_batch(Q, 3)[0])
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.query_batch(Q, 3)[0], a.query_batch(Q, 3)[0])
+    np.testing.assert_array_equal(c.query(Q[0], 2)[0], a.query(Q[0], 2)[0])
 
 
 def test_explain_and_stats():
