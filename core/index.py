@@ -966,7 +966,16 @@ class HashIndex:
     # ------------------------------------------------------------------ stats
 
     def stats(self) -> IndexStats:
-        """Occupancy per bucket (tables concatenated, each in curve order) and build figures."""
+        """Occupancy and build figures of the index.
+
+        ``occupancy`` [T·Nb]: filled slots (cuckoo copies and replicas) per
+        bucket, table after table, each table in curve order (bucket ``i`` of
+        table ``t`` is entry ``t·Nb + i``, the numbering of
+        ``ProbeInfo.buckets``). ``home_bucket`` [n]: each key's ``h1`` bucket
+        in the first table. ``load_factor``: filled / all slots.
+        ``kick_chains[i]``: cuckoo inserts (one per key and table) that needed
+        ``i`` kicks; inserts that ended in the stash are not counted.
+        """
         kicks = self._kicks[self._kicks >= 0]
         hist = np.bincount(kicks) if kicks.size else np.zeros(1, np.int64)
         total = self._slots.size
