@@ -435,7 +435,7 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
             if mode == 0 and probes > 0:
                 npert = _select_probes(p, edges[h], bins, probes, B, sc, si, pert_c, pert_d,
                                        pert_s)
-            nprobe = 1 + (npert if mode == 0 else probes)
+            nprobe = 1 + (npert if mode == 0 else min(probes, 2 * Nb))
             for e in range(nprobe):
                 if e == 0:
                     bk = home
@@ -811,11 +811,13 @@ class HashIndex:
         return -1 if p < 0 else p
 
     def _n_proj_for(self, Nb: int) -> int:
-        if self._n_proj_arg is not None:
-            return max(1, min(int(self._n_proj_arg), 40, 62 // int(math.log2(self.n_bins))))
         lb = int(math.log2(self.n_bins))
+        # the cell code (m·lb bits) times Nb must fit in int64
+        m_max = max(1, min(40, (62 - math.ceil(math.log2(max(Nb, 2)))) // lb))
+        if self._n_proj_arg is not None:
+            return max(1, min(int(self._n_proj_arg), m_max))
         m = math.ceil(max(1.0, math.log2(max(Nb, 2))) / lb)
-        return max(1, min(m, 40, 62 // lb))
+        return max(1, min(m, m_max))
 
     def _build(self, X: np.ndarray, Nb: int) -> dict:
         T, b = self.n_tables, self.bucket_size
