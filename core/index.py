@@ -915,9 +915,9 @@ class HashIndex:
         """Nearest ``k`` keys of every row of ``Q`` (float32 [nq, d]), in parallel.
 
         Batches of up to 32 queries run sequentially on the index's own scratch
-        arrays (cheapest for generation steps); larger ones run in parallel
-        chunks (``prange``) with per-chunk scratch, so concurrent calls from
-        several threads are safe.
+        arrays under its lock (cheapest for generation steps); larger ones run
+        in parallel chunks (``prange``, one per thread) with per-chunk
+        scratch. Concurrent calls from several threads are safe.
 
         Returns ``ids`` int64 [nq, k] and ``dists`` float32 [nq, k] (padding as
         in :meth:`query`); with ``return_candidates`` also int64 [nq], the
@@ -932,7 +932,7 @@ class HashIndex:
                 ids, dists, ncand = _query_seq(Q, *self._argt, self.probes, self._mode(),
                                                self._stamp, self._bstamp, self._counter, int(k))
         else:
-            n_chunks = max(1, min(nq // _SMALL_BATCH, 4 * get_num_threads()))
+            n_chunks = max(1, min(nq // _SMALL_BATCH, get_num_threads()))
             ids, dists, ncand = _query_batch(Q, *self._argt, self.probes, self._mode(), int(k),
                                              n_chunks)
         if return_candidates:
