@@ -234,7 +234,7 @@ def retrieval_figures(corpus, keys: np.ndarray, queries: int = 500, replace: flo
     from core.layers import SignatureBank
 
     seqs = _training_sentences(corpus)
-    if not seqs:
+    if not seqs or queries < 1:
         return {"sentences": 0}
     bank = SignatureBank.build(seqs, keys, progress=progress)
     bow = _bow_scores(seqs, len(corpus.vocab))

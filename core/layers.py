@@ -333,6 +333,24 @@ def _candidates(index, X: np.ndarray, k: int) -> np.ndarray:
     return ids.reshape(*shape, ids.shape[-1])
 
 
+def _moved_candidates(index, X, Kc, ids, k, radius):
+    """Candidates for proposals ``X`` [b, n, d], querying only positions that moved.
+
+    A position whose proposal lies within ``radius`` of its current key keeps
+    that key as its only candidate (the rest of the row is -1); the others
+    get the index's top ``k``. Near convergence few positions move, so the
+    refinement rounds cost a fraction of the first snap.
+    """
+    b, n, _ = X.shape
+    out = np.full((b, n, k), -1, np.int64)
+    out[..., 0] = ids
+    moved = ((X - Kc) ** 2).sum(-1) > radius * radius
+    if moved.any():
+        c = _candidates(index, X[moved].astype(np.float32), k)
+        out[moved, : c.shape[1]] = c
+    return out
+
+
 # ---------------------------------------------------------------------------
 # Linear reconstruction (mean layers, scattershot means)
 # ---------------------------------------------------------------------------
@@ -503,6 +521,7 @@ def reconstruct_linear(
     sweeps: int = 8,
     tol: float = 1e-13,
     band: np.ndarray | None = None,
+    radius: float = 0.25,
 ) -> Reconstruction:
     """Discrete least squares: token ids whose keys best explain ``Y = A K[ids]``.
 
@@ -531,6 +550,9 @@ def reconstruct_linear(
         For a banded map (row ``i`` = ``band . W[i : i+m+2]``, the mean
         layers) the kernel; enables the layer-recursion repair of sentences
         whose descent stalled (see :func:`_propagate`).
+    radius : float
+        Refinement proposals within this l2 distance of a position's current
+        key are not looked up (:func:`_moved_candidates`).
     """
     keys = np.ascontiguousarray(keys, dtype=np.float32)
     Y = np.ascontiguousarray(Y, dtype=np.float32)
@@ -562,8 +584,8 @@ def reconstruct_linear(
         AK = np.einsum("rn,bnd->brd", A, Kc)
         Xp = Kc + np.einsum("nr,brd->bnd", P, Ya - AK)  # projection onto A X = Y
         Xc = Kc - np.einsum("rn,brd->bnd", A, AK - Ya) / a2[None, :, None]
-        cp = _candidates(index, Xp.astype(np.float32), k)
-        cc = _candidates(index, Xc.astype(np.float32), k)
+        cp = _moved_candidates(index, Xp, Kc, ida, k, radius)
+        cc = _moved_candidates(index, Xc, Kc, ida, k, radius)
         # monotone alternating projection: adopt the snapped projection if better
         jump = np.ascontiguousarray(cp[..., 0])
         rj = _residuals(A, Ya, keys, jump)
@@ -574,10 +596,11 @@ def reconstruct_linear(
         # stalled sentences: rebuild them from every seed block by the layer recursion
         stalled = ra >= prev[act] * (1 - 1e-9)
         if band is not None and stalled.any():
-            st = np.flatnonzero(stalled)
-            prop, rp = _propagate(Ya[st], band, keys, ida[st], index, A)
-            ok = rp < ra[st]
-            ida[st[ok]] = prop[ok]
+            for c0 in range(0, int(stalled.sum()), 256):  # bounded memory
+                st = np.flatnonzero(stalled)[c0 : c0 + 256]
+                prop, rp = _propagate(Ya[st], band, keys, ida[st], index, A)
+                ok = rp < ra[st]
+                ida[st[ok]] = prop[ok]
         cand = np.ascontiguousarray(np.concatenate([cp, cc], axis=2))
         prev[act] = res[act]
         res[act] = _coordinate_descent(A, Ya, keys, ida, cand, sweeps)
