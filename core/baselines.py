@@ -399,9 +399,9 @@ def _tfidf(ids: np.ndarray, offsets: np.ndarray, idf: np.ndarray):
 class Retrieval:
     """Nearest-input retrieval for pairs: answer with the most similar training input's output.
 
-    Similarity is TF-IDF cosine over token ids (sublinear tf, smoothed idf);
-    queries with no token in common fall back to the most frequent output
-    length's first example... in practice to training pair 0.
+    Similarity is TF-IDF cosine over token ids (sublinear tf, smoothed idf,
+    ``idf = log((1+N)/(1+df)) + 1``); a query sharing no token with any
+    training input gets training pair 0.
     """
 
     def __init__(self, V: int) -> None:

@@ -439,13 +439,14 @@ GATE_GRID = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.
 
 @njit(cache=True, nogil=True, parallel=True)
 def _grid_hits(bi, bp, ci, cp, target, grid):
-    """``hits[i, r]``: is the top-1 of ``(1−g_r)·p_B + g_r·p_C`` the target of step ``i``?
+    """``rank[i, r]``: rank of step ``i``'s target under ``(1−g_r)·p_B + g_r·p_C``.
 
-    Ties go to the smaller id (as :func:`_mix` does after sorting).
+    0 is first; -1 where neither list holds the target. Ties go to the
+    smaller id (as :func:`_mix` does after sorting).
     """
     n = bi.shape[0]
     G = grid.size
-    out = np.zeros((n, G), np.bool_)
+    out = np.full((n, G), -1, np.int8)
     for i in prange(n):
         m = bi.shape[1] + ci.shape[1]
         cw = np.full(m, -1, np.int64)
@@ -471,16 +472,21 @@ def _grid_hits(bi, bp, ci, cp, target, grid):
                 cw[r] = w
                 vc[r] = cp[i, j]
                 r += 1
+        tq = -1
+        for q in range(r):
+            if cw[q] == target[i]:
+                tq = q
+        if tq < 0:
+            continue
         for gi in range(G):
             g = grid[gi]
-            best = -1.0
-            bw = -1
+            vt = (1.0 - g) * vb[tq] + g * vc[tq]
+            rank = 0
             for q in range(r):
                 v = (1.0 - g) * vb[q] + g * vc[q]
-                if v > best or (v == best and cw[q] < bw):
-                    best = v
-                    bw = cw[q]
-            out[i, gi] = bw == target[i]
+                if v > vt or (v == vt and cw[q] < cw[tq]):
+                    rank += 1
+            out[i, gi] = rank if rank < 100 else 100
     return out
 
 
@@ -493,7 +499,8 @@ class Gate:
 
     * ``hits_bin`` [n_dist, n_supb, n_supc, G], ``hits_tok`` [V, G]: how
       often the gated mixture with weight ``GATE_GRID[r]`` would have put the
-      true token first, and ``n_bin``/``n_tok`` the steps counted;
+      true token first (``hits5_bin``: among the first five), and
+      ``n_bin``/``n_tok`` the steps counted;
     * ``by_token`` [V, 2], ``by_proto`` [P, 2]: decided wins (one path right,
       the other wrong) of B (``[..., 0]``) and C (``[..., 1]``) per current
       token and per prototype of the true noise (for the views);
@@ -504,7 +511,8 @@ class Gate:
     ``acc(g) = (hits_cell(g) + κ·acc_dist(g)) / (n_cell + κ)`` where
     ``acc_dist`` is the same rate over the distance bin alone (itself
     smoothed toward the global rate), shifted by ``token_weight`` times the
-    current token's smoothed deviation from the global rate. A mixture
+    current token's smoothed deviation from the global rate, plus
+    ``top5_weight`` times the cell's smoothed top-5 rate. A mixture
     weight fitted this way accounts for C's vote being peaked (a window seen
     once votes with probability 1), which a raw win ratio does not. All
     tables are additive counts.
@@ -515,12 +523,14 @@ class Gate:
     SUPC_EDGES = np.array([1.5, 2.5, 5.5])
 
     def __init__(self, V: int, P: int, scale: float, kappa: float = 20.0,
-                 token_weight: float = 0.5) -> None:
+                 token_weight: float = 0.5, top5_weight: float = 1.0) -> None:
         self.V, self.P, self.scale = int(V), int(P), float(scale)
         self.kappa, self.token_weight = float(kappa), float(token_weight)
+        self.top5_weight = float(top5_weight)
         nd, nb, nc = len(self.DIST_EDGES) + 1, len(self.SUPB_EDGES) + 1, len(self.SUPC_EDGES) + 1
         G = GATE_GRID.size
         self.hits_bin = np.zeros((nd, nb, nc, G), np.int64)
+        self.hits5_bin = np.zeros((nd, nb, nc, G), np.int64)
         self.n_bin = np.zeros((nd, nb, nc), np.int64)
         self.hits_tok = np.zeros((self.V, G), np.int64)
         self.n_tok = np.zeros(self.V, np.int64)
@@ -539,9 +549,11 @@ class Gate:
         cur = np.asarray(cur, np.int64)
         b_right = bi[:, 0] == target
         c_right = ci[:, 0] == target
-        hits = _grid_hits(np.ascontiguousarray(bi, np.int64), np.ascontiguousarray(bp, np.float64),
+        rank = _grid_hits(np.ascontiguousarray(bi, np.int64), np.ascontiguousarray(bp, np.float64),
                           np.ascontiguousarray(ci, np.int64), np.ascontiguousarray(cp, np.float64),
                           np.asarray(target, np.int64), GATE_GRID)
+        hits = rank == 0
+        hits5 = (rank >= 0) & (rank < 5)
         i, j, k = self._cells(dist_c, sup_b, sup_c)
         flat = np.ravel_multi_index((i, j, k), self.n_bin.shape)
         G = GATE_GRID.size
@@ -549,6 +561,9 @@ class Gate:
         for r in range(G):
             self.hits_bin[..., r] += np.bincount(flat, weights=hits[:, r],
                                                  minlength=self.n_bin.size).astype(
+                np.int64).reshape(self.n_bin.shape)
+            self.hits5_bin[..., r] += np.bincount(flat, weights=hits5[:, r],
+                                                  minlength=self.n_bin.size).astype(
                 np.int64).reshape(self.n_bin.shape)
             self.hits_tok[:, r] += np.bincount(cur, weights=hits[:, r],
                                                minlength=self.V).astype(np.int64)
@@ -566,7 +581,8 @@ class Gate:
                        int((b_closer & ~both).sum()), int((c_closer & ~both).sum())]
 
     def merge(self, other: Gate) -> Gate:
-        for name in ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps"):
+        for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
+                     "steps"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
@@ -587,7 +603,14 @@ class Gate:
         acc = (self.hits_bin[i, j, k] + kap * acc_d[i]) / (self.n_bin[i, j, k][:, None] + kap)
         c = np.asarray(cur, np.int64)
         acc_t = (self.hits_tok[c] + kap * glob) / (self.n_tok[c][:, None] + kap)
-        return acc + self.token_weight * (acc_t - glob)
+        out = acc + self.token_weight * (acc_t - glob)
+        if self.top5_weight:
+            glob5 = (self.hits5_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
+            acc5_d = (self.hits5_bin.sum((1, 2)) + kap * glob5) / (dn[:, None] + kap)
+            acc5 = ((self.hits5_bin[i, j, k] + kap * acc5_d[i])
+                    / (self.n_bin[i, j, k][:, None] + kap))
+            out = out + self.top5_weight * acc5
+        return out
 
     def weight(self, cur, dist_c, sup_b, sup_c) -> np.ndarray:
         """Gate ``g`` (weight of C) for a batch (float32 [n]); 0 where C found nothing."""
@@ -602,13 +625,15 @@ class Gate:
 
     def to_arrays(self, prefix: str = "gate_") -> dict[str, np.ndarray]:
         return {f"{prefix}{name}": getattr(self, name) for name in
-                ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps")}
+                ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
+                     "steps")}
 
     @classmethod
     def from_arrays(cls, arrays: dict, V: int, P: int, scale: float,
                     prefix: str = "gate_", **kw) -> Gate:
         g = cls(V, P, scale, **kw)
-        for name in ("hits_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto", "steps"):
+        for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
+                     "steps"):
             setattr(g, name, np.asarray(arrays[f"{prefix}{name}"], np.int64))
         return g
 

@@ -170,7 +170,7 @@ def _pairs_of(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     lens = ends - starts
     ids = np.concatenate([body[a:b] for a, b in zip(starts, ends, strict=True)])
     offs = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-    return ids, offs[:-1], ids, offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
+    return ids, offs[:-1], ids[offs[1]:], offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
 
 
 @dataclass

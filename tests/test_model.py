@@ -172,3 +172,15 @@ def test_beats_or_matches_trigram_on_held_out(docs):
     kn = KneserNey(m.V, 0.75).add_stream(tr.stream).evaluate(te.stream, 5)
     assert r["top1"] >= kn["top1"] - 0.02
     assert 0 < r["top1"] <= r["top5"] <= 1
+
+
+def test_running_text_without_pairs_uses_consecutive_paragraphs(tmp_path):
+    p = tmp_path / "paras.txt"
+    p.write_text("a b c\n\nd e\n\nf g h i\n")
+    c = load_corpus(p)
+    assert c.n_pairs == 0
+    m = train(c, CFG)
+    assert m.counts.middle.count == 2
+    s = m.counts
+    outs = [m.decode(s.sentences[s.sent_offsets[i]:s.sent_offsets[i + 1]]) for i in range(2)]
+    assert outs == ["d e", "f g h i"]
