@@ -19,20 +19,45 @@ from pathlib import Path
 T_WALL = time.time()
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="noisekey", description="NoiseKey Explorer window.")
-    p.add_argument("corpora", nargs="*", help="corpus files or folders (default: bundled corpus)")
+def window_parser(epilog: bool = True) -> argparse.ArgumentParser:
+    """Options of the window (``noisekey`` without a command)."""
+    p = argparse.ArgumentParser(
+        add_help=epilog,
+        prog="noisekey",
+        usage="noisekey [--screenshot OUT] [--prompt TEXT] [--no-cache] [--size WxH] "
+              "[--timeout S] [CORPUS ...]",
+        description="Without a COMMAND, noisekey opens the NoiseKey Explorer window on the "
+                    "corpora given (default: the bundled corpus).",
+        epilog="Commands (info, train, generate, eval, bench, ...): see `noisekey --help`."
+        if epilog else None)
+    p.add_argument("corpora", nargs="*", metavar="CORPUS",
+                   help="corpus files or folders (default: bundled corpus)")
     p.add_argument("--screenshot", metavar="OUT", help="render the window offscreen, save, exit")
-    p.add_argument("--prompt", default=None, help="prompt to type into the window")
+    p.add_argument("--prompt", default=None, metavar="TEXT", help="prompt to type into the window")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached models")
-    p.add_argument("--size", default="1500x950", help="window size for --screenshot (WxH)")
-    p.add_argument("--timeout", type=float, default=600.0,
+    p.add_argument("--size", default="1500x950", metavar="WxH",
+                   help="window size for --screenshot")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="seconds --screenshot waits for training and drawing")
-    return p.parse_args(list(argv))
+    return p
+
+
+def window_help() -> str:
+    """The window's options as a help section (for the top-level ``--help``)."""
+    text = window_parser(epilog=False).format_help()
+    return text.replace("usage: ", "window: ", 1)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return window_parser().parse_args(list(argv))
 
 
 def make_app(offscreen: bool = False):
-    """The ``QApplication`` (created once), with pyqtgraph following its palette."""
+    """The ``QApplication`` (created once).
+
+    pyqtgraph is not imported here: the window applies the palette to it
+    when it builds its views (:func:`explorer.view_base.apply_palette`).
+    """
     if offscreen:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
@@ -41,9 +66,6 @@ def make_app(offscreen: bool = False):
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("NoiseKey Explorer")
     app.setOrganizationName("noisekey")
-    from explorer.view_base import apply_palette
-
-    apply_palette()
     return app
 
 
@@ -58,7 +80,8 @@ def run_app(argv: Sequence[str]) -> int:
     from explorer.main_window import DEFAULT_PROMPT, MainWindow
 
     prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
-    win = MainWindow(corpora=args.corpora or None, prompt=prompt, use_cache=not args.no_cache)
+    win = MainWindow(corpora=args.corpora or None, prompt=prompt, use_cache=not args.no_cache,
+                     defer_views=not args.screenshot)
     report = os.environ.get("NOISEKEY_STARTUP_REPORT")
     if report:
         startup_report(app, win, report)
@@ -72,7 +95,9 @@ def startup_report(app, win, path: str) -> None:
     """Record wall times of window shown and first views drawn, then quit.
 
     Used by ``noisekey bench gui``: times are ``time.time()`` values, so the
-    parent compares them with the moment it started the process.
+    parent compares them with the moment it started the process. "shown" is
+    the window's first paint; "views" the four views built; "drawn" the
+    first explanation drawn in them.
     """
     import json
 
@@ -83,6 +108,9 @@ def startup_report(app, win, path: str) -> None:
     def shown() -> None:
         times.setdefault("shown", time.time())
 
+    win.firstPainted.connect(shown)
+    win.viewsBuilt.connect(lambda: times.setdefault("views", time.time()))
+
     def drawn() -> None:
         win.grid.repaint()
         times["drawn"] = time.time()
@@ -90,7 +118,6 @@ def startup_report(app, win, path: str) -> None:
         QTimer.singleShot(0, win.close)
         QTimer.singleShot(0, app.quit)
 
-    QTimer.singleShot(0, shown)  # first event-loop turn after show()
     win.viewsDrawn.connect(drawn)
 
 

@@ -52,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, _bench = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    if argv and (argv[0] in commands or argv[0] in ("-h", "--help")):
+    if argv and argv[0] in ("-h", "--help"):
+        from explorer.app import window_help
+
+        sys.stdout.write(parser.format_help() + "\n" + window_help())
+        return 0
+    if argv and argv[0] in commands:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -9,9 +9,18 @@ Flow:
 
 * Training runs in a :class:`explorer.worker.TaskSlot`; the model in use is
   replaced only when a new one finishes (cancel or failure keep it).
-* The prompt is debounced (``superqt.utils.qdebounced``, 50 ms); the
+* The prompt is debounced (a single-shot ``QTimer``, 50 ms); the
   explanation is computed by :class:`explorer.worker.Explainer` off the GUI
-  thread and only the newest result is drawn.
+  thread and only the newest result is drawn. While typing, a cheaper
+  explanation is asked for (``max_len`` capped, narrower beam, fewer SMC
+  particles); when typing pauses for :data:`FULL_AFTER_MS` the full one
+  replaces it, unless the fast one already equals it (greedy, not capped).
+  A "computing…" note sits beside the prompt while a request is open.
+* Start-up: with ``defer_views`` the window shows first (corpus panel,
+  training panel, prompt, a start page with the training progress); the
+  views, pyqtgraph and their palette are built after the first paint, and
+  ``core.model`` (numba) loads on the training thread. The start page gives
+  way to the views when the first model is ready.
 * Files and folders dropped anywhere on the window (an application-wide event
   filter sees drags over every child) are added to the corpus list.
 """
@@ -21,6 +30,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
@@ -33,28 +43,33 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMenu,
+    QProgressBar,
     QScrollArea,
     QSplitter,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
-from superqt.utils import qdebounced
 
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
 from explorer.state import ExplorerState
-from explorer.training_panel import TrainingPanel
-from explorer.view_base import BaseView
-from explorer.view_buckets import BucketsView
-from explorer.view_embeddings import EmbeddingsView
-from explorer.view_layers import LayersView
-from explorer.view_trajectory import TrajectoryView
+from explorer.training_panel import CACHED_CURVES, TrainingPanel
 from explorer.worker import Explainer, TaskSlot, load_or_train
+
+if TYPE_CHECKING:
+    from explorer.view_base import BaseView
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO / "resources" / "default_corpus.txt"
 DEFAULT_PROMPT = "The with statement"
 DEBOUNCE_MS = 50
+FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces the fast one
+# ``Model.explain`` options while typing (public keyword arguments of ``generate``):
+# a capped length, and narrower beams / fewer particles (greedy ignores width)
+FAST_MAX_LEN = 16
+FAST_WIDTH = {"beam": 2, "smc": 4}
+VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
 
 
 class MainWindow(QMainWindow):
@@ -70,6 +85,9 @@ class MainWindow(QMainWindow):
         Load the cached model or start training at once.
     use_cache : bool
         Read and write trained models in the user cache directory.
+    defer_views : bool
+        Build the views (and import pyqtgraph) after the first paint, so the
+        window shows at once; otherwise they are built here.
 
     Signals
     -------
@@ -78,15 +96,22 @@ class MainWindow(QMainWindow):
     trainingCancelled()
     viewsDrawn()
         Every view drew the newest explanation.
+    viewsBuilt()
+        The four views exist (at once, or after the first paint when deferred).
+    firstPainted()
+        The window painted for the first time.
     """
 
     modelReady = Signal(object)
     trainingFailed = Signal(str)
     trainingCancelled = Signal()
     viewsDrawn = Signal()
+    viewsBuilt = Signal()
+    firstPainted = Signal()
 
     def __init__(self, corpora: list[str] | None = None, prompt: str = DEFAULT_PROMPT,
-                 autostart: bool = True, use_cache: bool = True) -> None:
+                 autostart: bool = True, use_cache: bool = True,
+                 defer_views: bool = False) -> None:
         super().__init__()
         self.setWindowTitle("NoiseKey Explorer")
         self.setAcceptDrops(True)
@@ -99,6 +124,9 @@ class MainWindow(QMainWindow):
         self.draw_seconds = float("nan")
         self._typed_at: float | None = None
         self.latencies: list[float] = []
+        self._painted = False
+        self._defer_views = defer_views
+        self.explained_full = False  # the drawn explanation used the full options
 
         # -- left column ----------------------------------------------------------
         self.corpus_panel = CorpusPanel()
@@ -128,26 +156,44 @@ class MainWindow(QMainWindow):
         self.method_box = QComboBox()
         self.method_box.addItems(["greedy", "beam", "smc"])
         prow.addWidget(self.method_box)
+        self.busy_label = QLabel("")
+        self.busy_label.setMinimumWidth(80)
+        self.busy_label.setEnabled(False)  # greyed text
+        self.busy_label.setToolTip("an explanation of the prompt is being computed")
+        prow.addWidget(self.busy_label)
         self.output_label = QLabel("")
         self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.output_label.setWordWrap(True)
         rl.addLayout(prow)
         rl.addWidget(self.output_label)
-        self.views: dict[str, BaseView] = {
-            "embeddings": EmbeddingsView(self.state),
-            "buckets": BucketsView(self.state),
-            "trajectory": TrajectoryView(self.state),
-            "layers": LayersView(self.state),
-        }
+        self.views: dict[str, BaseView] = {}
         self.grid = QSplitter(Qt.Orientation.Vertical)
         self.rows = [QSplitter(Qt.Orientation.Horizontal), QSplitter(Qt.Orientation.Horizontal)]
-        self.rows[0].addWidget(self.views["embeddings"])
-        self.rows[0].addWidget(self.views["buckets"])
-        self.rows[1].addWidget(self.views["trajectory"])
-        self.rows[1].addWidget(self.views["layers"])
+        for _name, row in VIEW_SLOTS:  # placeholders until the views are built
+            self.rows[row].addWidget(QWidget())
         for r in self.rows:
             self.grid.addWidget(r)
-        rl.addWidget(self.grid, 1)
+        # start page: shown over the views until the first model is ready
+        self.start_page = QWidget()
+        sl = QVBoxLayout(self.start_page)
+        sl.addStretch(2)
+        title = QLabel("<h2>NoiseKey Explorer</h2>")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        sl.addWidget(title)
+        self.start_label = QLabel("starting…")
+        self.start_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.start_label.setWordWrap(True)
+        sl.addWidget(self.start_label)
+        self.start_bar = QProgressBar()
+        self.start_bar.setRange(0, 0)  # busy until the first progress report
+        self.start_bar.setTextVisible(False)
+        self.start_bar.setMaximumWidth(420)
+        sl.addWidget(self.start_bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        sl.addStretch(3)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.start_page)
+        self.stack.addWidget(self.grid)
+        rl.addWidget(self.stack, 1)
         self.main_split = QSplitter(Qt.Orientation.Horizontal)
         self.main_split.addWidget(scroll)
         self.main_split.addWidget(right)
@@ -173,14 +219,22 @@ class MainWindow(QMainWindow):
         self.corpus_panel.errorRaised.connect(self._show_error)
         self.corpus_panel.corporaChanged.connect(settings.set_last_corpora)
         self.prompt_box.textChanged.connect(self._on_typed)
-        self._debounced_prompt = qdebounced(self._prompt_settled, timeout=DEBOUNCE_MS)
-        self.state.promptChanged.connect(lambda _: self.request_explanation())
-        self.method_box.currentTextChanged.connect(lambda _: self.request_explanation())
-        self.state.modelChanged.connect(lambda _: self.request_explanation())
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(DEBOUNCE_MS)
+        self._debounce.timeout.connect(lambda: self._prompt_settled(self.prompt_box.text()))
+        self._full_timer = QTimer(self)
+        self._full_timer.setSingleShot(True)
+        self._full_timer.setInterval(FULL_AFTER_MS)
+        self._full_timer.timeout.connect(lambda: self.request_explanation(full=True))
+        self.state.promptChanged.connect(lambda _: self.request_explanation(full=False))
+        self.method_box.currentTextChanged.connect(lambda _: self.request_explanation(full=True))
+        self.state.modelChanged.connect(lambda _: self.request_explanation(full=True))
         self._build_menus()
-        self._install_view_menus()
         QApplication.instance().installEventFilter(self)
         self._restore_geometry()
+        if not defer_views:
+            self.build_views()
 
         self.state.set_prompt(prompt)
         if corpora is None:
@@ -195,6 +249,58 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.train)
         elif not start:
             self.statusBar().showMessage("drop a corpus on the window to start", 0)
+            self._set_start_text("drop a corpus file or folder on the window to start "
+                                 "(or File ▸ Open)", None)
+        else:
+            self._set_start_text("press Train (Ctrl+T) to train a model", None)
+
+    # -- views (built at once or after the first paint) ------------------------------
+    def paintEvent(self, ev) -> None:  # noqa: N802
+        super().paintEvent(ev)
+        if not self._painted:
+            self._painted = True
+            self.firstPainted.emit()
+            if self._defer_views:
+                QTimer.singleShot(0, self.build_views)
+
+    def build_views(self) -> None:
+        """Import pyqtgraph and the views, put them in the grid (idempotent)."""
+        if self.views:
+            return
+        from explorer.view_base import apply_palette
+        from explorer.view_buckets import BucketsView
+        from explorer.view_embeddings import EmbeddingsView
+        from explorer.view_layers import LayersView
+        from explorer.view_trajectory import TrajectoryView
+
+        apply_palette()
+        classes = {"embeddings": EmbeddingsView, "buckets": BucketsView,
+                   "trajectory": TrajectoryView, "layers": LayersView}
+        for i, (name, row) in enumerate(VIEW_SLOTS):
+            view = classes[name](self.state)
+            self.views[name] = view
+            old = self.rows[row].replaceWidget(i % 2, view)
+            if old is not None:
+                old.deleteLater()
+        self._install_view_menus()
+        if self.model is None and self.trainer.busy:
+            for v in self.views.values():
+                v.set_header("waiting for the first model — training in the background")
+        self.viewsBuilt.emit()
+        if self.model is not None:
+            self.stack.setCurrentWidget(self.grid)
+        if self.state.explanation is not None:  # it arrived before the views
+            for v in self.views.values():
+                v._on_explanation(self.state.explanation)
+            self.viewsDrawn.emit()
+
+    def _set_start_text(self, text: str, fraction: float | None) -> None:
+        self.start_label.setText(text)
+        if fraction is None:
+            self.start_bar.setRange(0, 0)
+        else:
+            self.start_bar.setRange(0, 1000)
+            self.start_bar.setValue(int(1000 * max(0.0, min(1.0, fraction))))
 
     # -- menus ---------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -212,13 +318,8 @@ class MainWindow(QMainWindow):
         self.act_export_svg.triggered.connect(lambda: self.export_dialog(self, "svg"))
         fm.addAction(self.act_export_png)
         fm.addAction(self.act_export_svg)
-        em = fm.addMenu("Export &view")
-        for i, view in enumerate(self.views.values(), start=1):
-            for fmt in exporters.FORMATS:
-                sc = f"Ctrl+{i}" if fmt == "png" else f"Ctrl+Shift+{i}"
-                a = QAction(f"{view.title} as {fmt.upper()}…", self, shortcut=sc)
-                a.triggered.connect(lambda _=False, v=view, f=fmt: self.export_dialog(v, f))
-                em.addAction(a)
+        self.export_view_menu = fm.addMenu("Export &view")  # filled by build_views
+        self.export_view_menu.setEnabled(False)
         fm.addSeparator()
         quit_act = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_act.triggered.connect(self.close)
@@ -239,7 +340,15 @@ class MainWindow(QMainWindow):
             vm.addAction(a)
 
     def _install_view_menus(self) -> None:
-        """Right-click: export entries on every view (header and plot menus)."""
+        """File ▸ Export view, and right-click export entries on every view."""
+        em = self.export_view_menu
+        for i, view in enumerate(self.views.values(), start=1):
+            for fmt in exporters.FORMATS:
+                sc = f"Ctrl+{i}" if fmt == "png" else f"Ctrl+Shift+{i}"
+                a = QAction(f"{view.title} as {fmt.upper()}…", self, shortcut=sc)
+                a.triggered.connect(lambda _=False, v=view, f=fmt: self.export_dialog(v, f))
+                em.addAction(a)
+        em.setEnabled(True)
         for view in self.views.values():
             view.header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             view.header.customContextMenuRequested.connect(
@@ -310,8 +419,8 @@ class MainWindow(QMainWindow):
         if not paths:
             self._show_error("no corpus: drop a file or folder on the window, or File ▸ Open")
             return
-        config = self.training_panel.config()
-        settings.set_training_settings(self.training_panel.values())
+        config = self.training_panel.values()  # the worker builds the TrainConfig
+        settings.set_training_settings(config)
         self.training_panel.set_running(True)
         self._train_paths = list(paths)
         use_cache = self.use_cache
@@ -321,6 +430,7 @@ class MainWindow(QMainWindow):
         if self.model is None:
             for v in self.views.values():
                 v.set_header("waiting for the first model — training in the background")
+            self._set_start_text("preparing the first model…", None)
 
     def cancel_training(self) -> None:
         if self.trainer.cancel():
@@ -328,11 +438,21 @@ class MainWindow(QMainWindow):
 
     def _on_progress(self, stage: str, fraction: float, info) -> None:
         self.training_panel.on_progress(stage, fraction, info)
+        if self.model is None:
+            hint = ""
+            if stage == "loading the model code":
+                hint = " (the first start compiles the kernels: a minute or two)"
+            self._set_start_text(f"first model: {stage} — {100 * fraction:.0f}%{hint}",
+                                 fraction if stage != "loading the model code" else None)
 
     def _on_trained(self, result) -> None:
         model, cached = result
         self.training_panel.set_running(False)
         self.training_panel.set_message("loaded from cache" if cached else "trained", 1.0)
+        if cached:
+            self.training_panel.clear_curves(CACHED_CURVES)
+        if self.views:
+            self.stack.setCurrentWidget(self.grid)
         self.model = model
         self.model_paths = list(getattr(self, "_train_paths", []))
         names = ", ".join(Path(p).name for p in self.model_paths)
@@ -344,6 +464,8 @@ class MainWindow(QMainWindow):
     def _on_train_failed(self, msg: str) -> None:
         self.training_panel.set_running(False)
         self.training_panel.set_message("training failed", 0.0)
+        if self.model is None:
+            self._set_start_text(f"training failed: {msg}", 0.0)
         self._show_error(f"training failed: {msg}")
         self.trainingFailed.emit(msg)
 
@@ -351,6 +473,8 @@ class MainWindow(QMainWindow):
         self.training_panel.set_running(False)
         keep = "keeping the previous model" if self.model is not None else "no model yet"
         self.training_panel.set_message(f"cancelled — {keep}", 0.0)
+        if self.model is None:
+            self._set_start_text("training cancelled — press Train (Ctrl+T) to start again", 0.0)
         self.statusBar().showMessage(f"training cancelled; {keep}", 5000)
         self.trainingCancelled.emit()
 
@@ -361,31 +485,60 @@ class MainWindow(QMainWindow):
     # -- prompt / explanation ---------------------------------------------------------
     def _on_typed(self, text: str) -> None:
         self._typed_at = time.perf_counter()
-        self._debounced_prompt(text)
+        self._full_timer.stop()
+        self._debounce.start()  # restarts: fires DEBOUNCE_MS after the last keystroke
 
     def _prompt_settled(self, text: str) -> None:
         self.state.set_prompt(text)
 
-    def request_explanation(self) -> None:
+    def explain_options(self, full: bool) -> dict:
+        """Keyword arguments of ``Model.explain``: the user's method, fast or full."""
+        method = self.method_box.currentText()
+        kw: dict = {"method": method}
+        if not full:
+            kw["max_len"] = FAST_MAX_LEN
+            if method in FAST_WIDTH:
+                kw["width"] = FAST_WIDTH[method]
+        return kw
+
+    def _fast_is_full(self, ex) -> bool:
+        """The fast explanation equals the full one (greedy, not cut by the length cap)."""
+        return "width" not in self.explain_options(False) and \
+            len(ex.generation.steps) < FAST_MAX_LEN
+
+    def request_explanation(self, full: bool = True) -> None:
+        """Ask the explainer for the prompt's explanation (newest request wins)."""
+        self._full_timer.stop()
         if self.model is None:
             return
-        self.explainer.request(partial(self.model.explain, method=self.method_box.currentText()),
-                               self.state.prompt)
+        self.explainer.request(partial(self.model.explain, **self.explain_options(full)),
+                               self.state.prompt, full)
+        self.busy_label.setText("computing…")
 
-    def _on_explained(self, ex, secs: float) -> None:
+    def _on_explained(self, ex, secs: float, full: bool = True) -> None:
         self.explain_seconds = secs
+        self.explained_full = full
+        self.busy_label.setText("")
         t0 = time.perf_counter()
         self.state.set_explanation(ex)
         self.draw_seconds = time.perf_counter() - t0
         self.output_label.setText(f"→ <i>{ex.generation.text}</i>" if ex is not None else "")
         self.model_label.setText(self.model_label.text().split("  ·")[0]
-                                 + f"  · explain {1000 * secs:.0f} ms")
+                                 + f"  · explain {1000 * secs:.0f} ms"
+                                 + ("" if full else " (fast)"))
+        if not full and ex is not None and self._fast_is_full(ex):
+            self.explained_full = full = True
+        if not full and ex is not None and ex.prompt == self.prompt_box.text():
+            self._full_timer.start()  # typing paused: the full explanation follows
+        if not self.views:
+            return  # build_views draws it and emits viewsDrawn
         if self._typed_at is not None:
             self.latencies.append(time.perf_counter() - self._typed_at)
             self._typed_at = None
         self.viewsDrawn.emit()
 
     def _on_explain_failed(self, msg: str) -> None:
+        self.busy_label.setText("")
         self._show_error(f"could not explain the prompt: {msg}")
 
     # -- export ----------------------------------------------------------------------

@@ -6,17 +6,21 @@ default), so the panel follows the config's schema. Progress arrives as
 ``(stage, fraction, info)``: the bar shows the stage, percentage and an ETA
 extrapolated within the stage; every numeric value in ``info`` (win rates,
 held-out accuracy, losses) becomes a live curve against elapsed seconds.
+
+Start-up: the panel imports neither ``core.model`` (numba) nor pyqtgraph.
+Its defaults are ``FIELDS`` (kept equal to ``TrainConfig``'s by a test), the
+window hands :meth:`TrainingPanel.values` to the worker, which builds the
+``TrainConfig``, and the curves plot is created at the first figure; until
+then a line of text says why there are no curves (e.g. a cached model).
+Curve points are buffered and redrawn at most every ``CURVE_REDRAW_S``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -26,6 +30,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -48,6 +53,9 @@ FIELDS: dict[str, tuple[str, str, object, tuple]] = {
     "seed": ("seed", "int", 0, (0, 2**31 - 1)),
     "op": ("layer op", "choice", "mean", ("mean", "halfgap")),
 }
+CURVE_REDRAW_S = 0.25
+NO_CURVES = "live curves of win rates and held-out accuracy appear while training"
+CACHED_CURVES = "loaded from cache; train to see live curves"
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
@@ -61,17 +69,8 @@ def config_class():
 
 
 def default_values() -> dict:
-    cls = config_class()
-    vals = {k: spec[2] for k, spec in FIELDS.items()}
-    if cls is not None:
-        try:
-            inst = cls()
-            for k in FIELDS:
-                if hasattr(inst, k):
-                    vals[k] = getattr(inst, k)
-        except TypeError:
-            pass
-    return vals
+    """Form defaults (``FIELDS``, equal to ``TrainConfig``'s; no core import)."""
+    return {k: spec[2] for k, spec in FIELDS.items()}
 
 
 def format_eta(seconds: float) -> str:
@@ -136,15 +135,22 @@ class TrainingPanel(QWidget):
         self.bar.setTextVisible(True)
         self.bar.setFormat("idle")
         lay.addWidget(self.bar)
-        self.curves_plot = pg.PlotWidget()
-        self.curves_plot.setMinimumHeight(120)
-        self.curves_plot.setLabel("bottom", "seconds")
-        self.curves_plot.setLabel("left", "rate")
-        self.curves_plot.addLegend(offset=(5, 5), labelTextSize="7pt")
-        self.curves_plot.setYRange(0, 1)
-        lay.addWidget(self.curves_plot, 1)
-        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.curves_stack = QStackedWidget()
+        self.curves_stack.setMinimumHeight(120)
+        self.curves_note = QLabel(NO_CURVES)
+        self.curves_note.setWordWrap(True)
+        self.curves_note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.curves_note.setEnabled(False)  # greyed text
+        self.curves_stack.addWidget(self.curves_note)
+        lay.addWidget(self.curves_stack, 1)
+        self.curves_plot = None  # a pyqtgraph PlotWidget, made at the first figure
+        self.curves: dict = {}
         self.curve_data: dict[str, tuple[list[float], list[float]]] = {}
+        self._dirty = False
+        self._redraw = QTimer(self)
+        self._redraw.setSingleShot(True)
+        self._redraw.setInterval(int(CURVE_REDRAW_S * 1000))
+        self._redraw.timeout.connect(self._flush_curves)
         self._t0 = time.perf_counter()
         self._stage = ""
         self._stage_t0 = self._t0
@@ -174,14 +180,11 @@ class TrainingPanel(QWidget):
                 w.setValue(float(v))
 
     def config(self):
-        """A ``TrainConfig`` of the form's values (fields it has), or a dict."""
-        vals = self.values()
-        cls = config_class()
-        if cls is None:
-            return vals
-        names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) \
-            else set(vals)
-        return cls(**{k: v for k, v in vals.items() if k in names})
+        """A ``TrainConfig`` of the form's values (imports ``core.model``)."""
+        from core.model import TrainConfig
+        from explorer.worker import make_config
+
+        return make_config(TrainConfig, self.values())
 
     # -- run state ------------------------------------------------------------
     def set_running(self, running: bool) -> None:
@@ -190,13 +193,22 @@ class TrainingPanel(QWidget):
         if running:
             self._t0 = time.perf_counter()
             self._stage = ""
-            for c in self.curves.values():
-                self.curves_plot.removeItem(c)
-            self.curves.clear()
-            self.curve_data.clear()
-            self.curves_plot.plotItem.legend.clear()
+            self.clear_curves("training: curves appear with the first held-out figures")
             self.bar.setValue(0)
             self.bar.setFormat("starting…")
+
+    def clear_curves(self, note: str = NO_CURVES) -> None:
+        """Drop the curves and show ``note`` instead of an empty plot."""
+        self._redraw.stop()
+        self._dirty = False
+        if self.curves_plot is not None:
+            for c in self.curves.values():
+                self.curves_plot.removeItem(c)
+            self.curves_plot.plotItem.legend.clear()
+        self.curves.clear()
+        self.curve_data.clear()
+        self.curves_note.setText(note)
+        self.curves_stack.setCurrentWidget(self.curves_note)
 
     def set_message(self, text: str, fraction: float | None = None) -> None:
         self.bar.setFormat(text)
@@ -214,20 +226,47 @@ class TrainingPanel(QWidget):
         if info:
             t = now - self._t0
             for k, v in info.items():
-                if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) \
+                if isinstance(v, (int, float)) and not isinstance(v, bool) \
                         and math.isfinite(float(v)):
                     self._add_point(k, t, float(v))
 
     def _add_point(self, key: str, t: float, v: float) -> None:
-        if key not in self.curves:
-            col = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
-            self.curves[key] = self.curves_plot.plot(
-                pen=pg.mkPen(col, width=2), symbol="o", symbolSize=4, symbolBrush=col,
-                name=key.replace("_", " "))
-            self.curve_data[key] = ([], [])
-        xs, ys = self.curve_data[key]
+        xs, ys = self.curve_data.setdefault(key, ([], []))
         xs.append(t)
         ys.append(v)
-        self.curves[key].setData(xs, ys)
-        if v > 1.0 or v < 0.0:
-            self.curves_plot.enableAutoRange(axis="y")
+        self._dirty = True
+        if not self._redraw.isActive():
+            self._redraw.start()
+
+    def _ensure_plot(self):
+        if self.curves_plot is None:
+            import pyqtgraph as pg
+
+            self.curves_plot = pg.PlotWidget()
+            self.curves_plot.setLabel("bottom", "seconds")
+            self.curves_plot.setLabel("left", "rate")
+            self.curves_plot.addLegend(offset=(5, 5), labelTextSize="7pt")
+            self.curves_plot.setYRange(0, 1)
+            self.curves_stack.addWidget(self.curves_plot)
+        return self.curves_plot
+
+    def _flush_curves(self) -> None:
+        """Draw buffered curve points (at most every ``CURVE_REDRAW_S``)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        import pyqtgraph as pg
+
+        plot = self._ensure_plot()
+        self.curves_stack.setCurrentWidget(plot)
+        out_of_unit = False
+        for key, (xs, ys) in self.curve_data.items():
+            if key not in self.curves:
+                col = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
+                self.curves[key] = plot.plot(
+                    pen=pg.mkPen(col, width=2), symbol="o", symbolSize=4, symbolBrush=col,
+                    name=key.replace("_", " "))
+            self.curves[key].setData(xs, ys)
+            out_of_unit = out_of_unit or max(ys) > 1.0 or min(ys) < 0.0
+        if out_of_unit:
+            plot.enableAutoRange(axis="y")

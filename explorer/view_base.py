@@ -77,10 +77,49 @@ def legend_brush() -> pg.QtGui.QBrush:
     return pg.mkBrush(c)
 
 
+_BRUSHES: dict[tuple[str, int], pg.QtGui.QBrush] = {}
+_PENS: dict[tuple[str, float], pg.QtGui.QPen] = {}
+
+
 def brush(colour: str | QColor, alpha: int = 255) -> pg.QtGui.QBrush:
-    c = QColor(colour)
-    c.setAlpha(alpha)
-    return pg.mkBrush(c)
+    """A brush of ``colour`` (shared: the same object for the same colour and alpha)."""
+    key = (QColor(colour).name(), alpha)
+    b = _BRUSHES.get(key)
+    if b is None:
+        c = QColor(colour)
+        c.setAlpha(alpha)
+        b = _BRUSHES[key] = pg.mkBrush(c)
+    return b
+
+
+def pen(colour: str, width: float = 1.0) -> pg.QtGui.QPen:
+    """A cosmetic pen of ``colour`` (shared like :func:`brush`)."""
+    key = (colour, width)
+    p = _PENS.get(key)
+    if p is None:
+        p = _PENS[key] = pg.mkPen(colour, width=width)
+    return p
+
+
+def path_brushes(paths: list[str]) -> list:
+    """One shared brush per step, by the path (B, C, mix) that produced it."""
+    return [brush(PATH_COLOURS.get(p, "#7f7f7f")) for p in paths]
+
+
+class IntegerAxis(pg.AxisItem):
+    """An axis whose ticks sit on whole numbers only (steps, layers)."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph API
+        out = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            if spacing < 1:
+                continue
+            vals = [v for v in values if float(v).is_integer()]
+            out.append((spacing, vals))
+        if not out:  # zoomed in below one step: every whole number in view
+            lo, hi = int(np.ceil(minVal)), int(np.floor(maxVal))
+            out.append((1.0, list(range(lo, hi + 1))))
+        return out
 
 
 def token_label(vocab: list[str], token_id: int) -> str:

@@ -11,7 +11,12 @@ for the digit metric the leftmost digit should dominate.
 
 Design choice: the view shows the probe of ``state.step`` (the step of the
 selected token when it was generated); a prompt with no generated steps
-leaves the strip without probes.
+leaves the strip without probes. An exact match (δ = 0, all terms zero)
+says so over the heatmap instead of drawing a blank one.
+
+Speed: the occupancy strip changes with the model only; ``IndexStats``
+hands a fresh copy per explanation, so it is redrawn only when its content
+differs from what is drawn.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class BucketsView(BaseView):
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)
-        self._occ_id: int | None = None
+        self._occ = np.zeros(0, np.int32)  # the occupancy drawn now
         self.strip = self.glw.addPlot(row=0, col=0, colspan=3)
         self.strip.setLabel("bottom", "bucket (locality order)")
         self.strip.setLabel("left", "filled slots")
@@ -72,6 +77,12 @@ class BucketsView(BaseView):
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
         self.heat.hoverEvent = self._heat_hover
+        self.exact_text = pg.TextItem("exact match (δ = 0)", color=foreground(255),
+                                      anchor=(0.5, 0.5), fill=legend_brush(),
+                                      border=pg.mkPen(foreground(120)))
+        self.exact_text.setZValue(10)
+        self.heat_plot.addItem(self.exact_text, ignoreBounds=True)
+        self.exact_text.hide()
         self.cbar = pg.ColorBarItem(
             values=(0, 1), colorMap=pg.colormap.get("viridis"), label="distance term",
             interactive=False, width=12,
@@ -135,16 +146,17 @@ class BucketsView(BaseView):
     def draw(self, ex: Explanation | None) -> None:
         if ex is None:
             self.occupancy.setData([], [], stepMode=None)
-            self._occ_id = None
+            self._occ = np.zeros(0, np.int32)
             self._draw_probe(None)
             return
         st = ex.index_stats
-        if self._occ_id != id(st.occupancy):
-            occ = np.asarray(st.occupancy, dtype=np.float32)
+        occ_raw = np.asarray(st.occupancy)
+        if not np.array_equal(occ_raw, self._occ):
+            occ = occ_raw.astype(np.float32)
             self.occupancy.setData(np.arange(len(occ) + 1) - 0.5, occ, stepMode="center")
             self.strip.setYRange(-0.8, max(st.bucket_size, 1) * 1.6 + 1.5)
             self.strip.enableAutoRange(axis="x")
-            self._occ_id = id(st.occupancy)
+            self._occ = occ_raw.copy()
         self.on_step(self.state.step)
 
     def _draw_probe(self, probe) -> None:
@@ -153,6 +165,7 @@ class BucketsView(BaseView):
             for item in (self.probed, self.candidates, self.winner):
                 item.clear()
             self.heat.clear()
+            self.exact_text.hide()
             self.bars.setOpts(x=[], height=[])
             self._breakdown = np.zeros((0, 0), np.float32)
             return
@@ -183,6 +196,10 @@ class BucketsView(BaseView):
         if bd.ndim == 1:
             bd = bd[:, None]
         self._breakdown = bd
+        exact = bool(bd.size) and not np.any(bd) and float(probe.distance) == 0.0
+        self.exact_text.setVisible(exact)
+        if exact:
+            self.exact_text.setPos(bd.shape[1] / 2, bd.shape[0] / 2)
         if bd.size:
             hi = float(bd.max()) if float(bd.max()) > 0 else 1.0
             self.heat.setImage(bd, autoLevels=False, levels=(0.0, hi))

@@ -38,6 +38,8 @@ from explorer.view_base import (
     brush,
     foreground,
     legend_brush,
+    path_brushes,
+    pen,
     scatter_count,
     token_label,
 )
@@ -99,6 +101,7 @@ class EmbeddingsView(BaseView):
         self._keys_fp: tuple[int, str] | None = None
         self._proj: tuple[np.ndarray, np.ndarray] | None = None
         self._xy_keys = np.zeros((0, 2), np.float32)
+        self._protos_key: tuple[int, int] | None = None
         self.plot = self.glw.addPlot()
         self.plot.setLabel("bottom", "component 1")
         self.plot.setLabel("left", "component 2")
@@ -109,7 +112,7 @@ class EmbeddingsView(BaseView):
 
         self.all_keys = pg.ScatterPlotItem(
             size=3, pen=None, brush=pg.mkBrush(foreground(45)), hoverable=True,
-            tip=vocab_tip, name="all keys",
+            tip=vocab_tip, name="all keys", antialias=False,
         )
         self.shafts = pg.PlotCurveItem(pen=pg.mkPen(foreground(150), width=1), connect="pairs")
         self.heads = pg.ScatterPlotItem(size=10, pen=None, brush=pg.mkBrush(foreground(180)))
@@ -220,6 +223,7 @@ class EmbeddingsView(BaseView):
             self.shafts.setData([], [])
             self._keys_fp = None
             self._proj = None
+            self._protos_key = None
             return
         self._ensure_projection(ex.keys)
         ids = np.asarray(ex.ids, dtype=np.int64)
@@ -230,8 +234,8 @@ class EmbeddingsView(BaseView):
             enc = self._project(np.stack([s.encoder for s in steps]))
             toks = np.array([s.token for s in steps], dtype=np.int64)
             snap = self._xy_keys[toks]
-            brushes = [brush(PATH_COLOURS.get(s.path, "#7f7f7f")) for s in steps]
-            pens = [pg.mkPen(PATH_COLOURS.get(s.path, "#7f7f7f"), width=2) for s in steps]
+            brushes = path_brushes([s.path for s in steps])
+            pens = [pen(PATH_COLOURS.get(s.path, "#7f7f7f"), 2.0) for s in steps]
             self.encoder.setData(pos=enc, pen=pens, brush=brushes, data=np.arange(len(steps)))
             self.snapped.setData(pos=snap, brush=brushes, data=toks)
             starts = np.concatenate([states, enc])
@@ -244,13 +248,16 @@ class EmbeddingsView(BaseView):
             self.snapped.clear()
             self.heads.clear()
             self.shafts.setData([], [])
-        if len(ex.prototypes):
-            _, comp = self._proj
-            centre = self._xy_keys.mean(axis=0) if len(self._xy_keys) else np.zeros(2)
-            pxy = centre + np.asarray(ex.prototypes, np.float32) @ comp
-            self.protos.setData(pos=pxy, data=np.arange(len(pxy)))
-        else:
-            self.protos.clear()
+        protos_key = (id(ex.prototypes), id(self._proj))  # they change with the model only
+        if protos_key != self._protos_key:
+            self._protos_key = protos_key
+            if len(ex.prototypes):
+                _, comp = self._proj
+                centre = self._xy_keys.mean(axis=0) if len(self._xy_keys) else np.zeros(2)
+                pxy = centre + np.asarray(ex.prototypes, np.float32) @ comp
+                self.protos.setData(pos=pxy, data=np.arange(len(pxy)))
+            else:
+                self.protos.clear()
         self.set_header(f"{len(ex.keys)} keys · {len(ids)} context · {len(steps)} steps · "
                         f"{self.state.projection.upper()}")
         self.on_token(self.state.token)

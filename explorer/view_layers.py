@@ -26,6 +26,7 @@ from explorer.view_base import (
     PATH_COLOURS,
     SELECT_COLOUR,
     BaseView,
+    IntegerAxis,
     brush,
     foreground,
     legend_brush,
@@ -60,7 +61,8 @@ class LayersView(BaseView):
         self.heat.mouseClickEvent = self._heat_click
         self.heat.hoverEvent = self._heat_hover
 
-        self.acc_plot = self.glw.addPlot(row=1, col=0, colspan=2)
+        self.acc_plot = self.glw.addPlot(row=1, col=0, colspan=2,
+                                         axisItems={"bottom": IntegerAxis("bottom")})
         self.acc_plot.setLabel("bottom", "layer m")
         self.acc_plot.setLabel("left", "token accuracy")
         self.acc_plot.setYRange(0, 1.05)

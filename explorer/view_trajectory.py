@@ -25,9 +25,11 @@ from explorer.view_base import (
     PATH_COLOURS,
     SELECT_COLOUR,
     BaseView,
+    IntegerAxis,
     brush,
     foreground,
     legend_brush,
+    path_brushes,
     scatter_count,
     token_label,
 )
@@ -42,7 +44,8 @@ class TrajectoryView(BaseView):
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)
-        self.scores = self.glw.addPlot(row=0, col=0)
+        self.scores = self.glw.addPlot(row=0, col=0,
+                                       axisItems={"bottom": IntegerAxis("bottom")})
         self.scores.setLabel("left", "log-potential")
         self.scores.setLabel("bottom", "step")
         self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5,
@@ -63,7 +66,7 @@ class TrajectoryView(BaseView):
         self.points.sigClicked.connect(self._clicked)
         self.labels: list[pg.TextItem] = []
 
-        self.band = self.glw.addPlot(row=1, col=0)
+        self.band = self.glw.addPlot(row=1, col=0, axisItems={"bottom": IntegerAxis("bottom")})
         self.band.setXLink(self.scores)
         self.band.setLabel("left", "running stat")
         self.band.setLabel("bottom", "step")
@@ -151,7 +154,7 @@ class TrajectoryView(BaseView):
         else:
             self.stubs.setData([], [])
         self.kept.setData(x, cum)
-        brushes = [brush(PATH_COLOURS.get(s.path, "#7f7f7f")) for s in steps]
+        brushes = path_brushes([s.path for s in steps])
         self.points.setData(x=x, y=cum, brush=brushes, data=np.arange(T))
         for i in range(min(T, MAX_LABELS)):
             lab = self._label(i)

@@ -3,9 +3,11 @@
 Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
 
 * :class:`TaskThread` runs one long core call ``fn(progress, cancel)`` in a
-  ``QThread``. Progress is throttled (at most every 50 ms, always on a new
-  stage and at the end) and delivered by signal to the GUI thread; results
-  and errors are handled on the GUI thread only.
+  ``QThread``. Progress is throttled (at most every 100 ms, always on a new
+  stage and at the end; figures in ``info`` are merged and ride on the next
+  report sent, so a chatty trainer cannot flood the GUI thread) and
+  delivered by signal to the GUI thread; results and errors are handled on
+  the GUI thread only.
 * Cancel is polled twice: core functions call ``cancel()`` between chunks,
   and the progress callback itself raises :class:`Cancelled` once cancel was
   requested, so any core function that reports progress stops at its next
@@ -80,7 +82,7 @@ class TaskThread(QThread):
     cancelled = Signal()
 
     def __init__(self, fn: Callable[[ProgressFn, CancelFn], object], name: str = "task",
-                 interval: float = 0.05, parent: QObject | None = None) -> None:
+                 interval: float = 0.1, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.fn = fn
         self.name = name
@@ -88,6 +90,8 @@ class TaskThread(QThread):
         self._cancel = threading.Event()
         self._last = 0.0
         self._stage = ""
+        self._fraction = 0.0
+        self._info: dict = {}
         self.traceback = ""
         self.started_at = 0.0
 
@@ -101,10 +105,22 @@ class TaskThread(QThread):
     def _progress(self, stage: str, fraction: float, info: dict | None = None) -> None:
         if self._cancel.is_set():
             raise Cancelled(stage)
+        if info:  # figures wait for the next report sent (newest value per key)
+            self._info.update(info)
         now = time.perf_counter()
-        if stage != self._stage or fraction >= 1.0 or now - self._last >= self.interval or info:
+        if stage != self._stage or fraction >= 1.0 or now - self._last >= self.interval:
             self._stage, self._last = stage, now
-            self.progressed.emit(stage, float(fraction), dict(info) if info else None)
+            self._fraction = float(fraction)
+            pending, self._info = self._info, {}
+            self.progressed.emit(stage, float(fraction), pending or None)
+        else:
+            self._fraction = float(fraction)
+
+    def _flush(self) -> None:
+        """Send figures that arrived after the last report sent."""
+        if self._info:
+            pending, self._info = self._info, {}
+            self.progressed.emit(self._stage, self._fraction, pending)
 
     def run(self) -> None:  # runs in the worker thread
         self.started_at = time.perf_counter()
@@ -123,6 +139,7 @@ class TaskThread(QThread):
         if self._cancel.is_set():
             self.cancelled.emit()
         else:
+            self._flush()
             self.succeeded.emit(result)
 
 
@@ -197,15 +214,15 @@ class TaskSlot(QObject):
 
 # -- explanations -----------------------------------------------------------
 class _ExplainWorker(QObject):
-    done = Signal(int, object, float)
+    done = Signal(int, object, float, bool)
     failed = Signal(int, str)
 
     def __init__(self, latest: list[int]) -> None:
         super().__init__()
         self._latest = latest
 
-    @Slot(int, object, str)
-    def compute(self, seq: int, fn: object, prompt: str) -> None:
+    @Slot(int, object, str, bool)
+    def compute(self, seq: int, fn: object, prompt: str, full: bool) -> None:
         if seq != self._latest[0]:
             return  # a newer request is queued behind this one
         t0 = time.perf_counter()
@@ -214,26 +231,33 @@ class _ExplainWorker(QObject):
         except Exception as exc:  # noqa: BLE001
             self.failed.emit(seq, describe_error(exc))
             return
-        self.done.emit(seq, ex, time.perf_counter() - t0)
+        self.done.emit(seq, ex, time.perf_counter() - t0, full)
 
 
 class Explainer(QObject):
     """``fn(prompt)`` (a bound ``model.explain``) on a worker thread, newest wins.
 
+    One worker thread (``Model.explain`` is not safe to run twice at once:
+    the hash index keeps scratch stamps), requests carry sequence numbers,
+    queued ones older than the newest are skipped unrun and stale results
+    are dropped, so the GUI thread never waits and draws only the newest.
+
     Signals
     -------
-    ready(object, float)
-        The explanation of the latest request and its compute time (s).
+    ready(object, float, bool)
+        The explanation of the latest request, its compute time (s) and
+        whether it was a full (not a fast, while-typing) request.
     failed(str)
     """
 
-    ready = Signal(object, float)
+    ready = Signal(object, float, bool)
     failed = Signal(str)
-    _request = Signal(int, object, str)
+    _request = Signal(int, object, str, bool)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._latest = [0]
+        self._answered = 0
         self.thread = QThread(self)
         self.thread.setObjectName("explainer")
         self.worker = _ExplainWorker(self._latest)
@@ -243,19 +267,26 @@ class Explainer(QObject):
         self.worker.failed.connect(self._failed)
         self.thread.start()
 
-    def request(self, fn: Callable[[str], object], prompt: str) -> int:
+    def request(self, fn: Callable[[str], object], prompt: str, full: bool = True) -> int:
         """Queue ``fn(prompt)``; returns the request's sequence number."""
         self._latest[0] += 1
         seq = self._latest[0]
-        self._request.emit(seq, fn, prompt)
+        self._request.emit(seq, fn, prompt, full)
         return seq
 
-    def _done(self, seq: int, ex: object, secs: float) -> None:
+    @property
+    def pending(self) -> bool:
+        """A request whose result has not arrived yet."""
+        return self._answered != self._latest[0]
+
+    def _done(self, seq: int, ex: object, secs: float, full: bool) -> None:
         if seq == self._latest[0]:
-            self.ready.emit(ex, secs)
+            self._answered = seq
+            self.ready.emit(ex, secs, full)
 
     def _failed(self, seq: int, msg: str) -> None:
         if seq == self._latest[0]:
+            self._answered = seq
             self.failed.emit(msg)
 
     def stop(self) -> None:
@@ -318,17 +349,33 @@ def model_cache_path(paths: Sequence[str | os.PathLike], config: object) -> Path
     return cache_dir() / f"{h.hexdigest()}.nkm"
 
 
+def make_config(cls: type, config: object) -> object:
+    """``cls(**config)`` for a dict of settings (keys ``cls`` lacks are left out)."""
+    if not isinstance(config, dict):
+        return config
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names})
+    return cls(**config)
+
+
 def load_or_train(paths: Sequence[str | os.PathLike], config: object,
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                   use_cache: bool = True):
     """A model for ``paths`` + ``config``: from the cache when it matches, else trained.
 
+    ``config`` is a ``TrainConfig`` or a dict of its fields (the window passes
+    a dict, so that ``core.model`` and its kernels load on this worker thread).
+
     Returns
     -------
     (model, from_cache) : (core.model.Model, bool)
     """
-    from core import model as core_model
+    if progress:
+        progress("loading the model code", 0.0, None)
+    from core import model as core_model  # numba kernels: imported off the GUI thread
 
+    config = make_config(core_model.TrainConfig, config)
     path = model_cache_path(paths, config) if use_cache else None
     if path is not None and path.exists():
         if progress:

@@ -144,3 +144,51 @@ def test_view_exports_png_and_svg(views, i):
     kinds = {el.tag.split("}")[-1] for el in root.iter()}
     assert "path" in kinds or "polyline" in kinds
     assert sum(1 for _ in root.iter()) > 50
+
+
+def test_exact_match_says_so_instead_of_blank_heatmap(views):
+    state, vs = views
+    ex = make_explanation(T=3, seed=4)
+    probe = ex.generation.steps[0].probe
+    probe.breakdown[:] = 0.0
+    probe.distance = 0.0
+    state.set_explanation(ex)
+    buck = vs[1]
+    assert buck.exact_text.isVisible() and "exact match" in buck.exact_text.toPlainText()
+    state.set_step(1)  # a step with a non-zero distance: the heatmap, no note
+    assert not buck.exact_text.isVisible()
+
+
+def test_step_axes_tick_on_whole_steps(views):
+    state, vs = views
+    state.set_explanation(make_explanation(T=3))
+    for plot in (vs[2].scores, vs[2].band, vs[3].acc_plot):
+        axis = plot.getAxis("bottom")
+        for lo, hi in ((-0.5, 2.5), (0.0, 1.0), (0.2, 0.8), (0, 400)):
+            for _spacing, values in axis.tickValues(lo, hi, 400):
+                assert all(float(v).is_integer() for v in values)
+
+
+def test_model_wide_items_are_not_redrawn_per_prompt(views, monkeypatch):
+    state, vs = views
+    ex = make_explanation(T=4, seed=5)
+    state.set_explanation(ex)
+    calls = []
+    monkeypatch.setattr(vs[0].all_keys, "setData", lambda *a, **k: calls.append("keys"))
+    monkeypatch.setattr(vs[0].protos, "setData", lambda *a, **k: calls.append("protos"))
+    monkeypatch.setattr(vs[1].occupancy, "setData", lambda *a, **k: calls.append("occ"))
+    ex2 = make_explanation(prompt="a cat sat", T=4, seed=5)  # same model arrays, new prompt
+    ex2.keys, ex2.prototypes = ex.keys, ex.prototypes
+    ex2.index_stats.occupancy = ex.index_stats.occupancy.copy()  # a fresh, equal copy
+    state.set_explanation(ex2)
+    assert calls == []
+    assert vs[0].summary()["context"] == 3
+
+
+def test_panel_defaults_follow_train_config():
+    model = pytest.importorskip("core.model")
+    from explorer.training_panel import default_values
+
+    cfg = model.TrainConfig()
+    for k, v in default_values().items():
+        assert getattr(cfg, k) == v, k
