@@ -58,6 +58,7 @@ Design choices where DESIGN.md section 7 is silent
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from math import comb
 from typing import NamedTuple
@@ -73,6 +74,31 @@ ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
 
 
+def _batched(min_parallel: int = 32):
+    """Compile a batch kernel twice: ``prange`` threads for large batches, serial for small.
+
+    Launching the thread pool costs milliseconds on a busy machine, more than
+    a whole single-sentence call (a prompt typed in the window), so batches
+    smaller than ``min_parallel`` (first argument's length) run serially.
+    """
+
+    def wrap(fn):
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                    fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        par = njit(cache=True, nogil=True, parallel=True)(fn)
+        seq = njit(cache=True, nogil=True)(serial)
+
+        def call(*args):
+            return (par if args[0].shape[0] >= min_parallel else seq)(*args)
+
+        call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+        call.parallel, call.serial = par, seq
+        return call
+
+    return wrap
+
+
 def _op_code(op: str) -> int:
     try:
         return OPS[op]
@@ -85,7 +111,7 @@ def _op_code(op: str) -> int:
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_batched()
 def _next_layer(X, op):
     """One level of the pyramid for a batch.
 
@@ -297,7 +323,7 @@ class NearestKeys:
         return ids, dist
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_batched()
 def _topk_rows(G, k2, q2, k):
     """Top-k smallest ``d2[b, v] = q2[b] - 2 G[b, v] + k2[v]`` per row (ties: smaller id).
 
@@ -373,8 +399,8 @@ def _residual_one(A, Y, keys, ids, R):
     return tot
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _residuals(A, Y, keys, ids):
+@_batched()
+def _residuals(Y, A, keys, ids):
     """``res[b] = ||A K[ids[b]] - Y[b]||_F^2``; Y float32 [B, r, d], ids int64 [B, n]."""
     B = ids.shape[0]
     r = A.shape[0]
@@ -386,8 +412,8 @@ def _residuals(A, Y, keys, ids):
     return res
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _coordinate_descent(A, Y, keys, ids, cand, sweeps):
+@_batched()
+def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
     """Exact coordinate descent on ``||A K[ids] - Y||_F^2`` over candidate keys.
 
     For position ``p`` currently holding key ``a`` and a candidate ``c`` the
@@ -506,7 +532,7 @@ def _propagate(Y, band, keys, ids, index, A):
         cand[:, mask, p] = _candidates(index, x.astype(np.float32), 1)[..., 0]
     flat = np.ascontiguousarray(cand.reshape(b * S, n))
     Yr = np.ascontiguousarray(np.repeat(Y, S, axis=0))
-    res = _residuals(A, Yr, keys, flat).reshape(b, S)
+    res = _residuals(Yr, A, keys, flat).reshape(b, S)
     best = np.argmin(res, axis=1)
     return cand[np.arange(b), best], res[np.arange(b), best]
 
@@ -568,7 +594,7 @@ def reconstruct_linear(
     cand = _candidates(index, X0.astype(np.float32), k)
     naive = cand[..., 0].copy()
     ids = naive.copy()
-    res = _coordinate_descent(A, Y, keys, ids, cand, sweeps)
+    res = _coordinate_descent(Y, A, keys, ids, cand, sweeps)
     thresh = tol * r * d
     prev = np.full(B, np.inf)
     stuck = np.zeros(B, bool)  # a round changed nothing: the next would repeat it
@@ -588,7 +614,7 @@ def reconstruct_linear(
         cc = _moved_candidates(index, Xc, Kc, ida, k, radius)
         # monotone alternating projection: adopt the snapped projection if better
         jump = np.ascontiguousarray(cp[..., 0])
-        rj = _residuals(A, Ya, keys, jump)
+        rj = _residuals(Ya, A, keys, jump)
         ra = res[act]
         better = rj < ra
         ida[better] = jump[better]
@@ -603,7 +629,7 @@ def reconstruct_linear(
                 ida[st[ok]] = prop[ok]
         cand = np.ascontiguousarray(np.concatenate([cp, cc], axis=2))
         prev[act] = res[act]
-        res[act] = _coordinate_descent(A, Ya, keys, ida, cand, sweeps)
+        res[act] = _coordinate_descent(Ya, A, keys, ida, cand, sweeps)
         stuck[act] = stalled & (res[act] >= prev[act] * (1 - 1e-9)) & (ida == ids[act]).all(1)
         ids[act] = ida
     return Reconstruction(ids, naive, res, it)
