@@ -54,6 +54,18 @@ Design choices where DESIGN.md section 7 is silent
   measure each sentence's most compressible layer (``measure=True``), but the
   signature is always taken at the rule's layer so that every signature is
   comparable with a prompt's.
+* **snapping index.** Any object with ``query_batch(Q, k)`` works; the default
+  is :class:`NearestKeys` (exact l2). The hash index is built for queries
+  near a key; least-squares points lie far from every key, where its recall
+  is low: 1,000 sentences, n = 16, m = 4, V = 5,000, d = 32 gave token
+  accuracy 0.88 through ``HashIndex(keys, "l2")`` against 1.000 exact.
+
+Figures (``noisekey layers``, ``noisekey bench layers``, 2 shared cores)
+------------------------------------------------------------------------
+mean: token accuracy >= 0.99 for every m <= 0.35 n and up to m = 3, 7, 14
+for n = 8, 16, 32 (V = 5,000, d = 32, corpus windows); the naive snap falls
+below 0.99 from m = 2-4. Reconstructing 1,000 sentences of 16 tokens from
+L4: 1.7-3.4 s (load average 4-7 on the 2 cores), accuracy 1.000.
 """
 
 from __future__ import annotations
