@@ -38,7 +38,8 @@ is dominated by the current token's key (weight ``1/Σα^i``, 0.65 for α=0.4,
 W=3) so the nearest training window nearly always shares the current token
 when one exists. C therefore scans, exactly under the model metric, the
 training windows of the query's current token (grouped, CSR; partial
-distances stop early); only when that group is empty (or holds only the
+distances stop early; at most ``max_scan`` = 2048 windows per query, so very
+large groups are searched approximately); only when that group is empty (or holds only the
 left-out occurrence) does it search all windows — exactly with one BLAS
 product for l2, with the hash index for l1 and the digit metric. The
 agreement with brute force over all windows is measured in the tests.
@@ -127,6 +128,8 @@ def key_scale(keys: np.ndarray, metric: Metric) -> float:
 @njit(cache=True, nogil=True)
 def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
     """Push windows ``lo:hi`` into the running top-K (``br`` ranking values, ``bi`` ids)."""
+    if hi <= lo:
+        return
     for u in range(lo, hi):
         if u == skip:
             continue
@@ -150,14 +153,19 @@ def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, lam, D):
+def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, lam, D,
+                  max_scan):
     """K nearest training windows among those whose current token is ``qtok``.
 
     Exact under the metric within the group. The windows that also share the
     previous token are scanned first (they are the likely winners), so that
     partial distances cut the rest short. The left-out context ``own[i]`` is
-    skipped when its count drops to zero. Returns ids (-1 pad) and distances
-    (inf pad).
+    skipped when its count drops to zero. At most ``max_scan`` windows are
+    scanned per query (the shared-previous-token ones first, then the
+    nearest in sorted order on either side); groups larger than that are
+    searched approximately (window order inside a group is by token id, so
+    the budget is an arbitrary but deterministic subset). Returns ids (-1
+    pad) and distances (inf pad).
     """
     n = Q.shape[0]
     ids = np.full((n, K), -1, np.int64)
@@ -170,9 +178,19 @@ def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, l
         skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
         s_lo = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="left")
         s_hi = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="right")
+        if s_hi - s_lo > max_scan:  # centre the budget on the query's own window
+            if own[i] >= s_lo and own[i] < s_hi:
+                c = own[i]
+            else:
+                c = (s_lo + s_hi) // 2
+            s_lo = max(s_lo, c - max_scan // 2)
+            s_hi = min(s_hi, s_lo + max_scan)
         _scan(Q[i], s_lo, s_hi, skip, states, tot, br, bi, K, code, f, lam, D)
-        _scan(Q[i], lo, s_lo, skip, states, tot, br, bi, K, code, f, lam, D)
-        _scan(Q[i], s_hi, hi, skip, states, tot, br, bi, K, code, f, lam, D)
+        budget = max(max_scan - (s_hi - s_lo), 0)
+        _scan(Q[i], max(lo, s_lo - budget // 2), s_lo, skip, states, tot, br, bi, K, code, f,
+              lam, D)
+        _scan(Q[i], s_hi, min(hi, s_hi + budget - budget // 2), skip, states, tot, br, bi, K,
+              code, f, lam, D)
         for j in range(K):
             ids[i, j] = bi[j]
             if bi[j] >= 0:
@@ -181,11 +199,13 @@ def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, l
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k):
+def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
     """C's distribution from neighbour lists.
 
     ``p(w) ∝ Σ_j ω_j · c_j(w) / c_j``, ``ω_j = exp(−(δ_j − δ_1)/h)``, counts
-    of the left-out context ``own`` reduced by one at ``target``.
+    of the left-out context ``own`` reduced by one at ``target``; only the
+    ``max_vote`` most frequent successors of each window vote (the rest share
+    too little mass to reach a top-k list).
     Returns top-k ids, probs, the nearest valid distance and its support.
     """
     n, K = nn.shape
@@ -199,7 +219,7 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k):
         for j in range(K):
             u = nn[i, j]
             if u >= 0:
-                m += succ_off[u + 1] - succ_off[u]
+                m += min(succ_off[u + 1] - succ_off[u], max_vote)
         cw = np.empty(m, np.int64)
         cp = np.empty(m, np.float64)
         r = 0
@@ -218,7 +238,7 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k):
                 sup[i] = t_u
             om = np.exp(-(nd[i, j] - d0) / h)
             total_w += om
-            for s in range(succ_off[u], succ_off[u + 1]):
+            for s in range(succ_off[u], min(succ_off[u + 1], succ_off[u] + max_vote)):
                 c = succ_cnt[s] - (1 if (u == own[i] and succ_ids[s] == target[i]) else 0)
                 if c > 0:
                     cw[r] = succ_ids[s]
@@ -274,8 +294,9 @@ class WindowTable:
         Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
     """
 
-    def __init__(self, V: int, W: int) -> None:
+    def __init__(self, V: int, W: int, max_scan: int = 2048) -> None:
         self.V, self.W = int(V), int(W)
+        self.max_scan = int(max_scan)
         self.rows = np.zeros((0, W + 1), np.int32)  # window + successor
         self.cnt = np.zeros(0, np.int64)
         self.index = None
@@ -322,8 +343,11 @@ class WindowTable:
         start = np.flatnonzero(new)
         self.ctx = rows[start, :W].copy()
         self.succ_off = np.concatenate((start, [rows.shape[0]])).astype(np.int64)
-        self.succ_ids = rows[:, W].astype(np.int64)
-        self.succ_cnt = cnt.astype(np.int64)
+        # successors of each window by count, most frequent first (ties by id)
+        owner = np.repeat(np.arange(start.size), np.diff(self.succ_off))
+        order = np.lexsort((rows[:, W], -cnt, owner)) if rows.shape[0] else np.zeros(0, np.int64)
+        self.succ_ids = rows[order, W].astype(np.int64)
+        self.succ_cnt = cnt[order].astype(np.int64)
         self.tot = (np.add.reduceat(cnt, start) if start.size else np.zeros(0)).astype(np.int64)
         self.states = window_states(self.ctx, keys, weights)
         self.grp_off = np.concatenate(
@@ -379,7 +403,7 @@ class WindowTable:
                 else np.zeros(self.ctx.shape[0], np.int64))
         nn, nd = _group_search(Q, H[:, 0].astype(np.int64), qprev, own, self.states, ctx1,
                                self.grp_off, self.tot, int(K), m.code, float(m.f), float(m.lam),
-                               int(m.D))
+                               int(m.D), int(self.max_scan))
         # rows with no valid neighbour in the group go to the global index
         miss = np.flatnonzero(nn[:, 0] < 0)
         if miss.size and self.ctx.shape[0] and self.index_factory is not None:
@@ -414,7 +438,7 @@ class WindowTable:
         own = np.full(n, -1, np.int64) if own is None else own.astype(np.int64)
         target = np.full(n, -1, np.int64) if target is None else target.astype(np.int64)
         return _c_vote(nn, nd, own, target, self.succ_off, self.succ_ids, self.succ_cnt,
-                       self.tot, float(h), int(k))
+                       self.tot, float(h), int(k), int(max(k, 4 * k)))
 
     def to_arrays(self, prefix: str = "win_") -> dict[str, np.ndarray]:
         return {f"{prefix}rows": self.rows, f"{prefix}cnt": self.cnt}
