@@ -86,7 +86,7 @@ ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
 
 
-def _batched(min_parallel: int = 32):
+def _batched(min_parallel: int = 256):
     """Compile a batch kernel twice: ``prange`` threads for large batches, serial for small.
 
     Launching the thread pool costs milliseconds on a busy machine, more than
