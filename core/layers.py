@@ -65,7 +65,7 @@ Figures (``noisekey layers``, ``noisekey bench layers``, 2 shared cores)
 mean: token accuracy >= 0.99 for every m <= 0.35 n and up to m = 3, 7, 14
 for n = 8, 16, 32 (V = 5,000, d = 32, corpus windows); the naive snap falls
 below 0.99 from m = 2-4. Reconstructing 1,000 sentences of 16 tokens from
-L4: 1.7-3.4 s (load average 4-7 on the 2 cores), accuracy 1.000.
+L4: 1.4-2.3 s (best of 3; load average ~4 on the 2 cores), accuracy 1.000.
 """
 
 from __future__ import annotations
