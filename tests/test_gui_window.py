@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shiboken6
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import QApplication
@@ -155,7 +156,8 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
     thread = w.trainer.current
     with qtbot.waitSignal(w.trainingCancelled, timeout=5000):
         w.cancel_training()
-    qtbot.waitUntil(lambda: thread.isFinished(), timeout=10000)  # the worker really stopped
+    # the worker really stopped (a finished thread is reaped: then its wrapper is invalid)
+    qtbot.waitUntil(lambda: not shiboken6.isValid(thread) or thread.isFinished(), timeout=10000)
     assert w.model is first
     assert "cancelled" in w.training_panel.bar.format()
     assert w.training_panel.train_btn.isEnabled()
@@ -199,3 +201,36 @@ def test_settings_persist_between_windows(make_window):
     w2 = make_window()  # (the factory then applies SMALL, which sets dim again)
     assert w2.training_panel.values()["metric"] == "digit"
     assert settings.load_bytes("window/geometry") is not None
+
+
+def test_views_are_built_after_the_first_paint(make_window, qtbot):
+    w = make_window(defer_views=True)
+    qtbot.waitUntil(lambda: len(w.views) == 4, timeout=20000)
+    assert w.stack.currentWidget() is w.start_page  # no model yet: the start page
+    assert "drop a corpus" in w.start_label.text()
+    assert all(w.grid.isAncestorOf(v) for v in w.views.values())
+    assert w.export_view_menu.isEnabled()
+
+
+def test_training_curves_note_then_plot(qtbot):
+    from explorer.training_panel import CACHED_CURVES
+
+    p = TrainingPanel()
+    qtbot.addWidget(p)
+    p.clear_curves(CACHED_CURVES)
+    assert p.curves_stack.currentWidget() is p.curves_note
+    assert p.curves_note.text() == CACHED_CURVES
+    p.set_running(True)
+    for i in range(30):  # a burst of figures is drawn in one throttled redraw
+        p.on_progress("gate", i / 30, {"win_rate_b": 0.5 + i / 100})
+    qtbot.waitUntil(lambda: p.curves_stack.currentWidget() is p.curves_plot, timeout=5000)
+    assert len(p.curves["win_rate_b"].yData) == 30
+
+
+def test_top_level_help_lists_window_options(capsys):
+    from explorer.cli import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for word in ("COMMAND", "train", "--screenshot", "--prompt", "CORPUS"):
+        assert word in out
