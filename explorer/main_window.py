@@ -274,6 +274,7 @@ class MainWindow(QMainWindow):
         from explorer.view_trajectory import TrajectoryView
 
         apply_palette()
+        self.training_panel._ensure_plot()  # now, not at the first figure mid-training
         classes = {"embeddings": EmbeddingsView, "buckets": BucketsView,
                    "trajectory": TrajectoryView, "layers": LayersView}
         for i, (name, row) in enumerate(VIEW_SLOTS):

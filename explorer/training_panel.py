@@ -239,6 +239,8 @@ class TrainingPanel(QWidget):
             self._redraw.start()
 
     def _ensure_plot(self):
+        """The curves plot (made once; the window makes it when it builds its views,
+        since making it mid-training stalled the event loop on a busy machine)."""
         if self.curves_plot is None:
             import pyqtgraph as pg
 

@@ -62,6 +62,21 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {msg}"
 
 
+def leave_a_core_for_the_gui() -> None:
+    """Run numba's parallel kernels on this thread with one core fewer than there are.
+
+    Core's training kernels release the GIL, but ``parallel=True`` kernels
+    on every core starve the GUI thread of CPU (stalls of up to a second on
+    a two-core machine). ``numba.set_num_threads`` is per calling thread, so
+    this touches only the worker's kernels (call it on the worker thread,
+    after ``core.model`` has imported numba).
+    """
+    import numba
+
+    n = min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
+    numba.set_num_threads(max(1, n - 1))
+
+
 class TaskThread(QThread):
     """Run ``fn(progress, cancel)`` off the GUI thread.
 
@@ -375,6 +390,7 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
         progress("loading the model code", 0.0, None)
     from core import model as core_model  # numba kernels: imported off the GUI thread
 
+    leave_a_core_for_the_gui()
     config = make_config(core_model.TrainConfig, config)
     path = model_cache_path(paths, config) if use_cache else None
     if path is not None and path.exists():
