@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from core.jit import batched
 from core.tokenize import BOS, EOS
 
 __all__ = ["KneserNey", "Retrieval", "trigram_contexts", "modified_discounts"]
@@ -193,7 +194,7 @@ def _kn_query(u, v, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont, uni_
     return c_tot
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _kn_batch(prev2, prev1, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont,
               uni_cont, uni_total, uni_order, d3, d2, k):
     n = prev1.size

@@ -70,7 +70,6 @@ L4: 1.4-2.3 s (best of 3; load average ~4 on the 2 cores), accuracy 1.000.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable, Sequence
 from math import comb
 from typing import NamedTuple
@@ -79,6 +78,7 @@ import numpy as np
 from numba import njit, prange
 
 from core.explain import LayerInfo
+from core.jit import batched
 
 OPS = {"mean": 0, "halfgap": 1}
 
@@ -86,29 +86,7 @@ ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
 
 
-def _batched(min_parallel: int = 256):
-    """Compile a batch kernel twice: ``prange`` threads for large batches, serial for small.
-
-    Launching the thread pool costs milliseconds on a busy machine, more than
-    a whole single-sentence call (a prompt typed in the window), so batches
-    smaller than ``min_parallel`` (first argument's length) run serially.
-    """
-
-    def wrap(fn):
-        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
-                                    fn.__defaults__, fn.__closure__)
-        serial.__qualname__ = fn.__qualname__ + "_serial"
-        par = njit(cache=True, nogil=True, parallel=True)(fn)
-        seq = njit(cache=True, nogil=True)(serial)
-
-        def call(*args):
-            return (par if args[0].shape[0] >= min_parallel else seq)(*args)
-
-        call.__name__, call.__doc__ = fn.__name__, fn.__doc__
-        call.parallel, call.serial = par, seq
-        return call
-
-    return wrap
+_batched = batched
 
 
 def _op_code(op: str) -> int:
@@ -312,9 +290,13 @@ class NearestKeys:
     blocks of ``block`` queries (one BLAS product per block).
     """
 
+    small = 256
+
     def __init__(self, keys: np.ndarray, block: int = 2048) -> None:
         self.keys = np.ascontiguousarray(keys, dtype=np.float32)
         self.k2 = (self.keys.astype(np.float64) ** 2).sum(1).astype(np.float32)
+        self.keys_t = np.ascontiguousarray(self.keys.T)
+        self.key_mean = self.keys.mean(0, dtype=np.float64)
         self.block = block
 
     def query(self, q: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -325,6 +307,8 @@ class NearestKeys:
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         V = self.keys.shape[0]
         k = min(k, V)
+        if Q.shape[0] < self.small:  # no BLAS call: its thread launch costs more
+            return _topk_direct(Q, self.keys_t, self.k2, k)
         ids = np.empty((Q.shape[0], k), np.int64)
         dist = np.empty((Q.shape[0], k), np.float32)
         for s in range(0, Q.shape[0], self.block):
@@ -333,6 +317,47 @@ class NearestKeys:
             q2 = (q.astype(np.float64) ** 2).sum(1)
             ids[s : s + len(q)], dist[s : s + len(q)] = _topk_rows(G, self.k2, q2, k)
         return ids, dist
+
+
+@njit(cache=True, nogil=True)
+def _topk_direct(Q, KT, k2, k):
+    """Exact top-k nearest keys of a few queries without BLAS (serial).
+
+    Q float32 [b, d]; KT float32 [d, V] (keys transposed); k2 float32 [V]
+    squared key norms -> ids int64 [b, k], Euclidean distances float32 [b, k]
+    (ties: smaller id), the same ranking as :func:`_topk_rows`.
+    """
+    b = Q.shape[0]
+    d, V = KT.shape
+    ids = np.empty((b, k), np.int64)
+    dist = np.empty((b, k), np.float32)
+    acc = np.empty(V, np.float32)
+    for i in range(b):
+        for v in range(V):
+            acc[v] = k2[v]
+        for j in range(d):
+            qj = np.float32(-2.0) * Q[i, j]
+            for v in range(V):
+                acc[v] += qj * KT[j, v]
+        q2 = 0.0
+        for j in range(d):
+            q2 += np.float64(Q[i, j]) * Q[i, j]
+        bv = np.full(k, np.inf)
+        bi = np.full(k, -1, np.int64)
+        for v in range(V):
+            x = acc[v]
+            if x < bv[k - 1]:
+                t = k - 1
+                while t > 0 and bv[t - 1] > x:
+                    bv[t] = bv[t - 1]
+                    bi[t] = bi[t - 1]
+                    t -= 1
+                bv[t] = x
+                bi[t] = v
+        for t in range(k):
+            ids[i, t] = bi[t]
+            dist[i, t] = np.sqrt(max(bv[t] + q2, 0.0))
+    return ids, dist
 
 
 @_batched()
@@ -491,6 +516,22 @@ def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
     return res
 
 
+_PINV: dict = {}
+
+
+def _pinv(A: np.ndarray) -> np.ndarray:
+    """``np.linalg.pinv(A)``, memoised for the small maps a prompt's layers reuse."""
+    if A.size > 4096:
+        return np.linalg.pinv(A)
+    key = (A.shape, A.tobytes())
+    P = _PINV.get(key)
+    if P is None:
+        if len(_PINV) > 512:
+            _PINV.clear()
+        P = _PINV[key] = np.linalg.pinv(A)
+    return P
+
+
 class Reconstruction(NamedTuple):
     """Result of :func:`reconstruct_linear`.
 
@@ -598,10 +639,12 @@ def reconstruct_linear(
     if index is None:
         index = NearestKeys(keys)
     B, r, d = Y.shape
-    P = np.linalg.pinv(A)  # [n, r]
+    P = _pinv(A)  # [n, r]
     a2 = (A * A).sum(0)
     a2 = np.where(a2 > 0, a2, 1.0)
-    mu = keys.mean(0, dtype=np.float64)
+    mu = getattr(index, "key_mean", None)
+    if mu is None:
+        mu = keys.mean(0, dtype=np.float64)
     X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
     cand = _candidates(index, X0.astype(np.float32), k)
     naive = cand[..., 0].copy()
@@ -886,6 +929,8 @@ def layer_accuracy(
     keys = np.ascontiguousarray(keys, dtype=np.float32)
     if n < 2:
         return np.zeros(0, np.float32)
+    if index is None:
+        index = NearestKeys(keys)
     ms = list(range(n - 1) if layers is None else layers)
     halfgap = _op_code(op) == 1
     top = min(max(ms), halfgap_max) if halfgap else max(ms)

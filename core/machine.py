@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from core.jit import batched
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -89,7 +90,7 @@ def window_weights(W: int, alpha: float) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _window_states(H, keys, w):
     """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
     n, W = H.shape
@@ -152,7 +153,7 @@ def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
             bi[j] = u
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, lam, D,
                   max_scan):
     """K nearest training windows among those whose current token is ``qtok``.
@@ -198,7 +199,7 @@ def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, l
     return ids, ds
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
     """C's distribution from neighbour lists.
 
@@ -461,7 +462,7 @@ def _bin(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 GATE_GRID = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _grid_hits(bi, bp, ci, cp, target, grid):
     """``rank[i, r]``: rank of step ``i``'s target under ``(1−g_r)·p_B + g_r·p_C``.
 
@@ -561,6 +562,20 @@ class Gate:
         self.by_token = np.zeros((self.V, 2), np.int64)
         self.by_proto = np.zeros((max(self.P, 1), 2), np.int64)
         self.steps = np.zeros(4, np.int64)
+        self._derived = None
+
+    def _rates(self):
+        """Per-table smoothed rates that do not depend on the query (cached until counts change)."""
+        if self._derived is None:
+            kap = self.kappa
+            tot_n = max(self.n_bin.sum(), 1)
+            glob = (self.hits_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
+            dn = self.n_bin.sum((1, 2))
+            acc_d = (self.hits_bin.sum((1, 2)) + kap * glob) / (dn[:, None] + kap)
+            glob5 = (self.hits5_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
+            acc5_d = (self.hits5_bin.sum((1, 2)) + kap * glob5) / (dn[:, None] + kap)
+            self._derived = (glob, acc_d, acc5_d)
+        return self._derived
 
     def _cells(self, dist_c, sup_b, sup_c):
         d = np.asarray(dist_c, np.float64) / self.scale
@@ -570,6 +585,7 @@ class Gate:
     def update(self, cur, proto, target, bi, bp, ci, cp, dist_c, sup_b, sup_c, b_closer,
                c_closer):
         """Count one batch of training steps (top-k lists of B and C, arrays [n])."""
+        self._derived = None
         cur = np.asarray(cur, np.int64)
         b_right = bi[:, 0] == target
         c_right = ci[:, 0] == target
@@ -608,6 +624,7 @@ class Gate:
         for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                      "steps"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self._derived = None
         return self
 
     def win_rate_c(self) -> float:
@@ -618,19 +635,13 @@ class Gate:
     def curves(self, cur, dist_c, sup_b, sup_c) -> np.ndarray:
         """Smoothed hit rate of every grid weight for a batch (float64 [n, G])."""
         kap = self.kappa
-        tot_n = max(self.n_bin.sum(), 1)
-        glob = (self.hits_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
-        dn = self.n_bin.sum((1, 2))
-        dh = self.hits_bin.sum((1, 2))
-        acc_d = (dh + kap * glob) / (dn[:, None] + kap)
+        glob, acc_d, acc5_d = self._rates()
         i, j, k = self._cells(dist_c, sup_b, sup_c)
         acc = (self.hits_bin[i, j, k] + kap * acc_d[i]) / (self.n_bin[i, j, k][:, None] + kap)
         c = np.asarray(cur, np.int64)
         acc_t = (self.hits_tok[c] + kap * glob) / (self.n_tok[c][:, None] + kap)
         out = acc + self.token_weight * (acc_t - glob)
         if self.top5_weight:
-            glob5 = (self.hits5_bin.sum((0, 1, 2)) + 1.0) / (tot_n + 2.0)
-            acc5_d = (self.hits5_bin.sum((1, 2)) + kap * glob5) / (dn[:, None] + kap)
             acc5 = ((self.hits5_bin[i, j, k] + kap * acc5_d[i])
                     / (self.n_bin[i, j, k][:, None] + kap))
             out = out + self.top5_weight * acc5
@@ -659,10 +670,11 @@ class Gate:
         for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                      "steps"):
             setattr(g, name, np.asarray(arrays[f"{prefix}{name}"], np.int64))
+        g._derived = None
         return g
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _mix(bi, bp, ci, cp, g, k):
     """Top-k of ``(1−g)·p_B + g·p_C`` over the union of both candidate lists."""
     n = bi.shape[0]

@@ -469,8 +469,20 @@ class Model:
             from core.layers import layer_info
         except ImportError:  # pragma: no cover - layers module missing
             return LayerInfo(self.config.op, [], np.zeros(0, np.float32), -1, [])
-        return layer_info(ids, self.keys, self.index, self.config.op,
+        # exact snapping: least-squares points lie far from every key, where the
+        # hash index (tuned for queries near a key) loses recall
+        return layer_info(ids, self.keys, self.nearest_keys, self.config.op,
                           similar=lambda q, k: self.similar(q, k), k=5)
+
+    @property
+    def nearest_keys(self):
+        """Exact nearest-key search over the keys (:class:`core.layers.NearestKeys`), cached."""
+        nk = self.__dict__.get("_nearest_keys")
+        if nk is None or nk.keys.shape != self.keys.shape:
+            from core.layers import NearestKeys
+
+            nk = self._nearest_keys = NearestKeys(self.keys)
+        return nk
 
     def similar(self, prompt: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """Nearest training outputs by layer signature: ``[(text, cosine), ...]``, best first."""

@@ -91,6 +91,16 @@ def test_nearest_keys_is_exact(keys, index):
     np.testing.assert_allclose(dist, np.sort(full, axis=1)[:, :4], rtol=1e-4, atol=1e-4)
 
 
+def test_nearest_keys_small_and_blocked_paths_agree(keys):
+    Q = np.random.default_rng(3).random((40, D), dtype=np.float32)
+    direct = NearestKeys(keys)
+    blas = NearestKeys(keys)
+    blas.small = 0
+    a, b = direct.query_batch(Q, 16), blas.query_batch(Q, 16)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-5)
+
+
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(

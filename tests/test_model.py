@@ -154,6 +154,26 @@ def test_explain_fills_every_view(model):
     assert e.index_stats.bucket_size == model.config.bucket_size
 
 
+def test_layer_info_snaps_exactly(model):
+    from core.layers import layer_accuracy
+
+    ids = model.encode("The for statement is used to iterate over the elements")
+    info = model.layer_info(ids)
+    np.testing.assert_array_equal(info.accuracy, layer_accuracy(ids, model.keys, None, "mean"))
+
+
+def test_small_batches_equal_threaded_batches(model):
+    """One-row calls (serial kernels) give what large batches (threaded kernels) give."""
+    from core.machine import history
+
+    H = history(model.counts.stream[:300], max(model.config.window, 2))
+    big = model.topk_histories(H, 5)
+    for r in range(0, 300, 37):
+        one = model.topk_histories(H[r:r + 1], 5)
+        for key in ("ids", "probs", "b_ids", "c_ids", "gate", "nn"):
+            np.testing.assert_array_equal(one[key][0], big[key][r], err_msg=key)
+
+
 def test_similar_with_signatures(docs):
     m = train(docs, TrainConfig(dim=16, prototypes=16))
     c = m.counts

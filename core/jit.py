@@ -1,0 +1,40 @@
+"""Numba helpers shared by the core kernels.
+
+:func:`batched` compiles a batch kernel twice, ``prange`` threads for large
+batches and serial for small ones. Launching numba's thread pool costs
+milliseconds on a busy machine, more than a whole one-row call (one step of
+a generation for a prompt typed in the window), so batches smaller than
+``min_parallel`` rows (the first argument's length) run serially. Both
+versions are ``cache=True, nogil=True``: they are module-level functions
+without closures or dynamic globals, so the on-disk cache is reused by the
+next process.
+"""
+
+from __future__ import annotations
+
+import types
+
+from numba import njit
+
+__all__ = ["batched"]
+
+
+def batched(min_parallel: int = 256):
+    """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``."""
+
+    def wrap(fn):
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                    fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        serial.__module__ = fn.__module__
+        par = njit(cache=True, nogil=True, parallel=True)(fn)
+        seq = njit(cache=True, nogil=True)(serial)
+
+        def call(*args):
+            return (par if args[0].shape[0] >= min_parallel else seq)(*args)
+
+        call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        call.parallel, call.serial = par, seq
+        return call
+
+    return wrap
