@@ -8,6 +8,9 @@ process (each size runs in its own subprocess so the peaks are separate).
 
     python bench/bench_train.py [CORPUS] [--times 1 10] [--signatures]
 
+Each row is followed by the seconds spent in each training stage (from the
+progress reports: the time until the next report of another stage).
+
 Figures, not pass/fail.
 """
 
@@ -34,9 +37,21 @@ def one(path: str, times: int, signatures: bool) -> dict:
     corpus = concat([base] * times) if times > 1 else base
     cfg = TrainConfig(signatures=signatures)
     train(load_corpus(path) if times > 1 else base, cfg)  # warm-up: compile / load the cache
+    stages: dict[str, float] = {}
+    clock = [time.perf_counter(), None]
+
+    def progress(stage, frac, info=None):  # time spent per stage (until the next one starts)
+        now = time.perf_counter()
+        if clock[1] is not None:
+            stages[clock[1]] = stages.get(clock[1], 0.0) + now - clock[0]
+        clock[0], clock[1] = now, stage
+
     t0 = time.perf_counter()
-    model = train(corpus, cfg)
+    clock[0] = t0
+    model = train(corpus, cfg, progress=progress)
     seconds = time.perf_counter() - t0
+    if clock[1] is not None:
+        stages[clock[1]] = stages.get(clock[1], 0.0) + time.perf_counter() - clock[0]
     t0 = time.perf_counter()
     KneserNey(len(corpus.vocab), 0.75).add(*trigram_contexts(corpus.stream)).finalize()
     kn_seconds = time.perf_counter() - t0
@@ -45,7 +60,7 @@ def one(path: str, times: int, signatures: bool) -> dict:
         "times": times, "tokens": n, "train_seconds": seconds,
         "core_seconds": model.figures["train_seconds"],
         "tokens_per_s": n / seconds, "kn_seconds": kn_seconds, "kn_tokens_per_s": n / kn_seconds,
-        "gate_seconds": model.figures["gate_seconds"],
+        "gate_seconds": model.figures["gate_seconds"], "stages": stages,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
@@ -75,6 +90,8 @@ def main(argv=None) -> int:
               f"{r['tokens_per_s']:>10,.0f} {r['kn_seconds']:>10.3f} {r['kn_tokens_per_s']:>12,.0f}"
               f" {r['kn_tokens_per_s'] / r['tokens_per_s']:>6.0f} {r['gate_seconds']:>7.2f}"
               f" {r['peak_rss_mb']:>11.0f}")
+        print("        stages (s): " + ", ".join(f"{k} {v:.2f} ({v / r['train_seconds']:.0%})"
+                                             for k, v in r["stages"].items()))
     return 0
 
 
