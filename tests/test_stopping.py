@@ -62,6 +62,26 @@ def test_running_stats_and_band():
     assert in_band(st, far)[0] is False and band_potential(st, far) < 0
 
 
+def test_variance_alone_does_not_stop_a_short_stub():
+    """Random keys meet the variance/std band after a few tokens: the length band must hold too."""
+    from core.explain import StopBand
+
+    keys = KeyStore(20, 4, 0).keys
+    st = RunningStats.empty(4)
+    for t in (4, 5, 6):
+        st = st.push(keys[t])
+    mu, v, s = st.values()
+    # statistics dead centre, predicted length 11 with a wide length band
+    band = StopBand(mean=mu.astype(np.float32), variance=v, std=s, length=11.0, tolerance=1e-3,
+                    length_tolerance=9.0)
+    assert in_band(st, band) == (False, False)
+    for t in range(7, 7 + 8):  # the 11th token is the first inside the band
+        st = st.push(keys[t % 20])
+        band = StopBand(mean=band.mean, variance=st.values()[1], std=st.values()[2], length=11.0,
+                        tolerance=1e-3, length_tolerance=9.0)
+        assert in_band(st, band)[0] == (st.n >= 11)
+
+
 @pytest.fixture(scope="module")
 def length_model(tmp_path_factory):
     """Pairs whose output is the word ``o`` repeated as many times as the input is long.
