@@ -31,7 +31,8 @@ Choices where the spec is silent:
   ``m̂ ± σ_m`` band 10.7 / 8.9 / 10.2 and 13.0 / 12.3 / 12.0 (stubs stopped
   near ``m̂ − σ_m``: "The with statement" gave 2 tokens for m̂ = 11.1);
   stopping on the length band alone 13.2 / 13.7 / 12.7 and 9.51 each (the
-  middle key's own error, 9.53). On builtins.tsv all three are identical.
+  middle key's own error, 9.53). On builtins.tsv this rule and the length band
+  alone give the same figures.
 """
 
 from __future__ import annotations
