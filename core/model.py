@@ -262,6 +262,7 @@ class Model:
 
     def _gate_pass(self, progress=None, cancel=None, chunk: int = 16384) -> None:
         """Both B and C predict every training step (leave-one-out); wins make the gate."""
+        _report(progress, "gate", 0.0)
         c = self.counts
         s = c.stream
         P = c.bank.prototypes.shape[0] // max(1, self.config.noise_stages)
