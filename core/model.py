@@ -492,10 +492,17 @@ class Model:
         ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt, np.int64)
         if ids.size == 0:
             return []
-        top, score = self.signature_bank.query(ids, k)
+        # Sentences recur verbatim in real corpora (headings, boilerplate): ask
+        # for more than k and keep each text once, so k results are k sentences.
+        top, score = self.signature_bank.query(ids, 4 * k)
         c = self.counts
-        return [(self.decode(c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]), float(sc))
-                for i, sc in zip(top, score, strict=True)]
+        out: dict[str, float] = {}
+        for i, sc in zip(top, score, strict=True):
+            text = self.decode(c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]])
+            out.setdefault(text, float(sc))
+            if len(out) == k:
+                break
+        return list(out.items())
 
     def _build_signatures(self, progress=None, cancel=None) -> None:
         try:

@@ -204,3 +204,15 @@ def test_running_text_without_pairs_uses_consecutive_paragraphs(tmp_path):
     s = m.counts
     outs = [m.decode(s.sentences[s.sent_offsets[i]:s.sent_offsets[i + 1]]) for i in range(2)]
     assert outs == ["d e", "f g h i"]
+
+
+def test_similar_lists_each_sentence_once(tmp_path):
+    p = tmp_path / "repeats.txt"
+    p.write_text("the cat sat on the mat\nthe cat sat on the mat\n\n"
+                 "the cat sat on the mat\na dog ran in the park\n\n"
+                 "a bird sang in the tree\nthe cat sat on the hat\n")
+    m = train(load_corpus(p), TrainConfig(dim=16, prototypes=4))
+    got = m.similar("the cat sat on the mat", 3)
+    texts = [t for t, _ in got]
+    assert len(texts) == len(set(texts)) == 3
+    assert texts[0] == "the cat sat on the mat"
