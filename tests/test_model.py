@@ -208,9 +208,10 @@ def test_running_text_without_pairs_uses_consecutive_paragraphs(tmp_path):
 
 def test_similar_lists_each_sentence_once(tmp_path):
     p = tmp_path / "repeats.txt"
-    p.write_text("the cat sat on the mat\nthe cat sat on the mat\n\n"
-                 "the cat sat on the mat\na dog ran in the park\n\n"
-                 "a bird sang in the tree\nthe cat sat on the hat\n")
+    p.write_text("a dog ran\nthe cat sat on the mat\n\n"
+                 "a fox hid\nthe cat sat on the mat\n\n"
+                 "a bird sang\nthe cat sat on the hat\n\n"
+                 "an owl slept\na dog ran in the park\n")
     m = train(load_corpus(p), TrainConfig(dim=16, prototypes=4))
     got = m.similar("the cat sat on the mat", 3)
     texts = [t for t, _ in got]
