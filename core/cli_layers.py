@@ -48,8 +48,9 @@ import time
 import numpy as np
 
 from core.cli import Progress, UserError
+from core.corpus import default_corpus_path
 
-DEFAULT_CORPUS = "resources/default_corpus.txt"
+DEFAULT_CORPUS = "resources/default_corpus.txt"  # shown in help; resolved below
 _DEFAULTS = {
     "lengths": "8,16,32",
     "sentences": 100,
@@ -290,7 +291,7 @@ def eval_layers(args: argparse.Namespace) -> dict:
     from core.corpus import load_corpus
     from core.keys import KeyStore
 
-    paths = list(getattr(args, "corpus", None) or [DEFAULT_CORPUS])
+    paths = list(getattr(args, "corpus", None) or [str(default_corpus_path())])
     tokenizer = getattr(args, "tokenizer", None) or "word"
     min_count = getattr(args, "min_count", None) or 1
     dim = getattr(args, "dim", None) or 32

@@ -1051,6 +1051,20 @@ def load_corpus(
     return b.finish(tokenizer, min_count, names, sum(sizes))
 
 
+def resources_dir() -> Path:
+    """The shipped ``resources/`` folder: beside ``core`` in a checkout, else the
+    installed data package ``noisekey_resources``."""
+    here = Path(__file__).resolve().parents[1] / "resources"
+    if here.is_dir():
+        return here
+    import importlib.util
+
+    spec = importlib.util.find_spec("noisekey_resources")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the bundled resources folder is missing from this install")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def default_corpus_path() -> Path:
     """The corpus the app opens with (``resources/default_corpus.txt``)."""
-    return Path(__file__).resolve().parents[1] / "resources" / "default_corpus.txt"
+    return resources_dir() / "default_corpus.txt"

@@ -51,6 +51,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.corpus import default_corpus_path
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
 from explorer.state import ExplorerState
@@ -60,8 +61,7 @@ from explorer.worker import Explainer, TaskSlot, load_or_train
 if TYPE_CHECKING:
     from explorer.view_base import BaseView
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = REPO / "resources" / "default_corpus.txt"
+DEFAULT_CORPUS = default_corpus_path()
 DEFAULT_PROMPT = "The with statement"
 DEBOUNCE_MS = 50
 FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces the fast one
