@@ -123,6 +123,11 @@ def load(path: str | os.PathLike, arrays: bool = True) -> tuple[dict[str, np.nda
         raise ModelFileError(path, "no such file")
     if path.is_dir():
         raise ModelFileError(path, "is a folder, not a model file")
+    # np.load reads any non-zip file as a pickle or .npy: check the zip magic
+    # first so a wrong file gets a plain reason, not numpy's pickle advice.
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise ModelFileError(path, "not a NoiseKey model file (not an npz archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             if META_KEY not in npz.files:

@@ -49,6 +49,10 @@ def test_garbage_and_wrong_files(tmp_path):
     with pytest.raises(ModelFileError) as e:
         load(g)
     assert str(e.value).startswith(str(g))
+    text = tmp_path / "notes.npz"
+    text.write_text("garbage\n")
+    with pytest.raises(ModelFileError, match="not an npz archive"):
+        load(text)
     plain = tmp_path / "plain.npz"
     np.savez(plain, a=np.arange(3))
     with pytest.raises(ModelFileError, match="no metadata"):
