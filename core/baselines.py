@@ -382,6 +382,53 @@ def _tfidf_best(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude_self):
     return best, best_s
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
+    """The ``k`` best training documents per query by TF-IDF cosine (inverted index).
+
+    ``exclude[i]`` (-1: none) is left out for query ``i``. Ties go to the
+    smaller document id; ``-1``/``0`` pad.
+    """
+    nq = q_off.size - 1
+    best = np.full((nq, k), -1, np.int64)
+    best_s = np.zeros((nq, k), np.float32)
+    for i in prange(nq):
+        acc = np.zeros(n_docs, np.float32)
+        m = 0
+        for j in range(q_off[i], q_off[i + 1]):
+            t = q_ids[j]
+            m += t_ptr[t + 1] - t_ptr[t]
+        touched = np.empty(m, np.int64)
+        r = 0
+        for j in range(q_off[i], q_off[i + 1]):
+            t = q_ids[j]
+            for e in range(t_ptr[t], t_ptr[t + 1]):
+                d = t_docs[e]
+                if acc[d] == 0.0:
+                    touched[r] = d
+                    r += 1
+                acc[d] += q_w[j] * t_w[e]
+        for a in range(r):
+            d = touched[a]
+            if d == exclude[i]:
+                continue
+            v = acc[d]
+            if v <= 0.0:
+                continue
+            last = best[i, k - 1]
+            if last < 0 or v > best_s[i, k - 1] or (v == best_s[i, k - 1] and d < last):
+                j = k - 1
+                while j > 0 and (best[i, j - 1] < 0 or best_s[i, j - 1] < v
+                                 or (best_s[i, j - 1] == v and best[i, j - 1] > d)):
+                    best[i, j] = best[i, j - 1]
+                    best_s[i, j] = best_s[i, j - 1]
+                    j -= 1
+                best[i, j] = d
+                best_s[i, j] = v
+            acc[d] = -1.0  # counted once
+    return best, best_s
+
+
 def _tfidf(ids: np.ndarray, offsets: np.ndarray, idf: np.ndarray):
     """Per-(doc, distinct token) unit-norm TF-IDF weights, flattened."""
     n = offsets.size - 1
@@ -434,6 +481,24 @@ class Retrieval:
         best, _ = _tfidf_best(t, off, w, self.t_ptr, self.t_docs, self.t_w, self.n_docs,
                               exclude_self)
         return np.where(best < 0, 0, best)
+
+    def topk(self, in_ids, in_offsets, k: int = 8,
+             exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest training pairs of every query input and their cosines.
+
+        ``exclude[i]``: a training pair left out for query ``i`` (-1: none).
+        Returns ids int64 [q, k] (-1 pad) and cosines float32 [q, k] (0 pad).
+        """
+        in_ids = np.asarray(in_ids, np.int64)
+        in_ids = np.where(in_ids < self.V, in_ids, 0)
+        in_offsets = np.asarray(in_offsets, np.int64)
+        nq = in_offsets.size - 1
+        ex = (np.full(nq, -1, np.int64) if exclude is None
+              else np.asarray(exclude, np.int64))
+        if self.n_docs == 0 or nq == 0:
+            return np.full((nq, k), -1, np.int64), np.zeros((nq, k), np.float32)
+        t, off, w, _ = _tfidf(in_ids, in_offsets, self.idf)
+        return _tfidf_topk(t, off, w, self.t_ptr, self.t_docs, self.t_w, self.n_docs, ex, int(k))
 
     def predict(self, in_ids, in_offsets) -> list[np.ndarray]:
         """Retrieved output ids for every query input."""

@@ -25,6 +25,29 @@ index (recording the probe for the views). Prototype decoding (``e = a_t −
 keys a prototype forgets which token follows, and it loses badly (see
 ``noisekey eval``), so the prototypes serve the views and the gate tables.
 
+Prompt memory (:class:`core.machine.PromptMemory`, ``config.memory``
+neighbours, 0 = off): A/B/C see only the last W tokens, so on pairs the
+output forgot its prompt. Generation now mixes in the vote of the outputs of
+the training pairs whose inputs are nearest the whole prompt (TF-IDF cosine
+over the training inputs): on the empty stub their first tokens (idea (c) of
+issue 5's follow-up), then the neighbours whose outputs start with the stub,
+else C-style suffix matches inside those outputs (idea (a)). The mixing
+weight per cell is fitted on training pairs only (``memory`` stage: pair left
+out of the neighbours, B/C leave-one-out), deterministic for a seed; it
+never touches next-token prediction (``predict_next``/``evaluate_stream``).
+Figures, ``noisekey eval CORPUS --max-pairs 100 --no-signatures``, chrF
+greedy / beam / smc (retrieval), before → after:
+default corpus 14.3 / 13.8 / 12.3 → 18.9 / 16.7 / 15.7 (26.5);
+FORTUNES_LINE
+WORDNET_LINE
+Next-token top-1 on the default corpus is unchanged (0.5646 vs KN 0.5474).
+Retrieval still wins on the default corpus: its pairs are consecutive
+hard-wrapped lines, its near-duplicates are copied whole by retrieval while
+the mixture drifts back to B/C once the neighbours disagree, and the band
+stops stubs at the predicted length. Idea (b): the middle key's predicted
+mean is already in the stub potential (:func:`core.stopping.band_potential`,
+``band_weight`` 1, RMS z-score beyond one residual std) and left as is.
+
 Additivity: every count the model learns is a sum over training events, kept
 raw (trigram counts, bank counts, window-successor counts, ridge sums).
 :meth:`Model.merge` adds another model's counts (same vocabulary and
@@ -49,8 +72,11 @@ from core.explain import Explanation, Generation, LayerInfo, StopBand
 from core.index import HashIndex
 from core.keys import KeyStore
 from core.machine import (
+    GATE_GRID,
     Gate,
+    PromptMemory,
     WindowTable,
+    _grid_hits,
     history,
     key_scale,
     mix_topk,
@@ -92,6 +118,8 @@ class TrainConfig:
     beam, particles : widths of beam search and SMC
     band_weight : weight β of the band potential in stub scores
     signatures : build the layer signature bank (``Model.similar``)
+    memory : nearest training pairs of the prompt memory (0: off; pairs only)
+    memory_pairs : training pairs sampled to fit the memory's mixing weights
     """
 
     tokenizer: str = "word"
@@ -118,6 +146,8 @@ class TrainConfig:
     particles: int = 16
     band_weight: float = 1.0
     signatures: bool = True
+    memory: int = 8
+    memory_pairs: int = 3000
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -186,6 +216,8 @@ class _Counts:
     sent_offsets: np.ndarray
     pair_sep: int = 0
     n_pairs: int = 0
+    inputs: np.ndarray | None = None
+    in_offsets: np.ndarray | None = None
 
 
 def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel) -> _Counts:
@@ -209,7 +241,9 @@ def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel)
         middle.add(segment_stats(in_ids, in_off, keys), segment_stats(out_ids, out_off, keys))
     _report(progress, "counting", 1.0)
     return _Counts(kn, bank, table, middle, s, np.asarray(out_ids, np.int32),
-                   np.asarray(out_off, np.int64), int(sep.sum()), int(in_off.size - 1))
+                   np.asarray(out_off, np.int64), int(sep.sum()), int(in_off.size - 1),
+                   np.asarray(in_ids[in_off[0]:in_off[-1]], np.int32),
+                   np.asarray(in_off - in_off[0], np.int64))
 
 
 class Model:
@@ -228,6 +262,7 @@ class Model:
         self.weights = window_weights(config.window, config.alpha)
         self.figures: dict = {}
         self.signature_bank = None
+        self.memory = None
 
     # ------------------------------------------------------------------ stages
     @property
@@ -259,6 +294,7 @@ class Model:
         _report(progress, "windows", 1.0)
         c.middle.fit()
         self._gate_pass(progress, cancel)
+        self._memory_pass(progress, cancel)
 
     def _gate_pass(self, progress=None, cancel=None, chunk: int = 16384) -> None:
         """Both B and C predict every training step (leave-one-out); wins make the gate."""
@@ -312,6 +348,103 @@ class Model:
             loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
             loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
             gate_seconds=time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ prompt memory
+    def _sep_default(self) -> bool:
+        return self.counts.pair_sep * 2 > self.counts.n_pairs
+
+    def _new_memory(self) -> PromptMemory | None:
+        c = self.counts
+        if (self.config.memory <= 0 or c.inputs is None or c.in_offsets is None
+                or c.in_offsets.size < 2):
+            return None
+        return PromptMemory(self.V, self.config.memory).fit(
+            c.inputs, c.in_offsets, c.sentences, c.sent_offsets)
+
+    def _memory_pass(self, progress=None, cancel=None) -> None:
+        """Fit the prompt memory's mixing weights on training pairs (see :class:`PromptMemory`).
+
+        Up to ``config.memory_pairs`` pairs (seeded sample). For each, the
+        neighbours are searched with the pair left out, and every output
+        step (``<eos>`` after the last) is predicted by B/C — leave-one-out
+        where the step is a training event (all steps of ``<sep>`` pairs;
+        steps whose window lies inside the output for running text, whose
+        pairs are consecutive sentences) — and by the memory.
+        """
+        self.memory = mem = self._new_memory()
+        if mem is None:
+            return
+        _report(progress, "memory", 0.0)
+        c, cfg = self.counts, self.config
+        n_pairs = c.in_offsets.size - 1
+        rng = np.random.default_rng(cfg.seed)
+        pick = np.sort(rng.choice(n_pairs, min(n_pairs, int(cfg.memory_pairs)), replace=False))
+        sep = self._sep_default()
+        Wh = max(cfg.window, 2)
+        for a in range(0, pick.size, 500):
+            _check(cancel, "memory")
+            sel = pick[a:a + 500]
+            xs = [c.inputs[c.in_offsets[i]:c.in_offsets[i + 1]] for i in sel]
+            off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
+            flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)
+            nb, nw = mem.neighbours(flat, off, exclude=sel)
+            rows_h, rows_t, rows_g, stubs, rows_p = [], [], [], [], []
+            for r, i in enumerate(sel):
+                y = c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]
+                ctx = np.concatenate([xs[r], [SEP]]) if sep else xs[r]
+                full = np.concatenate([ctx, y]).astype(np.int32)
+                for t in range(y.size + 1):
+                    rows_h.append(self._history_of(full[:ctx.size + t]))
+                    rows_t.append(int(y[t]) if t < y.size else EOS)
+                    rows_g.append(sep or t >= Wh)
+                    stubs.append(y[:t])
+                    rows_p.append(r)
+            H = np.stack(rows_h).astype(np.int32)
+            tgt = np.asarray(rows_t, np.int64)
+            gen = np.asarray(rows_g, bool)
+            mi = np.full((H.shape[0], 8), -1, np.int64)
+            mp = np.zeros((H.shape[0], 8), np.float32)
+            W = cfg.window
+            for mask, loo in ((gen, True), (~gen, False)):
+                idx = np.flatnonzero(mask)
+                if not idx.size:
+                    continue
+                Hs = H[idx]
+                if loo:
+                    own = c.table.context_ids(Hs[:, :W])
+                    bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hs, 8, own=own,
+                                                                  target=tgt[idx])
+                else:
+                    bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hs, 8)
+                g = self.gate.weight(Hs[:, 0], dc, sb, sc)
+                mi[idx], mp[idx] = mix_topk(bi, bp, ci, cp, g, 8)
+            rp = np.asarray(rows_p, np.int64)
+            vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], 8)
+            rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
+                              GATE_GRID)
+            mem.update(cells, rank)
+            _report(progress, "memory", (a + sel.size) / max(pick.size, 1))
+        self.figures["memory_lambda_first"] = float(
+            (mem.table()[0] * mem.n[0]).sum() / max(mem.n[0].sum(), 1))
+
+    def memory_for(self, prompt_ids: np.ndarray):
+        """The prompt memory's neighbours of one prompt (``(nb, nw)`` rows) or None."""
+        if self.memory is None or not self.memory.ready:
+            return None
+        ids = np.asarray(prompt_ids, np.int64)
+        nb, nw = self.memory.neighbours(ids, np.array([0, ids.size], np.int64))
+        if nb[0, 0] < 0:
+            return None
+        return nb, nw
+
+    def apply_memory(self, out: dict, stubs: list, mem, k: int) -> dict:
+        """Mix the prompt memory's vote into ``topk_histories`` output for ``stubs``."""
+        nb, nw = mem
+        n = len(stubs)
+        vi, vp, cells = self.memory.vote(stubs, np.repeat(nb, n, 0), np.repeat(nw, n, 0), k)
+        lam = self.memory.weight(cells)
+        ids, probs = mix_topk(out["ids"], out["probs"], vi, vp, lam, k)
+        return {**out, "ids": ids, "probs": probs, "memory": lam, "memory_ids": vi}
 
     # ------------------------------------------------------------------ proposals
     def _propose(self, H: np.ndarray, k: int, own=None, target=None, neighbours=None):
@@ -535,7 +668,8 @@ class Model:
             kn, bank, table, middle, np.concatenate([a.stream, b.stream]),
             np.concatenate([a.sentences, b.sentences]),
             np.concatenate([a.sent_offsets, b.sent_offsets[1:] + a.sent_offsets[-1]]),
-            a.pair_sep + b.pair_sep, a.n_pairs + b.n_pairs)
+            a.pair_sep + b.pair_sep, a.n_pairs + b.n_pairs,
+            *_join(a.inputs, a.in_offsets, b.inputs, b.in_offsets))
         m = Model(self.config, self.vocab, counts, self.keys)
         m._finalize(progress, cancel)
         if self.config.signatures:
@@ -553,6 +687,10 @@ class Model:
         arrays.update(c.table.to_arrays("win_"))
         arrays.update(c.middle.to_arrays("mk_"))
         arrays.update(self.gate.to_arrays("gate_"))
+        if c.inputs is not None and c.in_offsets is not None:
+            arrays.update(inputs=c.inputs, in_offsets=c.in_offsets)
+        if self.memory is not None:
+            arrays.update(self.memory.to_arrays("mem_"))
         if self.signature_bank is not None:
             arrays.update(self.signature_bank.to_arrays())
         meta = {"kind": "noisekey-model", "config": self.config.to_json(),
@@ -576,7 +714,9 @@ class Model:
                 np.asarray(arrays["stream"], np.int32),
                 np.asarray(arrays["sentences"], np.int32),
                 np.asarray(arrays["sent_offsets"], np.int64),
-                int(meta["pair_sep"]), int(meta["n_pairs"]))
+                int(meta["pair_sep"]), int(meta["n_pairs"]),
+                np.asarray(arrays["inputs"], np.int32) if "inputs" in arrays else None,
+                np.asarray(arrays["in_offsets"], np.int64) if "in_offsets" in arrays else None)
             m = cls(cfg, vocab, counts, arrays["keys"])
             m.index = m._index_factory()(m.keys)
             m.scale = float(meta["scale"])
@@ -584,6 +724,10 @@ class Model:
             P = counts.bank.prototypes.shape[0] // max(1, cfg.noise_stages)
             m.gate = Gate.from_arrays(arrays, V, P, m.scale, "gate_")
             m.figures = dict(meta.get("figures", {}))
+            if "mem_hits" in arrays:
+                m.memory = m._new_memory()
+                if m.memory is not None:
+                    m.memory.load_arrays(arrays, "mem_")
             if "layers_signatures" in arrays:
                 from core.layers import SignatureBank
 
@@ -595,6 +739,13 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model(vocab={self.V}, tokens={self.counts.stream.size}, "
                 f"bank={len(self.counts.bank)}, windows={self.counts.table.ctx.shape[0]})")
+
+
+def _join(ia, oa, ib, ob):
+    """Concatenated segments (ids, offsets); None where either side lacks them."""
+    if ia is None or ib is None or oa is None or ob is None:
+        return None, None
+    return np.concatenate([ia, ib]), np.concatenate([oa, ob[1:] + oa[-1]])
 
 
 def _jsonable(d: dict) -> dict:

@@ -323,6 +323,7 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
     finished: list[_Stub] = []
     score_rows: list[np.ndarray] = []
     ctx = np.asarray(ctx, np.int32)
+    mem = model.memory_for(prompt_ids) if hasattr(model, "memory_for") else None
     for _t in range(max_len):
         alive = [s for s in stubs if not s.done]
         if not alive:
@@ -330,6 +331,8 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
         H = np.stack([model._history_of(np.concatenate([ctx, np.asarray(s.ids, np.int32)]))
                       for s in alive])
         out = model.topk_histories(H, K)
+        if mem is not None:
+            out = model.apply_memory(out, [s.ids for s in alive], mem, K)
         ids, probs = out["ids"], out["probs"].astype(np.float64)
         new: list[_Stub] = []
         for i, s in enumerate(alive):

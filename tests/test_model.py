@@ -217,3 +217,42 @@ def test_similar_lists_each_sentence_once(tmp_path):
     texts = [t for t, _ in got]
     assert len(texts) == len(set(texts)) == 3
     assert texts[0] == "the cat sat on the mat"
+
+
+def _memory_corpus(tmp_path):
+    """``Ai p q r s <sep> Bi t u``: at the output's first step A/B/C's window holds
+    ``<sep> s r``, so only the whole prompt (the memory) knows ``Bi``."""
+    rows = ["input\toutput"]
+    for _ in range(6):
+        for i in range(20):
+            rows.append(f"A{i} p q r s\tB{i} t u")
+    p = tmp_path / "memory.tsv"
+    p.write_text("\n".join(rows) + "\n")
+    return load_corpus(p)
+
+
+def test_prompt_memory_recalls_what_left_the_window(tmp_path):
+    corpus = _memory_corpus(tmp_path)
+    cfg = TrainConfig(dim=16, prototypes=16, signatures=False)
+    with_mem = train(corpus, cfg)
+    without = train(corpus, TrainConfig(**{**cfg.to_json(), "memory": 0}))
+    assert with_mem.memory is not None and without.memory is None
+    first = {}
+    for name, m in (("with", with_mem), ("without", without)):
+        hits = 0
+        for i in range(20):
+            g = m.generate(f"A{i} p q r s", method="greedy", probes=False)
+            hits += m.decode(g.ids).split()[:1] == [f"B{i}"]
+        first[name] = hits / 20
+    assert first["with"] == 1.0
+    assert first["without"] <= 0.2
+    # the mixing weight of the first step was learned high from training pairs alone
+    assert with_mem.memory.table()[0].max() >= 0.5
+    # deterministic, and kept by the model file
+    again = train(corpus, cfg)
+    assert np.array_equal(again.memory.hits, with_mem.memory.hits)
+    p = with_mem.save(tmp_path / "mem.npz")
+    loaded = Model.load(p)
+    a = with_mem.generate("A3 p q r s", method="beam", probes=False)
+    b = loaded.generate("A3 p q r s", method="beam", probes=False)
+    assert np.array_equal(a.ids, b.ids)
