@@ -21,7 +21,13 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtGui import QColor, QPalette  # noqa: E402
-from PySide6.QtWidgets import QApplication, QLabel, QVBoxLayout, QWidget  # noqa: E402
+from PySide6.QtWidgets import (  # noqa: E402
+    QApplication,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from core.explain import Explanation  # noqa: E402
 from explorer.state import ExplorerState  # noqa: E402
@@ -146,6 +152,9 @@ class BaseView(QWidget):
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
         self.header = QLabel(f"<b>{self.title}</b>")
+        # a longer header must not widen the view: that re-lays out the whole grid
+        # (and repaints every view) on a keystroke
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         layout.addWidget(self.header)
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setMinimumSize(200, 150)
@@ -161,7 +170,20 @@ class BaseView(QWidget):
     def _on_explanation(self, ex: Explanation | None) -> None:
         self.explanation = ex
         self.draw(ex)
+        self.settle()
         self.draw_count += 1
+
+    def settle(self) -> None:
+        """Apply pending auto-ranges now, before the paint.
+
+        pyqtgraph re-ranges a plot at the start of its paint; the range change
+        moves items and axes, which asks for a second paint of the view right
+        after the first. Settled here, the new data is painted once.
+        """
+        for item in self.glw.ci.items:
+            vb = getattr(item, "vb", None)
+            if vb is not None and hasattr(vb, "prepareForPaint"):
+                vb.prepareForPaint()
 
     def _on_token(self, token_id: int) -> None:
         if self.explanation is not None:

@@ -1,7 +1,9 @@
 """View 2 — hash buckets: occupancy strip, probes, candidates, winner, digits.
 
-Top: the bucket array in locality (curve) order as an occupancy step curve
-(filled slots per bucket out of ``bucket_size``). The buckets probed for the
+Top: the bucket array in locality (curve) order as occupancy: filled slots
+per bucket out of ``bucket_size``, drawn as one ``bucket_size x n_buckets``
+raster (cell ``(s, b)`` is filled when bucket ``b`` holds more than ``s``
+entries) — the filled step curve as an image. The buckets probed for the
 current step are marked along the strip, the candidates gathered from them
 sit at their home bucket, the winner is a star.
 
@@ -16,7 +18,9 @@ says so over the heatmap instead of drawing a blank one.
 
 Speed: the occupancy strip changes with the model only; ``IndexStats``
 hands a fresh copy per explanation, so it is redrawn only when its content
-differs from what is drawn.
+differs from what is drawn. Thousands of buckets as a filled curve cost
+thousands of ``fillPath`` calls per paint; as an ``ImageItem`` they are one
+``drawImage``, cached in device pixels while the strip's range stays put.
 """
 
 from __future__ import annotations
@@ -45,15 +49,20 @@ class BucketsView(BaseView):
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)
         self._occ = np.zeros(0, np.int32)  # the occupancy drawn now
+        self._n_buckets = 0
         self.strip = self.glw.addPlot(row=0, col=0, colspan=3)
         self.strip.setLabel("bottom", "bucket (locality order)")
         self.strip.setLabel("left", "filled slots")
         self.strip.setMouseEnabled(y=False)
         self.strip.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=4, brush=legend_brush())
-        self.occupancy = pg.PlotCurveItem(
-            pen=pg.mkPen(foreground(160), width=1), fillLevel=0,
-            brush=pg.mkBrush(foreground(40)), name="occupancy",
-        )
+        self.occupancy = pg.ImageItem(axisOrder="row-major")
+        fill = foreground(110)
+        self.occupancy.setLookupTable(np.array(
+            [[0, 0, 0, 0], [fill.red(), fill.green(), fill.blue(), fill.alpha()]], np.uint8))
+        self.occupancy.setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self.occupancy_legend = pg.BarGraphItem(x=[], height=[], width=1,
+                                                brush=pg.mkBrush(fill), pen=None,
+                                                name="occupancy")
         self.probed = pg.ScatterPlotItem(
             size=9, symbol="s", pen=None, brush=brush(PATH_COLOURS["B"], 170),
             hoverable=True, tip=self._bucket_tip, name="probed buckets",
@@ -66,7 +75,9 @@ class BucketsView(BaseView):
             size=18, symbol="star", pen=pg.mkPen(foreground(230)), brush=brush(SELECT_COLOUR),
             hoverable=True, tip=self._cand_tip, name="winner",
         )
-        for item in (self.occupancy, self.probed, self.candidates, self.winner):
+        self.strip.addItem(self.occupancy)
+        self.strip.legend.addItem(self.occupancy_legend, "occupancy")
+        for item in (self.probed, self.candidates, self.winner):
             self.strip.addItem(item)
         self.candidates.sigClicked.connect(self._clicked)
         self.winner.sigClicked.connect(self._clicked)
@@ -145,19 +156,27 @@ class BucketsView(BaseView):
 
     def draw(self, ex: Explanation | None) -> None:
         if ex is None:
-            self.occupancy.setData([], [], stepMode=None)
+            self.occupancy.clear()
             self._occ = np.zeros(0, np.int32)
             self._draw_probe(None)
             return
         st = ex.index_stats
         occ_raw = np.asarray(st.occupancy)
         if not np.array_equal(occ_raw, self._occ):
-            occ = occ_raw.astype(np.float32)
-            self.occupancy.setData(np.arange(len(occ) + 1) - 0.5, occ, stepMode="center")
+            self.set_occupancy(occ_raw, st.bucket_size)
             self.strip.setYRange(-0.8, max(st.bucket_size, 1) * 1.6 + 1.5)
             self.strip.enableAutoRange(axis="x")
             self._occ = occ_raw.copy()
         self.on_step(self.state.step)
+
+    def set_occupancy(self, occ: np.ndarray, bucket_size: int) -> None:
+        """Draw the occupancy raster: row ``s`` filled where a bucket holds > ``s``."""
+        occ = np.asarray(occ)
+        levels = max(int(bucket_size), int(occ.max()) if len(occ) else 0, 1)
+        img = (occ[None, :] > np.arange(levels)[:, None]).astype(np.uint8)
+        self.occupancy.setImage(img, autoLevels=False, levels=(0, 1))
+        self.occupancy.setRect(-0.5, 0.0, float(max(len(occ), 1)), float(levels))
+        self._n_buckets = len(occ)
 
     def _draw_probe(self, probe) -> None:
         ex = self.explanation
@@ -221,8 +240,7 @@ class BucketsView(BaseView):
 
     def summary(self) -> dict[str, int]:
         return {
-            "buckets": int(len(self.occupancy.xData) - 1) if self.occupancy.xData is not None
-            and len(self.occupancy.xData) else 0,
+            "buckets": int(self._n_buckets) if self.occupancy.image is not None else 0,
             "probed": scatter_count(self.probed),
             "candidates": scatter_count(self.candidates),
             "winner": scatter_count(self.winner),

@@ -45,6 +45,8 @@ from explorer.view_base import (
 )
 
 _ARROW = pg.functions.makeArrowPath(headLen=10, tipAngle=30, tailLen=None)
+ARROW_STEP_DEG = 5  # head directions are rounded to this many degrees
+_ARROWS: dict[int, object] = {}  # rounded angle -> rotated head path (shared)
 
 
 def keys_fingerprint(keys: np.ndarray) -> str:
@@ -81,12 +83,21 @@ def fit_projection(keys: np.ndarray, method: str = "pca") -> tuple[np.ndarray, n
 
 
 def arrow_symbols(starts: np.ndarray, ends: np.ndarray) -> list:
-    """Arrow-head paths rotated to point from ``starts`` to ``ends`` (equal aspect)."""
+    """Arrow-head paths rotated to point from ``starts`` to ``ends`` (equal aspect).
+
+    Angles are rounded to :data:`ARROW_STEP_DEG` and the rotated paths shared:
+    the scatter renders one symbol image per distinct path object, so fresh
+    paths per keystroke would be re-rendered (and kept) every time.
+    """
     out = []
     for (x0, y0), (x1, y1) in zip(starts, ends, strict=True):
         # makeArrowPath points along -x; screen y grows downwards.
         ang = math.degrees(math.atan2(-(y1 - y0), x1 - x0)) + 180.0
-        out.append(QTransform().rotate(ang).map(_ARROW))
+        key = int(round(ang / ARROW_STEP_DEG)) * ARROW_STEP_DEG % 360
+        path = _ARROWS.get(key)
+        if path is None:
+            path = _ARROWS[key] = QTransform().rotate(key).map(_ARROW)
+        out.append(path)
     return out
 
 
@@ -139,6 +150,10 @@ class EmbeddingsView(BaseView):
         for item in (self.all_keys, self.shafts, self.heads, self.context, self.protos,
                      self.encoder, self.snapped, self.selected):
             self.plot.addItem(item)
+        # the key cloud and the prototypes change with the model only: painted from a
+        # pixmap cache while the view range stays put
+        for item in (self.all_keys, self.protos):
+            item.setCacheMode(item.CacheMode.DeviceCoordinateCache)
         for item in (self.all_keys, self.context, self.snapped, self.protos, self.selected):
             item.sigClicked.connect(self._clicked)
         # encoder colours as legend entries for B / C / mix

@@ -35,6 +35,7 @@ from explorer.view_base import (
 )
 
 MAX_LABELS = 40
+LEFT_AXIS_PX = 58
 
 
 class TrajectoryView(BaseView):
@@ -91,6 +92,10 @@ class TrajectoryView(BaseView):
             self.band.addItem(item)
         self.glw.ci.layout.setRowStretchFactor(0, 3)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
+        # fixed left axes: the linked x axes line up, and tick labels of a new width
+        # do not re-lay out the plots (a second and third paint per explanation)
+        for plot in (self.scores, self.band):
+            plot.getAxis("left").setWidth(LEFT_AXIS_PX)
 
         row = QHBoxLayout()
         row.addWidget(QLabel("step"))
@@ -122,7 +127,9 @@ class TrajectoryView(BaseView):
     def _label(self, i: int) -> pg.TextItem:
         while len(self.labels) <= i:
             t = pg.TextItem(color=foreground(230), anchor=(0.5, 1.2))
-            self.scores.addItem(t)
+            # a label's bounds in data units change with the zoom: counted in the
+            # auto-range they would re-range (and repaint) the plot several times
+            self.scores.addItem(t, ignoreBounds=True)
             self.labels.append(t)
         return self.labels[i]
 

@@ -176,7 +176,7 @@ def test_model_wide_items_are_not_redrawn_per_prompt(views, monkeypatch):
     calls = []
     monkeypatch.setattr(vs[0].all_keys, "setData", lambda *a, **k: calls.append("keys"))
     monkeypatch.setattr(vs[0].protos, "setData", lambda *a, **k: calls.append("protos"))
-    monkeypatch.setattr(vs[1].occupancy, "setData", lambda *a, **k: calls.append("occ"))
+    monkeypatch.setattr(vs[1], "set_occupancy", lambda *a, **k: calls.append("occ"))
     ex2 = make_explanation(prompt="a cat sat", T=4, seed=5)  # same model arrays, new prompt
     ex2.keys, ex2.prototypes = ex.keys, ex.prototypes
     ex2.index_stats.occupancy = ex.index_stats.occupancy.copy()  # a fresh, equal copy
