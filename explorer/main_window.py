@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from explorer.view_base import BaseView
 
 DEFAULT_CORPUS = default_corpus_path()
-DEFAULT_PROMPT = "The with statement"
+DEFAULT_PROMPT = "Exceptions are raised when"
 DEBOUNCE_MS = 30  # QT-NOTES: 30-80 ms; an explanation costs about as much
 FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces the fast one
 # ``Model.explain`` options while typing (public keyword arguments of ``generate``):
@@ -564,8 +564,15 @@ class MainWindow(QMainWindow):
         geo = settings.load_bytes("window/geometry")
         if geo is not None:
             self.restoreGeometry(geo)
-        else:
-            self.resize(1500, 950)
+        # Four plots and a settings column need room: a saved size below that
+        # (an old session, another screen) is grown, within the screen.
+        want_w, want_h = (1500, 950) if geo is None else (1400, 880)
+        screen = self.screen().availableGeometry() if self.screen() else None
+        if screen is not None:
+            want_w, want_h = min(want_w, screen.width()), min(want_h, screen.height())
+        if geo is None or self.width() < want_w or self.height() < want_h:
+            self.resize(max(self.width(), want_w) if geo is not None else want_w,
+                        max(self.height(), want_h) if geo is not None else want_h)
         for key, split in (("window/main", self.main_split), ("window/grid", self.grid),
                            ("window/row0", self.rows[0]), ("window/row1", self.rows[1])):
             st = settings.load_bytes(key)
