@@ -37,7 +37,6 @@ from explorer.view_base import (
     BaseView,
     brush,
     foreground,
-    legend_brush,
     path_brushes,
     pen,
     scatter_count,
@@ -118,7 +117,9 @@ class EmbeddingsView(BaseView):
         self.plot.setLabel("left", "component 2")
         self.plot.setAspectLocked(True)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
-        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt", brush=legend_brush())
+        # no legend background here: pyqtgraph sizes this legend's box to the plot's
+        # height, and a translucent box veiled a strip of the key cloud
+        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         vocab_tip = self._tip
 
         self.all_keys = pg.ScatterPlotItem(
