@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched
+from core.jit import batched, insert_topk
 from core.tokenize import BOS, EOS
 
 __all__ = ["KneserNey", "Retrieval", "trigram_contexts", "modified_discounts"]
@@ -92,19 +92,6 @@ def modified_discounts(counts: np.ndarray) -> np.ndarray:
 def _range(keys, lo_key, hi_key):
     return np.searchsorted(keys, lo_key), np.searchsorted(keys, hi_key)
 
-
-@njit(cache=True, nogil=True)
-def _insert_topk(ids, vals, k, w, p):
-    """Insert (w, p) into the descending top-k lists ``ids``/``vals``."""
-    if p <= vals[k - 1]:
-        return
-    j = k - 1
-    while j > 0 and vals[j - 1] < p:
-        vals[j] = vals[j - 1]
-        ids[j] = ids[j - 1]
-        j -= 1
-    vals[j] = p
-    ids[j] = w
 
 
 @njit(cache=True, nogil=True)
@@ -177,7 +164,7 @@ def _kn_query(u, v, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont, uni_
             c = tri_counts[ti] - (1 if (loo and w == target) else 0)
             if c > 0:
                 p += max(c - d3[min(c, 3)], 0.0) / c_tot
-        _insert_topk(out_ids, out_p, k, w, p)
+        insert_topk(out_ids, out_p, k, w, p)
     # tokens never seen after v: only the unigram share, best first
     found = 0
     for r in range(uni_order.size):
@@ -187,7 +174,7 @@ def _kn_query(u, v, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont, uni_
             continue
         uc = uni_cont[w] - (uni_dec if w == target else 0)
         p = g3 * g2 * (uc / u_total if u_total > 0 else 0.0)
-        _insert_topk(out_ids, out_p, k, w, p)
+        insert_topk(out_ids, out_p, k, w, p)
         found += 1
         if found >= k:
             break

@@ -38,3 +38,21 @@ def batched(min_parallel: int = 256):
         return call
 
     return wrap
+
+
+@njit(cache=True, nogil=True)
+def insert_topk(ids, vals, k, w, p):
+    """Insert item ``w`` with score ``p`` into descending top-k lists, in place.
+
+    ``vals[0] >= vals[1] >= ... >= vals[k-1]``; ``p`` enters if ``p > vals[k-1]``,
+    shifting lower entries down (ties keep the earlier item first). O(k).
+    """
+    if p <= vals[k - 1]:
+        return
+    j = k - 1
+    while j > 0 and vals[j - 1] < p:
+        vals[j] = vals[j - 1]
+        ids[j] = ids[j - 1]
+        j -= 1
+    vals[j] = p
+    ids[j] = w

@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched
+from core.jit import batched, insert_topk
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -705,14 +705,7 @@ def _mix(bi, bp, ci, cp, g, k):
             while a < r and cw[order[a]] == w:
                 s += cv[order[a]]
                 a += 1
-            if s > bv[k - 1]:
-                j = k - 1
-                while j > 0 and bv[j - 1] < s:
-                    bv[j] = bv[j - 1]
-                    bb[j] = bb[j - 1]
-                    j -= 1
-                bv[j] = s
-                bb[j] = w
+            insert_topk(bb, bv, k, w, s)
         for j in range(k):
             ids[i, j] = bb[j]
             probs[i, j] = max(bv[j], 0.0)
@@ -837,14 +830,7 @@ def _memory_vote(stub_ids, stub_off, nb, nw, out_ids, out_off, k, max_match, eos
                 s += cp[order[a]]
                 a += 1
             s /= total
-            if s > bv[k - 1]:
-                j = k - 1
-                while j > 0 and bv[j - 1] < s:
-                    bv[j] = bv[j - 1]
-                    bb[j] = bb[j - 1]
-                    j -= 1
-                bv[j] = s
-                bb[j] = t
+            insert_topk(bb, bv, k, t, s)
         for j in range(k):
             ids[i, j] = bb[j]
             probs[i, j] = max(bv[j], 0.0)
