@@ -56,3 +56,21 @@ def insert_topk(ids, vals, k, w, p):
         j -= 1
     vals[j] = p
     ids[j] = w
+
+
+@njit(cache=True, nogil=True)
+def insert_bottomk(ids, vals, k, w, x):
+    """Insert item ``w`` with distance ``x`` into ascending bottom-k lists, in place.
+
+    ``vals[0] <= ... <= vals[k-1]``; ``x`` enters if ``x < vals[k-1]``, shifting
+    larger entries down (ties keep the earlier item first). O(k).
+    """
+    if x >= vals[k - 1]:
+        return
+    j = k - 1
+    while j > 0 and vals[j - 1] > x:
+        vals[j] = vals[j - 1]
+        ids[j] = ids[j - 1]
+        j -= 1
+    vals[j] = x
+    ids[j] = w

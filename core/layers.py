@@ -78,7 +78,7 @@ import numpy as np
 from numba import njit, prange
 
 from core.explain import LayerInfo
-from core.jit import batched
+from core.jit import batched, insert_bottomk
 
 OPS = {"mean": 0, "halfgap": 1}
 
@@ -346,14 +346,7 @@ def _topk_direct(Q, KT, k2, k):
         bi = np.full(k, -1, np.int64)
         for v in range(V):
             x = acc[v]
-            if x < bv[k - 1]:
-                t = k - 1
-                while t > 0 and bv[t - 1] > x:
-                    bv[t] = bv[t - 1]
-                    bi[t] = bi[t - 1]
-                    t -= 1
-                bv[t] = x
-                bi[t] = v
+            insert_bottomk(bi, bv, k, v, x)
         for t in range(k):
             ids[i, t] = bi[t]
             dist[i, t] = np.sqrt(max(bv[t] + q2, 0.0))
@@ -374,14 +367,7 @@ def _topk_rows(G, k2, q2, k):
         bi = np.full(k, -1, np.int64)
         for v in range(V):
             x = k2[v] - 2.0 * G[i, v]
-            if x < bv[k - 1]:
-                t = k - 1
-                while t > 0 and bv[t - 1] > x:
-                    bv[t] = bv[t - 1]
-                    bi[t] = bi[t - 1]
-                    t -= 1
-                bv[t] = x
-                bi[t] = v
+            insert_bottomk(bi, bv, k, v, x)
         for t in range(k):
             ids[i, t] = bi[t]
             dist[i, t] = np.sqrt(max(bv[t] + q2[i], 0.0))

@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched, insert_topk
+from core.jit import batched, insert_bottomk, insert_topk
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -143,14 +143,7 @@ def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
                 r += x * x if code == 0 else abs(x)
                 if r >= br[K - 1]:
                     break
-        if r < br[K - 1]:
-            j = K - 1
-            while j > 0 and br[j - 1] > r:
-                br[j] = br[j - 1]
-                bi[j] = bi[j - 1]
-                j -= 1
-            br[j] = r
-            bi[j] = u
+        insert_bottomk(bi, br, K, u, r)
 
 
 @batched()
