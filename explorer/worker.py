@@ -17,6 +17,13 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
 * :class:`Explainer` computes ``model.explain(prompt)`` on its own thread;
   every request carries a sequence number, queued requests older than the
   latest are skipped and stale results dropped.
+* :func:`collect_garbage_on_gui_thread` turns Python's automatic cyclic
+  garbage collector off and runs it from a timer on the GUI thread
+  (pyqtgraph's ``GarbageCollector``). Otherwise a collection triggered by an
+  allocation on a worker thread can destroy a stale widget's wrapper there;
+  its ``~QObject`` then waits for the GIL while the GUI thread, deleting
+  another widget, waits for Qt's mutex: a deadlock that was observed while
+  the explainer compiled its kernels.
 * :func:`load_or_train` caches trained models in the user cache directory
   under a hash of the corpus bytes, the training config and the model-file
   format version, so a warm start loads instead of training.
@@ -34,7 +41,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
 
 try:  # the shared exception type once core.corpus defines it
     from core.corpus import Cancelled
@@ -60,6 +67,22 @@ def describe_error(exc: BaseException) -> str:
                 "PermissionError", "IsADirectoryError"):
         return msg
     return f"{name}: {msg}"
+
+
+def collect_garbage_on_gui_thread(interval: float = 0.5) -> None:
+    """Collect reference cycles only on the GUI thread, from a timer (idempotent).
+
+    Called on the GUI thread by every owner of worker threads here, before
+    they start. The collector lives
+    as long as the application; it keeps the generation thresholds of the
+    automatic one, so memory behaves the same.
+    """
+    app = QCoreApplication.instance()
+    if app is None or getattr(app, "_gui_thread_gc", None) is not None:
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    app._gui_thread_gc = GarbageCollector(interval=interval)
 
 
 def leave_a_core_for_the_gui() -> None:
@@ -172,6 +195,7 @@ class TaskSlot(QObject):
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        collect_garbage_on_gui_thread()  # before any of its threads runs Python
         self.name = name
         self.current: TaskThread | None = None
         self._old: list[TaskThread] = []
@@ -271,6 +295,7 @@ class Explainer(QObject):
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        collect_garbage_on_gui_thread()  # before its thread runs Python
         self._latest = [0]
         self._answered = 0
         self.thread = QThread(self)
