@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -18,3 +19,16 @@ SAMPLES = REPO / "resources" / "samples"
 def samples() -> Path:
     """Folder of the small sample corpora shipped for tests."""
     return SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def _collect_cycles_on_the_main_thread():
+    """Once a window or worker turned automatic collection off, collect after each test.
+
+    The window collects from a GUI-thread timer, which runs only while an
+    event loop does; plain tests after the GUI ones would otherwise never
+    free their reference cycles.
+    """
+    yield
+    if not gc.isenabled():
+        gc.collect()
