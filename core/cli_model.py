@@ -50,6 +50,7 @@ _SETTINGS = (
     ("--max-len", "max_len", int, "hard cap on generated tokens (48)"),
     ("--beam", "beam", int, "beam width (4)"),
     ("--particles", "particles", int, "SMC particles (16)"),
+    ("--no-repeat", "no_repeat", int, "block repeating an n-gram of the output, 0 = off (0)"),
 )
 
 

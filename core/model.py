@@ -120,6 +120,8 @@ class TrainConfig:
     max_len : hard cap on generated tokens
     beam, particles : widths of beam search and SMC
     band_weight : weight β of the band potential in stub scores
+    no_repeat : a generated token may not repeat an n-gram of this length
+        already in the output (0: off)
     signatures : build the layer signature bank (``Model.similar``)
     memory : nearest training pairs of the prompt memory (0: off; pairs only)
     memory_pairs : training pairs sampled to fit the memory's mixing weights
@@ -148,6 +150,7 @@ class TrainConfig:
     beam: int = 4
     particles: int = 16
     band_weight: float = 1.0
+    no_repeat: int = 0
     signatures: bool = True
     memory: int = 8
     memory_pairs: int = 3000

@@ -44,7 +44,8 @@ from numba import njit
 
 from core.explain import StopBand
 
-__all__ = ["segment_stats", "MiddleKey", "RunningStats", "in_band", "band_potential"]
+__all__ = ["segment_stats", "MiddleKey", "RunningStats", "in_band", "band_potential",
+           "repeat_blocked"]
 
 
 @njit(cache=True, nogil=True)
@@ -240,6 +241,28 @@ def band_potential(stats: RunningStats, band: StopBand) -> float:
 # ----------------------------------------------------------------------------- stub search
 
 
+def repeat_blocked(ids: list[int] | np.ndarray, n: int) -> np.ndarray:
+    """Tokens that would repeat an ``n``-gram already in ``ids`` (no-repeat blocking).
+
+    Token ``x`` is blocked after ``ids`` when ``ids[-(n-1):] + [x]`` already
+    occurs in ``ids``: the set ``{ids[i+n-1] : ids[i:i+n-1] = ids[-(n-1):]}``.
+    ``n <= 0`` blocks nothing; ``n = 1`` blocks every token already emitted.
+
+    Returns
+    -------
+    int64 [b] : the blocked token ids (unsorted, may repeat).
+    """
+    a = np.asarray(ids, np.int64)
+    if n <= 0 or a.size < n:
+        return a[:0]
+    if n == 1:
+        return a
+    starts = np.lib.stride_tricks.sliding_window_view(a[:-1], n - 1)
+    hit = (starts == a[a.size - n + 1:]).all(1)
+    return a[n - 1:][hit]
+
+
+
 @dataclass
 class _Stub:
     ids: list
@@ -296,11 +319,19 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
       finished particle with the best path score.
 
     A stub stops at ``<eos>`` (or ``<sep>``), inside or past the band, or at
-    the hard cap ``max_len``. Returns a :class:`core.explain.Generation`.
+    the hard cap ``max_len``. With ``config.no_repeat = n > 0`` a candidate
+    that would repeat an n-gram of the stub's own output is not proposed
+    (:func:`repeat_blocked`). It is off by default: measured with n = 3
+    while an underline was still a run of single ``=`` tokens, it cut
+    greedy chrF on the docs from 20.7 to 16.0 (underlines are real repeats)
+    and moved beam on the quotations only from 8.96 to 9.00; the loops it
+    was meant for went away with run tokens (:mod:`core.tokenize`).
+    Returns a :class:`core.explain.Generation`.
     """
 
     cfg = model.config
     beta = float(cfg.band_weight)
+    no_repeat = int(getattr(cfg, "no_repeat", 0))
     band = model.band(prompt_ids)
     keys = model.keys
     d = keys.shape[1]
@@ -339,18 +370,22 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
             rec_base = (H[i], int(out["b_ids"][i, 0]), int(out["c_ids"][i, 0]),
                         int(out["nn"][i, 0]), float(out["gate"][i]))
             valid = ids[i] >= 0
+            if no_repeat and len(s.ids) >= no_repeat:
+                valid &= ~np.isin(ids[i], repeat_blocked(s.ids, no_repeat))
             if not valid.any():
                 t = _Stub(s.ids, s.recs, s.stats, s.logp, s.phi, s.logw, "eos")
                 new.append(t)
                 continue
             if method == "greedy":
-                choice = [0]
+                choice = [int(np.argmax(valid))]
             elif method == "beam":
                 choice = list(np.flatnonzero(valid)[:S])
             else:
                 p = np.where(valid, probs[i], 0.0)
                 mass = p.sum()
-                j = int(rng.choice(p.size, p=p / mass))
+                # only zero-probability candidates left: pick among them evenly
+                q = p / mass if mass > 0 else valid / valid.sum()
+                j = int(rng.choice(p.size, p=q))
                 choice = [j]
             for j in choice:
                 tok = int(ids[i, j])

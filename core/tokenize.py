@@ -3,11 +3,17 @@
 Two tokenizers share one interface (:class:`Tokenizer`):
 
 ``word``
-    Tokens are ``\\w+|[^\\w\\s]`` (runs of word characters, or one punctuation
-    character), case kept, whitespace dropped. Decoding joins tokens with a
-    space between two word tokens and after punctuation, except before closing
-    punctuation and after opening brackets; whatever the spacing, re-splitting
-    the decoded text gives back the same tokens (tested with hypothesis).
+    Tokens are runs of word characters, runs of one repeated symbol from
+    :data:`RUN_CHARS` (``>>>``, ``**``, ``...``, triple quotes, a reST underline
+    ``=====``), or one other punctuation character; case kept, whitespace
+    dropped. A run is one token because it is one unit of the text: an
+    underline split into single ``=`` tokens made the three-token state see
+    only ``= = =`` and loop (or copy an underline of the wrong length), and
+    made the easy repeats inflate next-token accuracy. Decoding joins tokens
+    with a space between two word tokens and after punctuation, except before
+    closing punctuation and after opening brackets, and always where two
+    tokens would merge into one run; whatever the spacing, re-splitting the
+    decoded text gives back the same tokens (tested with hypothesis).
 ``byte``
     Raw UTF-8 bytes: id ``4 + b`` for byte ``b``. No vocabulary to learn (the
     Byte-Latent idea); the vocabulary is always the 4 specials + 256 bytes and
@@ -31,7 +37,9 @@ BOS, EOS, SEP, UNK = 0, 1, 2, 3
 N_SPECIALS = len(SPECIALS)
 TOKENIZERS = ("word", "byte")
 
-WORD_RE = re.compile(r"\w+|[^\w\s]")
+RUN_CHARS = "*=-~^#+.:<>/'\"`"
+"""Symbols whose runs are single tokens (``=====`` is one token, ``((`` two)."""
+WORD_RE = re.compile(r"\w+|" + "".join(re.escape(c) + "+|" for c in RUN_CHARS) + r"[^\w\s]")
 _OPENERS = frozenset("([{\"'`")
 _CLOSERS = frozenset(".,;:!?)]}%")
 
@@ -213,13 +221,15 @@ def detokenize(tokens: list[str]) -> str:
     """Join word tokens into readable text that re-splits into the same tokens.
 
     A space separates two tokens unless the right one is closing punctuation
-    or the left one an opening bracket/quote. Both are single punctuation
-    characters, so two word tokens are always separated and never merge.
+    or the left one an opening bracket/quote (one character each), so two
+    word tokens are always separated; two runs of the same symbol (``.`` and
+    ``..``) are always separated too, or they would re-split as one run.
     """
     out: list[str] = []
     prev = ""
     for tok in tokens:
-        if out and not (tok in _CLOSERS or prev in _OPENERS):
+        merge = prev[-1:] == tok[:1] and tok[:1] in RUN_CHARS
+        if out and (merge or not (tok in _CLOSERS or prev in _OPENERS)):
             out.append(" ")
         out.append(tok)
         prev = tok

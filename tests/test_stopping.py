@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.corpus import load_corpus
 from core.keys import KeyStore
 from core.model import TrainConfig, train
-from core.stopping import MiddleKey, RunningStats, band_potential, in_band, segment_stats
+from core.stopping import (
+    MiddleKey,
+    RunningStats,
+    band_potential,
+    in_band,
+    repeat_blocked,
+    segment_stats,
+)
 
 
 def test_segment_stats_match_numpy():
@@ -116,3 +127,29 @@ def test_generation_respects_the_stop_band(length_model, method):
 def test_generation_terminates_at_the_cap(length_model, method):
     g = length_model.generate(" ".join(["w1"] * 8), method=method, max_len=3, probes=False)
     assert len(g.ids) <= 3 and g.stopped_by == "cap"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=12), st.integers(0, 4))
+def test_repeat_blocked_matches_brute_force(ids, n):
+    got = set(repeat_blocked(ids, n).tolist())
+    want = set()
+    if n > 0:
+        for x in range(4):
+            seq = ids + [x]
+            grams = [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
+            if grams and grams[-1] in grams[:-1]:
+                want.add(x)
+    assert got == want
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+def test_no_repeat_blocks_repeated_ngrams(length_model, method):
+    saved = length_model.config
+    try:  # "o o o …" is what the model wants; with n = 2 no bigram may come twice
+        length_model.config = dataclasses.replace(saved, no_repeat=2)
+        g = length_model.generate("w1 w1 w1 w1 w1 w1", method=method, probes=False)
+    finally:
+        length_model.config = saved
+    grams = list(zip(g.ids[:-1].tolist(), g.ids[1:].tolist(), strict=True))
+    assert len(grams) == len(set(grams)) and len(g.ids) >= 2

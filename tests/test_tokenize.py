@@ -32,6 +32,14 @@ def test_word_split_keeps_case_and_punctuation():
     assert tok.name == "word" and tok == "word" and tok != "byte"
 
 
+def test_word_split_keeps_symbol_runs_whole():
+    tok = make_tokenizer("word")
+    assert tok.split("Heading\n=======\n>>> f(**kw) ... x == 1 -- ((y))") == [
+        "Heading", "=======", ">>>", "f", "(", "**", "kw", ")", "...", "x", "==", "1", "--",
+        "(", "(", "y", ")", ")"]
+    assert detokenize(["x", ".", "."]) == "x. ."  # never merged into the run ".."
+
+
 def test_build_vocab_order_min_count_and_unk_counts():
     v = build_vocab({"b": 2, "a": 2, "c": 5, "rare": 1, "odd": 1}, min_count=2)
     assert v.itos == list(SPECIALS) + ["c", "a", "b"]
@@ -94,6 +102,7 @@ def test_word_encode_decode_keeps_tokens(text):
     assert tok.split(tok.decode(ids, v)) == toks
 
 
-@given(st.lists(st.sampled_from(["a", "bb", "(", ")", ".", ",", "'", "9", "é", "_x"]), max_size=30))
+@given(st.lists(st.sampled_from(["a", "bb", "(", ")", ".", ",", "'", "9", "é", "_x", "..", "=",
+                                 "==", ">>>", '"', "''", "-"]), max_size=30))
 def test_detokenize_resplits(tokens):
     assert make_tokenizer("word").split(detokenize(tokens)) == tokens
