@@ -66,7 +66,7 @@ class LayersView(BaseView):
         self.acc_plot.setLabel("bottom", "layer m")
         self.acc_plot.setLabel("left", "token accuracy")
         self.acc_plot.setYRange(0, 1.05)
-        self.acc_plot.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=legend_brush())
+        self.acc_plot.addLegend(offset=(5, -5), labelTextSize="8pt", brush=legend_brush())
         self.acc = pg.PlotDataItem(pen=pg.mkPen(PATH_COLOURS["B"], width=2), symbol="o",
                                    symbolSize=7, symbolBrush=PATH_COLOURS["B"],
                                    name="reconstruction accuracy")

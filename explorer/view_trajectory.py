@@ -178,7 +178,11 @@ class TrajectoryView(BaseView):
         self.std_hi.setData(xb, np.full(2, st.std + st.tolerance, np.float32))
         self.run_var.setData(np.arange(len(g.running_variance)), g.running_variance)
         self.run_std.setData(np.arange(len(g.running_std)), g.running_std)
-        self.scores.enableAutoRange()
+        # headroom above the path: the legend row sits there, not over labels
+        ys = np.concatenate([cum, stub[np.isfinite(stub)].ravel()]) if stub.size else cum
+        lo, hi = float(ys.min()), float(ys.max())
+        self.scores.enableAutoRange(axis="x")
+        self.scores.setYRange(lo, hi + 0.35 * max(hi - lo, 1e-3), padding=0.08)
         self.band.enableAutoRange()
         self.slider.blockSignals(True)
         self.slider.setRange(0, T - 1)
