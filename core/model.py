@@ -36,7 +36,9 @@ weight per cell is fitted on training pairs only (``memory`` stage: pair left
 out of the neighbours, B/C leave-one-out), deterministic for a seed; it
 never touches next-token prediction (``predict_next``/``evaluate_stream``).
 Figures, ``noisekey eval CORPUS --max-pairs 100 --no-signatures``, chrF
-greedy / beam / smc (retrieval), before → after:
+greedy / beam / smc (retrieval), before → after, measured while the word
+tokenizer still split symbol runs (the README has the current figures, where
+beam beats retrieval on the default corpus):
 default corpus 14.3 / 13.8 / 12.3 → 18.9 / 16.7 / 15.7 (26.5);
 fortunes beam 9.21 → 8.96, greedy 3.9, smc 7.7 (8.91): the memory's
 weight there stays near 0 at the first step, the cost is small;

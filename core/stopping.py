@@ -25,7 +25,8 @@ Choices where the spec is silent:
   12–13 tokens against 9.5 for ``m̂`` on the default corpus). A stub
   that reaches the top of the length band without having been inside stops
   at that edge too (it cannot come back): both are reported as ``"band"``.
-  Measured on the default corpus (``noisekey eval resources/default_corpus.txt
+  Measured on the default corpus, with symbol runs still split into single
+  tokens (``noisekey eval resources/default_corpus.txt
   --max-pairs 100 --no-signatures``; greedy / beam / smc): this rule gives
   chrF 14.3 / 13.8 / 12.3 and |m̂ − m| 10.75 / 10.32 / 10.30; the old
   ``m̂ ± σ_m`` band 10.7 / 8.9 / 10.2 and 13.0 / 12.3 / 12.0 (stubs stopped
