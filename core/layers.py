@@ -900,6 +900,7 @@ def layer_accuracy(
     iters: int = 8,
     k: int = 16,
     halfgap_max: int = 2,
+    stop_below: float | None = None,
 ) -> np.ndarray:
     """Token accuracy of reconstructing the sentence(s) from each layer.
 
@@ -907,7 +908,10 @@ def layer_accuracy(
     fraction of positions recovered, over the batch, for each layer. For
     ``halfgap`` only layers ``m <= halfgap_max`` are searched (the local search
     costs ~(m+2)^3 per candidate and finds nothing beyond m = 0); the others
-    are NaN.
+    are NaN. With ``stop_below``, the layers after the first whose accuracy
+    falls below it are not searched either (NaN): failed searches are the
+    slowest (every refinement round runs) and accuracy rarely recovers
+    higher up, so the window uses it while the user types.
     """
     ids = np.asarray(ids, np.int64)
     batch = ids[None] if ids.ndim == 1 else ids
@@ -927,6 +931,8 @@ def layer_accuracy(
             continue
         rec = reconstruct(L[m], m, n, keys, index, iters, k, op)
         acc[t] = np.mean(rec == batch)
+        if stop_below is not None and acc[t] < stop_below:
+            break
     return acc
 
 
@@ -1126,6 +1132,7 @@ def layer_info(
     similar=None,
     tol: float = 0.99,
     k: int = 5,
+    stop_below: float | None = None,
 ) -> LayerInfo:
     """Layers of a prompt, their reconstruction accuracy and nearest sentences.
 
@@ -1139,12 +1146,14 @@ def layer_info(
         or None. Passed through to :attr:`LayerInfo.similar`.
     tol : accuracy that counts as reconstructed (most compressible layer)
     k : number of similar sentences when ``similar`` is a callable taking ``(ids, k)``
+    stop_below : see :func:`layer_accuracy` (None: every layer)
     """
     ids = np.asarray(ids, np.int64)
     keys = np.ascontiguousarray(keys, np.float32)
     n = ids.shape[0]
     layers = hierarchy(keys[ids], op) if n >= 2 else []
-    acc = layer_accuracy(ids, keys, index, op) if n >= 2 else np.zeros(0, np.float32)
+    acc = (layer_accuracy(ids, keys, index, op, stop_below=stop_below) if n >= 2
+           else np.zeros(0, np.float32))
     if callable(similar):
         try:
             sim = list(similar(ids, k))

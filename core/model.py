@@ -589,8 +589,14 @@ class Model:
                       width, self.config.seed if seed is None else seed, probes)
 
     # ------------------------------------------------------------------ views
-    def explain(self, prompt: str, method: str = "greedy", **kw) -> Explanation:
-        """Everything the four views draw for ``prompt`` (see :mod:`core.explain`)."""
+    def explain(self, prompt: str, method: str = "greedy", layers_stop_below: float | None = None,
+                **kw) -> Explanation:
+        """Everything the four views draw for ``prompt`` (see :mod:`core.explain`).
+
+        ``layers_stop_below`` skips the layers above the first reconstructed
+        with a lower accuracy (:func:`core.layers.layer_accuracy`); ``kw``
+        goes to :meth:`generate`.
+        """
         ids = self.encode(prompt)
         gen = self.generate(ids, method=method, **kw)
         return Explanation(
@@ -602,10 +608,10 @@ class Model:
             prototypes=self.counts.bank.prototypes,
             generation=gen,
             index_stats=self.index.stats(),
-            layers=self.layer_info(ids),
+            layers=self.layer_info(ids, layers_stop_below),
         )
 
-    def layer_info(self, ids: np.ndarray) -> LayerInfo:
+    def layer_info(self, ids: np.ndarray, stop_below: float | None = None) -> LayerInfo:
         """Layers of the prompt (:func:`core.layers.layer_info`) with similar training sentences."""
         try:
             from core.layers import layer_info
@@ -614,7 +620,7 @@ class Model:
         # exact snapping: least-squares points lie far from every key, where the
         # hash index (tuned for queries near a key) loses recall
         return layer_info(ids, self.keys, self.nearest_keys, self.config.op,
-                          similar=lambda q, k: self.similar(q, k), k=5)
+                          similar=lambda q, k: self.similar(q, k), k=5, stop_below=stop_below)
 
     @property
     def nearest_keys(self):

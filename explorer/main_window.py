@@ -13,8 +13,9 @@ Flow:
   explanation is computed by :class:`explorer.worker.Explainer` off the GUI
   thread and only the newest result is drawn. While typing, a cheaper
   explanation is asked for (``max_len`` capped, narrower beam, fewer SMC
-  particles); when typing pauses for :data:`FULL_AFTER_MS` the full one
-  replaces it, unless the fast one already equals it (greedy, not capped).
+  particles, no reconstruction above the first failed layer); when typing
+  pauses for :data:`FULL_AFTER_MS` the full one replaces it, unless the fast
+  one already equals it (greedy, nothing capped or left out).
   A "computing…" note sits beside the prompt while a request is open.
 * Start-up: with ``defer_views`` the window shows first (corpus panel,
   training panel, prompt, a start page with the training progress); the
@@ -32,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -70,6 +72,8 @@ FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces th
 # a capped length, and narrower beams / fewer particles (greedy ignores width)
 FAST_MAX_LEN = 16
 FAST_WIDTH = {"beam": 2, "smc": 4}
+# and layers above the first reconstructed below this accuracy are left out
+FAST_LAYERS_STOP_BELOW = 0.5
 VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
 
 
@@ -501,14 +505,16 @@ class MainWindow(QMainWindow):
         kw: dict = {"method": method}
         if not full:
             kw["max_len"] = FAST_MAX_LEN
+            kw["layers_stop_below"] = FAST_LAYERS_STOP_BELOW
             if method in FAST_WIDTH:
                 kw["width"] = FAST_WIDTH[method]
         return kw
 
     def _fast_is_full(self, ex) -> bool:
-        """The fast explanation equals the full one (greedy, not cut by the length cap)."""
+        """The fast explanation equals the full one (greedy, no cut length or layers)."""
         return "width" not in self.explain_options(False) and \
-            len(ex.generation.steps) < FAST_MAX_LEN
+            len(ex.generation.steps) < FAST_MAX_LEN and \
+            not np.isnan(np.asarray(ex.layers.accuracy)).any()
 
     def request_explanation(self, full: bool = True) -> None:
         """Ask the explainer for the prompt's explanation (newest request wins)."""

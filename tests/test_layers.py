@@ -8,12 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.explain import LayerInfo
+from core.keys import KeyStore
 from core.layers import (
     NearestKeys,
     SignatureBank,
     full_embedding,
     hierarchy,
     layer,
+    layer_accuracy,
     layer_info,
     mean_layer_matrix,
     most_compressible,
@@ -255,3 +257,14 @@ def test_bow_baseline_scores():
     s = score(np.array([4, 5, 6]))
     assert s[0] == pytest.approx(1.0) and s[2] == 0.0
     assert s[1] == pytest.approx(2 / (np.sqrt(3) * np.sqrt(5)))
+
+
+def test_layer_accuracy_stops_after_the_first_failed_layer():
+    keys = KeyStore(2000, 16, 0).keys
+    ids = np.random.default_rng(1).integers(0, 2000, 12)
+    full = layer_accuracy(ids, keys)
+    assert (full < 0.5).any()  # the top layers of a 12-token sentence do not decode
+    first = int(np.flatnonzero(full < 0.5)[0])
+    cut = layer_accuracy(ids, keys, stop_below=0.5)
+    np.testing.assert_array_equal(cut[:first + 1], full[:first + 1])
+    assert np.isnan(cut[first + 1:]).all() and cut.shape == full.shape
