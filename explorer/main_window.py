@@ -59,7 +59,7 @@ from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
 from explorer.state import ExplorerState
 from explorer.training_panel import CACHED_CURVES, TrainingPanel
-from explorer.worker import Explainer, TaskSlot, load_or_train
+from explorer.worker import Explainer, TaskSlot, freeze_long_lived_objects, load_or_train
 
 if TYPE_CHECKING:
     from explorer.view_base import BaseView
@@ -234,6 +234,8 @@ class MainWindow(QMainWindow):
         self._full_timer.setSingleShot(True)
         self._full_timer.setInterval(FULL_AFTER_MS)
         self._full_timer.timeout.connect(lambda: self.request_explanation(full=True))
+        # start-up is over once views are drawn: the heap it built stays (see the worker)
+        self.viewsDrawn.connect(lambda: QTimer.singleShot(0, freeze_long_lived_objects))
         self.state.promptChanged.connect(lambda _: self.request_explanation(full=False))
         self.method_box.currentTextChanged.connect(lambda _: self.request_explanation(full=True))
         self.state.modelChanged.connect(lambda _: self.request_explanation(full=True))

@@ -32,6 +32,7 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -83,6 +84,24 @@ def collect_garbage_on_gui_thread(interval: float = 0.5) -> None:
     from pyqtgraph.util.garbage_collector import GarbageCollector
 
     app._gui_thread_gc = GarbageCollector(interval=interval)
+
+
+def freeze_long_lived_objects() -> None:
+    """Collect once, then move every surviving object out of the collector's sight.
+
+    Called once the first views are drawn: the interpreter, Qt, pyqtgraph,
+    numba's dispatchers and the first model are then loaded and live as long
+    as the window (~170k objects). A full collection of that heap costs
+    ~80 ms on the GUI thread, a stall the timer would repeat now and then;
+    after ``gc.freeze()`` collections scan only newer objects. Once per
+    application.
+    """
+    app = QCoreApplication.instance()
+    if app is None or getattr(app, "_heap_frozen", False):
+        return
+    app._heap_frozen = True
+    gc.collect()
+    gc.freeze()
 
 
 def leave_a_core_for_the_gui() -> None:
