@@ -165,7 +165,7 @@ class BucketsView(BaseView):
         if not np.array_equal(occ_raw, self._occ):
             self.set_occupancy(occ_raw, st.bucket_size)
             self.strip.setYRange(-0.8, max(st.bucket_size, 1) * 1.6 + 1.5)
-            self.strip.enableAutoRange(axis="x")
+            self.strip.setXRange(-0.5, max(len(occ_raw), 1) - 0.5, padding=0.02)
             self._occ = occ_raw.copy()
         self.on_step(self.state.step)
 

@@ -220,7 +220,7 @@ class EmbeddingsView(BaseView):
             self._xy_keys = self._project(keys)
             ids = np.arange(len(keys))
             self.all_keys.setData(pos=self._xy_keys, data=ids)
-            self.plot.enableAutoRange()
+            self._range_pending = True
         elif self._proj is not self._proj_cache[key]:
             self._proj = self._proj_cache[key]
             self._xy_keys = self._project(keys)
@@ -228,8 +228,8 @@ class EmbeddingsView(BaseView):
 
     def _reproject(self) -> None:
         if self.explanation is not None:
+            self._range_pending = True
             self.draw(self.explanation)
-            self.plot.enableAutoRange()
 
     def draw(self, ex: Explanation | None) -> None:
         if ex is None:
@@ -274,6 +274,12 @@ class EmbeddingsView(BaseView):
                 self.protos.setData(pos=pxy, data=np.arange(len(pxy)))
             else:
                 self.protos.clear()
+        if getattr(self, "_range_pending", False):
+            # Fit the range once per model and projection, not on every prompt:
+            # prompt items are keys (inside the key cloud), and a standing
+            # auto-range re-measures the 4k-point cloud on every keystroke.
+            self._range_pending = False
+            self.plot.autoRange()
         self.set_header(f"{len(ex.keys)} keys · {len(ids)} context · {len(steps)} steps · "
                         f"{self.state.projection.upper()}")
         self.on_token(self.state.token)

@@ -48,7 +48,9 @@ class TrajectoryView(BaseView):
         self.scores = self.glw.addPlot(row=0, col=0,
                                        axisItems={"bottom": IntegerAxis("bottom")})
         self.scores.setLabel("left", "log-potential")
-        self.scores.setLabel("bottom", "step")
+        # x is shared with the stop-band plot below, whose axis names the steps
+        # (one axis fewer to lay out on every prompt)
+        self.scores.hideAxis("bottom")
         self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5,
                               brush=legend_brush())
         self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
@@ -181,9 +183,14 @@ class TrajectoryView(BaseView):
         # headroom above the path: the legend row sits there, not over labels
         ys = np.concatenate([cum, stub[np.isfinite(stub)].ravel()]) if stub.size else cum
         lo, hi = float(ys.min()), float(ys.max())
-        self.scores.enableAutoRange(axis="x")
-        self.scores.setYRange(lo, hi + 0.35 * max(hi - lo, 1e-3), padding=0.08)
-        self.band.enableAutoRange()
+        # explicit ranges: a standing auto-range re-measures every item per prompt
+        self.scores.setRange(xRange=(-0.5, max(T, stub.shape[-1] if stub.ndim == 2 else 0) - 0.5),
+                             yRange=(lo, hi + 0.35 * max(hi - lo, 1e-3)), padding=0.08)
+        bv = np.concatenate([[st.variance - st.tolerance, st.variance + st.tolerance,
+                              st.std - st.tolerance, st.std + st.tolerance],
+                             g.running_variance, g.running_std])
+        bv = bv[np.isfinite(bv)]
+        self.band.setYRange(float(bv.min()), float(bv.max()), padding=0.1)
         self.slider.blockSignals(True)
         self.slider.setRange(0, T - 1)
         self.slider.setValue(min(self.state.step, T - 1))
