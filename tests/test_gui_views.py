@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -192,3 +194,18 @@ def test_panel_defaults_follow_train_config():
     cfg = model.TrainConfig()
     for k, v in default_values().items():
         assert getattr(cfg, k) == v, k
+
+
+def test_layers_left_out_while_typing_are_gaps(views):
+    """A fast explanation's accuracy ends in NaN (layers not searched): the rest is drawn."""
+    state, vs = views
+    ex = make_explanation(T=3, seed=6)
+    acc = np.asarray(ex.layers.accuracy, np.float32).copy()
+    acc[2:] = np.nan
+    state.set_explanation(dataclasses.replace(
+        ex, layers=dataclasses.replace(ex.layers, accuracy=acc, chosen=1)))
+    lay = vs[3]
+    x, y = lay.acc.getData()
+    assert len(y) == len(acc) and np.isfinite(y[:2]).all() and np.isnan(y[2:]).all()
+    assert lay.chosen_line.isVisible() and lay.chosen_line.value() == 1
+    assert lay.summary()["accuracy_points"] == len(acc)
