@@ -178,8 +178,11 @@ class LayersView(BaseView):
         for text, score in ex.layers.similar:
             self.similar.addItem(f"{score:7.4f}  {text}")
         chosen = f"L{c}" if c >= 0 else "none"
+        # a fast (while-typing) explanation leaves the layers above the first failure out
+        later = (" · upper layers after a pause"
+                 if ex.layers.op == "mean" and np.isnan(acc).any() else "")
         self.set_header(f"op {ex.layers.op} · {len(ex.layers.layers)} layers · chosen {chosen} · "
-                        f"{len(ex.layers.similar)} similar")
+                        f"{len(ex.layers.similar)} similar{later}")
         self.on_layer(self.state.layer)
 
     def on_layer(self, layer: int) -> None:

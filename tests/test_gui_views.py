@@ -209,3 +209,4 @@ def test_layers_left_out_while_typing_are_gaps(views):
     assert len(y) == len(acc) and np.isfinite(y[:2]).all() and np.isnan(y[2:]).all()
     assert lay.chosen_line.isVisible() and lay.chosen_line.value() == 1
     assert lay.summary()["accuracy_points"] == len(acc)
+    assert "after a pause" in lay.header.text()
