@@ -18,8 +18,10 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
   every request carries a sequence number, queued requests older than the
   latest are skipped and stale results dropped.
 * :func:`collect_garbage_on_gui_thread` turns Python's automatic cyclic
-  garbage collector off and runs it from a timer on the GUI thread
-  (pyqtgraph's ``GarbageCollector``). Otherwise a collection triggered by an
+  garbage collector off and runs it from a timer on the GUI thread (the
+  design of pyqtgraph's ``GarbageCollector``, re-done here in a few lines
+  because importing pyqtgraph for it cost 0.6 s before the window shows).
+  Otherwise a collection triggered by an
   allocation on a worker thread can destroy a stale widget's wrapper there;
   its ``~QObject`` then waits for the GIL while the GUI thread, deleting
   another widget, waits for Qt's mutex: a deadlock that was observed while
@@ -42,7 +44,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
 try:  # the shared exception type once core.corpus defines it
     from core.corpus import Cancelled
@@ -70,20 +72,41 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {msg}"
 
 
+class _GuiThreadCollector(QObject):
+    """The cyclic collector, run by a timer: generation ``g`` is collected when
+    its count passes the automatic collector's threshold for ``g``."""
+
+    def __init__(self, interval_ms: int, parent: QObject) -> None:
+        super().__init__(parent)
+        self.threshold = gc.get_threshold()
+        gc.disable()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.check)
+        self.timer.start(interval_ms)
+
+    def check(self) -> None:
+        counts = gc.get_count()
+        gen = -1
+        for g in range(3):
+            if counts[g] <= self.threshold[g]:
+                break
+            gen = g
+        if gen >= 0:
+            gc.collect(gen)
+
+
 def collect_garbage_on_gui_thread(interval: float = 0.5) -> None:
     """Collect reference cycles only on the GUI thread, from a timer (idempotent).
 
     Called on the GUI thread by every owner of worker threads here, before
-    they start. The collector lives
-    as long as the application; it keeps the generation thresholds of the
-    automatic one, so memory behaves the same.
+    they start. The collector lives as long as the application; it keeps
+    the generation thresholds of the automatic one, so memory behaves the
+    same.
     """
     app = QCoreApplication.instance()
     if app is None or getattr(app, "_gui_thread_gc", None) is not None:
         return
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-
-    app._gui_thread_gc = GarbageCollector(interval=interval)
+    app._gui_thread_gc = _GuiThreadCollector(int(interval * 1000), app)
 
 
 def freeze_long_lived_objects() -> None:
