@@ -255,15 +255,7 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
             while b < r and cw[b] == cw[a]:
                 s += cp[b]
                 b += 1
-            p = s / total_w
-            if p > bv[k - 1]:
-                j = k - 1
-                while j > 0 and bv[j - 1] < p:
-                    bv[j] = bv[j - 1]
-                    bi[j] = bi[j - 1]
-                    j -= 1
-                bv[j] = p
-                bi[j] = cw[a]
+            insert_topk(bi, bv, k, cw[a], s / total_w)
             a = b
         for j in range(k):
             ids[i, j] = bi[j]
