@@ -263,7 +263,6 @@ def repeat_blocked(ids: list[int] | np.ndarray, n: int) -> np.ndarray:
     return a[n - 1:][hit]
 
 
-
 @dataclass
 class _Stub:
     ids: list
@@ -332,7 +331,7 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
 
     cfg = model.config
     beta = float(cfg.band_weight)
-    no_repeat = int(getattr(cfg, "no_repeat", 0))
+    no_repeat = int(cfg.no_repeat)
     band = model.band(prompt_ids)
     keys = model.keys
     d = keys.shape[1]

@@ -235,7 +235,8 @@ class MainWindow(QMainWindow):
         self._full_timer.setInterval(FULL_AFTER_MS)
         self._full_timer.timeout.connect(lambda: self.request_explanation(full=True))
         # start-up is over once views are drawn: the heap it built stays (see the worker)
-        self.viewsDrawn.connect(lambda: QTimer.singleShot(0, freeze_long_lived_objects))
+        self.viewsDrawn.connect(lambda: QTimer.singleShot(0, freeze_long_lived_objects),
+                                Qt.ConnectionType.SingleShotConnection)
         self.state.promptChanged.connect(lambda _: self.request_explanation(full=False))
         self.method_box.currentTextChanged.connect(lambda _: self.request_explanation(full=True))
         self.state.modelChanged.connect(lambda _: self.request_explanation(full=True))

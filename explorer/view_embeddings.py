@@ -112,6 +112,7 @@ class EmbeddingsView(BaseView):
         self._proj: tuple[np.ndarray, np.ndarray] | None = None
         self._xy_keys = np.zeros((0, 2), np.float32)
         self._protos_key: tuple[int, int] | None = None
+        self._range_pending = False  # fit the range at the next draw (new model or projection)
         self.plot = self.glw.addPlot()
         self.plot.setLabel("bottom", "component 1")
         self.plot.setLabel("left", "component 2")
@@ -274,7 +275,7 @@ class EmbeddingsView(BaseView):
                 self.protos.setData(pos=pxy, data=np.arange(len(pxy)))
             else:
                 self.protos.clear()
-        if getattr(self, "_range_pending", False):
+        if self._range_pending:
             # Fit the range once per model and projection, not on every prompt:
             # prompt items are keys (inside the key cloud), and a standing
             # auto-range re-measures the 4k-point cloud on every keystroke.
