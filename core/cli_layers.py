@@ -14,7 +14,10 @@ Figures (DESIGN.md section 7)
   m = 0, local search beyond; only m <= ``--halfgap-max`` on a smaller sample
   because the search is costly) and ``scatter`` (the means of ``n-1-m``
   seeded random subsets of ``m+2`` positions each: the same number of rows
-  and keys per row as Lm, but unstructured).
+  and keys per row as Lm, but unstructured). Scattershot figures count
+  :func:`core.layers.identifiable_accuracy`: positions that share every
+  subset can be swapped without changing a mean, so their order is not in
+  the data and they are compared as multisets; uncovered positions are misses.
 * Retrieval: every distinct training output of at least 4 tokens is signed
   (:class:`core.layers.SignatureBank`); a sample of them gets 20% of its tokens
   replaced by random vocabulary tokens and is looked up; recall@1/@5 of the
@@ -163,6 +166,7 @@ def accuracy_table(windows: dict[int, np.ndarray], keys: np.ndarray, index, *, i
 
     from core.layers import (
         hierarchy,
+        identifiable_accuracy,
         mean_layer_matrix,
         reconstruct_halfgap,
         reconstruct_linear,
@@ -190,9 +194,10 @@ def accuracy_table(windows: dict[int, np.ndarray], keys: np.ndarray, index, *, i
             else:
                 row["halfgap"].append(None)
             s = scattershot(W, n_subsets=n - 1 - m, size=m + 2, seed=seed + m)
-            rs = reconstruct_linear(s.mean, subset_matrix(s.subsets, n), keys, index, iters, k)
-            row["scatter"].append(float(np.mean(rs.ids == ids)))
-            row["scatter_naive"].append(float(np.mean(rs.naive == ids)))
+            S = subset_matrix(s.subsets, n)
+            rs = reconstruct_linear(s.mean, S, keys, index, iters, k)
+            row["scatter"].append(identifiable_accuracy(rs.ids, ids, S))
+            row["scatter_naive"].append(identifiable_accuracy(rs.naive, ids, S))
             done += 1
             if progress is not None:
                 progress(f"layers n={n}", done / total, None)

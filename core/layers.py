@@ -277,6 +277,45 @@ def subset_matrix(subsets: np.ndarray, n: int) -> np.ndarray:
     return A
 
 
+def interchangeable(A: np.ndarray) -> np.ndarray:
+    """Class label of every position of a linear map ``A`` [r, n]: int64 [n].
+
+    Positions whose columns of ``A`` are equal enter every row with the same
+    weight, so ``A K[ids]`` does not change when their tokens are swapped:
+    no reconstruction can tell their order. Positions with a zero column are
+    seen by no row (label -1).
+    """
+    A = np.asarray(A, np.float64)
+    _, label = np.unique(np.round(A.T, 12), axis=0, return_inverse=True)
+    label = np.asarray(label, np.int64).reshape(-1)
+    label[~(A != 0).any(0)] = -1
+    return label
+
+
+def identifiable_accuracy(pred: np.ndarray, ids: np.ndarray, A: np.ndarray) -> float:
+    """Token accuracy up to what ``Y = A K[ids]`` can tell apart.
+
+    Within each class of :func:`interchangeable` positions the recovered
+    tokens are compared as multisets (order inside a class is not in the
+    data); positions no row sees count as misses. For the mean layers every
+    class is a single position and this equals plain token accuracy.
+
+    pred, ids : int [B, n]; A : [r, n]  ->  fraction of positions recovered.
+    """
+    pred = np.atleast_2d(np.asarray(pred))
+    ids = np.atleast_2d(np.asarray(ids))
+    label = interchangeable(A)
+    hits = 0.0
+    for c in np.unique(label[label >= 0]):
+        cols = np.flatnonzero(label == c)
+        p, t = pred[:, cols], ids[:, cols]
+        # multiset intersection: sum over predicted tokens of min(#pred, #true) / #pred
+        n_pred = (p[:, :, None] == p[:, None, :]).sum(2)
+        n_true = (p[:, :, None] == t[:, None, :]).sum(2)
+        hits += float((np.minimum(n_pred, n_true) / n_pred).sum())
+    return hits / pred.size
+
+
 # ---------------------------------------------------------------------------
 # Nearest keys
 # ---------------------------------------------------------------------------

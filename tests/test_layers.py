@@ -14,6 +14,8 @@ from core.layers import (
     SignatureBank,
     full_embedding,
     hierarchy,
+    identifiable_accuracy,
+    interchangeable,
     layer,
     layer_accuracy,
     layer_info,
@@ -128,12 +130,38 @@ def test_reconstruction_beats_naive(keys, index):
     assert acc >= 0.99
 
 
-def test_scattershot_means_reconstruct(keys, index):
+def test_scattershot_refinement_earns_its_keep(keys, index):
+    """Refinement never raises the residual it minimises, and recovers what the means tell.
+
+    Measured over 300 sentences on OpenBLAS Haswell, SkylakeX, Zen and
+    Prescott kernels: refined 0.988 identifiable accuracy on every one, the
+    naive snap 0.907-0.911; over key seeds 0-5 the refined figure is
+    0.988-1.000 and never below the snap.
+    """
     n = 12
-    ids = np.random.default_rng(4).integers(0, V, (20, n))
+    ids = np.random.default_rng(4).integers(0, V, (300, n))
     s = scattershot(keys[ids], n_subsets=10, size=4, seed=0)
-    r = reconstruct_linear(s.mean, subset_matrix(s.subsets, n), keys, index)
-    assert np.mean(r.ids == ids) > np.mean(r.naive == ids)
+    A = subset_matrix(s.subsets, n)
+    r = reconstruct_linear(s.mean, A, keys, index)
+    naive_res = ((np.einsum("rn,bnd->brd", A, keys[r.naive].astype(np.float64))
+                  - s.mean) ** 2).sum((1, 2))
+    assert np.all(r.residual <= naive_res * (1 + 1e-9) + 1e-12)
+    refined, naive = identifiable_accuracy(r.ids, ids, A), identifiable_accuracy(r.naive, ids, A)
+    assert refined >= 0.97
+    assert refined > naive + 0.04
+
+
+def test_identifiable_accuracy_counts_swaps_inside_a_class():
+    A = subset_matrix(np.array([[0, 1, 2], [0, 1, 3]]), 5)  # 0 and 1 always together; 4 unseen
+    lab = interchangeable(A)
+    assert lab[0] == lab[1] and len({lab[1], lab[2], lab[3]}) == 3 and lab[4] == -1
+    ids = np.array([[10, 11, 12, 13, 14]])
+    assert identifiable_accuracy(ids, ids, A) == pytest.approx(0.8)
+    assert identifiable_accuracy(ids[:, [1, 0, 2, 3, 4]], ids, A) == pytest.approx(0.8)
+    assert identifiable_accuracy(ids[:, [0, 0, 2, 3, 4]], ids, A) == pytest.approx(0.6)
+    assert identifiable_accuracy(ids[:, [0, 1, 3, 2, 4]], ids, A) == pytest.approx(0.4)
+    L = mean_layer_matrix(5, 1)  # banded: every position its own class
+    assert identifiable_accuracy(ids[:, [1, 0, 2, 3, 4]], ids, L) == pytest.approx(0.6)
 
 
 def test_halfgap_loses_sign():
