@@ -28,57 +28,40 @@ import time
 import numpy as np
 
 from core.cli import Progress, UserError
-from core.tokenize import TOKENIZERS
-
-_SETTINGS = (
-    # (flag, field, type, help)
-    ("--dim", "dim", int, "key dimension d (32)"),
-    ("--prototypes", "prototypes", int, "noise prototypes P (256)"),
-    ("--window", "window", int, "C's window W (3)"),
-    ("--alpha", "alpha", float, "C's decay α (0.4)"),
-    ("--metric", "metric", str, "l2 | l1 | digit (l2)"),
-    ("--f", "f", float, "digit metric factor f (10)"),
-    ("--lam", "lam", float, "digit metric λ (1)"),
-    ("--digits", "digits", int, "digits per coordinate D (4)"),
-    ("--bucket-size", "bucket_size", int, "hash bucket slots (4)"),
-    ("--probes", "probes", int, "hash probes per function, -1 = all (8)"),
-    ("--seed", "seed", int, "seed of keys, k-means, index and SMC (0)"),
-    ("--op", "op", str, "layer op: mean | halfgap (mean)"),
-    ("--c-mode", "c_mode", str, "C mode: modify | noise (modify)"),
-    ("--c-neighbours", "c_neighbours", int, "training windows voting in C (4)"),
-    ("--noise-stages", "noise_stages", int, "residual prototype codebooks (1)"),
-    ("--max-len", "max_len", int, "hard cap on generated tokens (48)"),
-    ("--beam", "beam", int, "beam width (4)"),
-    ("--particles", "particles", int, "SMC particles (16)"),
-    ("--no-repeat", "no_repeat", int, "block repeating an n-gram of the output, 0 = off (0)"),
-)
+from core.config import SETTINGS, TrainConfig, setting
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tokenizer", choices=TOKENIZERS, default="word", help="default: word")
-    p.add_argument("--min-count", type=int, default=1, metavar="N",
-                   help="words seen fewer than N times become <unk> (1)")
+    """One flag per declared setting (:data:`core.config.SETTINGS`), help included."""
     g = p.add_argument_group("model settings")
-    for flag, name, typ, help_ in _SETTINGS:
-        g.add_argument(flag, dest=name, type=typ, default=None, help=help_)
-    g.add_argument("--no-signatures", action="store_true",
-                   help="skip the layer signature bank (Model.similar)")
+    for s in SETTINGS:
+        help_ = s.describe().replace("%", "%%")
+        if s.type is bool:  # a setting on by default: its flag turns it off
+            g.add_argument(s.flag, dest=s.name, action="store_const", const=not s.default,
+                           default=None, help=f"do not {s.help}; on by default")
+        else:
+            meta = "|".join(s.choices) if s.choices else "N" if s.type is int else "X"
+            g.add_argument(s.flag, dest=s.name, type=str if s.choices else s.type,
+                           default=None, metavar=meta, help=help_)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
-def config_from_args(args: argparse.Namespace):
-    """A :class:`core.model.TrainConfig` from the parsed settings."""
-    from core.model import TrainConfig
+def _checked(name: str, value, flag: str):
+    """``value`` checked against setting ``name``; a bad one is a :class:`UserError`."""
+    try:
+        return setting(name).check(value, flag)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
 
-    kw = {"tokenizer": args.tokenizer, "min_count": args.min_count}
-    for _, name, _, _ in _SETTINGS:
-        v = getattr(args, name, None)
-        if v is not None:
-            kw[name] = v
-    if getattr(args, "no_signatures", False):
-        kw["signatures"] = False
-    if args.min_count < 1:
-        raise UserError(f"--min-count must be at least 1, got {args.min_count}")
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """A :class:`core.config.TrainConfig` of the given flags (defaults for the rest).
+
+    Every value is checked against its declared range; a bad one is a
+    :class:`core.cli.UserError` naming the flag.
+    """
+    kw = {s.name: _checked(s.name, v, s.flag) for s in SETTINGS
+          if (v := getattr(args, s.name, None)) is not None}
     try:
         return TrainConfig(**kw)
     except ValueError as exc:
@@ -97,9 +80,15 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
     g.add_argument("model", metavar="MODEL")
     g.add_argument("--prompt", required=True, metavar="TEXT")
     g.add_argument("--method", choices=("greedy", "beam", "smc"), default="greedy")
-    g.add_argument("--max-len", type=int, default=None, help="hard cap (model's setting)")
-    g.add_argument("--width", type=int, default=None, help="beam width / particles")
-    g.add_argument("--seed", type=int, default=None, help="SMC seed (model's seed)")
+    # generation overrides of the model's settings, checked like them (cmd_generate)
+    beam, particles = setting("beam"), setting("particles")
+    for flag, help_ in (
+            ("--max-len", f"{setting('max_len').help} ({setting('max_len').range_text})"),
+            ("--width", f"beam width ({beam.range_text}) or SMC particles "
+                        f"({particles.range_text})"),
+            ("--seed", f"SMC seed ({setting('seed').range_text})")):
+        g.add_argument(flag, type=int, default=None, metavar="N",
+                       help=f"{help_}; default: the model's setting")
     g.add_argument("--sep", choices=("auto", "yes", "no"), default="auto",
                    help="append <sep> to the prompt (pairs style); auto: as trained")
     g.add_argument("--trace", action="store_true", help="print the A/B/C trajectory")
@@ -145,9 +134,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from core.model import Model
 
+    # flags first: a bad value is reported before the model is read
+    if args.max_len is not None:
+        _checked("max_len", args.max_len, "--max-len")
+    if args.width is not None:
+        _checked("beam" if args.method == "beam" else "particles", args.width, "--width")
+    if args.seed is not None:
+        _checked("seed", args.seed, "--seed")
     model = Model.load(args.model)
-    if args.max_len is not None and args.max_len < 1:
-        raise UserError("--max-len must be at least 1")
     sep = None if args.sep == "auto" else args.sep == "yes"
     g = model.generate(args.prompt, method=args.method, max_len=args.max_len, width=args.width,
                        seed=args.seed, sep=sep, probes=False)

@@ -1,84 +1,224 @@
-"""Training and generation settings: TrainConfig (saved with the model)."""
+"""Training and generation settings, each declared once.
+
+:data:`SETTINGS` declares every setting of a model: its name, label, meaning,
+type, default, allowed range or choices and command-line flag. Everything
+else is generated from it:
+
+* :class:`TrainConfig` (saved with the model) takes its fields, defaults and
+  validation from the declaration: every value is checked against its range
+  and a bad one raises one ``ValueError`` naming the setting, the value and
+  what is allowed;
+* the flags of ``noisekey train``, ``eval`` and ``generate``
+  (:mod:`core.cli_model`) and their help;
+* the training panel's form (:mod:`explorer.training_panel`): widgets,
+  ranges, defaults and tooltips of the settings marked ``panel``.
+
+The ranges also bound memory and time: ``dim`` is capped at 1024, beam width
+at 64 and SMC particles at 1024, so no accepted value asks for an absurd
+allocation. This module imports no numba (the window reads it at start-up).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import math
+import numbers
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 
-from core.metric import Metric
+import numpy as np
+
+from core.tokenize import TOKENIZERS
+
+__all__ = ["SCHEMA_VERSION", "SETTINGS", "Setting", "TrainConfig", "setting"]
 
 SCHEMA_VERSION = 1
 
 
-@dataclass
-class TrainConfig:
-    """Training settings (schema-versioned; saved with the model).
+@dataclass(frozen=True)
+class Setting:
+    """One setting: what it means, what it may be, how it is shown.
 
     Attributes
     ----------
-    tokenizer, min_count : corpus settings
-    dim : key dimension d
-    prototypes : noise prototypes P
-    window, alpha : C's window W and decay α
-    metric, f, lam, digits : the metric (``Metric(metric, f, lam, digits)``)
-    bucket_size, probes : hash index settings (``probes=-1`` scans all)
-    seed : seeds keys, k-means, index and SMC
-    op : layer op for signatures (``"mean"`` | ``"halfgap"``)
-    c_neighbours : nearest training windows that vote in C
-    c_bandwidth : vote weight ``exp(−Δδ / (c_bandwidth · key scale))``
-    c_mode : ``"modify"`` (C replaces A's state) or ``"noise"`` (C's noise on A)
-    noise_stages : residual prototype codebooks (several noises at once)
-    ridge : middle key ridge λ
-    max_len : hard cap on generated tokens
-    beam, particles : widths of beam search and SMC
-    band_weight : weight β of the band potential in stub scores
-    no_repeat : a generated token may not repeat an n-gram of this length
-        already in the output (0: off)
-    signatures : build the layer signature bank (``Model.similar``)
-    memory : nearest training pairs of the prompt memory (0: off; pairs only)
-    memory_pairs : training pairs sampled to fit the memory's mixing weights
+    name : field of :class:`TrainConfig`
+    label : short label of the panel's form
+    help : meaning, one line (:meth:`describe` appends range and default)
+    type : ``int``, ``float``, ``str`` or ``bool``
+    default : the value when none is given
+    lo, hi : inclusive bounds of a number (``lo_open``: ``lo`` itself excluded)
+    choices : allowed strings of a ``str`` setting
+    flag : command-line flag (``--no-NAME`` for a boolean that defaults on)
+    panel : shown in the training panel's form
+    step : spin-box step of a ``float`` in the panel
     """
 
-    tokenizer: str = "word"
-    min_count: int = 1
-    dim: int = 32
-    prototypes: int = 256
-    window: int = 3
-    alpha: float = 0.4
-    metric: str = "l2"
-    f: float = 10.0
-    lam: float = 1.0
-    digits: int = 4
-    bucket_size: int = 4
-    probes: int = 8
-    seed: int = 0
-    op: str = "mean"
-    c_neighbours: int = 4
-    c_bandwidth: float = 0.05
-    c_mode: str = "modify"
-    noise_stages: int = 1
-    ridge: float = 1.0
-    max_len: int = 48
-    beam: int = 4
-    particles: int = 16
-    band_weight: float = 1.0
-    no_repeat: int = 0
-    signatures: bool = True
-    memory: int = 8
-    memory_pairs: int = 3000
-    schema: int = SCHEMA_VERSION
+    name: str
+    label: str
+    help: str
+    type: type
+    default: object
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    flag: str = ""
+    panel: bool = False
+    step: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
-        if self.c_mode not in ("modify", "noise"):
-            raise ValueError(f"c_mode must be 'modify' or 'noise', got {self.c_mode!r}")
-        if self.prototypes < 1 or self.dim < 1:
-            raise ValueError("prototypes and dim must be >= 1")
+        if not self.flag:
+            base = self.name.replace("_", "-")
+            object.__setattr__(self, "flag", f"--no-{base}" if self.type is bool else f"--{base}")
 
     @property
-    def metric_obj(self) -> Metric:
+    def range_text(self) -> str:
+        """What is allowed, e.g. ``1..1024``, ``(0, 1]`` or ``l2 | l1 | digit``."""
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.type is bool:
+            return "on | off"
+        if self.type is int:
+            return f"{self.lo:d}..{self.hi:d}"
+        return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}]"
+
+    def describe(self) -> str:
+        """The help text: meaning, allowed values and default."""
+        d = self.default
+        shown = ("on" if d else "off") if self.type is bool else d
+        return f"{self.help} — {self.range_text}, default {shown}"
+
+    def check(self, value: object, name: str | None = None) -> object:
+        """``value`` as this setting's type, or ``ValueError`` naming ``name``.
+
+        Parameters
+        ----------
+        value : the candidate value
+        name : how the error names the setting (default: ``self.name``;
+            the command line passes its flag)
+
+        Returns
+        -------
+        The value converted to :attr:`type` (an integral float becomes an int).
+        """
+        who = name or self.name
+
+        def bad(what: str) -> ValueError:
+            return ValueError(f"{who} must be {what}, got {value!r}")
+
+        if self.type is bool:
+            if not isinstance(value, (bool, np.bool_, numbers.Integral)) or value not in (0, 1):
+                raise bad("true or false")
+            return bool(value)
+        if self.type is str:
+            if value not in self.choices:
+                raise bad(f"one of {', '.join(self.choices)}")
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise bad(f"a number in {self.range_text}")
+        v = float(value)
+        if self.type is int:
+            if not (math.isfinite(v) and v == int(v)):
+                raise bad(f"an integer in {self.range_text}")
+            value = int(value)
+            v = value
+        elif not math.isfinite(v):
+            raise bad(f"a finite number in {self.range_text}")
+        else:
+            value = v
+        low_ok = v > self.lo if self.lo_open else v >= self.lo
+        if not (low_ok and v <= self.hi):
+            raise bad(f"in {self.range_text}")
+        return value
+
+
+def _s(name, label, help_, type_, default, lo=None, hi=None, **kw) -> Setting:
+    return Setting(name, label, help_, type_, default, lo, hi, **kw)
+
+
+# Field order is TrainConfig's; the panel shows its subset in this order.
+SETTINGS: tuple[Setting, ...] = (
+    _s("tokenizer", "tokenizer", "how text becomes tokens", str, "word",
+       choices=TOKENIZERS, panel=True),
+    _s("min_count", "min count", "words seen fewer times become <unk>", int, 1, 1, 1_000_000,
+       panel=True),
+    _s("dim", "dimension d", "key dimension d", int, 32, 1, 1024, panel=True),
+    _s("prototypes", "noise prototypes P", "noise prototypes P (k-means of the bank's noises)",
+       int, 256, 1, 16384, panel=True),
+    _s("window", "window W", "C's window W: tokens of context", int, 3, 1, 64, panel=True),
+    _s("alpha", "decay α", "C's decay α of older window tokens", float, 0.4, 0.0, 1.0,
+       lo_open=True, panel=True, step=0.05),
+    _s("metric", "metric", "distance between keys", str, "l2",
+       choices=("l2", "l1", "digit"), panel=True),
+    _s("f", "digit factor f", "digit metric: digit k weighs f^-(k-1)", float, 10.0, 0.0, 1000.0,
+       lo_open=True, panel=True, step=1.0),
+    _s("lam", "closeness λ", "digit metric: weight λ of digit-wise numeric closeness",
+       float, 1.0, 0.0, 100.0, panel=True, step=0.1),
+    _s("digits", "digits D", "digit metric: digits read per coordinate D", int, 4, 1, 9,
+       panel=True),
+    _s("bucket_size", "bucket size b", "hash index: slots per bucket", int, 4, 1, 64,
+       panel=True),
+    _s("probes", "probes (-1: all)",
+       "hash index: probes per function beyond the home bucket, -1 scans every bucket",
+       int, 8, -1, 1024, panel=True),
+    _s("seed", "seed", "seed of keys, k-means, index and SMC", int, 0, 0, 2**31 - 1, panel=True),
+    _s("op", "layer op", "layer op of the signatures", str, "mean",
+       choices=("mean", "halfgap"), panel=True),
+    _s("c_neighbours", "C neighbours", "nearest training windows that vote in C", int, 4, 1, 256),
+    _s("c_bandwidth", "C bandwidth",
+       "C's vote weight exp(-Δδ / (bandwidth · key scale))", float, 0.05, 0.0, 100.0,
+       lo_open=True, step=0.01),
+    _s("c_mode", "C mode", "modify: C replaces A's state; noise: C's noise on A", str, "modify",
+       choices=("modify", "noise")),
+    _s("noise_stages", "noise stages", "residual prototype codebooks (noises at once)",
+       int, 1, 1, 8),
+    _s("ridge", "ridge λ", "middle key ridge penalty", float, 1.0, 0.0, 1e6, lo_open=True),
+    _s("max_len", "max length", "hard cap on generated tokens", int, 48, 1, 4096),
+    _s("beam", "beam width", "beam search width", int, 4, 1, 64),
+    _s("particles", "SMC particles", "particles of SMC generation", int, 16, 1, 1024),
+    _s("band_weight", "band weight β", "weight β of the length band in stub scores",
+       float, 1.0, 0.0, 100.0),
+    _s("no_repeat", "no repeat",
+       "block repeating an n-gram of this length of the output, 0 = off", int, 0, 0, 64),
+    _s("signatures", "signatures", "build the layer signature bank (similar)", bool, True),
+    _s("memory", "prompt memory",
+       "nearest training pairs of the prompt memory, 0 = off (pairs only)", int, 8, 0, 256),
+    _s("memory_pairs", "memory pairs",
+       "training pairs sampled to fit the prompt memory's weights", int, 3000, 0, 1_000_000),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    """The declaration of setting ``name`` (``KeyError`` if none)."""
+    return _BY_NAME[name]
+
+
+_Fields = make_dataclass(
+    "_Fields",
+    [(s.name, s.type, field(default=s.default)) for s in SETTINGS]
+    + [("schema", int, field(default=SCHEMA_VERSION))],
+)
+_Fields.__module__ = __name__
+
+
+@dataclass
+class TrainConfig(_Fields):
+    """Training and generation settings (schema-versioned; saved with the model).
+
+    One field per entry of :data:`SETTINGS` (its help says what each means)
+    plus ``schema``. Construction checks every value against its declared
+    range and raises ``ValueError`` naming the first bad setting.
+    """
+
+    def __post_init__(self) -> None:
+        for s in SETTINGS:
+            setattr(self, s.name, s.check(getattr(self, s.name)))
+
+    @property
+    def metric_obj(self):
+        """The :class:`core.metric.Metric` of ``metric``, ``f``, ``lam``, ``digits``."""
+        from core.metric import Metric  # numba: loaded when a model needs it
+
         return Metric(self.metric, float(self.f), float(self.lam), int(self.digits))
 
     def to_json(self) -> dict:

@@ -1,15 +1,16 @@
 """Training panel: settings, Train / Cancel, progress with ETA, live curves.
 
-The settings mirror :class:`core.model.TrainConfig`; a field the installed
-``TrainConfig`` lacks is left out of the config (and a field it adds keeps its
-default), so the panel follows the config's schema. Progress arrives as
+The form is generated from the declared settings
+(:data:`core.config.SETTINGS`, those marked ``panel``): each widget's label,
+range, default and tooltip come from the declaration, so the panel accepts
+exactly what :class:`core.config.TrainConfig` accepts. Progress arrives as
 ``(stage, fraction, info)``: the bar shows the stage, percentage and an ETA
 extrapolated within the stage; every numeric value in ``info`` (win rates,
 held-out accuracy, losses) becomes a live curve against elapsed seconds.
 
-Start-up: the panel imports neither ``core.model`` (numba) nor pyqtgraph.
-Its defaults are ``FIELDS`` (kept equal to ``TrainConfig``'s by a test), the
-window hands :meth:`TrainingPanel.values` to the worker, which builds the
+Start-up: the panel imports neither ``core.model`` (numba) nor pyqtgraph
+(``core.config`` loads no numba). The window hands
+:meth:`TrainingPanel.values` to the worker, which builds the
 ``TrainConfig``, and the curves plot is created at the first figure; until
 then a line of text says why there are no curves (e.g. a cached model).
 Curve points are buffered and redrawn at most every ``CURVE_REDRAW_S``.
@@ -22,6 +23,7 @@ import time
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -35,42 +37,41 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-# field: (label, kind, default, options) — defaults follow DESIGN.md when
-# core.model.TrainConfig is not importable.
-FIELDS: dict[str, tuple[str, str, object, tuple]] = {
-    "tokenizer": ("tokenizer", "choice", "word", ("word", "byte")),
-    "min_count": ("min count", "int", 1, (1, 1000)),
-    "dim": ("dimension d", "int", 32, (2, 512)),
-    "prototypes": ("noise prototypes P", "int", 256, (1, 4096)),
-    "window": ("window W", "int", 3, (1, 64)),
-    "alpha": ("decay α", "float", 0.4, (0.05, 1.0, 0.05)),
-    "metric": ("metric", "choice", "l2", ("l2", "l1", "digit")),
-    "f": ("digit factor f", "float", 10.0, (1.0, 100.0, 1.0)),
-    "lam": ("closeness λ", "float", 1.0, (0.0, 10.0, 0.1)),
-    "digits": ("digits D", "int", 4, (1, 7)),
-    "bucket_size": ("bucket size b", "int", 4, (1, 64)),
-    "probes": ("probes (-1: all)", "int", 8, (-1, 64)),
-    "seed": ("seed", "int", 0, (0, 2**31 - 1)),
-    "op": ("layer op", "choice", "mean", ("mean", "halfgap")),
-}
+from core.config import SETTINGS, Setting, setting
+
+PANEL_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.panel)
+FLOAT_DECIMALS = 3
 CURVE_REDRAW_S = 0.25
 NO_CURVES = "live curves of win rates and held-out accuracy appear while training"
 CACHED_CURVES = "loaded from cache; train to see live curves"
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
-def config_class():
-    """``core.model.TrainConfig`` or ``None`` while core.model is missing."""
-    try:
-        from core.model import TrainConfig
-    except ImportError:
-        return None
-    return TrainConfig
-
-
 def default_values() -> dict:
-    """Form defaults (``FIELDS``, equal to ``TrainConfig``'s; no core import)."""
-    return {k: spec[2] for k, spec in FIELDS.items()}
+    """The form's defaults: the declared defaults of the panel's settings."""
+    return {s.name: s.default for s in PANEL_SETTINGS}
+
+
+def make_widget(s: Setting) -> QWidget:
+    """The form widget of setting ``s``: its choices or range, its help as tooltip."""
+    if s.choices:
+        w = QComboBox()
+        w.addItems(list(s.choices))
+    elif s.type is bool:
+        w = QCheckBox()
+    elif s.type is int:
+        w = QSpinBox()
+        w.setRange(int(s.lo), int(s.hi))
+    else:
+        w = QDoubleSpinBox()
+        w.setDecimals(FLOAT_DECIMALS)
+        # an open lower bound: the smallest value the spin box can show above it
+        lo = s.lo + 10.0 ** -FLOAT_DECIMALS if s.lo_open else s.lo
+        w.setRange(float(lo), float(s.hi))
+        w.setSingleStep(float(s.step))
+    w.setObjectName(s.name)
+    w.setToolTip(s.describe())
+    return w
 
 
 def format_eta(seconds: float) -> str:
@@ -102,21 +103,11 @@ class TrainingPanel(QWidget):
         form.setVerticalSpacing(2)
         self.widgets: dict[str, QWidget] = {}
         defaults = default_values()
-        for key, (label, kind, _, opts) in FIELDS.items():
-            if kind == "choice":
-                w = QComboBox()
-                w.addItems(list(opts))
-            elif kind == "int":
-                w = QSpinBox()
-                w.setRange(int(opts[0]), int(opts[1]))
-            else:
-                w = QDoubleSpinBox()
-                w.setRange(float(opts[0]), float(opts[1]))
-                w.setSingleStep(float(opts[2]))
-                w.setDecimals(3)
-            w.setObjectName(key)
-            self.widgets[key] = w
-            form.addRow(label, w)
+        for s in PANEL_SETTINGS:
+            w = make_widget(s)
+            self.widgets[s.name] = w
+            form.addRow(s.label, w)
+            form.labelForField(w).setToolTip(s.describe())
         lay.addLayout(form)
         self.set_values(defaults)
         row = QHBoxLayout()
@@ -161,30 +152,29 @@ class TrainingPanel(QWidget):
         for key, w in self.widgets.items():
             if isinstance(w, QComboBox):
                 out[key] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                out[key] = w.isChecked()
             else:
                 out[key] = w.value()
         return out
 
     def set_values(self, values: dict) -> None:
+        """Show ``values``; unknown keys and values their setting refuses are skipped
+        (saved settings may come from another version or be damaged)."""
         for key, v in values.items():
             w = self.widgets.get(key)
             if w is None:
                 continue
+            try:
+                v = setting(key).check(v)
+            except ValueError:
+                continue
             if isinstance(w, QComboBox):
-                i = w.findText(str(v))
-                if i >= 0:
-                    w.setCurrentIndex(i)
-            elif isinstance(w, QSpinBox):
-                w.setValue(int(v))
+                w.setCurrentIndex(w.findText(v))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(v)
             else:
-                w.setValue(float(v))
-
-    def config(self):
-        """A ``TrainConfig`` of the form's values (imports ``core.model``)."""
-        from core.model import TrainConfig
-        from explorer.worker import make_config
-
-        return make_config(TrainConfig, self.values())
+                w.setValue(v)
 
     # -- run state ------------------------------------------------------------
     def set_running(self, running: bool) -> None:
