@@ -412,6 +412,12 @@ class MainWindow(QMainWindow):
 
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
         t = ev.type()
+        if t == QEvent.Type.ShortcutOverride and obj is self.prompt_box \
+                and self._is_window_shortcut(ev):
+            # the prompt would take Ctrl+E (end of line with X11 key bindings) and the
+            # like: the window's own shortcuts win while it has focus
+            ev.ignore()
+            return True
         if t in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
             w = obj if isinstance(obj, QWidget) else None
             if w is not None and (w is self or self.isAncestorOf(w)):
@@ -556,6 +562,13 @@ class MainWindow(QMainWindow):
         self._show_error(f"could not explain the prompt: {msg}")
 
     # -- export ----------------------------------------------------------------------
+    def _is_window_shortcut(self, ev) -> bool:
+        """Whether a key event is the shortcut of one of the window's enabled actions."""
+        seq = QKeySequence(ev.keyCombination())
+        return any(a.isEnabled() and any(
+            s.matches(seq) == QKeySequence.SequenceMatch.ExactMatch for s in a.shortcuts())
+            for a in self.findChildren(QAction))
+
     def export_dialog(self, widget: QWidget, fmt: str) -> None:
         name = getattr(widget, "title", "window").replace(" ", "_").replace("/", "").lower()
         path, _ = QFileDialog.getSaveFileName(self, f"Export {fmt.upper()}",
