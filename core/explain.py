@@ -221,6 +221,11 @@ class Explanation:
     generation : Generation
     index_stats : IndexStats
     layers : LayerInfo
+    partial : bool
+        Only the model-wide parts (keys, vocabulary, prototypes, index
+        occupancy) are filled; the prompt's tokens, generation and layers
+        are empty because their computation has not finished
+        (:meth:`model_only`).
     """
 
     prompt: str
@@ -232,3 +237,27 @@ class Explanation:
     generation: Generation
     index_stats: IndexStats
     layers: LayerInfo
+    partial: bool = False
+
+    @classmethod
+    def model_only(cls, prompt: str, keys: np.ndarray, vocab: list[str],
+                   prototypes: np.ndarray, index_stats: IndexStats,
+                   op: str = "mean") -> Explanation:
+        """The model-wide parts of an explanation, before the prompt's is computed.
+
+        Costs no model computation (no kernels run), so a window can draw a
+        freshly loaded model at once while the first explanation compiles.
+        """
+        d = int(np.asarray(keys).shape[1]) if np.ndim(keys) == 2 else 0
+        empty_f = np.zeros(0, np.float32)
+        empty_i = np.zeros(0, np.int32)
+        gen = Generation(
+            method="", prompt_ids=empty_i, ids=empty_i, text="", steps=[],
+            stop=StopBand(mean=np.zeros(d, np.float32), variance=0.0, std=0.0, length=0.0,
+                          tolerance=0.0),
+            running_variance=empty_f, running_std=empty_f,
+            stub_scores=np.zeros((0, 0), np.float32), stopped_by="")
+        return cls(prompt=prompt, tokens=[], ids=empty_i, keys=keys, vocab=vocab,
+                   prototypes=prototypes, generation=gen, index_stats=index_stats,
+                   layers=LayerInfo(op=op, layers=[], accuracy=empty_f, chosen=-1),
+                   partial=True)

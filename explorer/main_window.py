@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
 )
 
 from core.corpus import default_corpus_path
+from core.explain import Explanation
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
 from explorer.state import ExplorerState
@@ -75,6 +76,13 @@ FAST_WIDTH = {"beam": 2, "smc": 4}
 # and layers above the first reconstructed below this accuracy are left out
 FAST_LAYERS_STOP_BELOW = 0.5
 VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
+
+
+def model_only_explanation(model, prompt: str) -> Explanation:
+    """What the views can draw of ``model`` before any prompt is explained."""
+    return Explanation.model_only(
+        prompt, model.keys, list(model.vocab.itos), model.counts.bank.prototypes,
+        model.index.stats(), getattr(model.config, "op", "mean"))
 
 
 class MainWindow(QMainWindow):
@@ -303,7 +311,8 @@ class MainWindow(QMainWindow):
         if self.state.explanation is not None:  # it arrived before the views
             for v in self.views.values():
                 v._on_explanation(self.state.explanation)
-            self.viewsDrawn.emit()
+            if not self.state.explanation.partial:
+                self.viewsDrawn.emit()
 
     def _set_start_text(self, text: str, fraction: float | None) -> None:
         self.start_label.setText(text)
@@ -475,6 +484,10 @@ class MainWindow(QMainWindow):
         names = ", ".join(Path(p).name for p in self.model_paths)
         self.model_label.setText(f"model: {names}" + (" (cached)" if cached else ""))
         self.statusBar().showMessage("model ready", 3000)
+        if self.state.explanation is None or self.state.explanation.partial:
+            # nothing drawn yet: the model-wide parts now, the prompt's when computed
+            # (the first explanation of a start compiles kernels: seconds)
+            self.state.set_explanation(model_only_explanation(model, self.state.prompt))
         self.state.set_model(model)
         self.modelReady.emit(model)
 

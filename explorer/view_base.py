@@ -36,6 +36,7 @@ PATH_COLOURS = {"B": "#1f77b4", "C": "#ff7f0e", "mix": "#9467bd"}
 CONTEXT_COLOUR = "#2ca02c"
 PROTO_COLOUR = "#d62728"
 SELECT_COLOUR = "#e377c2"
+PENDING_TEXT = "model ready · explaining the prompt…"
 
 
 def is_dark() -> bool:
@@ -170,6 +171,8 @@ class BaseView(QWidget):
     def _on_explanation(self, ex: Explanation | None) -> None:
         self.explanation = ex
         self.draw(ex)
+        if ex is not None and ex.partial:
+            self.set_header(self.pending_header(ex))
         self.settle()
         self.draw_count += 1
 
@@ -213,6 +216,10 @@ class BaseView(QWidget):
     def summary(self) -> dict[str, int]:
         """Counts of what the view draws now (points, bars, cells, rows)."""
         return {}
+
+    def pending_header(self, ex: Explanation) -> str:
+        """Header while only the model-wide parts are drawn (``ex.partial``)."""
+        return PENDING_TEXT
 
     def finish_axes(self) -> None:
         """Plain axis numbers (no '(x0.001)' SI rescaling) on every plot of the view."""

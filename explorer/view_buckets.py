@@ -31,6 +31,7 @@ import pyqtgraph as pg
 from core.explain import Explanation
 from explorer.view_base import (
     PATH_COLOURS,
+    PENDING_TEXT,
     SELECT_COLOUR,
     BaseView,
     brush,
@@ -237,6 +238,10 @@ class BucketsView(BaseView):
 
     def on_step(self, step: int) -> None:
         self._draw_probe(self._probe())
+
+    def pending_header(self, ex: Explanation) -> str:
+        st = ex.index_stats
+        return (f"{len(st.occupancy)} buckets · load {st.load_factor:.2f} · {PENDING_TEXT}")
 
     def summary(self) -> dict[str, int]:
         return {

@@ -32,6 +32,7 @@ from core.explain import Explanation
 from explorer.view_base import (
     CONTEXT_COLOUR,
     PATH_COLOURS,
+    PENDING_TEXT,
     PROTO_COLOUR,
     SELECT_COLOUR,
     BaseView,
@@ -290,6 +291,9 @@ class EmbeddingsView(BaseView):
             self.selected.clear()
             return
         self.selected.setData(pos=self._xy_keys[[token_id]], data=[token_id])
+
+    def pending_header(self, ex: Explanation) -> str:
+        return f"{len(ex.keys)} keys · {self.state.projection.upper()} · {PENDING_TEXT}"
 
     def summary(self) -> dict[str, int]:
         return {
