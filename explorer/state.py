@@ -7,10 +7,17 @@ without any widget.
 
 Design choices (the spec is silent):
 
-* The selected token is a *vocabulary id* (``-1`` for none). Every view
-  highlights all occurrences of it. Selecting a token that the current
-  generation emitted also moves ``step`` to its first occurrence, so that
-  the bucket view shows the hash lookup that produced it.
+* One selection: a token, held by its *string* and published as its
+  vocabulary id in the explanation drawn now (``-1`` for none). Every view
+  highlights all occurrences of it. A new explanation maps the string
+  through its vocabulary, so after a model change the selection lands on
+  the same token (a new id), or is cleared when the new vocabulary lacks
+  it: never on whatever token the old id names in the new model.
+* Selection and step move together: selecting a token that the current
+  generation emitted moves ``step`` to its first occurrence (the bucket view
+  shows the lookup that produced it); choosing a step (the trajectory's
+  slider or a click on a step) selects that step's token, so the ring moves
+  in every view.
 * ``step`` indexes the generated steps of the current explanation; ``layer``
   indexes the prompt's hierarchy L0..Ln.
 * Setters emit only on change, so a view writing back the value it was told
@@ -55,6 +62,7 @@ class ExplorerState(QObject):
         super().__init__(parent)
         self._prompt = ""
         self._token = -1
+        self._token_text: str | None = None  # the selection's key
         self._step = 0
         self._layer = 0
         self._projection = "pca"
@@ -69,6 +77,11 @@ class ExplorerState(QObject):
     @property
     def token(self) -> int:
         return self._token
+
+    @property
+    def token_text(self) -> str | None:
+        """The selected token's string (None for no selection)."""
+        return self._token_text
 
     @property
     def step(self) -> int:
@@ -96,23 +109,51 @@ class ExplorerState(QObject):
             self._prompt = text
             self.promptChanged.emit(text)
 
-    def select_token(self, token_id: int) -> None:
-        """Select a vocabulary id everywhere; move ``step`` to it if generated."""
+    def select_token(self, token_id: int, step: int | None = None) -> None:
+        """Select a vocabulary id (of the explanation drawn now) everywhere.
+
+        ``step``: the generated step the selection came from (a click on a
+        step); otherwise ``step`` moves to the token's first occurrence when
+        the generation emitted it.
+        """
         token_id = int(token_id)
-        if token_id != self._token:
-            self._token = token_id
-            self.tokenSelected.emit(token_id)
         ex = self._explanation
-        if ex is not None and token_id >= 0:
+        text = None
+        if token_id < 0:
+            token_id = -1
+        elif ex is not None and token_id < len(ex.vocab):
+            text = ex.vocab[token_id]
+        if step is None and ex is not None and token_id >= 0:
             ids = [s.token for s in ex.generation.steps]
             if token_id in ids and (self._step >= len(ids) or ids[self._step] != token_id):
-                self.set_step(ids.index(token_id))
+                step = ids.index(token_id)
+        self._apply(token_id, text, step)
+
+    def clear_selection(self) -> None:
+        self._apply(-1, None, None)
 
     def set_step(self, step: int) -> None:
+        """Choose a generated step; its token becomes the selection."""
         step = max(0, int(step))
-        if step != self._step:
-            self._step = step
-            self.stepChanged.emit(step)
+        ex = self._explanation
+        steps = ex.generation.steps if ex is not None else []
+        if step < len(steps):
+            tok = int(steps[step].token)
+            self._apply(tok, ex.vocab[tok] if 0 <= tok < len(ex.vocab) else None, step)
+        else:
+            self._apply(self._token, self._token_text, step)
+
+    def _apply(self, token_id: int, text: str | None, step: int | None) -> None:
+        """Update selection and step, then emit what changed (token first)."""
+        token_changed = token_id != self._token
+        self._token, self._token_text = token_id, text
+        step_changed = step is not None and max(0, int(step)) != self._step
+        if step_changed:
+            self._step = max(0, int(step))
+        if token_changed:
+            self.tokenSelected.emit(token_id)
+        if step_changed:
+            self.stepChanged.emit(self._step)
 
     def set_layer(self, layer: int) -> None:
         layer = max(0, int(layer))
@@ -132,15 +173,36 @@ class ExplorerState(QObject):
         self.modelChanged.emit(model)
 
     def set_explanation(self, ex: Explanation | None) -> None:
-        """Install a new explanation; clamp step and layer to its sizes."""
+        """Install a new explanation; clamp step and layer to its sizes and map
+        the selection through its vocabulary (by token string)."""
         self._explanation = ex
+        old_token, old_step, old_layer = self._token, self._step, self._layer
         if ex is not None:
-            n_steps = len(ex.generation.steps)
+            if self._token_text is None and 0 <= self._token < len(ex.vocab):
+                self._token_text = ex.vocab[self._token]  # selected before any vocabulary
+            if self._token_text is not None:
+                vocab = ex.vocab
+                if 0 <= self._token < len(vocab) and vocab[self._token] == self._token_text:
+                    pass  # same vocabulary (typing): nothing to look up
+                else:
+                    try:
+                        self._token = vocab.index(self._token_text)
+                    except ValueError:
+                        self._token, self._token_text = -1, None
+            ids = [s.token for s in ex.generation.steps]
+            n_steps = len(ids)
+            if self._token >= 0 and self._token in ids and (
+                    self._step >= n_steps or ids[self._step] != self._token):
+                self._step = ids.index(self._token)
             if self._step >= max(n_steps, 1):
                 self._step = max(n_steps - 1, 0)
-                self.stepChanged.emit(self._step)
             n_layers = len(ex.layers.layers)
             if self._layer >= max(n_layers, 1):
                 self._layer = max(n_layers - 1, 0)
-                self.layerChanged.emit(self._layer)
-        self.explanationChanged.emit(ex)
+        self.explanationChanged.emit(ex)  # views draw with the updated values
+        if self._token != old_token:
+            self.tokenSelected.emit(self._token)
+        if self._step != old_step:
+            self.stepChanged.emit(self._step)
+        if self._layer != old_layer:
+            self.layerChanged.emit(self._layer)

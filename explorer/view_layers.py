@@ -54,6 +54,10 @@ class LayersView(BaseView):
             pen=pg.mkPen(SELECT_COLOUR))
         self.heat_plot.addItem(self.sel_region)
         self.sel_region.hide()
+        # the selected token's rows in the prompt block: rings left of the heatmap
+        self.sel_rows = pg.ScatterPlotItem(size=12, symbol="o", brush=None,
+                                           pen=pg.mkPen(SELECT_COLOUR, width=2.5))
+        self.heat_plot.addItem(self.sel_rows)
         self.cbar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("magma"),
                                     label="value", interactive=False, width=12)
         self.cbar.setImageItem(self.heat, insert_in=None)
@@ -143,6 +147,7 @@ class LayersView(BaseView):
             self.chosen_pt.clear()
             self._blocks, self._image = [], np.zeros((0, 0), np.float32)
             self.sel_region.hide()
+            self.sel_rows.clear()
             self.set_header("type a prompt")
             return
         d = ex.keys.shape[1]
@@ -163,7 +168,7 @@ class LayersView(BaseView):
         self.heat.setImage(img, autoLevels=False, levels=(0.0, 1.0))  # NaN gaps: transparent
         step = max(1, len(ticks) // 12)
         self.heat_plot.getAxis("left").setTicks([ticks[::step], []])
-        self.heat_plot.setRange(xRange=(0, d), yRange=(0, rows), padding=0.01)
+        self.heat_plot.setRange(xRange=(-1.2, d), yRange=(0, rows), padding=0.01)
         acc = np.asarray(ex.layers.accuracy, np.float32)
         self.acc.setData(np.arange(len(acc)), acc)
         self.acc_plot.setXRange(-0.5, max(len(acc), 1) - 0.5)
@@ -184,6 +189,7 @@ class LayersView(BaseView):
         self.set_header(f"op {ex.layers.op} · {len(ex.layers.layers)} layers · chosen {chosen} · "
                         f"{len(ex.layers.similar)} similar{later}")
         self.on_layer(self.state.layer)
+        self.on_token(self.state.token)
 
     def on_layer(self, layer: int) -> None:
         if 0 <= layer + 1 < len(self._blocks):
@@ -195,11 +201,16 @@ class LayersView(BaseView):
 
     def on_token(self, token_id: int) -> None:
         ex = self.explanation
-        if ex is not None and token_id >= 0:
-            hits = [i for i, t in enumerate(ex.ids) if t == token_id]
-            if hits:
-                self.similar.setToolTip(
-                    f"{token_label(ex.vocab, token_id)!r} at prompt position(s) {hits}")
+        hits = [] if ex is None or token_id < 0 or not self._blocks else \
+            np.flatnonzero(np.asarray(ex.ids) == token_id).tolist()
+        if hits:
+            rows = np.asarray(hits, np.float32) + self._blocks[0][1] + 0.5
+            self.sel_rows.setData(x=np.full(len(rows), -0.6, np.float32), y=rows)
+            self.similar.setToolTip(
+                f"{token_label(ex.vocab, token_id)!r} at prompt position(s) {hits}")
+        else:
+            self.sel_rows.clear()
+            self.similar.setToolTip("nearest training sentences by layer signature (score)")
 
     def summary(self) -> dict[str, int]:
         return {
@@ -208,4 +219,5 @@ class LayersView(BaseView):
             "accuracy_points": int(len(self.acc.yData)) if self.acc.yData is not None else 0,
             "chosen": scatter_count(self.chosen_pt),
             "similar": self.similar.count(),
+            "selected_rows": scatter_count(self.sel_rows),
         }

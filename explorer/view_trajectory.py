@@ -123,8 +123,7 @@ class TrajectoryView(BaseView):
     def _clicked(self, item, points, ev=None) -> None:
         if len(points) and self.explanation is not None:
             t = int(points[0].data())
-            self.state.set_step(t)
-            self.state.select_token(self.explanation.generation.steps[t].token)
+            self.state.select_token(self.explanation.generation.steps[t].token, step=t)
 
     def _label(self, i: int) -> pg.TextItem:
         while len(self.labels) <= i:

@@ -3,6 +3,7 @@ long prompts and the training curves (driven with qtbot, no sleeps)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from explorer import settings
@@ -86,3 +87,99 @@ def test_cached_start_draws_the_model_at_once(make_window, qtbot):
     # the prompt's explanation follows and replaces the model-only one
     qtbot.waitUntil(lambda: not w.state.explanation.partial, timeout=60000)
     assert w.views["embeddings"].summary()["context"] == len(w.state.explanation.ids) > 0
+
+
+def click_point(qtbot, view, plot, x: float, y: float) -> None:
+    """A real left click on the data point ``(x, y)`` of ``plot`` inside ``view``."""
+    from PySide6.QtCore import QPointF, Qt
+
+    scene = plot.vb.mapViewToScene(QPointF(float(x), float(y)))
+    pos = view.glw.mapFromScene(scene)
+    qtbot.mouseClick(view.glw.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def xy(p) -> tuple[float, float]:
+    return round(float(p[0]), 3), round(float(p[1]), 3)
+
+
+def rings(w) -> dict:
+    """Where each view draws the selection now."""
+    emb, traj, lay = w.views["embeddings"], w.views["trajectory"], w.views["layers"]
+    return {
+        "embeddings": [xy(p) for p in np.c_[emb.selected.data["x"], emb.selected.data["y"]]],
+        "trajectory": sorted(int(x) for x in traj.selected.data["x"]),
+        "layers": lay.summary()["selected_rows"],
+    }
+
+
+def test_one_selection_drives_every_view(make_window, qtbot):
+    w = ready_window(make_window, qtbot, prompt="The function returns the value of the")
+    ex = w.state.explanation
+    steps = [s.token for s in ex.generation.steps]
+    assert len(steps) >= 2
+    emb, traj = w.views["embeddings"], w.views["trajectory"]
+    qtbot.waitUntil(lambda: emb.glw.viewport().isVisible())
+
+    # slider -> the step's token is the selection: rings move in every view
+    for t in (1, 0, len(steps) - 1):
+        traj.slider.setValue(t)
+        tok = steps[t]
+        assert w.state.step == steps.index(tok) or steps[w.state.step] == tok
+        assert w.state.token == tok and w.state.token_text == ex.vocab[tok]
+        assert rings(w)["embeddings"] == [xy(emb._xy_keys[tok])]
+        assert rings(w)["trajectory"] == [i for i, s in enumerate(steps) if s == tok]
+        probe = ex.generation.steps[w.state.step].probe
+        assert w.views["buckets"].winner.data["data"][0] == probe.winner
+
+    # a real click on a prompt key in Embeddings moves the trajectory's ring too
+    prompt_only = [int(i) for i in ex.ids if int(i) not in steps]
+    assert prompt_only, "the prompt should hold a token the generation did not emit"
+    tok = prompt_only[0]
+    x, y = emb._xy_keys[tok]
+    click_point(qtbot, emb, emb.plot, x, y)
+    assert w.state.token == tok, (w.state.token, tok)
+    r = rings(w)
+    assert r["embeddings"] == [xy(emb._xy_keys[tok])]
+    assert r["trajectory"] == []  # no stale ring on the old step
+    assert r["layers"] == int(np.sum(np.asarray(ex.ids) == tok))
+
+    # a generated token clicked in Embeddings: the trajectory's ring and step follow
+    gen = steps[-1]
+    x, y = emb._xy_keys[gen]
+    click_point(qtbot, emb, emb.plot, x, y)
+    if w.state.token == gen:  # (another point may sit on top of it)
+        assert rings(w)["trajectory"] == [i for i, s in enumerate(steps) if s == gen]
+        assert steps[w.state.step] == gen and traj.slider.value() == w.state.step
+
+
+def test_selection_follows_the_token_through_a_model_change(make_window, qtbot, tmp_path):
+    from tests.test_gui_window import PAIRS
+
+    w = ready_window(make_window, qtbot, prompt="The function returns the value")
+    old = w.state.explanation
+    # the new corpus: the sample's sentences with one of the prompt's words renamed
+    keep, gone = old.tokens[1], old.tokens[0]
+    renamed = []
+    for src in (PAIRS, SAMPLE):  # the pairs first: the ids of shared words move
+        text = src.read_text().replace(gone, "Zzq")
+        assert gone not in text
+        renamed.append(tmp_path / src.name)
+        renamed[-1].write_text(text)
+    w.state.select_token(int(old.vocab.index(keep)))
+    old_id = w.state.token
+    w.corpus_panel.set_paths_unchecked([str(p) for p in renamed])
+    with qtbot.waitSignal(w.modelReady, timeout=120000):
+        w.train()
+    qtbot.waitUntil(lambda: w.state.explanation is not old
+                    and not w.state.explanation.partial, timeout=60000)
+    new = w.state.explanation
+    assert new.vocab != old.vocab
+    assert w.state.token_text == keep and new.vocab[w.state.token] == keep
+    assert w.state.token != old_id  # the same token under a new id
+    assert rings(w)["embeddings"] == [xy(w.views["embeddings"]._xy_keys[w.state.token])]
+    # a token the new vocabulary lacks: the selection is cleared, not moved
+    w.state.set_explanation(old)
+    w.state.select_token(int(old.vocab.index(gone)))
+    w.state.set_explanation(new)
+    assert w.state.token == -1 and w.state.token_text is None
+    assert rings(w) == {"embeddings": [], "trajectory": [], "layers": 0}
