@@ -35,14 +35,20 @@
 
 Nearest-neighbour search for C (the spec is silent on how): the window state
 is dominated by the current token's key (weight ``1/Σα^i``, 0.65 for α=0.4,
-W=3) so the nearest training window nearly always shares the current token
-when one exists. C therefore scans, exactly under the model metric, the
-training windows of the query's current token (grouped, CSR; partial
-distances stop early; at most ``max_scan`` = 2048 windows per query, so very
-large groups are searched approximately); only when that group is empty (or holds only the
-left-out occurrence) does it search all windows — exactly with one BLAS
-product for l2, with the hash index for l1 and the digit metric. The
-agreement with brute force over all windows is measured in the tests.
+W=3) and then by the previous token's, so the table sorted by window tokens,
+newest first, is itself an order in which similar states lie together.
+C searches the group of the query's current token exactly under the model
+metric: its windows are split into subgroups that share the previous token
+too, each with a centre and a radius, visited in order of the triangle
+bound ``δ(q, c) − r`` until the bound passes the K-th best (partial
+distances cut the scans inside). When the group is empty (or holds only the
+left-out occurrence) the groups of the ``miss_groups`` = 128 current tokens
+with the nearest keys are searched the same way. Such queries ask for the
+nearest of states that all lie far away, where neither the bounds nor any
+index we measured prune well; an exact scan of every window for them was
+most of the cost of training on larger corpora (160 of 195 s on a
+389k-token dictionary). Agreement with brute force over all windows is
+measured in the tests and printed by ``noisekey bench index``.
 Windows never span an ``<eos>`` (``<bos>`` pads).
 
 Everything counted here is additive over shards; the gate is recomputed by a
@@ -146,45 +152,106 @@ def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
         insert_bottomk(bi, br, K, u, r)
 
 
-@batched()
-def _group_search(Q, qtok, qprev, own, states, ctx1, grp_off, tot, K, code, f, lam, D,
-                  max_scan):
-    """K nearest training windows among those whose current token is ``qtok``.
+@njit(cache=True, nogil=True)
+def _beyond(q, c, r, kth, code, f, lam, D):
+    """Whether ``δ(q, c) − r > kth``: partial sums stop as soon as it is certain."""
+    lim = kth + r + 1e-5 * (1.0 + kth)  # slack for float32 rounding
+    if code == 2:
+        return rank_dist(q, c, code, f, lam, D) > lim
+    if code == 0:
+        lim = lim * lim
+    acc = 0.0
+    for j in range(q.shape[0]):
+        x = np.float64(q[j]) - np.float64(c[j])
+        acc += x * x if code == 0 else abs(x)
+        if acc > lim:
+            return True
+    return False
 
-    Exact under the metric within the group. The windows that also share the
-    previous token are scanned first (they are the likely winners), so that
-    partial distances cut the rest short. The left-out context ``own[i]`` is
-    skipped when its count drops to zero. At most ``max_scan`` windows are
-    scanned per query (the shared-previous-token ones first, then the
-    nearest in sorted order on either side); groups larger than that are
-    searched approximately (window order inside a group is by token id, so
-    the budget is an arbitrary but deterministic subset). Returns ids (-1
+
+@njit(cache=True, nogil=True)
+def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_r, tot,
+                br, bi, K, code, f, lam, D):
+    """Exact search of the windows whose current token is ``t``, into the running top-K.
+
+    The group's windows are split into subgroups sharing the previous token
+    too, each with a centre ``c`` and radius ``r`` (the farthest member under
+    the metric). By the triangle inequality no member lies nearer than
+    ``δ(q, c) − r``: the subgroup of the query's own previous token is
+    scanned first (the likely winner), then every other subgroup whose bound
+    does not pass the K-th best so far.
+    """
+    lo, hi = sub_grp_off[t], sub_grp_off[t + 1]
+    if hi <= lo:
+        return
+    own = lo + np.searchsorted(sub_prev[lo:hi], qprev)
+    if own < hi and sub_prev[own] == qprev:
+        _scan(q, sub_off[own], sub_off[own + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+    else:
+        own = -1
+    for j in range(lo, hi):
+        if j == own:
+            continue
+        if br[K - 1] < np.inf and _beyond(q, sub_c[j], sub_r[j], finish(br[K - 1], code), code,
+                                          f, lam, D):
+            continue
+        _scan(q, sub_off[j], sub_off[j + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+
+
+@njit(cache=True, nogil=True)
+def _centres(states, off, code, f, lam, D):
+    """Mean and radius ``max_u δ(s_u, mean)`` of each run ``off[i]:off[i+1]`` of states."""
+    n = off.shape[0] - 1
+    d = states.shape[1]
+    C = np.zeros((n, d), np.float32)
+    R = np.zeros(n, np.float32)
+    for i in range(n):
+        a, b = off[i], off[i + 1]
+        if b <= a:
+            continue
+        acc = np.zeros(d, np.float64)
+        for u in range(a, b):
+            for j in range(d):
+                acc[j] += states[u, j]
+        for j in range(d):
+            C[i, j] = acc[j] / (b - a)
+        r = 0.0
+        for u in range(a, b):
+            r = max(r, np.float64(finish(rank_dist(states[u], C[i], code, f, lam, D), code)))
+        R[i] = r * (1.0 + 1e-6) + 1e-7
+    return C, R
+
+
+@batched()
+def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_r,
+                  grp_c, grp_r, tot, K, code, f, lam, D):
+    """K nearest training windows among those whose current token is in ``qtoks[i]``.
+
+    ``qtoks`` int64 [n, M] lists the groups to search per query (-1 pad): the
+    query's own current token, or for a query whose own group is empty the
+    current tokens with the nearest keys. Each group is searched exactly
+    (:func:`_scan_group`); a further group is skipped when its own bound
+    ``δ(q, c_g) − r_g`` passes the K-th best. The left-out context
+    ``own[i]`` is skipped when its count drops to zero. Returns ids (-1
     pad) and distances (inf pad).
     """
     n = Q.shape[0]
+    M = qtoks.shape[1]
     ids = np.full((n, K), -1, np.int64)
     ds = np.full((n, K), np.inf, np.float32)
     for i in prange(n):
-        t = qtok[i]
-        lo, hi = grp_off[t], grp_off[t + 1]
         br = np.full(K, np.inf)
         bi = np.full(K, -1, np.int64)
         skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
-        s_lo = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="left")
-        s_hi = lo + np.searchsorted(ctx1[lo:hi], qprev[i], side="right")
-        if s_hi - s_lo > max_scan:  # centre the budget on the query's own window
-            if own[i] >= s_lo and own[i] < s_hi:
-                c = own[i]
-            else:
-                c = (s_lo + s_hi) // 2
-            s_lo = max(s_lo, c - max_scan // 2)
-            s_hi = min(s_hi, s_lo + max_scan)
-        _scan(Q[i], s_lo, s_hi, skip, states, tot, br, bi, K, code, f, lam, D)
-        budget = max(max_scan - (s_hi - s_lo), 0)
-        _scan(Q[i], max(lo, s_lo - budget // 2), s_lo, skip, states, tot, br, bi, K, code, f,
-              lam, D)
-        _scan(Q[i], s_hi, min(hi, s_hi + budget - budget // 2), skip, states, tot, br, bi, K,
-              code, f, lam, D)
+        for j in range(M):
+            t = qtoks[i, j]
+            if t < 0:
+                continue
+            if br[K - 1] < np.inf and _beyond(Q[i], grp_c[t], grp_r[t], finish(br[K - 1], code),
+                                              code, f, lam, D):
+                continue
+            _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev, sub_c,
+                        sub_r, tot, br, bi, K, code, f, lam, D)
         for j in range(K):
             ids[i, j] = bi[j]
             if bi[j] >= 0:
@@ -280,9 +347,10 @@ class WindowTable:
         Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
     """
 
-    def __init__(self, V: int, W: int, max_scan: int = 2048) -> None:
+    def __init__(self, V: int, W: int, miss_groups: int = 128) -> None:
         self.V, self.W = int(V), int(W)
-        self.max_scan = int(max_scan)
+        self.miss_groups = int(miss_groups)
+        self._group_nn = None
         self.rows = np.zeros((0, W + 1), np.int32)  # window + successor
         self.cnt = np.zeros(0, np.int64)
         self.index = None
@@ -338,10 +406,28 @@ class WindowTable:
         self.states = window_states(self.ctx, keys, weights)
         self.grp_off = np.concatenate(
             ([0], np.cumsum(np.bincount(self.ctx[:, 0], minlength=self.V)))).astype(np.int64)
+        self._bounds(metric)
         self.metric = metric
+        self.keys = np.ascontiguousarray(keys, np.float32)
         self.index_factory = index_factory
         self.index = None
+        self._group_nn = None
         return self
+
+    def _bounds(self, metric: Metric) -> None:
+        """Centres and radii of the groups (current token) and subgroups (+ previous token)."""
+        ctx, U = self.ctx, self.ctx.shape[0]
+        new = np.ones(U, bool)
+        if U:
+            new[1:] = (ctx[1:, :min(2, self.W)] != ctx[:-1, :min(2, self.W)]).any(1)
+        start = np.flatnonzero(new)
+        self.sub_off = np.concatenate((start, [U])).astype(np.int64)
+        self.sub_grp_off = np.concatenate(
+            ([0], np.cumsum(np.bincount(ctx[start, 0], minlength=self.V)))).astype(np.int64)
+        self.sub_prev = (ctx[start, 1] if self.W > 1 else np.zeros(start.size)).astype(np.int64)
+        m = (metric.code, float(metric.f), float(metric.lam), int(metric.D))
+        self.sub_c, self.sub_r = _centres(self.states, self.sub_off, *m)
+        self.grp_c, self.grp_r = _centres(self.states, self.grp_off, *m)
 
     def context_ids(self, H: np.ndarray) -> np.ndarray:
         """Row of ``ctx`` equal to each history row, -1 where none (int64 [n])."""
@@ -360,11 +446,6 @@ class WindowTable:
         owner = np.full(grp[-1] + 1, -1, np.int64)
         owner[gid[:U]] = np.arange(U)
         return owner[gid[U:]]
-
-    def _global(self):
-        if self.index is None:
-            self.index = self.index_factory(self.states)
-        return self.index
 
     def search(self, H: np.ndarray, states: np.ndarray, K: int,
                own: np.ndarray | None = None,
@@ -385,38 +466,35 @@ class WindowTable:
             return nn[inv], nd[inv]
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
         qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
-        ctx1 = (np.ascontiguousarray(self.ctx[:, 1], np.int64) if self.W > 1
-                else np.zeros(self.ctx.shape[0], np.int64))
-        nn, nd = _group_search(Q, H[:, 0].astype(np.int64), qprev, own, self.states, ctx1,
-                               self.grp_off, self.tot, int(K), m.code, float(m.f), float(m.lam),
-                               int(m.D), int(self.max_scan))
-        # rows with no valid neighbour in the group go to the global index
+        args = (own, self.states, self.sub_off, self.sub_grp_off, self.sub_prev, self.sub_c,
+                self.sub_r, self.grp_c, self.grp_r, self.tot, int(K), m.code, float(m.f),
+                float(m.lam), int(m.D))
+        nn, nd = _group_search(Q, H[:, :1].astype(np.int64), qprev, *args)
+        # rows with no valid neighbour in their own group: the groups of the
+        # current tokens whose keys are nearest (the state's heaviest term)
         miss = np.flatnonzero(nn[:, 0] < 0)
-        if miss.size and self.ctx.shape[0] and self.index_factory is not None:
-            if m.code == 0:  # exact l2 through BLAS products, 256 queries at a time
-                sn = (self.states * self.states).sum(1)[None, :]
-                kk = min(K + 1, self.states.shape[0])
-                gi = np.empty((miss.size, kk), np.int64)
-                gd = np.empty((miss.size, kk), np.float32)
-                for a in range(0, miss.size, 256):
-                    q = Q[miss[a:a + 256]]
-                    D2 = sn - 2.0 * (q @ self.states.T)
-                    part = np.argpartition(D2, kk - 1, axis=1)[:, :kk]
-                    dd = np.take_along_axis(D2, part, 1) + (q * q).sum(1)[:, None]
-                    o = np.argsort(dd, axis=1, kind="stable")
-                    gi[a:a + 256] = np.take_along_axis(part, o, 1)
-                    gd[a:a + 256] = np.sqrt(np.maximum(np.take_along_axis(dd, o, 1), 0.0))
-            else:
-                gi, gd = self._global().query_batch(Q[miss], k=K + 1)
-            gi = np.asarray(gi, np.int64)
-            gd = np.asarray(gd, np.float32)
-            for r, row in enumerate(miss):
-                keep = [(int(a), float(b)) for a, b in zip(gi[r], gd[r], strict=True)
-                        if a >= 0 and not (a == own[row] and self.tot[a] <= 1)][:K]
-                for j, (a, b) in enumerate(keep):
-                    nn[row, j] = a
-                    nd[row, j] = b
+        if miss.size and self.ctx.shape[0]:
+            cand = self.nearest_groups(H[miss, 0], self.miss_groups)
+            mi, md = _group_search(Q[miss], cand, qprev[miss], own[miss], *args[1:])
+            nn[miss], nd[miss] = mi, md
         return nn, nd
+
+    def nearest_groups(self, tokens: np.ndarray, M: int) -> np.ndarray:
+        """The ``M`` non-empty groups whose current-token keys are nearest each token's key.
+
+        tokens int [n] -> int64 [n, M] (-1 pad). Exact l2 over the keys of
+        tokens that have training windows (:class:`core.layers.NearestKeys`);
+        one search per distinct token.
+        """
+        from core.layers import NearestKeys
+
+        if self._group_nn is None:
+            self._group_tok = np.flatnonzero(np.diff(self.grp_off) > 0)
+            self._group_nn = NearestKeys(self.keys[self._group_tok])
+        u, inv = np.unique(np.asarray(tokens, np.int64), return_inverse=True)
+        M = min(int(M), self._group_tok.size)
+        ids, _ = self._group_nn.query_batch(self.keys[u], M)
+        return np.ascontiguousarray(self._group_tok[ids][inv.reshape(-1)])
 
     def vote(self, nn, nd, own, target, h: float, k: int):
         """C's top-k distribution from neighbour lists (see :func:`_c_vote`)."""

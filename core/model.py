@@ -220,16 +220,35 @@ class Model:
         self._gate_pass(progress, cancel)
         self._memory_pass(progress, cancel)
 
+    def gate_sample(self, n: int) -> np.ndarray:
+        """Positions of the training stream the gate is estimated from: int64, sorted.
+
+        All ``n`` positions, or a seeded sample of ``config.gate_events`` of
+        them when the stream is longer: past that size training costs counting
+        alone.
+        """
+        m = int(self.config.gate_events)
+        if m <= 0 or n <= m:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng([int(self.config.seed), 0x6A7E])
+        return np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+
     def _gate_pass(self, progress=None, cancel=None, chunk: int = 16384) -> None:
-        """Both B and C predict every training step (leave-one-out); wins make the gate."""
+        """Both B and C predict every training step (leave-one-out); wins make the gate.
+
+        Over :meth:`gate_sample`'s positions. C's neighbours are searched once
+        per distinct training window (the first half of the stage's
+        progress), then the steps are predicted in chunks.
+        """
         _report(progress, "gate", 0.0)
         c = self.counts
-        s = c.stream
         P = c.bank.prototypes.shape[0] // max(1, self.config.noise_stages)
         gate = Gate(self.V, P, self.scale)
         self.gate = gate
         W = self.config.window
-        H = history(s, max(W, 2))
+        pos = self.gate_sample(c.stream.size)
+        H = history(c.stream, max(W, 2))[pos]
+        s = c.stream[pos]
         own_all = c.table.context_ids(H[:, :W])
         entry = c.bank.entry(H[:, 0], s)
         proto_all = np.where(entry >= 0, c.bank.labels[np.maximum(entry, 0), 0], -1)
@@ -239,10 +258,16 @@ class Model:
         # C's neighbours: one search per distinct training window (leave-one-out)
         tab = c.table
         u_own = np.unique(own_all)
-        nn_u, nd_u = tab.search(tab.ctx[u_own], tab.states[u_own], self.config.c_neighbours,
-                                own=u_own, dedupe=False)
+        K = self.config.c_neighbours
+        nn_u = np.empty((u_own.size, K), np.int64)
+        nd_u = np.empty((u_own.size, K), np.float32)
+        for a in range(0, u_own.size, chunk):
+            _check(cancel, "gate")
+            u = u_own[a:a + chunk]
+            nn_u[a:a + chunk], nd_u[a:a + chunk] = tab.search(tab.ctx[u], tab.states[u], K,
+                                                              own=u, dedupe=False)
+            _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
         slot = np.searchsorted(u_own, own_all)
-        _check(cancel, "gate")
         for a in range(0, n, chunk):
             _check(cancel, "gate")
             b = min(n, a + chunk)
@@ -265,13 +290,13 @@ class Model:
             hits["B"] += int(br.sum())
             hits["C"] += int(cr.sum())
             hits["mix"] += int((mi[:, 0] == tgt).sum())
-            _report(progress, "gate", b / max(n, 1),
+            _report(progress, "gate", 0.5 + 0.5 * b / max(n, 1),
                     {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
-            _check(cancel, "gate")
+        _check(cancel, "gate")
         self.figures.update(
             loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
             loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
-            gate_seconds=time.perf_counter() - t0)
+            gate_seconds=time.perf_counter() - t0, gate_events=int(n))
 
     # ------------------------------------------------------------------ prompt memory
     def _sep_default(self) -> bool:
