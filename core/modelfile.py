@@ -13,14 +13,31 @@ than guessed at; older versions are read (there is only version 1 so far).
 Writes are atomic: the archive is written to a temporary file in the target's
 folder, flushed and fsync'ed, then moved over the target with ``os.replace``.
 A failed write leaves any previous file untouched and removes the temporary.
+Only a regular file or a new path is ever replaced: a path naming a folder,
+a symlink, a FIFO, a socket or a device is refused (:class:`OutPathError`).
+
+Reading is defensive (a model file may be crafted or damaged): the archive
+is opened with :class:`Archive`, which reads the ``.npy`` header of a member
+from the zip without decompressing its data, checks the declared dtype and
+shape against what the caller expects and the declared size against the
+bytes the zip holds (a member may declare at most ``max(RATIO_FLOOR,
+MAX_RATIO × compressed size)`` bytes unless its shape is fixed by the
+caller), and decompresses only the members that are asked for. Value checks
+(ids within ``[lo, hi)``, finite floats, monotone offsets) run before an
+array is handed out. Every violation is one :class:`ModelFileError` naming
+the member and what is wrong.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +48,14 @@ FORMAT = "noisekey-model"
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
 
+#: A member whose shape the caller does not fix may declare at most
+#: ``max(RATIO_FLOOR, MAX_RATIO × its compressed size)`` bytes: deflate packs
+#: real model arrays 1-60×; a zero-filled bomb packs ~1000×.
+MAX_RATIO = 256
+RATIO_FLOOR = 16 << 20
+#: The metadata (settings, vocabulary, figures) is at most this many bytes.
+MAX_META_BYTES = 256 << 20
+
 
 class ModelFileError(Exception):
     """A model file that cannot be read: ``str`` is ``"path: reason"``."""
@@ -39,6 +64,33 @@ class ModelFileError(Exception):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class OutPathError(ModelFileError):
+    """A save target that is not a regular file (folder, symlink, FIFO, socket, device)."""
+
+
+def check_out_path(path: str | os.PathLike) -> None:
+    """Refuse a save target that exists and is not a regular file.
+
+    A new path and an existing regular file are fine (the latter is replaced
+    atomically); a folder, a symbolic link, a FIFO, a socket or a device is
+    never replaced: :class:`OutPathError`.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutPathError(path, f"cannot write the model file here ({exc.strerror})") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    raise OutPathError(path, f"is {kind}; a model file replaces only a regular file "
+                             "(choose another path)")
 
 
 def save(
@@ -65,8 +117,14 @@ def save(
     Returns
     -------
     Path of the written file.
+
+    Raises
+    ------
+    OutPathError
+        ``path`` exists and is not a regular file (nothing is written).
     """
     path = Path(path)
+    check_out_path(path)
     data: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
         if name.startswith("__"):
@@ -87,6 +145,7 @@ def save(
             (np.savez_compressed if compress else np.savez)(f, **data)
             f.flush()
             os.fsync(f.fileno())
+        check_out_path(path)  # nothing else appeared there while writing
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -99,11 +158,16 @@ def save(
 
 def read_meta(path: str | os.PathLike) -> dict:
     """Only the metadata of a model file (cheap; checks format and version)."""
-    return load(path, arrays=False)[1]
+    with Archive(path) as ar:
+        return ar.meta
 
 
 def load(path: str | os.PathLike, arrays: bool = True) -> tuple[dict[str, np.ndarray], dict]:
     """Read a model file written by :func:`save`.
+
+    Every member is read through :class:`Archive` (header and size checked
+    before its data is decompressed); callers that know the layout should use
+    :class:`Archive` directly and read only the members they use.
 
     Returns
     -------
@@ -116,43 +180,215 @@ def load(path: str | os.PathLike, arrays: bool = True) -> tuple[dict[str, np.nda
     ------
     ModelFileError
         Missing file, not a zip/npz archive, truncated or corrupt archive, no
-        NoiseKey metadata, or a format version newer than this program reads.
+        NoiseKey metadata, a format version newer than this program reads, or
+        a member whose header is bad or whose declared size is out of bounds.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ModelFileError(path, "no such file")
-    if path.is_dir():
-        raise ModelFileError(path, "is a folder, not a model file")
-    # np.load reads any non-zip file as a pickle or .npy: check the zip magic
-    # first so a wrong file gets a plain reason, not numpy's pickle advice.
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"PK\x03\x04":
+    with Archive(path) as ar:
+        out = {name: ar.read(name) for name in sorted(ar.names)} if arrays else {}
+        return out, ar.meta
+
+
+class Archive:
+    """An opened model file: metadata read and checked, arrays read one by one on demand.
+
+    Use as a context manager. :meth:`read` decompresses one member after
+    checking its ``.npy`` header (dtype, shape, declared size against the
+    zip's sizes) and checks its values; members never read are never
+    decompressed. Every problem raises :class:`ModelFileError` naming the
+    member.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._zip: zipfile.ZipFile | None = None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise ModelFileError(path, "no such file") from None
+        except OSError as exc:
+            raise ModelFileError(path, f"cannot read ({exc.strerror})") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise ModelFileError(path, "is a folder, not a model file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelFileError(path, "not a regular file (a model file is a regular file)")
+        self.file_size = st.st_size
+        # np.load reads any non-zip file as a pickle or .npy: check the zip magic
+        # first so a wrong file gets a plain reason, not numpy's pickle advice.
+        try:
+            with open(self.path, "rb") as fh:
+                magic = fh.read(4)
+        except OSError as exc:
+            raise ModelFileError(path, f"cannot read ({exc.strerror})") from None
+        if magic != b"PK\x03\x04":
             raise ModelFileError(path, "not a NoiseKey model file (not an npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if META_KEY not in npz.files:
-                raise ModelFileError(path, "not a NoiseKey model file (no metadata entry)")
-            meta_bytes = npz[META_KEY]
-            out = {k: npz[k] for k in npz.files if k != META_KEY} if arrays else {}
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(path, f"not a NoiseKey model file or truncated ({exc})") from None
-    except (ValueError, OSError) as exc:
-        raise ModelFileError(path, f"not a NoiseKey model file or corrupt ({exc})") from None
-    try:
-        meta = json.loads(bytes(np.asarray(meta_bytes, dtype=np.uint8)).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise ModelFileError(path, f"corrupt metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(path, "not a NoiseKey model file (wrong format tag)")
-    version = meta.get("format_version")
-    if not isinstance(version, int):
-        raise ModelFileError(path, "corrupt metadata (format_version missing)")
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            path,
-            f"written by a newer NoiseKey (format {version}, app {meta.get('app_version', '?')}); "
-            f"this version {__version__} reads format {FORMAT_VERSION} or older — please upgrade",
-        )
-    return out, meta
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+            infos = self._zip.infolist()
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+            raise ModelFileError(path, f"not a NoiseKey model file or truncated ({exc})") from None
+        except OSError as exc:
+            raise ModelFileError(path, f"not a NoiseKey model file or corrupt ({exc})") from None
+        self._infos = {i.filename[:-4]: i for i in infos if i.filename.endswith(".npy")}
+        if META_KEY not in self._infos:
+            self.close()
+            raise ModelFileError(path, "not a NoiseKey model file (no metadata entry)")
+        try:
+            self.meta = self._read_meta()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- context manager -----------------------------------------------------
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+    # -- members -------------------------------------------------------------
+    @property
+    def names(self) -> set[str]:
+        """Array members (without ``.npy``), metadata excluded."""
+        return {n for n in self._infos if n != META_KEY}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._infos and name != META_KEY
+
+    def error(self, name: str, reason: str) -> ModelFileError:
+        """A :class:`ModelFileError` about member ``name``."""
+        return ModelFileError(self.path, f"member {name!r}: {reason}")
+
+    def header(self, name: str, fixed: bool = False) -> tuple[tuple[int, ...], np.dtype]:
+        """Declared ``(shape, dtype)`` of member ``name``, read without decompressing its data.
+
+        Checks that the dtype holds no objects and no fields, that the data
+        the header declares is exactly what the zip entry holds, and (unless
+        ``fixed``: the caller has checked the shape against the model's
+        sizes) that it is at most ``max(RATIO_FLOOR, MAX_RATIO × compressed
+        size)`` bytes.
+        """
+        info = self._infos.get(name)
+        if info is None:
+            raise ModelFileError(self.path, f"member {name!r} is missing")
+        try:
+            with self._zip.open(info) as fp:
+                version = np.lib.format.read_magic(fp)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                header_len = fp.tell()
+        except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+            raise self.error(name, f"corrupt or truncated ({exc})") from None
+        except (ValueError, TypeError, SyntaxError, OSError) as exc:
+            raise self.error(name, f"bad array header ({exc})") from None
+        if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None \
+                or dtype.kind not in "biuf":
+            raise self.error(name, f"unsupported dtype {dtype}")
+        if any(int(n) < 0 for n in shape):
+            raise self.error(name, f"negative size in shape {shape}")
+        declared = math.prod(int(n) for n in shape) * dtype.itemsize
+        if header_len + declared != info.file_size:
+            raise self.error(name, f"header declares shape {shape} ({declared:,} bytes) but "
+                                   f"the archive holds {max(info.file_size - header_len, 0):,} "
+                                   "bytes of data")
+        cap = max(RATIO_FLOOR, MAX_RATIO * info.compress_size)
+        if not fixed and declared > cap:
+            raise self.error(name, f"declares {declared:,} bytes in {info.compress_size:,} "
+                                   f"compressed bytes (more than {MAX_RATIO}× or "
+                                   f"{RATIO_FLOOR >> 20} MiB): refused")
+        return tuple(int(n) for n in shape), dtype
+
+    def read(self, name: str, dtype=None, shape: Iterable[int | None] | None = None,
+             lo: int | float | None = None, hi: int | float | None = None,
+             finite: bool = False, max_rows: int | None = None,
+             sparse: bool = False) -> np.ndarray:
+        """Member ``name`` as a native-order array, checked before and after decompressing.
+
+        Parameters
+        ----------
+        dtype : expected dtype (kind and size; either byte order) or None (any)
+        shape : expected shape, ``None`` for a free dimension, or None (any)
+        lo, hi : every value must lie in ``[lo, hi)`` (ids, counts)
+        finite : every value must be finite (floats)
+        max_rows : bound on the first dimension, checked on the header
+        sparse : a table of counts, mostly zeros, whose ``shape`` (fully given)
+            the caller derived from the model's sizes: no compression-ratio cap
+        """
+        want = None if shape is None else tuple(shape)
+        fixed = sparse and want is not None and all(n is not None for n in want)
+        got, dt = self.header(name, fixed=fixed)
+        if dtype is not None:
+            exp = np.dtype(dtype)
+            if dt.kind != exp.kind or dt.itemsize != exp.itemsize:
+                raise self.error(name, f"dtype {dt}, expected {exp}")
+        if want is not None:
+            if len(got) != len(want) or any(w is not None and g != w
+                                             for g, w in zip(got, want, strict=True)):
+                txt = "(" + ", ".join("N" if w is None else str(w) for w in want) + ")"
+                raise self.error(name, f"shape {got}, expected {txt}")
+        if max_rows is not None and got and got[0] > max_rows:
+            raise self.error(name, f"{got[0]:,} rows, more than the {max_rows:,} the model "
+                                   "allows")
+        try:
+            with self._zip.open(self._infos[name]) as fp:
+                a = np.lib.format.read_array(fp, allow_pickle=False)
+        except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as exc:
+            raise self.error(name, f"corrupt or truncated ({exc})") from None
+        except (ValueError, OSError) as exc:
+            raise self.error(name, f"corrupt ({exc})") from None
+        if a.dtype.byteorder not in "=|":
+            a = a.astype(a.dtype.newbyteorder("="))
+        a = np.ascontiguousarray(a)
+        if a.size and finite and a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise self.error(name, "holds NaN or infinite values")
+        if a.size and (lo is not None or hi is not None):
+            mn, mx = a.min(), a.max()
+            if (lo is not None and mn < lo) or (hi is not None and mx >= hi):
+                rng = f"{lo if lo is not None else '-inf'}..{hi - 1 if hi is not None else 'inf'}"
+                raise self.error(name, f"values must lie in {rng}, found {mn}..{mx}")
+        return a
+
+    def offsets(self, name: str, total: int, count: int | None = None,
+                max_rows: int | None = None) -> np.ndarray:
+        """Segment offsets (int64 [count + 1]): from 0, non-decreasing, ending at ``total``."""
+        off = self.read(name, np.int64, (None if count is None else count + 1,),
+                        max_rows=max_rows)
+        if off.size == 0:
+            raise self.error(name, "empty (offsets hold at least one entry)")
+        if off[0] != 0 or off[-1] != total:
+            raise self.error(name, f"offsets must run from 0 to {total}, found "
+                                   f"{off[0]}..{off[-1]}")
+        if off.size > 1 and (np.diff(off) < 0).any():
+            raise self.error(name, "offsets decrease")
+        return off
+
+    def _read_meta(self) -> dict:
+        info = self._infos[META_KEY]
+        if info.file_size > MAX_META_BYTES:
+            raise self.error(META_KEY, f"{info.file_size:,} bytes of metadata: refused")
+        blob = self.read(META_KEY, np.uint8, (None,))
+        try:
+            meta = json.loads(bytes(blob).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+            raise ModelFileError(self.path, f"corrupt metadata ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelFileError(self.path, "not a NoiseKey model file (wrong format tag)")
+        version = meta.get("format_version")
+        if not isinstance(version, int):
+            raise ModelFileError(self.path, "corrupt metadata (format_version missing)")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(
+                self.path,
+                f"written by a newer NoiseKey (format {version}, app "
+                f"{meta.get('app_version', '?')}); this version {__version__} reads format "
+                f"{FORMAT_VERSION} or older — please upgrade",
+            )
+        return meta
