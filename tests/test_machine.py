@@ -125,3 +125,46 @@ def test_mixture_topk():
     ids, p = mix_topk(bi, bp, ci, cp, np.array([0.5]), 3)
     assert ids[0].tolist() == [2, 1, 3]
     assert np.allclose(p[0], [0.65, 0.3, 0.05])
+
+
+@pytest.mark.parametrize("metric", ["l2", "l1", "digit"])
+def test_group_search_is_exact_within_the_group(metric):
+    """Every metric: the K nearest windows of the query's own group, as brute force finds them."""
+    rng = np.random.default_rng(11)
+    V, W, n = 60, 3, 20000  # groups of several hundred windows, many subgroups
+    s = rng.zipf(1.3, n).clip(4, V - 1).astype(np.int32)
+    keys = KeyStore(V, 12, 3).keys
+    H = history(s, W)
+    t = WindowTable(V, W).add(H, s)
+    m = Metric(metric)
+    t.finalize(keys, window_weights(W, 0.4), m)
+    Hq = H[rng.integers(0, n, 300)].copy()
+    Hq[:, 1:] = rng.integers(4, V, (300, W - 1))  # mostly unseen windows of seen tokens
+    Q = window_states(Hq, keys, window_weights(W, 0.4))
+    nn, nd = t.search(Hq, Q, 3)
+    for i in range(Hq.shape[0]):
+        lo, hi = t.grp_off[Hq[i, 0]], t.grp_off[Hq[i, 0] + 1]
+        _, bd = brute_force(Q[i:i + 1], t.states[lo:hi], 3, m)
+        np.testing.assert_allclose(nd[i], bd[0], rtol=1e-5, atol=1e-5)
+    # over all windows: the nearest is in the query's own group nearly always
+    _, bd = brute_force(Q, t.states, 1, m)
+    assert np.mean(np.isclose(nd[:, 0], bd[:, 0], rtol=1e-5, atol=1e-5)) >= 0.95
+
+
+def test_empty_groups_search_the_nearest_key_groups():
+    """A current token without windows: neighbours from other groups, mostly the exact ones."""
+    rng = np.random.default_rng(12)
+    V, W = 400, 3
+    s = rng.integers(4, 300, 30000).astype(np.int32)  # tokens 300.. never occur
+    keys = KeyStore(V, 16, 5).keys
+    H = history(s, W)
+    t = WindowTable(V, W).add(H, s)
+    t.finalize(keys, window_weights(W, 0.4), Metric("l2"))
+    Hq = H[rng.integers(0, H.shape[0], 200)].copy()
+    Hq[:, 0] = rng.integers(300, V, 200)
+    Q = window_states(Hq, keys, window_weights(W, 0.4))
+    nn, nd = t.search(Hq, Q, 2)
+    assert (nn >= 0).all()
+    _, bd = brute_force(Q, t.states, 2, "l2")
+    assert np.all(nd >= bd - 1e-5)  # real distances, never nearer than the truth
+    assert np.mean(np.isclose(nd[:, 0], bd[:, 0], atol=1e-5)) >= 0.8
