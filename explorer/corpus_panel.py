@@ -1,11 +1,14 @@
 """Corpus panel: the list of corpora the next model trains on, with stats.
 
 Files and folders arrive by drag-and-drop anywhere on the window (the main
-window forwards them), File ▸ Open, or the recent-files menu. Each one is
-read once by :func:`core.corpus.load_corpus` on a worker thread to show its
-statistics; a file that fails (binary, malformed TSV/JSONL, unreadable)
-shows the ``CorpusError`` line in the panel and is not added, and the rest of
-the window keeps working.
+window forwards them), File ▸ Open, or the recent-files menu, all through
+one path. Each one is read once by :func:`core.corpus.load_corpus` on a
+worker thread to show its statistics; a file that fails (binary, malformed
+TSV/JSONL, unreadable) shows the ``CorpusError`` line in the panel and is
+not added, and the corpora listed before stay (a replacement of the bundled
+corpus happens only once a new one was read). When every pending read is
+done, ``readsFinished`` tells the window what joined the list, so it can
+start training or offer to retrain.
 """
 
 from __future__ import annotations
@@ -63,12 +66,16 @@ class CorpusPanel(QWidget):
         A readable message about a corpus that could not be read.
     statsReady(str, str)
         Path and its statistics line.
+    readsFinished(list, list)
+        Every pending read is done: the paths that joined the list since the
+        last report, and the paths refused.
     """
 
     corporaChanged = Signal(list)
     errorRaised = Signal(str)
     statsReady = Signal(str, str)
     openRequested = Signal()
+    readsFinished = Signal(list, list)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -96,6 +103,9 @@ class CorpusPanel(QWidget):
         lay.addWidget(self.error_label)
         self._slots: dict[str, TaskSlot] = {}
         self._stats: dict[str, str] = {}
+        self._replace: list[str] = []  # listed paths a good new corpus replaces
+        self._added: list[str] = []
+        self._refused: list[str] = []
 
     # -- api ------------------------------------------------------------------
     def paths(self) -> list[str]:
@@ -105,22 +115,28 @@ class CorpusPanel(QWidget):
         return self._stats.get(str(path))
 
     def add_paths(self, paths: list[str], replace: bool = False) -> None:
-        """Check each path on a worker thread; good ones join the list."""
+        """Check each path on a worker thread; good ones join the list.
+
+        ``replace``: the corpora listed now leave the list once a new one was
+        read successfully (never before: a file that fails keeps them).
+        """
         if replace:
-            self.list.clear()
-            self._stats.clear()
+            self._replace = self.paths()
+        self.error_label.hide()  # a new batch: its own errors show
         for p in paths:
             p = str(Path(p).resolve())
             if p in self.paths() or p in self._slots:
                 continue
             if not Path(p).exists():
                 self.show_error(f"{p}: no such file or folder")
+                self._refused.append(p)
                 continue
             slot = TaskSlot(f"corpus:{p}", self)
             self._slots[p] = slot
             slot.succeeded.connect(self._stats_ready)
             slot.failed.connect(lambda msg, p=p: self._failed(p, msg))
             slot.start(lambda progress, cancel, p=p: read_stats(p, progress, cancel))
+        self._report_if_done()
 
     def set_paths_unchecked(self, paths: list[str]) -> None:
         """Fill the list without reading the files (stats follow lazily)."""
@@ -171,10 +187,22 @@ class CorpusPanel(QWidget):
                 item.setToolTip(f"{path}\n{line}")
                 break
         else:
+            if self._replace:
+                replaced, self._replace = self._replace, []
+                for i in reversed(range(self.list.count())):
+                    if self.list.item(i).data(Qt.ItemDataRole.UserRole) in replaced:
+                        self.list.takeItem(i)
             self._append(path, line)
+            self._added.append(path)
             self.corporaChanged.emit(self.paths())
-            self.error_label.hide()
         self.statsReady.emit(path, line)
+        self._report_if_done()
+
+    def _report_if_done(self) -> None:
+        if not self._slots and (self._added or self._refused):
+            added, refused = self._added, self._refused
+            self._added, self._refused = [], []
+            self.readsFinished.emit(added, refused)
 
     def _failed(self, path: str, msg: str) -> None:
         self._slots.pop(path, None)
@@ -183,4 +211,6 @@ class CorpusPanel(QWidget):
                 self.list.takeItem(i)
                 self.corporaChanged.emit(self.paths())
                 break
+        self._refused.append(path)
         self.show_error(msg if path in msg else f"{path}: {msg}")
+        self._report_if_done()

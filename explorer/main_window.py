@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMenu,
     QProgressBar,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QSplitter,
@@ -181,6 +182,21 @@ class MainWindow(QMainWindow):
         self.output_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         rl.addLayout(prow)
         rl.addWidget(self.output_label)
+        # the corpus list differs from what the model in use was trained on
+        self.banner = QWidget()
+        self.banner.setObjectName("corpus_banner")
+        self.banner.setStyleSheet("#corpus_banner { background: #fff3cd; border: 1px solid #e0c36c;"
+                                  " border-radius: 3px; } QLabel { color: #5c4500; }")
+        bl = QHBoxLayout(self.banner)
+        bl.setContentsMargins(8, 2, 4, 2)
+        self.banner_label = QLabel("")
+        self.banner_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        bl.addWidget(self.banner_label, 1)
+        self.banner_train = QPushButton("Train (Ctrl+T)")
+        self.banner_train.clicked.connect(self.train)
+        bl.addWidget(self.banner_train)
+        self.banner.hide()
+        rl.addWidget(self.banner)
         self.views: dict[str, BaseView] = {}
         self.grid = QSplitter(Qt.Orientation.Vertical)
         self.rows = [QSplitter(Qt.Orientation.Horizontal), QSplitter(Qt.Orientation.Horizontal)]
@@ -233,6 +249,8 @@ class MainWindow(QMainWindow):
         self.corpus_panel.openRequested.connect(self.open_dialog)
         self.corpus_panel.errorRaised.connect(self._show_error)
         self.corpus_panel.corporaChanged.connect(settings.set_last_corpora)
+        self.corpus_panel.corporaChanged.connect(lambda _: self._update_banner())
+        self.corpus_panel.readsFinished.connect(self._on_corpora_read)
         self.prompt_box.textChanged.connect(self._on_typed)
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
@@ -419,6 +437,42 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         self.statusBar().showMessage(f"reading {len(paths)} corpus path(s)…", 3000)
 
+    def _on_corpora_read(self, added: list, refused: list) -> None:
+        """What happens after File ▸ Open, a drop or a recent file (the same for all).
+
+        Without a model, training starts on the corpus list (a run on the old
+        list is replaced); with one, the banner offers to retrain. A refused
+        file has said why in the corpus panel; the list is unchanged.
+        """
+        if not added:
+            return
+        names = ", ".join(Path(p).name for p in added)
+        if self.model is None:
+            self.train()
+            self.statusBar().showMessage(
+                f"added {names} — training a model on {len(self.corpus_panel.paths())} "
+                "corpus path(s)", 10000)
+        else:
+            self._update_banner(added)
+            self.statusBar().showMessage(
+                f"added {names} — the views keep the current model; Train (Ctrl+T) to retrain",
+                10000)
+
+    def _update_banner(self, added: list | None = None) -> None:
+        """Show the banner while the corpus list differs from the model's corpora."""
+        paths = self.corpus_panel.paths()
+        if self.model is None or not paths or \
+                sorted(map(str, paths)) == sorted(map(str, self.model_paths)) or \
+                (self.trainer.busy and sorted(paths) == sorted(getattr(self, "_train_paths", []))):
+            self.banner.hide()
+            return
+        used = ", ".join(Path(p).name for p in self.model_paths) or "other corpora"
+        what = f"added {', '.join(Path(p).name for p in added)}" if added else \
+            f"{len(paths)} corpus path(s) listed"
+        self.banner_label.setText(f"<b>Corpus changed</b> ({what}) — the views still show the "
+                                  f"model trained on {used}. Train to use the new list.")
+        self.banner.show()
+
     def eventFilter(self, obj: QObject, ev: QEvent) -> bool:  # noqa: N802
         t = ev.type()
         if t == QEvent.Type.ShortcutOverride and obj is self.prompt_box \
@@ -449,6 +503,7 @@ class MainWindow(QMainWindow):
         settings.set_training_settings(config)
         self.training_panel.set_running(True)
         self._train_paths = list(paths)
+        self.banner.hide()
         use_cache = self.use_cache
         self.trainer.start(lambda progress, cancel: load_or_train(
             paths, config, progress, cancel, use_cache=use_cache))
@@ -489,6 +544,7 @@ class MainWindow(QMainWindow):
             # (the first explanation of a start compiles kernels: seconds)
             self.state.set_explanation(model_only_explanation(model, self.state.prompt))
         self.state.set_model(model)
+        self._update_banner()
         self.modelReady.emit(model)
 
     def _on_train_failed(self, msg: str) -> None:
@@ -497,6 +553,7 @@ class MainWindow(QMainWindow):
         if self.model is None:
             self._set_start_text(f"training failed: {msg}", 0.0)
         self._show_error(f"training failed: {msg}")
+        self._update_banner()
         self.trainingFailed.emit(msg)
 
     def _on_train_cancelled(self) -> None:
@@ -506,6 +563,7 @@ class MainWindow(QMainWindow):
         if self.model is None:
             self._set_start_text("training cancelled — press Train (Ctrl+T) to start again", 0.0)
         self.statusBar().showMessage(f"training cancelled; {keep}", 5000)
+        self._update_banner()
         self.trainingCancelled.emit()
 
     def _show_error(self, msg: str) -> None:

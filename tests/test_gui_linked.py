@@ -183,3 +183,65 @@ def test_selection_follows_the_token_through_a_model_change(make_window, qtbot, 
     w.state.set_explanation(new)
     assert w.state.token == -1 and w.state.token_text is None
     assert rings(w) == {"embeddings": [], "trajectory": [], "layers": 0}
+
+
+def open_with_dialog(w, monkeypatch, paths) -> None:
+    """File ▸ Open with the file dialog answering ``paths``."""
+    from PySide6.QtWidgets import QFileDialog
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        staticmethod(lambda *a, **k: ([str(p) for p in paths], "")))
+    w.act_open.trigger()
+
+
+def test_open_with_a_model_offers_to_retrain_like_a_drop(make_window, qtbot, monkeypatch,
+                                                        tmp_path):
+    from tests.test_gui_window import PAIRS, drop
+
+    w = ready_window(make_window, qtbot)
+    model = w.model
+    assert not w.banner.isVisible()
+    with qtbot.waitSignal(w.corpus_panel.readsFinished, timeout=30000):
+        open_with_dialog(w, monkeypatch, [PAIRS])
+    assert w.corpus_panel.paths() == [str(SAMPLE.resolve()), str(PAIRS.resolve())]
+    assert w.banner.isVisible() and "builtins.tsv" in w.banner_label.text()
+    assert "Train" in w.statusBar().currentMessage()
+    assert w.model is model and not w.trainer.busy  # the views keep the model in use
+    # a drop says the same
+    other = tmp_path / "more.txt"
+    other.write_text(SAMPLE.read_text()[:5000])
+    w.banner.hide()
+    with qtbot.waitSignal(w.corpus_panel.readsFinished, timeout=30000):
+        drop(w.prompt_box, [other])
+    assert w.banner.isVisible() and "more.txt" in w.banner_label.text()
+    # the banner's button retrains; the banner goes once the new model is in use
+    with qtbot.waitSignal(w.modelReady, timeout=120000):
+        w.banner_train.click()
+    assert not w.banner.isVisible() and w.model is not model
+
+
+def test_open_a_bad_file_keeps_the_corpora_then_a_good_one_trains(make_window, qtbot,
+                                                                  monkeypatch, tmp_path):
+    from explorer.main_window import DEFAULT_CORPUS
+    from tests.test_gui_window import PAIRS
+
+    w = make_window(corpora=None)  # the bundled corpus, no model yet
+    default = [str(DEFAULT_CORPUS.resolve())]
+    qtbot.waitUntil(lambda: not w.corpus_panel.busy(), timeout=30000)
+    assert w.corpus_panel.paths() == default
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(bytes(range(256)) * 64)
+    errors = []
+    w.corpus_panel.errorRaised.connect(errors.append)
+    with qtbot.waitSignal(w.corpus_panel.readsFinished, timeout=30000) as blocker:
+        open_with_dialog(w, monkeypatch, [bad])
+    assert blocker.args == [[], [str(bad.resolve())]]
+    assert len(errors) == 1 and "bad.txt" in errors[0] and "\n" not in errors[0]
+    assert w.corpus_panel.paths() == default  # the previous corpus stays
+    assert w.corpus_panel.error_label.isVisible() and not w.trainer.busy
+    # a good file replaces the bundled corpus and, with no model yet, training starts
+    with qtbot.waitSignal(w.trainer.busyChanged, timeout=30000):
+        open_with_dialog(w, monkeypatch, [PAIRS])
+    assert w.corpus_panel.paths() == [str(PAIRS.resolve())]
+    assert w.trainer.busy and "training" in w.statusBar().currentMessage()
+    assert not w.corpus_panel.error_label.isVisible()
