@@ -186,13 +186,19 @@ class LayerInfo:
     op : str
         ``"mean"`` or ``"halfgap"``.
     layers : list of float32 [n - 1 - m, d]
-        L0 .. L(n-2) of the prompt's keys (``layers[m]`` is Lm).
+        L0 .. L(n-2) of the prompt's keys (``layers[m]`` is Lm); ``n`` counts
+        the tokens from ``start`` on.
     accuracy : float32 [n - 1]
         Token accuracy of reconstructing the prompt from each layer.
     chosen : int
         The most compressible layer (highest m within tolerance), -1 if none.
     similar : list of (str, float)
         Nearest training sentences by signature, best first, with scores.
+    start : int
+        Prompt position of the first token the layers are built over: a
+        prompt longer than the bound (:data:`core.layers.MAX_LAYER_TOKENS`)
+        keeps its last tokens only, so ``layers[0]`` has ``n - start - 1``
+        rows and ``accuracy`` ``n - start - 1`` entries.
     """
 
     op: str
@@ -200,6 +206,7 @@ class LayerInfo:
     accuracy: np.ndarray
     chosen: int
     similar: list[tuple[str, float]] = field(default_factory=list)
+    start: int = 0
 
 
 @dataclass

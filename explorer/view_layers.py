@@ -10,6 +10,11 @@ nearest training sentences by signature.
 Clicking a row of the ``w`` block selects that prompt token everywhere;
 clicking a layer block or an accuracy point selects the layer.
 
+Long prompts: the layers cover the prompt's last
+:data:`core.layers.MAX_LAYER_TOKENS` tokens (``LayerInfo.start`` says
+where they begin) and the header says so, so any prompt draws in well under
+a second.
+
 Design choice: colour levels are fixed to [0, 1] (keys live in the unit
 cube and ``mean``/``halfgap`` keep them there), so blocks are comparable.
 """
@@ -109,6 +114,7 @@ class LayersView(BaseView):
             return
         bi, r = hit
         if bi == 0:
+            r += ex.layers.start
             if r < len(ex.ids):
                 self.state.select_token(int(ex.ids[r]))
         else:
@@ -128,10 +134,11 @@ class LayersView(BaseView):
         val = self._image[start + r, col]
         what = name
         ex = self.explanation
-        if bi == 0 and ex is not None and r < len(ex.tokens):
-            what = f"key of {ex.tokens[r]!r}"
-        elif bi > 0 and ex is not None and r + 1 < len(ex.tokens):
-            what = f"{name}[{r}] over tokens {r}..{r + bi}"
+        p0 = ex.layers.start if ex is not None else 0
+        if bi == 0 and ex is not None and p0 + r < len(ex.tokens):
+            what = f"key of {ex.tokens[p0 + r]!r} (token {p0 + r})"
+        elif bi > 0 and ex is not None and p0 + r + 1 < len(ex.tokens):
+            what = f"{name}[{r}] over tokens {p0 + r}..{p0 + r + bi}"
         self.heat_plot.vb.setToolTip(f"{what}, dim {col}: {val:.4f}")
 
     def _acc_click(self, item, points, ev=None) -> None:
@@ -151,7 +158,8 @@ class LayersView(BaseView):
             self.set_header("type a prompt")
             return
         d = ex.keys.shape[1]
-        w = np.asarray(ex.keys[np.asarray(ex.ids, dtype=np.int64)], np.float32)
+        p0 = ex.layers.start  # a long prompt: layers over its last tokens only
+        w = np.asarray(ex.keys[np.asarray(ex.ids[p0:], dtype=np.int64)], np.float32)
         blocks = [("w", w)] + [(f"L{m}", np.asarray(a, np.float32).reshape(-1, d))
                                for m, a in enumerate(ex.layers.layers)]
         rows = sum(len(b) for _, b in blocks) + GAP * (len(blocks) - 1)
@@ -186,8 +194,9 @@ class LayersView(BaseView):
         # a fast (while-typing) explanation leaves the layers above the first failure out
         later = (" · upper layers after a pause"
                  if ex.layers.op == "mean" and np.isnan(acc).any() else "")
-        self.set_header(f"op {ex.layers.op} · {len(ex.layers.layers)} layers · chosen {chosen} · "
-                        f"{len(ex.layers.similar)} similar{later}")
+        span = f" · last {len(ex.ids) - p0} of {len(ex.ids)} tokens" if p0 else ""
+        self.set_header(f"op {ex.layers.op} · {len(ex.layers.layers)} layers{span} · "
+                        f"chosen {chosen} · {len(ex.layers.similar)} similar{later}")
         self.on_layer(self.state.layer)
         self.on_token(self.state.token)
 
@@ -203,8 +212,10 @@ class LayersView(BaseView):
         ex = self.explanation
         hits = [] if ex is None or token_id < 0 or not self._blocks else \
             np.flatnonzero(np.asarray(ex.ids) == token_id).tolist()
-        if hits:
-            rows = np.asarray(hits, np.float32) + self._blocks[0][1] + 0.5
+        p0 = ex.layers.start if ex is not None else 0
+        rows = [h - p0 for h in hits if h >= p0]
+        if rows:
+            rows = np.asarray(rows, np.float32) + self._blocks[0][1] + 0.5
             self.sel_rows.setData(x=np.full(len(rows), -0.6, np.float32), y=rows)
             self.similar.setToolTip(
                 f"{token_label(ex.vocab, token_id)!r} at prompt position(s) {hits}")
