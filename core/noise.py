@@ -266,12 +266,25 @@ class NoiseBank:
         return keys[self.cur] - keys[self.nxt]
 
     def fit_prototypes(self, keys: np.ndarray, P: int = 256, seed: int = 0,
-                       stages: int = 1) -> NoiseBank:
-        """k-means prototypes of the noises (count-weighted), ``stages`` residual codebooks."""
+                       stages: int = 1, sample: int = 65536) -> NoiseBank:
+        """k-means prototypes of the noises (count-weighted), ``stages`` residual codebooks.
+
+        Past ``sample`` entries the centres are fitted on a seeded uniform
+        sample of them (counts kept as weights) and every entry is then
+        assigned to its nearest centre: the fit's cost stops growing with
+        the corpus, and 65,536 points are ample for 256 centres.
+        """
         R = self.vectors(keys).astype(np.float32)
+        n = R.shape[0]
+        fit = (np.sort(np.random.default_rng([int(seed), 0xB4]).choice(n, sample, replace=False))
+               if n > sample > 0 else None)
         protos, labels = [], []
         for s in range(max(1, stages)):
-            C, lab = kmeans(R, P, self.count, seed=seed + s)
+            if fit is None:
+                C, lab = kmeans(R, P, self.count, seed=seed + s)
+            else:
+                C, _ = kmeans(R[fit], P, self.count[fit], seed=seed + s)
+                lab, _ = assign(R, C)
             protos.append(C)
             labels.append(lab + s * C.shape[0])
             R = R - C[lab]
