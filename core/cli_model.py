@@ -6,7 +6,12 @@
     model, B-vs-C win rate).
 ``noisekey generate MODEL --prompt TEXT [--method greedy|beam|smc]``
     Prints the generated text, why it stopped and (``--trace``) the A/B/C
-    trajectory.
+    trajectory. A prompt longer than :data:`GENERATE_TOKENS` (1024) tokens
+    is cut to its last 1024 tokens: generation reads only the last
+    ``window`` (<= 64) tokens, and the prompt memory's neighbours and the
+    stop band's statistics of a prompt that long are those of its end
+    (training inputs are far shorter), so the work of one step stays
+    bounded whatever the prompt's length (issue 11: 20k-token prompts).
 ``noisekey eval CORPUS... [--split 0.9] [--seed 0] [--json] [--layers]``
     Trains on the first part of the split and prints, for the model and the
     baselines on the same held-out part: next-token top-1/top-5 (model, B
@@ -29,6 +34,9 @@ import numpy as np
 
 from core.cli import Progress, UserError
 from core.config import SETTINGS, TrainConfig, setting
+
+#: ``noisekey generate`` uses only the last this many tokens of a prompt.
+GENERATE_TOKENS = 1024
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -143,7 +151,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _checked("seed", args.seed, "--seed")
     model = Model.load(args.model)
     sep = None if args.sep == "auto" else args.sep == "yes"
-    g = model.generate(args.prompt, method=args.method, max_len=args.max_len, width=args.width,
+    ids = model.encode(args.prompt)[-GENERATE_TOKENS:]  # bounded work per step
+    g = model.generate(ids, method=args.method, max_len=args.max_len, width=args.width,
                        seed=args.seed, sep=sep, probes=False)
     if args.json:
         print(json.dumps({"text": g.text, "ids": g.ids.tolist(), "stopped_by": g.stopped_by,

@@ -449,6 +449,13 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     ``config`` is a ``TrainConfig`` or a dict of its fields (the window passes
     a dict, so that ``core.model`` and its kernels load on this worker thread).
 
+    A cached file that fails to load (stale, damaged or crafted: every model
+    file is checked before any kernel sees it, see
+    :meth:`core.model.Model.load`) is evicted and the model retrained, so a
+    bad file costs one retraining, not every start. Anything other than a
+    regular file at the cache path (a folder, a link, a FIFO) is left alone
+    and the cache is skipped for this model.
+
     Returns
     -------
     (model, from_cache) : (core.model.Model, bool)
@@ -456,10 +463,13 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     if progress:
         progress("loading the model code", 0.0, None)
     from core import model as core_model  # numba kernels: imported off the GUI thread
+    from core.modelfile import ModelFileError
 
     leave_a_core_for_the_gui()
     config = make_config(core_model.TrainConfig, config)
     path = model_cache_path(paths, config) if use_cache else None
+    if path is not None and (path.is_symlink() or (path.exists() and not path.is_file())):
+        path = None  # not ours to replace: train without the cache
     if path is not None and path.exists():
         if progress:
             progress("loading cached model", 0.0, None)
@@ -468,13 +478,16 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
             if progress:
                 progress("loading cached model", 1.0, None)
             return m, True
-        except Exception:  # noqa: BLE001 - a stale or broken cache file: retrain
-            path.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - a stale or broken cache file: evict, retrain
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                path = None  # cannot evict: train without the cache
     m = core_model.train([str(p) for p in paths], config, progress=progress, cancel=cancel)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             m.save(path)
-        except OSError:
-            pass  # a read-only cache must not fail training
+        except (OSError, ModelFileError):
+            pass  # a read-only or odd cache must not fail training
     return m, False

@@ -132,3 +132,42 @@ def test_unserialisable_meta_leaves_no_file(tmp_path):
     with pytest.raises(TypeError):
         save(p, {}, {"bad": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_archive_reads_only_what_is_asked_and_checks_it(tmp_path):
+    p = tmp_path / "m.npz"
+    save(p, {"ids": np.array([0, 3, 4], np.int32), "off": np.array([0, 2, 3], np.int64),
+             "x": np.array([1.0, np.nan], np.float32)}, META)
+    with modelfile.Archive(p) as ar:
+        assert ar.names == {"ids", "off", "x"} and ar.meta["tokenizer"] == "word"
+        assert ar.header("ids") == ((3,), np.dtype(np.int32))
+        assert ar.read("ids", np.int32, (None,), lo=0, hi=5).tolist() == [0, 3, 4]
+        with pytest.raises(ModelFileError, match=r"'ids': values must lie in 0\.\.3"):
+            ar.read("ids", np.int32, lo=0, hi=4)
+        with pytest.raises(ModelFileError, match=r"'ids': dtype int32, expected int64"):
+            ar.read("ids", np.int64)
+        with pytest.raises(ModelFileError, match=r"'ids': shape \(3,\), expected \(N, 2\)"):
+            ar.read("ids", np.int32, (None, 2))
+        with pytest.raises(ModelFileError, match="'ids': 3 rows, more than"):
+            ar.read("ids", np.int32, max_rows=2)
+        assert ar.offsets("off", 3, 2).tolist() == [0, 2, 3]
+        with pytest.raises(ModelFileError, match="offsets must run from 0 to 4"):
+            ar.offsets("off", 4)
+        with pytest.raises(ModelFileError, match="NaN"):
+            ar.read("x", np.float32, finite=True)
+        with pytest.raises(ModelFileError, match="'nope' is missing"):
+            ar.read("nope")
+
+
+def test_member_size_checked_before_decompressing(tmp_path, monkeypatch):
+    p = tmp_path / "m.npz"
+    save(p, {"zeros": np.zeros(1 << 20, np.int64)}, META)  # 8 MiB of zeros, ~8 KB packed
+    monkeypatch.setattr(modelfile, "RATIO_FLOOR", 1 << 16)
+    with modelfile.Archive(p) as ar:
+        with pytest.raises(ModelFileError, match="'zeros': declares 8,388,608 bytes"):
+            ar.read("zeros")
+        # a table whose shape the caller fixed from the model's sizes is read
+        assert ar.read("zeros", np.int64, (1 << 20,), sparse=True).sum() == 0
+    with pytest.raises(ModelFileError, match="'zeros'"):
+        load(p)
+    assert modelfile.read_meta(p)["tokenizer"] == "word"  # the metadata alone still reads
