@@ -373,20 +373,19 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-#: ``noisekey similar`` signs only the last this many tokens of a prompt.
-SIMILAR_TOKENS = 64
-
-
 def cmd_similar(args: argparse.Namespace) -> int:
-    """Nearest training sentences of the prompt's last :data:`SIMILAR_TOKENS` tokens.
+    """Nearest training sentences of the prompt's last ``MAX_SIMILAR_TOKENS`` tokens.
 
-    A signature is built from the layer pyramid of the tokens it signs,
-    whose size grows with the square of their number (a 20k-token prompt
-    needed 14.6 GB). Only the last 64 tokens are signed, the bound the window
-    puts on the layers it draws; training sentences are far shorter, so a
-    longer prompt gains nothing from the rest. Time and memory then stay
-    flat in the prompt's length (only tokenizing is linear).
+    A signature is built from the layer pyramid of the tokens it signs, up
+    to layer ``0.35 n``: memory grows with the square of their number (a
+    20k-token prompt needed 14.6 GB). Only the last
+    :data:`core.layers.MAX_SIMILAR_TOKENS` (512) tokens are signed, the same
+    bound the window's Layers view uses, so both show the same sentences;
+    training sentences are far shorter, so a longer prompt gains nothing from
+    the rest. Time and memory then stay flat in the prompt's length (only
+    tokenizing is linear).
     """
+    from core.layers import MAX_SIMILAR_TOKENS
     from core.model import Model
 
     if args.k < 1:
@@ -395,7 +394,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if getattr(model, "signature_bank", None) is None:
         raise UserError(f"{args.model}: the model has no signature bank "
                         "(trained with --no-signatures)")
-    hits = model.similar(model.encode(args.prompt)[-SIMILAR_TOKENS:], args.k)
+    hits = model.similar(model.encode(args.prompt)[-MAX_SIMILAR_TOKENS:], args.k)
     if args.json:
         print(json.dumps([{"text": t, "score": s} for t, s in hits]))
     else:
