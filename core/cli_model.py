@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 
@@ -121,8 +122,10 @@ def _progress(args) -> Progress:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core.model import train
+    from core.modelfile import check_out_path
 
     cfg = config_from_args(args)
+    check_out_path(args.out)  # refuse a device, FIFO or link before the work, not after
     progress = _progress(args)
     model = train(args.corpus, cfg, progress=progress)
     progress.done()
@@ -136,7 +139,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"leave-one-out   top-1  B {f['loo_top1_b']:.4f}   C {f['loo_top1_c']:.4f}   "
           f"gated {f['loo_top1_running']:.4f}")
     print(f"B-vs-C          C wins {100 * f['win_rate_c']:.1f}% of decided steps")
+    if f.get("gate_events", f["tokens"]) < f["tokens"]:
+        print(f"gate            estimated from a sample of {f['gate_events']:,} events")
+    print(f"memory          peak {_peak_rss_mb():,.0f} MB   model file "
+          f"{os.path.getsize(args.out) / 2**20:,.1f} MB")
     return 0
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
