@@ -529,7 +529,12 @@ class MainWindow(QMainWindow):
     def _on_trained(self, result) -> None:
         model, cached = result
         self.training_panel.set_running(False)
-        self.training_panel.set_message("loaded from cache" if cached else "trained", 1.0)
+        figs = getattr(model, "figures", None) or {}
+        final = ", ".join(f"{name} {figs[k]:.2f}" for k, name in (
+            ("loo_top1_running", "held-out top-1"), ("win_rate_c", "C wins"))
+            if isinstance(figs.get(k), (int, float)))
+        self.training_panel.set_message(("loaded from cache" if cached else "trained")
+                                        + (f" — {final}" if final else ""), 1.0)
         if cached:
             self.training_panel.clear_curves(CACHED_CURVES)
         if self.views:

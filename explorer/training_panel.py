@@ -6,7 +6,13 @@ range, default and tooltip come from the declaration, so the panel accepts
 exactly what :class:`core.config.TrainConfig` accepts. Progress arrives as
 ``(stage, fraction, info)``: the bar shows the stage, percentage and an ETA
 extrapolated within the stage; every numeric value in ``info`` (win rates,
-held-out accuracy, losses) becomes a live curve against elapsed seconds.
+held-out accuracy, losses) becomes a live curve against training progress,
+the percentage of the stage that reported it (the gate stage, where B and
+C predict every training step), with every
+report the worker's throttle merged (``info["_history"]``). Names read as
+words (:data:`CURVE_NAMES`); the legend sits above the plot, outside the
+data, with the latest value of each curve, and the curves stay after
+training.
 
 Start-up: the panel imports neither ``core.model`` (numba) nor pyqtgraph
 (``core.config`` loads no numba). The window hands
@@ -45,6 +51,22 @@ CURVE_REDRAW_S = 0.25
 NO_CURVES = "live curves of win rates and held-out accuracy appear while training"
 CACHED_CURVES = "loaded from cache; train to see live curves"
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+CURVE_NAMES = {
+    "win_rate_c": "C wins, share of steps",
+    "win_rate_b": "B wins, share of steps",
+    "heldout_top1": "held-out top-1",
+    "loo_top1_running": "held-out top-1",
+}
+STAGE_AXIS = {"gate": "training progress: gate stage (%)"}
+
+
+def curve_name(key: str) -> str:
+    """A reader's name for a figure of ``info``."""
+    return CURVE_NAMES.get(key) or key.replace("_", " ").replace("top1", "top-1")
+
+
+def stage_axis(stage: str) -> str:
+    return STAGE_AXIS.get(stage) or f"training progress: {stage} stage (%)"
 
 
 def default_values() -> dict:
@@ -135,6 +157,9 @@ class TrainingPanel(QWidget):
         self.curves_stack.addWidget(self.curves_note)
         lay.addWidget(self.curves_stack, 1)
         self.curves_plot = None  # a pyqtgraph PlotWidget, made at the first figure
+        self.curves_page: QWidget | None = None  # legend line over the plot
+        self.curves_legend = QLabel("")
+        self.curves_legend.setStyleSheet("font-size: 8pt;")  # one line per curve
         self.curves: dict = {}
         self.curve_data: dict[str, tuple[list[float], list[float]]] = {}
         self._dirty = False
@@ -194,7 +219,7 @@ class TrainingPanel(QWidget):
         if self.curves_plot is not None:
             for c in self.curves.values():
                 self.curves_plot.removeItem(c)
-            self.curves_plot.plotItem.legend.clear()
+        self.curves_legend.setText("")
         self.curves.clear()
         self.curve_data.clear()
         self.curves_note.setText(note)
@@ -214,15 +239,20 @@ class TrainingPanel(QWidget):
         self.bar.setValue(int(1000 * max(0.0, min(1.0, fraction))))
         self.bar.setFormat(f"{stage} — {100 * fraction:.0f}% — {format_eta(eta)}")
         if info:
-            t = now - self._t0
-            for k, v in info.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                        and math.isfinite(float(v)):
-                    self._add_point(k, t, float(v))
+            history = info.get("_history") or [(stage, fraction, info)]
+            for st, fr, figures in history:
+                self._x_stage = st
+                for k, v in figures.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                            and math.isfinite(float(v)):
+                        self._add_point(k, 100.0 * float(fr), float(v))
 
-    def _add_point(self, key: str, t: float, v: float) -> None:
+    def _add_point(self, key: str, x: float, v: float) -> None:
         xs, ys = self.curve_data.setdefault(key, ([], []))
-        xs.append(t)
+        if xs and x < xs[-1]:  # a later stage reports the same figure: a new pass
+            xs.clear()
+            ys.clear()
+        xs.append(x)
         ys.append(v)
         self._dirty = True
         if not self._redraw.isActive():
@@ -235,11 +265,18 @@ class TrainingPanel(QWidget):
             import pyqtgraph as pg
 
             self.curves_plot = pg.PlotWidget()
-            self.curves_plot.setLabel("bottom", "seconds")
-            self.curves_plot.setLabel("left", "rate")
-            self.curves_plot.addLegend(offset=(5, 5), labelTextSize="7pt")
+            self.curves_plot.setMinimumHeight(60)  # the legend line sits above it
+            self.curves_plot.setLabel("bottom", stage_axis("gate"))
+            self.curves_plot.setLabel("left", "share")
+            self.curves_plot.setXRange(0, 100, padding=0.02)
             self.curves_plot.setYRange(0, 1)
-            self.curves_stack.addWidget(self.curves_plot)
+            self.curves_page = QWidget()
+            cl = QVBoxLayout(self.curves_page)
+            cl.setContentsMargins(0, 0, 0, 0)
+            cl.setSpacing(0)
+            cl.addWidget(self.curves_legend)
+            cl.addWidget(self.curves_plot, 1)
+            self.curves_stack.addWidget(self.curves_page)
         return self.curves_plot
 
     def _flush_curves(self) -> None:
@@ -250,15 +287,21 @@ class TrainingPanel(QWidget):
         import pyqtgraph as pg
 
         plot = self._ensure_plot()
-        self.curves_stack.setCurrentWidget(plot)
+        self.curves_stack.setCurrentWidget(self.curves_page)
+        plot.setLabel("bottom", stage_axis(getattr(self, "_x_stage", "gate")))
         out_of_unit = False
+        legend = []
         for key, (xs, ys) in self.curve_data.items():
             if key not in self.curves:
                 col = CURVE_COLOURS[len(self.curves) % len(CURVE_COLOURS)]
                 self.curves[key] = plot.plot(
                     pen=pg.mkPen(col, width=2), symbol="o", symbolSize=4, symbolBrush=col,
-                    name=key.replace("_", " "))
+                    symbolPen=None, name=curve_name(key))
+                self.curves[key].colour = col
             self.curves[key].setData(xs, ys)
             out_of_unit = out_of_unit or max(ys) > 1.0 or min(ys) < 0.0
+            legend.append(f'<span style="color:{self.curves[key].colour}">━━</span> '
+                          f"{curve_name(key)} <b>{ys[-1]:.3f}</b>")
+        self.curves_legend.setText("<br>".join(legend))
         if out_of_unit:
             plot.enableAutoRange(axis="y")

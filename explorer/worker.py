@@ -7,7 +7,9 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
   stage and at the end; figures in ``info`` are merged and ride on the next
   report sent, so a chatty trainer cannot flood the GUI thread) and
   delivered by signal to the GUI thread; results and errors are handled on
-  the GUI thread only.
+  the GUI thread only. Every figure report also rides along, in order, as
+  ``info["_history"]`` (``[(stage, fraction, figures), ...]``), so a curve
+  keeps the points the throttle merged.
 * Cancel is polled twice: core functions call ``cancel()`` between chunks,
   and the progress callback itself raises :class:`Cancelled` once cancel was
   requested, so any core function that reports progress stops at its next
@@ -172,6 +174,7 @@ class TaskThread(QThread):
         self._stage = ""
         self._fraction = 0.0
         self._info: dict = {}
+        self._history: list[tuple[str, float, dict]] = []
         self.traceback = ""
         self.started_at = 0.0
 
@@ -187,20 +190,25 @@ class TaskThread(QThread):
             raise Cancelled(stage)
         if info:  # figures wait for the next report sent (newest value per key)
             self._info.update(info)
+            self._history.append((stage, float(fraction), dict(info)))
         now = time.perf_counter()
         if stage != self._stage or fraction >= 1.0 or now - self._last >= self.interval:
             self._stage, self._last = stage, now
             self._fraction = float(fraction)
-            pending, self._info = self._info, {}
-            self.progressed.emit(stage, float(fraction), pending or None)
+            self.progressed.emit(stage, float(fraction), self._take_info())
         else:
             self._fraction = float(fraction)
+
+    def _take_info(self) -> dict | None:
+        pending, self._info = self._info, {}
+        if self._history:
+            pending["_history"], self._history = self._history, []
+        return pending or None
 
     def _flush(self) -> None:
         """Send figures that arrived after the last report sent."""
         if self._info:
-            pending, self._info = self._info, {}
-            self.progressed.emit(self._stage, self._fraction, pending)
+            self.progressed.emit(self._stage, self._fraction, self._take_info())
 
     def run(self) -> None:  # runs in the worker thread
         self.started_at = time.perf_counter()

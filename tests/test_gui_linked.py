@@ -275,3 +275,24 @@ def test_long_prompt_layers_are_bounded_and_drawn_fast(make_window, qtbot):
     # a click on the first row of the prompt block selects the token at `start`
     w.state.select_token(int(ex.ids[ex.layers.start]))
     assert lay.summary()["selected_rows"] >= 1
+
+
+def test_training_curves_against_progress_with_readable_names(make_window, qtbot):
+    w = make_window(use_cache=False)
+    with qtbot.waitSignal(w.modelReady, timeout=120000):
+        w.train()
+    p = w.training_panel
+    qtbot.waitUntil(lambda: p.curves_stack.currentWidget() is p.curves_page, timeout=5000)
+    qtbot.waitUntil(lambda: not p._dirty, timeout=5000)
+    assert set(p.curve_data) >= {"win_rate_c", "heldout_top1"}
+    for key, (xs, _ys) in p.curve_data.items():
+        assert 0.0 <= min(xs) and max(xs) == 100.0, (key, xs)  # progress, not seconds
+        assert xs == sorted(xs) and len(xs) >= 1  # the sample is one chunk of the gate pass
+        assert len(p.curves[key].xData) == len(xs)
+    legend = p.curves_legend.text()
+    assert "C wins, share of steps" in legend and "held-out top-1" in legend
+    assert "_" not in legend.replace("&nbsp;", " ")
+    assert p.curves_plot.getAxis("bottom").labelText == "training progress: gate stage (%)"
+    # the final figures stay after training, and the bar says them
+    assert p.curves_stack.currentWidget() is p.curves_page
+    assert "trained" in p.bar.format() and "held-out top-1" in p.bar.format()

@@ -223,7 +223,7 @@ def test_training_curves_note_then_plot(qtbot):
     p.set_running(True)
     for i in range(30):  # a burst of figures is drawn in one throttled redraw
         p.on_progress("gate", i / 30, {"win_rate_b": 0.5 + i / 100})
-    qtbot.waitUntil(lambda: p.curves_stack.currentWidget() is p.curves_plot, timeout=5000)
+    qtbot.waitUntil(lambda: p.curves_stack.currentWidget() is p.curves_page, timeout=5000)
     assert len(p.curves["win_rate_b"].yData) == 30
 
 
