@@ -1,0 +1,118 @@
+"""C's window search against brute force and hnswlib, on the queries the model asks.
+
+A model is trained on the training part of the 90/10 split of CORPUS; the
+queries are the window states of the held-out tail (what C searches at
+inference), and, separately, of a sample of training windows searched
+leave-one-out (what the gate searches in training). For each set: the share
+of queries whose current token has no training window ("empty group"),
+top-1 agreement and recall@K with the exact scan over all windows (numba
+brute force, same metric), queries/s of the grouped search, of the brute
+force and of hnswlib (M = 16, ef_construction = 200; l2 only) at the
+smallest ``ef`` whose recall@K reaches the grouped search's, and build times.
+
+    python bench/bench_c_search.py CORPUS [--queries 3000] [--k 4]
+
+Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+
+def _recall(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b, strict=True)]))
+
+
+def main() -> None:
+    from core.corpus import load_corpus
+    from core.index import brute_force
+    from core.machine import history, window_states
+    from core.model import TrainConfig, train
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("corpus")
+    ap.add_argument("--queries", type=int, default=3000)
+    ap.add_argument("--k", type=int, default=4)
+    args = ap.parse_args()
+    tr, te = load_corpus(args.corpus).split(0.9, 0)
+    m = train(tr, TrainConfig(signatures=False, memory=0))
+    tab, W, K = m.counts.table, m.config.window, args.k
+    rng = np.random.default_rng(0)
+    print(f"{args.corpus}: {tab.ctx.shape[0]:,} training windows, K = {K}, "
+          f"metric {m.metric.name}")
+    sets = {}
+    Ht = history(te.stream, max(W, 2))[:, :W]
+    sets["held-out"] = (Ht[rng.choice(len(Ht), min(args.queries, len(Ht)), replace=False)],
+                        None)
+    Hs = history(m.counts.stream, max(W, 2))[:, :W]
+    pick = rng.choice(len(Hs), min(args.queries, len(Hs)), replace=False)
+    sets["training, leave-one-out"] = (Hs[pick], tab.context_ids(Hs[pick]))
+    hn = None
+    for name, (H, own) in sets.items():
+        Q = window_states(H, m.keys, m.weights)
+        tab.search(H[:10], Q[:10], K, own=None if own is None else own[:10], dedupe=False)
+        t0 = time.perf_counter()
+        nn, nd = tab.search(H, Q, K, own=own, dedupe=False)
+        tq = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bi, bd = brute_force(Q, tab.states, K + 1, m.metric)
+        tb = time.perf_counter() - t0
+        if own is not None:  # leave-one-out: a window seen once is not its own neighbour
+            gone = (bi == own[:, None]) & (tab.tot[np.maximum(own, 0)] <= 1)[:, None]
+            bi = np.array([r[~g][:K] for r, g in zip(bi, gone, strict=True)])
+            bd = np.array([r[~g][:K] for r, g in zip(bd, gone, strict=True)])
+        else:
+            bi, bd = bi[:, :K], bd[:, :K]
+        empty = (tab.grp_off[H[:, 0] + 1] - tab.grp_off[H[:, 0]]) == 0
+        if own is not None:
+            empty |= (tab.grp_off[H[:, 0] + 1] - tab.grp_off[H[:, 0]] == 1) & (
+                tab.tot[np.maximum(own, 0)] <= 1)
+        top1 = np.isclose(nd[:, 0], bd[:, 0], rtol=1e-5, atol=1e-6)
+        print(f"\n{name}: {len(H):,} queries, empty group {empty.mean():.1%}")
+        print(f"  grouped search   top-1 agreement {top1.mean():.4f} (empty groups "
+              f"{top1[empty].mean() if empty.any() else float('nan'):.3f}, others "
+              f"{top1[~empty].mean():.4f})   recall@{K} {_recall(nn, bi):.4f}   "
+              f"{len(H) / tq:,.0f} q/s")
+        print(f"  brute force      exact                                          "
+              f"{len(H) / tb:,.0f} q/s   ({tb / tq:.0f}x slower)")
+        if m.metric.name != "l2":
+            continue
+        try:
+            import hnswlib
+        except ImportError:
+            print("  hnswlib          not installed (pip install -e '.[bench]')")
+            continue
+        if hn is None:
+            t0 = time.perf_counter()
+            hn = hnswlib.Index(space="l2", dim=tab.states.shape[1])
+            hn.init_index(max_elements=tab.states.shape[0], M=16, ef_construction=200,
+                          random_seed=0)
+            hn.add_items(tab.states, num_threads=2)
+            hb = time.perf_counter() - t0
+            print(f"  hnswlib build {hb:.1f} s (M = 16, ef_construction = 200)")
+        target = _recall(nn, bi)
+        for ef in (16, 32, 64, 128, 256, 512):
+            hn.set_ef(ef)
+            t0 = time.perf_counter()
+            hi, _ = hn.knn_query(Q, k=K + 1, num_threads=2)
+            th = time.perf_counter() - t0
+            if own is not None:
+                hi = np.array([[x for x in r if not (x == o and tab.tot[o] <= 1)][:K]
+                               for r, o in zip(hi, own, strict=True)])
+            else:
+                hi = hi[:, :K]
+            r = _recall(hi, bi)
+            if r >= target or ef == 512:
+                print(f"  hnswlib ef={ef:<4d}  recall@{K} {r:.4f}   {len(H) / th:,.0f} q/s")
+                break
+
+
+if __name__ == "__main__":
+    main()
