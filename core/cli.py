@@ -2,7 +2,8 @@
 
 Each command group lives in its own module with a ``register(subparsers)``
 function: :mod:`core.cli_corpus` (info, train), :mod:`core.cli_model`
-(generate, eval, similar) and :mod:`core.cli_index` (bench index). The window
+(generate, eval, similar), :mod:`core.cli_index` (bench index) and
+:mod:`core.cli_scale` (bench scale). The window
 (no subcommand, ``--screenshot``, ``bench gui``) is added by
 :mod:`explorer.cli`, so this module never imports Qt.
 
@@ -19,7 +20,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-COMMAND_MODULES = ("core.cli_corpus", "core.cli_model", "core.cli_index", "core.cli_layers")
+COMMAND_MODULES = ("core.cli_corpus", "core.cli_model", "core.cli_index", "core.cli_layers",
+                   "core.cli_scale")
 
 
 class UserError(Exception):

@@ -4,6 +4,8 @@ Nothing is downloaded. Run from the repository root::
 
     python resources/make_corpora.py            # default corpus + samples
     python resources/make_corpora.py --debian   # + corpora/ from Debian packages
+    python resources/make_corpora.py --large OUTDIR   # only the large corpora below
+
 
 Sources (see resources/README.md for licenses):
 
@@ -21,12 +23,33 @@ Sources (see resources/README.md for licenses):
   used words; keeps the file < 3 MB); the gloss up to its first ";".
 - ``corpora/fortunes.txt`` (``--debian``, packages ``fortunes-min`` or
   ``fortune-mod``): the quotations, one paragraph each.
+
+Large corpora, built but never shipped (``--large OUTDIR`` writes only these,
+not the shipped files; ``apt-get install -y dict-gcide dict-foldoc`` first):
+
+- ``OUTDIR/gcide.tsv`` (package ``dict-gcide``, GPL-2+): headword ->
+  definition text, one row per entry of the Collaborative International
+  Dictionary of English (``/usr/share/dictd/gcide.dict.dz``, entries located
+  by ``gcide.index``, in file order). The ``00-database-*`` header entries
+  are skipped; the entry starts at its first line of the form ``Headword
+  \\pro*nun*ci*a"tion\\, pos.`` (a few index spans begin with the tail of the
+  previous entry, which is dropped; entries without such a line are
+  skipped); the headword is the text before the pronunciation, the
+  definition everything after it; source tags such as ``[1913 Webster]`` or
+  ``[WordNet 1.5 +PJC]`` and whole-line tags like ``[AS]`` are dropped, cross
+  reference braces ``{Jury}`` keep their text, and tabs and newlines are
+  collapsed to single spaces. About 126,000 rows, a few million word tokens.
+- ``OUTDIR/foldoc.tsv`` (package ``dict-foldoc``, GFDL / free): term -> its
+  definition text, one row per entry of the Free On-line Dictionary of
+  Computing, cleaned the same way (braces dropped, the closing date line such
+  as ``(1995-01-24)`` dropped).
 """
 
 from __future__ import annotations
 
 import argparse
 import builtins
+import gzip
 import re
 import sys
 from pathlib import Path
@@ -131,6 +154,89 @@ def debian_license(
     return header + "\n\n" + body.replace("\n.\n", "\n\n").strip() + "\n"
 
 
+DICTD_DIR = Path("/usr/share/dictd")
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+# whole-line source tags of GCIDE: [1913 Webster], [WordNet 1.5 +PJC], [AS], ...
+_SOURCE_LINE = re.compile(
+    r"^\s*\[(?:[^\]]*(?:Webster|WordNet|PJC|Century|Chambers)[^\]]*"
+    r"|[A-Z]{2,4}\.?(?:\s*\+\s*[A-Z]{2,4}\.?)*)\]\s*$"
+)
+_SOURCE_TAG = re.compile(r"\[[^\[\]]*(?:Webster|WordNet|PJC|Century Dict)[^\[\]]*\]")
+# an entry's first line: ``Abjure \Ab*jure"\, v. t.`` at the start of a line
+_HEAD_LINE = re.compile(r"^(\S[^\n\\]*?) \\[^\n]*?\\", re.M)
+_DATE_LINE = re.compile(r"^\s*\(\d{4}-\d{2}-\d{2}\)\s*$")
+
+
+def _b64(s: str) -> int:
+    n = 0
+    for ch in s:
+        n = n * 64 + _B64.index(ch)
+    return n
+
+
+def dictd_entries(name: str) -> list[str]:
+    """The entries of a dictd database, in file order, header entries skipped.
+
+    ``name.index`` lists ``headword<TAB>offset<TAB>length`` (base64 numbers)
+    into the uncompressed ``name.dict.dz``; several headwords may share one
+    entry, which is read once.
+    """
+    data = gzip.open(DICTD_DIR / f"{name}.dict.dz").read()
+    spans: set[tuple[int, int]] = set()
+    for line in (DICTD_DIR / f"{name}.index").read_text("utf-8", errors="replace").splitlines():
+        f = line.split("\t")
+        if len(f) != 3 or f[0].startswith("00-"):
+            continue
+        spans.add((_b64(f[1]), _b64(f[2])))
+    return [data[o:o + n].decode("utf-8", errors="replace") for o, n in sorted(spans)]
+
+
+def _clean(lines: list[str], drop: re.Pattern, tags: re.Pattern | None = None) -> str:
+    text = " ".join(line for line in lines if not drop.match(line))
+    if tags is not None:
+        text = tags.sub(" ", text)
+    text = text.replace("{", "").replace("}", "")
+    return " ".join(text.split())
+
+
+def gcide_pairs() -> str:
+    """headword -> definition text of every GCIDE entry (see the module docstring)."""
+    rows = []
+    for entry in dictd_entries("gcide"):
+        # a few index spans start with the tail of the previous entry: skip to
+        # the first headword line; the 1 or 2 without one are dropped
+        m = _HEAD_LINE.search(entry)
+        if m is None:
+            continue
+        head = " ".join(m.group(1).split())
+        first, _, rest = entry[m.end():].partition("\n")
+        body = _clean([first.lstrip(", "), *rest.splitlines()], _SOURCE_LINE, _SOURCE_TAG)
+        if head and body:
+            rows.append(f"{head}\t{body}")
+    return "input\toutput\n" + "\n".join(rows) + "\n"
+
+
+def foldoc_pairs() -> str:
+    """term -> definition text of every FOLDOC entry (see the module docstring)."""
+    rows = []
+    for entry in dictd_entries("foldoc"):
+        first, _, rest = entry.strip("\n").partition("\n")
+        head = " ".join(first.split())
+        body = _clean(rest.splitlines(), _DATE_LINE)
+        if head and body:
+            rows.append(f"{head}\t{body}")
+    return "input\toutput\n" + "\n".join(rows) + "\n"
+
+
+def write_large(path: Path, text: str) -> None:
+    """Write a large (never shipped) corpus; print its rows and bytes."""
+    data = text.encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    print(f"wrote {path} ({text.count(chr(10)) - 1:,} rows, {len(data):,} bytes)",
+          file=sys.stderr)
+
+
 def write(path: Path, text: str) -> None:
     data = text.encode("utf-8")
     if len(data) > MAX_BYTES:
@@ -143,7 +249,21 @@ def write(path: Path, text: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--debian", action="store_true", help="also build corpora/ from Debian data")
+    ap.add_argument("--large", metavar="OUTDIR", type=Path, default=None,
+                    help="only build the large unshipped corpora gcide.tsv and foldoc.tsv "
+                    "into OUTDIR (apt-get install -y dict-gcide dict-foldoc)")
     args = ap.parse_args()
+    if args.large is not None:
+        built = False
+        for name, make in (("gcide", gcide_pairs), ("foldoc", foldoc_pairs)):
+            if (DICTD_DIR / f"{name}.dict.dz").is_file():
+                write_large(args.large / f"{name}.tsv", make())
+                built = True
+            else:
+                print(f"{name} not found: apt-get install -y dict-{name}", file=sys.stderr)
+        if not built:
+            raise SystemExit(1)
+        return
     write(HERE / "default_corpus.txt", topics_text())
     write(
         HERE / "samples" / "python_docs.txt",

@@ -1,0 +1,64 @@
+"""``core.scale`` and ``noisekey bench scale`` on a shipped sample (two tiny sizes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.corpus import load_corpus
+from core.scale import COLUMNS, format_table, parse_sizes, prefix, scale_curve
+
+SIZES = [1000, 2500]
+
+
+@pytest.fixture
+def docs(samples):
+    return samples / "python_docs.txt"
+
+
+def test_parse_sizes():
+    assert parse_sizes("0.1M,300k,2500,1.5K") == [100_000, 300_000, 2500, 1500]
+    for bad in ("", "x", "-1", "0", "1M,"):
+        with pytest.raises(ValueError):
+            parse_sizes(bad)
+
+
+def test_prefix_is_exact_and_has_its_own_vocabulary(docs):
+    train, _ = load_corpus(docs).split(0.9, 0)
+    part = prefix(train, 1000)
+    assert len(part.stream) == 1000
+    words = [train.vocab.itos[i] for i in train.stream[:1000]]
+    assert [part.vocab.itos[i] for i in part.stream] == words
+    assert len(part.vocab) < len(train.vocab)
+    assert (part.pair_end <= 1000).all()
+    assert len(prefix(train, 10**9).stream) == len(train.stream)
+
+
+def test_curve_rows_respect_sizes(docs):
+    rows = scale_curve(docs, SIZES, warmup=0)
+    assert [r["size"] for r in rows] == SIZES
+    assert [r["tokens"] for r in rows] == SIZES
+    held = rows[0]["test_tokens"]
+    for r in rows:
+        for col in COLUMNS:
+            assert np.isfinite(r[col]), col
+        assert r["seconds"] > 0 and r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 10
+        assert 0.0 <= r["model_top1"] <= 1.0 and 0.0 <= r["kn_top1"] <= 1.0
+        assert r["test_tokens"] == held > 0  # the same held-out tail for every size
+    assert rows[0]["vocab"] < rows[1]["vocab"]
+    table = format_table(rows).splitlines()
+    assert "tokens/s" in table[0] and "KN top-1" in table[0]
+    assert len(table) == 2 + len(SIZES)
+
+
+def test_cli_registered():
+    from core.cli import build_parser
+
+    args = build_parser()[0].parse_args(["bench", "scale", "c.tsv", "--sizes", "1k,2k"])
+    assert args.sizes == "1k,2k" and args.split == 0.9 and args.seed == 0 and args.plot is None
+
+
+def test_cli_bad_sizes(docs, capsys):
+    assert main(["bench", "scale", str(docs), "--sizes", "lots"]) == 2
+    assert "--sizes" in capsys.readouterr().err
