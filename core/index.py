@@ -916,8 +916,12 @@ class HashIndex:
             raise ValueError(f"query row 0 is not finite (NaN or inf): {q[:4]}...")
         return ids, dists
 
-    def query_batch(self, Q, k: int = 1, return_candidates: bool = False):
+    def query_batch(self, Q, k: int = 1, return_candidates: bool = False,
+                    probes: int | str | None = None):
         """Nearest ``k`` keys of every row of ``Q`` (float32 [nq, d]), in parallel.
+
+        ``probes`` overrides the index's own probe count for this call (queries
+        far from every key, such as least-squares layer estimates, need more).
 
         Batches of up to 32 queries run sequentially on the index's own scratch
         arrays under its lock (cheapest for generation steps); larger ones run
@@ -932,14 +936,14 @@ class HashIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         Q = _as_queries(Q, self.d)
         nq = Q.shape[0]
+        pr = self.probes if probes is None else self._parse_probes(probes)
         if nq <= _SMALL_BATCH:
             with self._lock:
-                ids, dists, ncand = _query_seq(Q, *self._argt, self.probes, self._mode(),
+                ids, dists, ncand = _query_seq(Q, *self._argt, pr, self._mode(),
                                                self._stamp, self._bstamp, self._counter, int(k))
         else:
             n_chunks = max(1, min(nq // _SMALL_BATCH, get_num_threads()))
-            ids, dists, ncand = _query_batch(Q, *self._argt, self.probes, self._mode(), int(k),
-                                             n_chunks)
+            ids, dists, ncand = _query_batch(Q, *self._argt, pr, self._mode(), int(k), n_chunks)
         if return_candidates:
             return ids, dists, ncand
         return ids, dists

@@ -250,3 +250,19 @@ def test_small_and_large_batches_agree():
     np.testing.assert_array_equal(np.concatenate([s[1] for s in small]), big_d)
     one = np.array([ix.query(q, 3)[0] for q in Q])
     np.testing.assert_array_equal(one, big_ids)
+
+
+def test_probes_override_per_call():
+    """A call may probe more than the index's default: ``probes=-1`` is brute force."""
+    X = _keys(3000, 16, 3)
+    Q = np.random.default_rng(4).random((200, 16), dtype=np.float32)  # far from every key
+    ix = HashIndex(X, probes=0, seed=0)
+    bi, bd = brute_force(Q, X, 5)
+    ai, ad = ix.query_batch(Q, 5, probes=-1)
+    np.testing.assert_array_equal(ai, bi)
+    few = ix.query_batch(Q, 5)[0]
+    many = ix.query_batch(Q, 5, probes=64)[0]
+    hits = [np.mean([len(set(a) & set(b)) / 5 for a, b in zip(x, bi, strict=True)])
+            for x in (few, many)]
+    assert hits[1] > hits[0]
+    assert ix.probes == 0  # the override does not stick
