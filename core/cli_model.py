@@ -82,6 +82,11 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
     p = sub.add_parser("train", help="train a model on corpora and save it")
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus files or folders")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
+    d = p.add_argument_group("past one machine (core.shard; pip install -e \".[dask]\")")
+    d.add_argument("--shards", type=int, default=0, metavar="N",
+                   help="count N shards on Dask workers, merge, derive once (0: one pass)")
+    d.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler (tcp://host:8786); default: a LocalCluster here")
     _settings_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -127,7 +132,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     check_out_path(args.out)  # refuse a device, FIFO or link before the work, not after
     progress = _progress(args)
-    model = train(args.corpus, cfg, progress=progress)
+    if args.shards < 0:
+        raise UserError(f"--shards must be at least 0, got {args.shards}")
+    if args.shards:
+        from core.shard import train_sharded
+
+        try:
+            model = train_sharded(args.corpus, cfg, args.shards, args.scheduler, progress)
+        except (RuntimeError, OSError) as exc:  # no Dask, or no scheduler at ADDRESS
+            raise UserError(f"sharded training: {exc}") from exc
+    else:
+        model = train(args.corpus, cfg, progress=progress)
     progress.done()
     model.save(args.out)
     f = model.figures

@@ -97,7 +97,7 @@ from core.noise import NoiseBank
 from core.stopping import MiddleKey, search, segment_stats
 from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
 
-__all__ = ["TrainConfig", "Model", "train", "SCHEMA_VERSION"]
+__all__ = ["TrainConfig", "Model", "train", "from_counts", "merge_counts", "SCHEMA_VERSION"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
@@ -617,18 +617,7 @@ class Model:
             raise ValueError("cannot merge models trained with different vocabularies")
         if other.config != self.config:
             raise ValueError("cannot merge models trained with different settings")
-        a, b = self.counts, other.counts
-        V = self.V
-        kn = KneserNey(V, "modified").merge(a.kn).merge(b.kn)
-        bank = NoiseBank(V).merge(a.bank).merge(b.bank)
-        table = WindowTable(V, self.config.window).merge(a.table).merge(b.table)
-        middle = MiddleKey(self.config.dim, self.config.ridge).merge(a.middle).merge(b.middle)
-        counts = _Counts(
-            kn, bank, table, middle, np.concatenate([a.stream, b.stream]),
-            np.concatenate([a.sentences, b.sentences]),
-            np.concatenate([a.sent_offsets, b.sent_offsets[1:] + a.sent_offsets[-1]]),
-            a.pair_sep + b.pair_sep, a.n_pairs + b.n_pairs,
-            *_join(a.inputs, a.in_offsets, b.inputs, b.in_offsets))
+        counts = merge_counts([self.counts, other.counts], self.config, self.V)
         m = Model(self.config, self.vocab, counts, self.keys)
         m._finalize(progress, cancel)
         if self.config.signatures:
@@ -707,6 +696,34 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model(vocab={self.V}, tokens={self.counts.stream.size}, "
                 f"bank={len(self.counts.bank)}, windows={self.counts.table.ctx.shape[0]})")
+
+
+def merge_counts(parts: Sequence[_Counts], config: TrainConfig, V: int) -> _Counts:
+    """The counts of several shards added up, as one pass over them joined in order.
+
+    Every table is a sum of training events (trigram counts, bank counts,
+    window-successor counts, ridge sums); the streams and segments are
+    concatenated. No input is modified.
+    """
+    if not parts:
+        raise ValueError("nothing to merge")
+    kn, bank = KneserNey(V, "modified"), NoiseBank(V)
+    table = WindowTable(V, config.window)
+    middle = MiddleKey(config.dim, config.ridge)
+    for c in parts:
+        kn.merge(c.kn)
+        bank.merge(c.bank)
+        table.merge(c.table)
+        middle.merge(c.middle)
+    out = parts[0]
+    stream, sent, sent_off = out.stream, out.sentences, out.sent_offsets
+    inputs, in_off = out.inputs, out.in_offsets
+    for c in parts[1:]:
+        stream = np.concatenate([stream, c.stream])
+        sent, sent_off = _join(sent, sent_off, c.sentences, c.sent_offsets)
+        inputs, in_off = _join(inputs, in_off, c.inputs, c.in_offsets)
+    return _Counts(kn, bank, table, middle, stream, sent, sent_off,
+                   sum(c.pair_sep for c in parts), sum(c.n_pairs for c in parts), inputs, in_off)
 
 
 def _join(ia, oa, ib, ob):
@@ -901,13 +918,24 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     t1 = time.perf_counter()
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
     counts = _count(corpus, cfg, keys, progress, cancel)
-    model = Model(cfg, corpus.vocab, counts, keys)
+    return from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
+
+
+def from_counts(cfg: TrainConfig, vocab: Vocab, counts: _Counts, keys: np.ndarray,
+                progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                load_seconds: float = 0.0, t1: float | None = None) -> Model:
+    """The derived stages (prototypes, index, windows, gate, memory, signatures) once.
+
+    ``t1`` is when counting began (for the tokens/s figure); now if None.
+    """
+    t1 = time.perf_counter() if t1 is None else t1
+    model = Model(cfg, vocab, counts, keys)
     model._finalize(progress, cancel)
     t2 = time.perf_counter()
     if cfg.signatures:
         model._build_signatures(progress, cancel)
     t3 = time.perf_counter()
-    model.figures.update(tokens=int(counts.stream.size), load_seconds=t1 - t0,
+    model.figures.update(tokens=int(counts.stream.size), load_seconds=load_seconds,
                          train_seconds=t2 - t1, signature_seconds=t3 - t2,
                          tokens_per_second=counts.stream.size / max(t2 - t1, 1e-9))
     return model
