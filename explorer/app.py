@@ -4,7 +4,9 @@
 chosen with ``QT_QPA_PLATFORM``), trains or loads the model, types the
 prompt, waits until every view drew its explanation, saves the window as a
 PNG (or SVG by suffix) and exits 0; a training or explanation error prints
-one line and exits 2.
+one line and exits 2. ``--select TOKEN`` selects a token in every view and
+centres the Embeddings view on it (a token the model's vocabulary lacks is
+an error: one line, exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def window_parser(epilog: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         add_help=epilog,
         prog="noisekey",
-        usage="noisekey [--screenshot OUT] [--prompt TEXT] [--no-cache] [--size WxH] "
+        usage="noisekey [--screenshot OUT] [--prompt TEXT] [--select TOKEN] [--no-cache] "
+              "[--size WxH] "
               "[--timeout S] [CORPUS ...]",
         description="Without a COMMAND, noisekey opens the NoiseKey Explorer window on the "
                     "corpora given (default: the bundled corpus).",
@@ -34,6 +37,9 @@ def window_parser(epilog: bool = True) -> argparse.ArgumentParser:
                    help="corpus files or folders (default: bundled corpus)")
     p.add_argument("--screenshot", metavar="OUT", help="render the window offscreen, save, exit")
     p.add_argument("--prompt", default=None, metavar="TEXT", help="prompt to type into the window")
+    p.add_argument("--select", default=None, metavar="TOKEN",
+                   help="select TOKEN in every view and centre Embeddings on it "
+                        "(an unknown token: exit 2 with --screenshot)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write cached models")
     p.add_argument("--size", default="1500x950", metavar="WxH",
                    help="window size for --screenshot")
@@ -71,10 +77,31 @@ def make_app(offscreen: bool = False):
     os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
     from PySide6.QtWidgets import QApplication
 
+    if offscreen:
+        quiet_offscreen_warnings()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("NoiseKey Explorer")
     app.setOrganizationName("noisekey")
     return app
+
+
+_QUIET = ("This plugin does not support",)
+
+
+def quiet_offscreen_warnings() -> None:
+    """Drop the offscreen platform's notes on unsupported window features.
+
+    Headless runs promise one line on stderr for an error; the offscreen
+    plugin otherwise prints "This plugin does not support propagateSizeHints()"
+    for every window shown. Every other Qt message still goes to stderr.
+    """
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(mode, context, message: str) -> None:
+        if not message.startswith(_QUIET):
+            sys.stderr.write(message + "\n")
+
+    qInstallMessageHandler(handler)
 
 
 def run_app(argv: Sequence[str]) -> int:
@@ -95,6 +122,11 @@ def run_app(argv: Sequence[str]) -> int:
         startup_report(app, win, report)
     if args.screenshot:
         return screenshot(app, win, args)
+    if args.select:
+        from PySide6.QtCore import Qt
+
+        win.viewsDrawn.connect(lambda: win.find_token(args.select),
+                               Qt.ConnectionType.SingleShotConnection)
     win.show()
     return int(app.exec())
 
@@ -157,6 +189,8 @@ def screenshot(app, win, args: argparse.Namespace) -> int:
     else:
         loop.exec()
     code = 0
+    if "ok" in result and args.select and not win.find_token(args.select):
+        result = {"error": f"unknown token {args.select!r}: not in the model's vocabulary"}
     if "ok" in result:
         app.processEvents()
         out = win.export(win, args.screenshot)

@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
+    QCompleter,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -175,6 +176,23 @@ class MainWindow(QMainWindow):
         self.busy_label.setEnabled(False)  # greyed text
         self.busy_label.setToolTip("an explanation of the prompt is being computed")
         prow.addWidget(self.busy_label)
+        # token search: completion over the vocabulary of the model in use
+        self.find_box = QLineEdit()
+        self.find_box.setObjectName("find_box")
+        self.find_box.setPlaceholderText("find token (Ctrl+F)")
+        self.find_box.setClearButtonEnabled(True)
+        self.find_box.setMaximumWidth(220)
+        self.find_box.setToolTip("Find a token of the vocabulary: it is selected in every view "
+                                 "and the Embeddings view centres on it (Ctrl+F)")
+        self.vocab_model = QStringListModel(self)
+        self.completer = QCompleter(self.vocab_model, self)
+        self.completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.completer.setFilterMode(Qt.MatchFlag.MatchStartsWith)
+        self.completer.setMaxVisibleItems(12)
+        self.find_box.setCompleter(self.completer)
+        self.find_box.returnPressed.connect(lambda: self.find_token(self.find_box.text()))
+        self.completer.activated.connect(self.find_token)
+        prow.addWidget(self.find_box)
         self.output_label = QLabel("")
         self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         # one line that never changes the layout: a wrapped, taller output would move
@@ -266,6 +284,7 @@ class MainWindow(QMainWindow):
         self.state.promptChanged.connect(lambda _: self.request_explanation(full=False))
         self.method_box.currentTextChanged.connect(lambda _: self.request_explanation(full=True))
         self.state.modelChanged.connect(lambda _: self.request_explanation(full=True))
+        self.state.modelChanged.connect(self._set_vocabulary)
         self._build_menus()
         QApplication.instance().installEventFilter(self)
         self._restore_geometry()
@@ -370,6 +389,10 @@ class MainWindow(QMainWindow):
         mm.addAction(self.act_train)
         mm.addAction(self.act_cancel)
         vm = mb.addMenu("&View")
+        self.act_find = QAction("&Find token…", self, shortcut=QKeySequence.StandardKey.Find)
+        self.act_find.triggered.connect(self.focus_find)
+        vm.addAction(self.act_find)
+        vm.addSeparator()
         for proj in ("pca", "random"):
             a = QAction(f"Projection: {proj.upper()}", self, checkable=True)
             a.setChecked(proj == self.state.projection)
@@ -632,6 +655,59 @@ class MainWindow(QMainWindow):
             self.latencies.append(time.perf_counter() - self._typed_at)
             self._typed_at = None
         self.viewsDrawn.emit()
+
+    # -- token search ------------------------------------------------------------------
+    def _set_vocabulary(self, model) -> None:
+        """The completer offers the vocabulary of the model in use."""
+        itos = list(model.vocab.itos) if model is not None else []
+        self.vocab_model.setStringList(itos)
+
+    def focus_find(self) -> None:
+        self.find_box.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.find_box.selectAll()
+
+    def vocabulary(self) -> list[str]:
+        """Token strings of the explanation drawn now (else of the model in use)."""
+        ex = self.state.explanation
+        if ex is not None:
+            return ex.vocab
+        if self.model is not None:
+            return list(self.model.vocab.itos)
+        return []
+
+    def lookup_token(self, text: str) -> int:
+        """Vocabulary id of ``text``: exact, else the one case-insensitive match; -1 if none."""
+        text = text.strip() if text.strip() else text
+        vocab = self.vocabulary()
+        if not text or not vocab:
+            return -1
+        try:
+            return vocab.index(text)
+        except ValueError:
+            pass
+        low = text.lower()
+        hits = [i for i, t in enumerate(vocab) if t.lower() == low]
+        return hits[0] if len(hits) == 1 else -1
+
+    def find_token(self, text: str) -> bool:
+        """Select token ``text`` in every view and centre Embeddings on it.
+
+        Returns False (and says so in the status bar) when the vocabulary has
+        no such token.
+        """
+        tid = self.lookup_token(text)
+        if tid < 0:
+            self.find_box.setStyleSheet("QLineEdit { border: 1px solid #d62728; }")
+            self._show_error(f"no token {text!r} in the vocabulary"
+                             if self.vocabulary() else "no model yet: nothing to find")
+            return False
+        self.find_box.setStyleSheet("")
+        self.state.select_token(tid)
+        emb = self.views.get("embeddings")
+        if emb is not None:
+            emb.center_on(tid)
+        self.statusBar().showMessage(f"selected {self.vocabulary()[tid]!r} (id {tid})", 4000)
+        return True
 
     def _on_explain_failed(self, msg: str) -> None:
         self.busy_label.setText("")

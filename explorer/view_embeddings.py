@@ -292,6 +292,18 @@ class EmbeddingsView(BaseView):
             return
         self.selected.setData(pos=self._xy_keys[[token_id]], data=[token_id])
 
+    def center_on(self, token_id: int) -> None:
+        """Centre the plot on a token's key, zoomed to at most a third of the cloud."""
+        if not (0 <= token_id < len(self._xy_keys)):
+            return
+        x, y = (float(v) for v in self._xy_keys[token_id])
+        (x0, x1), (y0, y1) = self.plot.vb.viewRange()
+        span = np.ptp(self._xy_keys, axis=0) if len(self._xy_keys) > 1 else np.ones(2)
+        hw = min((x1 - x0) / 2, max(float(span[0]) / 6, 1e-6))
+        hh = min((y1 - y0) / 2, max(float(span[1]) / 6, 1e-6))
+        self._range_pending = False
+        self.plot.setRange(xRange=(x - hw, x + hw), yRange=(y - hh, y + hh), padding=0)
+
     def pending_header(self, ex: Explanation) -> str:
         return f"{len(ex.keys)} keys · {self.state.projection.upper()} · {PENDING_TEXT}"
 

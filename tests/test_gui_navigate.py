@@ -1,0 +1,87 @@
+"""Finding and reading the window: token search, prompt chips, labels, the
+neighbours panel and every view's help (the real window, driven with qtbot)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from explorer import settings
+from tests.test_gui_linked import (  # noqa: F401 - fixtures
+    _isolated,
+    make_window,
+    model_cache,
+    ready_window,
+    rings,
+    xy,
+)
+from tests.test_gui_window import SAMPLE, SMALL
+
+pytest.importorskip("core.model")
+
+
+def test_search_selects_in_every_view_and_centres_embeddings(make_window, qtbot):  # noqa: F811
+    w = ready_window(make_window, qtbot, prompt="The function returns the value of the")
+    ex = w.state.explanation
+    steps = [s.token for s in ex.generation.steps]
+    emb = w.views["embeddings"]
+    # the completer offers the vocabulary of the model in use
+    assert w.vocab_model.stringList() == list(w.model.vocab.itos)
+    # Ctrl+F focuses the search box
+    w.activateWindow()
+    w.prompt_box.setFocus()
+    qtbot.keyClick(w.prompt_box, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: w.find_box.hasFocus(), timeout=3000)
+    # a generated token: selected in every view, and the step follows
+    tok = steps[-1]
+    text = ex.vocab[tok]
+    qtbot.keyClicks(w.find_box, text)
+    qtbot.keyClick(w.find_box, Qt.Key.Key_Return)
+    assert w.state.token == tok and w.state.token_text == text
+    r = rings(w)
+    assert r["embeddings"] == [xy(emb._xy_keys[tok])]
+    assert r["trajectory"] == [i for i, s in enumerate(steps) if s == tok]
+    assert steps[w.state.step] == tok
+    assert w.views["buckets"].winner.data["data"][0] == tok
+    (x0, x1), (y0, y1) = emb.plot.vb.viewRange()
+    kx, ky = emb._xy_keys[tok]
+    assert abs((x0 + x1) / 2 - kx) < 1e-3 * (x1 - x0) + 1e-6
+    assert abs((y0 + y1) / 2 - ky) < 1e-3 * (y1 - y0) + 1e-6
+    # a prompt token: the Layers rows ring it
+    p_tok = int(ex.ids[1])
+    assert w.find_token(ex.vocab[p_tok])
+    assert w.state.token == p_tok
+    assert rings(w)["layers"] == int(np.sum(np.asarray(ex.ids) == p_tok))
+    # an unknown token: nothing changes, the status bar says why
+    assert not w.find_token("Zzqq-not-a-token")
+    assert w.state.token == p_tok
+    assert "Zzqq-not-a-token" in w.statusBar().currentMessage()
+
+
+def run_screenshot(tmp_path, model_cache, *args):  # noqa: F811
+    settings.use_settings_dir(tmp_path / "settings")
+    from explorer.training_panel import TrainingPanel
+
+    settings.set_training_settings({**TrainingPanel().values(), **SMALL})
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NOISEKEY_CACHE_DIR=str(model_cache[0]),
+               NOISEKEY_SETTINGS_DIR=str(tmp_path / "settings"), NUMBA_NUM_THREADS="2")
+    cmd = [sys.executable, "-m", "explorer", "--size", "1200x800", *args, str(SAMPLE)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_select_end_to_end(tmp_path, model_cache):  # noqa: F811
+    out = tmp_path / "sel.png"
+    proc = run_screenshot(tmp_path, model_cache, "--screenshot", str(out),
+                          "--prompt", "The function", "--select", "function")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 10000
+    bad = run_screenshot(tmp_path, model_cache, "--screenshot", str(tmp_path / "bad.png"),
+                         "--prompt", "The function", "--select", "Zzqq")
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "Zzqq" in bad.stderr, bad.stderr
+    assert not (tmp_path / "bad.png").exists()
