@@ -60,6 +60,7 @@ from core.corpus import default_corpus_path
 from core.explain import Explanation
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
+from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState
 from explorer.training_panel import CACHED_CURVES, TrainingPanel
 from explorer.worker import Explainer, TaskSlot, freeze_long_lived_objects, load_or_train
@@ -199,6 +200,8 @@ class MainWindow(QMainWindow):
         # and re-lay out the four views (a repaint of all of them) on a keystroke
         self.output_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         rl.addLayout(prow)
+        self.chips = PromptChips(self.state)
+        rl.addWidget(self.chips)
         rl.addWidget(self.output_label)
         # the corpus list differs from what the model in use was trained on
         self.banner = QWidget()

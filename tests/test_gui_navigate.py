@@ -85,3 +85,27 @@ def test_select_end_to_end(tmp_path, model_cache):  # noqa: F811
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "Zzqq" in bad.stderr, bad.stderr
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_prompt_chips_click_and_flag_unknown_words(make_window, qtbot):  # noqa: F811
+    w = ready_window(make_window, qtbot, prompt="What is a genrator objekt , and the value")
+    ex = w.state.explanation
+    chips = w.chips
+    unk = ex.vocab.index("<unk>")
+    assert chips.summary()["chips"] == len(ex.ids)
+    assert [c.text() for c in chips.chips[:len(ex.ids)]] == list(ex.tokens)
+    flagged = [k for k, u in enumerate(chips.chip_unknown) if u]
+    assert flagged == [k for k, i in enumerate(ex.ids) if int(i) == unk]
+    assert {3, 4} <= set(flagged)  # genrator, objekt
+    for k in flagged:
+        assert "<unk>" in chips.chips[k].toolTip() and "#fff3cd" in chips.chips[k].styleSheet()
+    assert f"{len(flagged)} of {len(ex.ids)}" in chips.unknown_label.text()
+    # a click on a chip selects its token in every view and outlines its chips
+    k = list(ex.tokens).index("value")
+    qtbot.mouseClick(chips.chips[k], Qt.MouseButton.LeftButton)
+    tok = int(ex.ids[k])
+    assert w.state.token == tok
+    assert rings(w)["layers"] >= 1 and chips.summary()["selected"] == 1
+    assert rings(w)["embeddings"] == [xy(w.views["embeddings"]._xy_keys[tok])]
+    # punctuation is a chip like any word
+    assert "," in [c.text() for c in chips.chips[:len(ex.ids)]]
