@@ -242,3 +242,161 @@ def scatter_count(item: pg.ScatterPlotItem) -> int:
 def finite_pairs(points: np.ndarray) -> np.ndarray:
     """Flatten ``[k, 2, 2]`` segment endpoints into ``[2k, 2]`` for connect='pairs'."""
     return points.reshape(-1, 2)
+
+
+def display_token(text: str) -> str:
+    """A token as a label: punctuation and symbols quoted so that "," or "." read."""
+    if text and not any(c.isalnum() for c in text):
+        return f"“{text}”"
+    return text
+
+
+def elide(text: str, n: int) -> str:
+    """``text`` cut to at most ``n`` characters with an ellipsis."""
+    return text if len(text) <= n else text[:max(n - 1, 1)] + "…"
+
+
+Box = tuple[float, float, float, float]
+
+# where a label may sit relative to its point, in pixels (w, h: the label's size)
+RIGHT_FIRST = (
+    lambda w, h: (7.0, -h - 1.0), lambda w, h: (7.0, 1.0),
+    lambda w, h: (-w - 7.0, -h - 1.0), lambda w, h: (-w - 7.0, 1.0),
+    lambda w, h: (-w / 2, -h - 8.0), lambda w, h: (-w / 2, 8.0),
+)
+ABOVE_FIRST = (
+    lambda w, h: (-w / 2, -h - 7.0), lambda w, h: (-w / 2, 7.0),
+    lambda w, h: (7.0, -h / 2), lambda w, h: (-w - 7.0, -h / 2),
+)
+
+
+def overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(points: list[tuple[float, float]], sizes: list[tuple[float, float]],
+                 offsets=RIGHT_FIRST, occupied: list[Box] | None = None,
+                 bounds: Box | None = None) -> list[Box | None]:
+    """Greedy label placement without overlap, in priority order.
+
+    Each label (its point and its size in pixels) takes the first candidate
+    position of ``offsets`` whose box overlaps no label placed before it and
+    none of ``occupied`` (markers to keep clear), and lies inside ``bounds``;
+    a label with no such position is skipped (``None``).
+
+    Returns the top-left/bottom-right box of every label (or ``None``).
+    """
+    placed: list[Box] = []
+    keep = list(occupied or [])
+    out: list[Box | None] = []
+    for (px, py), (w, h) in zip(points, sizes, strict=True):
+        got = None
+        for off in offsets:
+            dx, dy = off(w, h)
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if bounds is not None and not (box[0] >= bounds[0] and box[1] >= bounds[1]
+                                           and box[2] <= bounds[2] and box[3] <= bounds[3]):
+                continue
+            if any(overlaps(box, b) for b in placed) or any(overlaps(box, b) for b in keep):
+                continue
+            got = box
+            break
+        if got is not None:
+            placed.append(got)
+        out.append(got)
+    return out
+
+
+class PlotLabels:
+    """A pool of ``TextItem`` labels on one plot, placed without overlap.
+
+    :meth:`set` takes the labels (data position, text, colour) in priority
+    order; :meth:`place` (called again whenever the view range or size
+    changes) maps them to pixels, runs :func:`place_labels` and shows the
+    labels that fit. Labels are left out of the auto-range.
+    """
+
+    def __init__(self, plot, offsets=RIGHT_FIRST, fill: bool = True, marker_px: float = 5.0):
+        from PySide6.QtCore import QTimer
+
+        self.plot = plot
+        self.offsets = offsets
+        self.fill = fill
+        self.marker_px = marker_px
+        self.items: list[pg.TextItem] = []
+        self.labels: list[tuple[float, float, str, QColor]] = []
+        self.shown: list[str] = []  # texts placed by the last place()
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self.place)
+        plot.vb.sigRangeChanged.connect(lambda *_: self._timer.start())
+        plot.vb.sigResized.connect(lambda *_: self._timer.start())
+
+    def _item(self, i: int) -> pg.TextItem:
+        while len(self.items) <= i:
+            t = pg.TextItem(anchor=(0, 0), fill=legend_brush() if self.fill else None)
+            font = t.textItem.font()
+            font.setBold(True)
+            t.setFont(font)
+            t.setZValue(20)
+            t.hide()
+            self.plot.addItem(t, ignoreBounds=True)
+            self.items.append(t)
+        return self.items[i]
+
+    def set(self, labels: list[tuple[float, float, str, QColor]]) -> None:
+        self.labels = labels
+        self.place()
+
+    def place(self) -> None:
+        from PySide6.QtCore import QPointF
+
+        vb = self.plot.vb
+        rect = vb.sceneBoundingRect()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        pts, sizes, keep = [], [], []
+        for i, (x, y, text, colour) in enumerate(self.labels):
+            t = self._item(i)
+            if t.textItem.toPlainText() != text:
+                t.setText(text, color=colour)
+            else:
+                t.setColor(colour)
+            br = t.textItem.boundingRect()
+            s = vb.mapViewToScene(QPointF(float(x), float(y)))
+            pts.append((s.x(), s.y()))
+            sizes.append((br.width(), br.height()))
+            inside = x0 <= x <= x1 and y0 <= y <= y1
+            if inside:
+                m = self.marker_px
+                keep.append((s.x() - m, s.y() - m, s.x() + m, s.y() + m))
+        legend = getattr(self.plot, "legend", None)
+        if legend is not None and legend.isVisible():  # labels stay clear of the legend
+            r = legend.sceneBoundingRect()
+            keep.append((r.left(), r.top(), r.right(), r.bottom()))
+        bounds = (rect.left(), rect.top(), rect.right(), rect.bottom())
+        # labels of points outside the view are skipped
+        use = [x0 <= x <= x1 and y0 <= y <= y1 for x, y, _, _ in self.labels]
+        boxes = place_labels([p if u else (-1e9, -1e9) for p, u in zip(pts, use, strict=True)],
+                             sizes, self.offsets, keep, bounds)
+        self.shown = []
+        for i, box in enumerate(boxes):
+            t = self.items[i]
+            if box is None or not use[i]:
+                t.hide()
+                continue
+            v = vb.mapSceneToView(QPointF(box[0], box[1]))
+            t.setPos(v.x(), v.y())
+            t.show()
+            self.shown.append(self.labels[i][2])
+        for t in self.items[len(self.labels):]:
+            t.hide()
+
+    def shown_boxes(self) -> list[Box]:
+        """Scene boxes of the labels shown now (for tests: none may overlap)."""
+        out = []
+        for t in self.items:
+            if t.isVisible():
+                r = t.mapRectToScene(t.boundingRect())
+                out.append((r.left(), r.top(), r.right(), r.bottom()))
+        return out

@@ -36,7 +36,9 @@ from explorer.view_base import (
     PROTO_COLOUR,
     SELECT_COLOUR,
     BaseView,
+    PlotLabels,
     brush,
+    display_token,
     foreground,
     path_brushes,
     pen,
@@ -44,6 +46,8 @@ from explorer.view_base import (
     token_label,
 )
 
+SELECT_LABEL = "#b0307f"  # label colours: the selection, prompt tokens, generated ones
+PROMPT_LABEL = "#1d7a1d"
 _ARROW = pg.functions.makeArrowPath(headLen=10, tipAngle=30, tailLen=None)
 ARROW_STEP_DEG = 5  # head directions are rounded to this many degrees
 _ARROWS: dict[int, object] = {}  # rounded angle -> rotated head path (shared)
@@ -165,6 +169,8 @@ class EmbeddingsView(BaseView):
                 pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8),
                 f"path {name}",
             )
+        # the prompt's and the generated tokens labelled, placed without overlap
+        self.labels = PlotLabels(self.plot)
         state.projectionChanged.connect(lambda _: self._reproject())
         self.finish_axes()
 
@@ -242,6 +248,7 @@ class EmbeddingsView(BaseView):
             self._keys_fp = None
             self._proj = None
             self._protos_key = None
+            self.labels.set([])
             return
         self._ensure_projection(ex.keys)
         ids = np.asarray(ex.ids, dtype=np.int64)
@@ -289,8 +296,32 @@ class EmbeddingsView(BaseView):
     def on_token(self, token_id: int) -> None:
         if self.explanation is None or not (0 <= token_id < len(self._xy_keys)):
             self.selected.clear()
-            return
-        self.selected.setData(pos=self._xy_keys[[token_id]], data=[token_id])
+        else:
+            self.selected.setData(pos=self._xy_keys[[token_id]], data=[token_id])
+        self._set_labels()
+
+    def label_ids(self) -> list[int]:
+        """Token ids to label, by priority: the selection, the prompt's, the generated."""
+        ex = self.explanation
+        if ex is None or not len(self._xy_keys):
+            return []
+        V = len(self._xy_keys)
+        order = [self.state.token] + [int(i) for i in ex.ids] + \
+            [int(s.token) for s in ex.generation.steps]
+        return [t for t in dict.fromkeys(order) if 0 <= t < V]
+
+    def _set_labels(self) -> None:
+        ex = self.explanation
+        ids = self.label_ids()
+        prompt = set() if ex is None else {int(i) for i in ex.ids}
+        sel = self.state.token
+        labels = []
+        for t in ids:
+            colour = SELECT_LABEL if t == sel else (PROMPT_LABEL if t in prompt
+                                                    else foreground(230))
+            x, y = self._xy_keys[t]
+            labels.append((float(x), float(y), display_token(token_label(ex.vocab, t)), colour))
+        self.labels.set(labels)
 
     def center_on(self, token_id: int) -> None:
         """Centre the plot on a token's key, zoomed to at most a third of the cloud."""

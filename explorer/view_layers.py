@@ -33,6 +33,8 @@ from explorer.view_base import (
     BaseView,
     IntegerAxis,
     brush,
+    display_token,
+    elide,
     foreground,
     legend_brush,
     scatter_count,
@@ -40,6 +42,8 @@ from explorer.view_base import (
 )
 
 GAP = 1  # empty rows between blocks
+ROW_CHARS = 10  # token names on the rows are cut to this many characters
+LEFT_AXIS_PX = 78
 
 
 class LayersView(BaseView):
@@ -95,6 +99,11 @@ class LayersView(BaseView):
         self.similar.setToolTip("nearest training sentences by layer signature (score)")
         self.layout().addWidget(self.similar)
         self._blocks: list[tuple[str, int, int]] = []  # (name, first row, rows)
+        self._ticks: list[tuple[float, str]] = []  # every row name (before thinning)
+        self.row_names: list[tuple[float, str]] = []  # the names shown now
+        # token names need room; a fixed width keeps a new prompt from re-laying out
+        self.heat_plot.getAxis("left").setWidth(LEFT_AXIS_PX)
+        self.heat_plot.vb.sigResized.connect(lambda *_: self._thin_ticks())
         self._image = np.zeros((0, 0), np.float32)
         self.finish_axes()
 
@@ -153,6 +162,8 @@ class LayersView(BaseView):
             self.acc.setData([], [])
             self.chosen_pt.clear()
             self._blocks, self._image = [], np.zeros((0, 0), np.float32)
+            self._ticks = []
+            self._thin_ticks()
             self.sel_region.hide()
             self.sel_rows.clear()
             self.set_header("type a prompt")
@@ -167,15 +178,21 @@ class LayersView(BaseView):
         self._blocks = []
         r = 0
         ticks = []
+        toks = list(ex.tokens) if len(ex.tokens) == len(ex.ids) else \
+            [token_label(ex.vocab, int(i)) for i in ex.ids]
         for name, b in blocks:
             img[r:r + len(b)] = b
             self._blocks.append((name, r, len(b)))
-            ticks.append((r + len(b) / 2, name))
+            if name == "w":  # one row per prompt token: its name
+                ticks += [(r + i + 0.5, elide(display_token(t), ROW_CHARS))
+                          for i, t in enumerate(toks[p0:])]
+            else:
+                ticks.append((r + len(b) / 2, name))
             r += len(b) + GAP
         self._image = img
         self.heat.setImage(img, autoLevels=False, levels=(0.0, 1.0))  # NaN gaps: transparent
-        step = max(1, len(ticks) // 12)
-        self.heat_plot.getAxis("left").setTicks([ticks[::step], []])
+        self._ticks = ticks
+        self._thin_ticks()
         self.heat_plot.setRange(xRange=(-1.2, d), yRange=(0, rows), padding=0.01)
         acc = np.asarray(ex.layers.accuracy, np.float32)
         self.acc.setData(np.arange(len(acc)), acc)
@@ -199,6 +216,26 @@ class LayersView(BaseView):
                         f"chosen {chosen} · {len(ex.layers.similar)} similar{later}")
         self.on_layer(self.state.layer)
         self.on_token(self.state.token)
+
+    def _thin_ticks(self) -> None:
+        """Row names on the left axis, thinned so that no two overlap.
+
+        Names are kept in order while each sits at least one text line below
+        the last one kept (the rows' pixel height follows the plot's size).
+        """
+        ticks = self._ticks
+        image = getattr(self, "_image", None)
+        rows = max(image.shape[0] if image is not None else 0, 1)
+        height = max(self.heat_plot.vb.height(), 1.0)
+        px_per_row = height / rows
+        line = self.fontMetrics().height() * 0.9
+        kept, last = [], -1e9
+        for y, name in ticks:
+            if (y - last) * px_per_row >= line:
+                kept.append((y, name))
+                last = y
+        self.row_names = kept
+        self.heat_plot.getAxis("left").setTicks([kept, []])
 
     def on_layer(self, layer: int) -> None:
         if 0 <= layer + 1 < len(self._blocks):

@@ -22,11 +22,14 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider
 
 from core.explain import Explanation
 from explorer.view_base import (
+    ABOVE_FIRST,
     PATH_COLOURS,
     SELECT_COLOUR,
     BaseView,
     IntegerAxis,
+    PlotLabels,
     brush,
+    display_token,
     foreground,
     legend_brush,
     path_brushes,
@@ -34,7 +37,8 @@ from explorer.view_base import (
     token_label,
 )
 
-MAX_LABELS = 40
+SELECT_LABEL = "#b0307f"  # the current step's label (darker than the ring: it is text)
+MAX_LABELS = 200  # candidates for labels; those that would overlap are left out
 LEFT_AXIS_PX = 58
 
 
@@ -67,7 +71,9 @@ class TrajectoryView(BaseView):
             self.scores.legend.addItem(
                 pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8), f"path {name}")
         self.points.sigClicked.connect(self._clicked)
-        self.labels: list[pg.TextItem] = []
+        # token labels over the points, thinned so that none overlap (the step shown
+        # now first, then left to right)
+        self.labels = PlotLabels(self.scores, offsets=ABOVE_FIRST, marker_px=6.0)
 
         self.band = self.glw.addPlot(row=1, col=0, axisItems={"bottom": IntegerAxis("bottom")})
         self.band.setXLink(self.scores)
@@ -125,15 +131,6 @@ class TrajectoryView(BaseView):
             t = int(points[0].data())
             self.state.select_token(self.explanation.generation.steps[t].token, step=t)
 
-    def _label(self, i: int) -> pg.TextItem:
-        while len(self.labels) <= i:
-            t = pg.TextItem(color=foreground(230), anchor=(0.5, 1.2))
-            # a label's bounds in data units change with the zoom: counted in the
-            # auto-range they would re-range (and repaint) the plot several times
-            self.scores.addItem(t, ignoreBounds=True)
-            self.labels.append(t)
-        return self.labels[i]
-
     def draw(self, ex: Explanation | None) -> None:
         steps = [] if ex is None else ex.generation.steps
         T = len(steps)
@@ -145,8 +142,7 @@ class TrajectoryView(BaseView):
             self.run_std.setData([], [])
             self.points.clear()
             self.selected.clear()
-            for t in self.labels:
-                t.hide()
+            self.labels.set([])
             self.slider.setRange(0, 0)
             self.step_label.setText("no generated steps")
             return
@@ -164,13 +160,7 @@ class TrajectoryView(BaseView):
         self.kept.setData(x, cum)
         brushes = path_brushes([s.path for s in steps])
         self.points.setData(x=x, y=cum, brush=brushes, data=np.arange(T))
-        for i in range(min(T, MAX_LABELS)):
-            lab = self._label(i)
-            lab.setText(token_label(ex.vocab, steps[i].token))
-            lab.setPos(float(x[i]), float(cum[i]))
-            lab.show()
-        for lab in self.labels[min(T, MAX_LABELS):]:
-            lab.hide()
+        self._cum = cum
         st = g.stop
         xb = np.array([-0.5, max(T, 1) - 0.5], np.float32)
         self.var_lo.setData(xb, np.full(2, st.variance - st.tolerance, np.float32))
@@ -214,7 +204,18 @@ class TrajectoryView(BaseView):
         s = steps[t]
         self.step_label.setText(f"{t}: {token_label(ex.vocab, s.token)!r} via {s.path} "
                                 f"(gate {s.gate:.2f})")
+        self._set_labels(t)
         self.on_token(self.state.token)
+
+    def _set_labels(self, current: int) -> None:
+        ex = self.explanation
+        steps = ex.generation.steps if ex is not None else []
+        n = min(len(steps), MAX_LABELS, len(getattr(self, "_cum", ())))
+        order = ([current] if 0 <= current < n else []) + [i for i in range(n) if i != current]
+        fg = foreground(230)
+        self.labels.set([(float(i), float(self._cum[i]),
+                          display_token(token_label(ex.vocab, steps[i].token)),
+                          SELECT_LABEL if i == current else fg) for i in order])
 
     def on_token(self, token_id: int) -> None:
         ex = self.explanation

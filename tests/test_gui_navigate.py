@@ -109,3 +109,37 @@ def test_prompt_chips_click_and_flag_unknown_words(make_window, qtbot):  # noqa:
     assert rings(w)["embeddings"] == [xy(w.views["embeddings"]._xy_keys[tok])]
     # punctuation is a chip like any word
     assert "," in [c.text() for c in chips.chips[:len(ex.ids)]]
+
+
+def test_labels_never_overlap_and_punctuation_reads(make_window, qtbot):  # noqa: F811
+    from explorer.view_base import display_token, overlaps, place_labels
+
+    assert display_token(",") == "“,”" and display_token("value") == "value"
+    # greedy placement: a label that fits nowhere is skipped, never drawn over another
+    boxes = place_labels([(0, 0)] * 5, [(40, 12)] * 5, bounds=(-100, -100, 100, 100))
+    kept = [b for b in boxes if b is not None]
+    assert 1 < len(kept) < 5
+    assert not any(overlaps(a, b) for i, a in enumerate(kept) for b in kept[i + 1:])
+
+    w = ready_window(make_window, qtbot,
+                     prompt="The value of the expression , and the result of the function is")
+    ex = w.state.explanation
+    emb, traj, lay = w.views["embeddings"], w.views["trajectory"], w.views["layers"]
+    qtbot.waitUntil(lambda: emb.glw.viewport().isVisible())
+    assert w.find_token(",")
+    for labels in (emb.labels, traj.labels):
+        labels.place()
+        shown = labels.shown_boxes()
+        assert shown, "some labels are shown"
+        assert not any(overlaps(a, b) for i, a in enumerate(shown) for b in shown[i + 1:])
+    # the selection is labelled first; punctuation is quoted
+    assert emb.labels.shown[0] == "“,”"
+    prompt_words = {ex.vocab[int(i)] for i in ex.ids}
+    assert len(set(emb.labels.shown) & {display_token(t) for t in prompt_words}) >= 3
+    # the Layers rows name prompt tokens, and none of the names overlap
+    names = [n for _, n in lay.row_names]
+    assert names and names[0] == "The" and any(n.startswith("L") for n in names)
+    line = lay.fontMetrics().height() * 0.9
+    px = lay.heat_plot.vb.height() / lay._image.shape[0]
+    ys = [y for y, _ in lay.row_names]
+    assert all((b - a) * px >= line - 1e-6 for a, b in zip(ys, ys[1:], strict=False))
