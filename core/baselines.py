@@ -1,10 +1,13 @@
 """Baselines every quality figure is shown beside (DESIGN.md section 8).
 
-* :class:`KneserNey` — an interpolated Kneser-Ney trigram over token ids
-  (Chen & Goodman 1998). ``discount=0.75`` gives the classic single-discount
-  baseline; ``discount="modified"`` gives modified KN with three discounts
-  per order (D1, D2, D3+) estimated from counts of counts. The model's B path
-  reuses this engine over noise-bank entries (see :mod:`core.machine`).
+* :class:`KneserNey` — an interpolated Kneser-Ney n-gram of any order 2..8
+  over token ids (Chen & Goodman 1998). ``discount=0.75`` gives the classic
+  single-discount baseline; ``discount="modified"`` gives modified KN with
+  three discounts per order (D1, D2, D3+) estimated from that order's counts
+  of counts — order 5 with modified discounts is what a KenLM user builds.
+  The model's B path reuses this engine (order 3) over noise-bank entries
+  (see :mod:`core.machine`). :meth:`KneserNey.perplexity` gives bits per
+  token on a held-out stream.
 * :class:`Retrieval` — nearest-input retrieval for pairs: the output of the
   training pair whose input is most similar (TF-IDF cosine over token ids)
   is returned unchanged.
@@ -12,15 +15,23 @@
 Design choices (the spec is silent):
 
 * Contexts never span an ``<eos>``: the token after ``<eos>`` is predicted
-  from ``(<bos>, <bos>)``. This makes counting additive over shards that end
+  from ``<bos>`` padding. This makes counting additive over shards that end
   in ``<eos>``.
-* Lower-order distributions use continuation counts ``N1+(· v w)`` and
-  ``N1+(· w)`` (the Kneser-Ney idea), the top order raw counts.
-* Training counts are stored raw (trigram keys and counts) so that two count
-  sets merge by addition; everything else is derived in :meth:`KneserNey.finalize`.
+* Lower-order distributions use continuation counts ``N1+(· h w)`` (the
+  number of distinct symbols, ``<bos>`` included, seen before ``h w``; the
+  Kneser-Ney idea), the top order raw counts.
+* Training counts are stored raw (top-order n-grams and counts) so that two
+  count sets merge by addition; everything else is derived in
+  :meth:`KneserNey.finalize`.
 * Leave-one-out scoring (``loo=True``) removes the queried occurrence from
   every count it touched before scoring, exactly, so that in-sample
   statistics (the model's gate) are not biased by the occurrence itself.
+* Perplexity closes the recursion with the uniform 0-gram ``1/V`` (the
+  unigram level discounted like the others), as Chen & Goodman and KenLM
+  do, so that every id — ``<unk>`` included, even when the training part
+  holds none — has a finite cost. :meth:`KneserNey.topk` ranks without that
+  level unless ``uniform=True``: the trigram's top-k figures stay those the
+  project has always reported.
 """
 
 from __future__ import annotations
@@ -31,7 +42,8 @@ from numba import njit, prange
 from core.jit import batched, insert_topk
 from core.tokenize import BOS, EOS
 
-__all__ = ["KneserNey", "Retrieval", "trigram_contexts", "modified_discounts"]
+__all__ = ["KneserNey", "Retrieval", "trigram_contexts", "ngram_history",
+           "modified_discounts"]
 
 
 def trigram_contexts(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,6 +75,27 @@ def trigram_contexts(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return prev2, prev1, s.copy()
 
 
+def ngram_history(stream: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` tokens before every position, newest first (int32 [N, width]).
+
+    Row ``t`` is ``stream[t−1], stream[t−2], ...`` within ``t``'s segment
+    (segments end at ``<eos>``), padded with ``<bos>`` — the contexts of
+    :func:`trigram_contexts` for any order (``width = order − 1``).
+    """
+    s = np.asarray(stream, dtype=np.int32)
+    n = s.size
+    idx = np.arange(n, dtype=np.int64)
+    eos_pos = np.where(s == EOS, idx, -1)
+    last_eos = np.maximum.accumulate(np.concatenate(([-1], eos_pos[:-1]))) if n else eos_pos
+    pos = idx - (last_eos + 1)
+    H = np.full((n, int(width)), BOS, np.int32)
+    for i in range(int(width)):
+        lag = i + 1
+        if n > lag:
+            H[lag:, i] = np.where(pos[lag:] >= lag, s[:-lag], BOS)
+    return H
+
+
 def modified_discounts(counts: np.ndarray) -> np.ndarray:
     """Modified Kneser-Ney discounts from counts of counts.
 
@@ -89,119 +122,229 @@ def modified_discounts(counts: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _range(keys, lo_key, hi_key):
-    return np.searchsorted(keys, lo_key), np.searchsorted(keys, hi_key)
-
+def _find(keys, lo, hi, x):
+    """Position of ``x`` in the sorted slice ``keys[lo:hi]`` (absolute), -1 if absent."""
+    p = lo + np.searchsorted(keys[lo:hi], x)
+    if p < hi and keys[p] == x:
+        return p
+    return -1
 
 
 @njit(cache=True, nogil=True)
-def _kn_query(u, v, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont, uni_cont,
-              uni_total, uni_order, d3, d2, k, out_ids, out_p):
-    """Top-k of the interpolated KN trigram ``P(w | u, v)`` for one context.
+def _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+            lo, hi, base, tot, gam, dec):
+    """Per-order statistics of one context ``h`` (newest first) for the recursion.
 
-    ``P(w) = max(c(uvw)−D3(c),0)/c(uv·) + γ3 · P2(w)`` with
-    ``γ3 = Σ_w D3(c(uvw)) / c(uv·)``, and
-    ``P2(w) = max(N(·vw)−D2,0)/N(·v·) + γ2 · N(·w)/N(··)`` likewise;
-    a context never seen gives all its weight to the lower order.
-    With ``loo`` the occurrence ``(u, v, target)`` is removed from every
-    count first. Returns the support ``c(uv·)`` (after removal).
+    Fills, for every order ``m = 2..n``: the rows ``lo[m]:hi[m]`` of the
+    context's ``m``-grams (``base[m] = context id · V``), the context total
+    ``tot[m]`` (raw counts at the top order, continuation counts below) and
+    the interpolation weight ``gam[m] = Σ D_m(c) / tot[m]`` (1 for a context
+    never seen). With ``loo`` the event ``(h, target)`` is removed first: its
+    top-order count drops by one, and where a count reaches 0 the
+    continuation count one order lower drops by one (``dec[m]``: the row of
+    ``target`` at order ``m`` is decremented). Returns ``1`` when the
+    unigram continuation count of ``target`` drops too, else ``0``.
+    """
+    cid = np.int64(-1)
+    if n >= 2:
+        cid = np.int64(h[0])
+    for m in range(2, n + 1):
+        if m >= 3 and cid >= 0:
+            cid = _find(ctx_keys, ctx_off[m - 1], ctx_off[m], cid * V + h[m - 2])
+            if cid >= 0:
+                cid -= ctx_off[m - 1]
+        if cid >= 0:
+            b = cid * V
+            a0, a1 = lvl_off[m], lvl_off[m + 1]
+            lo[m] = a0 + np.searchsorted(lvl_keys[a0:a1], b)
+            hi[m] = a0 + np.searchsorted(lvl_keys[a0:a1], b + V)
+            base[m] = b
+        else:
+            lo[m] = 0
+            hi[m] = 0
+            base[m] = 0
+    removed = loo
+    for m in range(n, 1, -1):
+        dec[m] = removed
+        after = -1
+        t = 0.0
+        d = 0.0
+        for i in range(lo[m], hi[m]):
+            c = lvl_cnt[i]
+            if removed and lvl_keys[i] - base[m] == target:
+                c -= 1
+                after = c
+            if c > 0:
+                t += c
+                d += disc[m, min(c, 3)]
+        tot[m] = t
+        gam[m] = d / t if t > 0 else 1.0
+        removed = removed and after == 0
+    return 1 if removed else 0
+
+
+@njit(cache=True, nogil=True)
+def _unigram(w, target, uni_dec, uni_cont, u_total, uniform, d1, g1, V):
+    """Lowest order: continuation share of ``w``; with ``uniform`` discounted and
+    interpolated with ``1/V`` (the 0-gram of Chen & Goodman)."""
+    uc = uni_cont[w] - (uni_dec if w == target else 0)
+    if not uniform:
+        return uc / u_total if u_total > 0 else 0.0
+    p = 0.0
+    if u_total > 0 and uc > 0:
+        p = max(uc - d1[min(int(uc), 3)], 0.0) / u_total
+    return p + g1 / V
+
+
+@njit(cache=True, nogil=True)
+def _unigram_weight(target, uni_dec, uni_cont, u_total, uni_dsum, d1):
+    """``γ1 = Σ_w D1(N(·w)) / N(··)`` (1 when nothing was counted), after leaving out."""
+    if u_total <= 0:
+        return 1.0
+    s = uni_dsum
+    if uni_dec:
+        c = uni_cont[target]
+        s += d1[min(int(c - 1), 3)] - d1[min(int(c), 3)]
+    return s / u_total
+
+
+@njit(cache=True, nogil=True)
+def _kn_query(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+              uni_cont, uni_total, uni_order, uni_dsum, uniform, k, out_ids, out_p):
+    """Top-k of the interpolated (modified) Kneser-Ney ``P(w | h)`` for one context.
+
+    ``P_m(w) = max(c_m(w) − D_m(c), 0) / c_m(·) + γ_m · P_{m−1}(w)`` for
+    ``m = n..2`` (raw counts at the top order, continuation counts ``N1+(· …)``
+    below), ``γ_m = Σ_w D_m(c_m(w)) / c_m(·)``; a context never seen gives all
+    its weight to the lower order; ``P_1`` is the continuation unigram (see
+    :func:`_unigram`). With ``loo`` the occurrence ``(h, target)`` is removed
+    from every count first. Returns the support ``c_n(h ·)`` (after removal).
     """
     for j in range(k):
         out_ids[j] = -1
         out_p[j] = -1.0
-    base3 = (np.int64(u) * V + v) * V
-    t_lo, t_hi = _range(tri_keys, base3, base3 + V)
-    base2 = np.int64(v) * V
-    b_lo, b_hi = _range(bi_keys, base2, base2 + V)
-    # trigram context totals
-    c_tot = 0.0
-    d_tot = 0.0
-    c_target = 0
-    for i in range(t_lo, t_hi):
-        c = tri_counts[i]
-        if loo and tri_keys[i] - base3 == target:
-            c_target = c
-            c -= 1
-        if c > 0:
-            c_tot += c
-            d_tot += d3[min(c, 3)]
-    removed_cont = loo and c_target == 1
-    # bigram (continuation) context totals
-    n_tot = 0.0
-    e_tot = 0.0
-    cont_target_after = -1
-    for i in range(b_lo, b_hi):
-        c = bi_cont[i]
-        if removed_cont and bi_keys[i] - base2 == target:
-            c -= 1
-            cont_target_after = c
-        if c > 0:
-            n_tot += c
-            e_tot += d2[min(c, 3)]
-    u_total = uni_total
-    uni_dec = 0
-    if removed_cont and cont_target_after == 0:
-        uni_dec = 1
-        u_total -= 1
-    g3 = d_tot / c_tot if c_tot > 0 else 1.0
-    g2 = e_tot / n_tot if n_tot > 0 else 1.0
-    # candidates: every successor of v (a superset of the successors of (u, v))
-    ti = t_lo
-    for i in range(b_lo, b_hi):
-        w = bi_keys[i] - base2
-        cont = bi_cont[i]
-        if removed_cont and w == target:
-            cont -= 1
-        uc = uni_cont[w] - (uni_dec if w == target else 0)
-        p1 = uc / u_total if u_total > 0 else 0.0
-        p2 = g2 * p1
-        if n_tot > 0 and cont > 0:
-            p2 += max(cont - d2[min(cont, 3)], 0.0) / n_tot
-        while ti < t_hi and tri_keys[ti] - base3 < w:
-            ti += 1
-        p = g3 * p2
-        if ti < t_hi and tri_keys[ti] - base3 == w and c_tot > 0:
-            c = tri_counts[ti] - (1 if (loo and w == target) else 0)
-            if c > 0:
-                p += max(c - d3[min(c, 3)], 0.0) / c_tot
+    lo = np.zeros(n + 1, np.int64)
+    hi = np.zeros(n + 1, np.int64)
+    base = np.zeros(n + 1, np.int64)
+    tot = np.zeros(n + 1)
+    gam = np.ones(n + 1)
+    dec = np.zeros(n + 1, np.bool_)
+    uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
+                      disc, lo, hi, base, tot, gam, dec)
+    u_total = uni_total - uni_dec
+    d1 = disc[1]
+    g1 = _unigram_weight(target, uni_dec, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
+    ptr = lo.copy()
+    # candidates: every successor of h[0] (a superset of the successors of longer contexts)
+    for i in range(lo[2], hi[2]):
+        w = lvl_keys[i] - base[2]
+        p = gam[2] * _unigram(w, target, uni_dec, uni_cont, u_total, uniform, d1, g1, V)
+        cont = lvl_cnt[i] - (1 if (dec[2] and w == target) else 0)
+        if tot[2] > 0 and cont > 0:
+            p += max(cont - disc[2, min(cont, 3)], 0.0) / tot[2]
+        for m in range(3, n + 1):
+            while ptr[m] < hi[m] and lvl_keys[ptr[m]] - base[m] < w:
+                ptr[m] += 1
+            p = gam[m] * p
+            if ptr[m] < hi[m] and lvl_keys[ptr[m]] - base[m] == w and tot[m] > 0:
+                c = lvl_cnt[ptr[m]] - (1 if (dec[m] and w == target) else 0)
+                if c > 0:
+                    p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
         insert_topk(out_ids, out_p, k, w, p)
-    # tokens never seen after v: only the unigram share, best first
+    # symbols never seen after h[0]: only the lower-order share, best first
+    g = gam[n]
+    for m in range(n - 1, 1, -1):
+        g = g * gam[m]
     found = 0
     for r in range(uni_order.size):
         w = uni_order[r]
-        lo = np.searchsorted(bi_keys[b_lo:b_hi], base2 + w)
-        if lo < b_hi - b_lo and bi_keys[b_lo + lo] == base2 + w:
-            continue
-        uc = uni_cont[w] - (uni_dec if w == target else 0)
-        p = g3 * g2 * (uc / u_total if u_total > 0 else 0.0)
+        if n >= 2:
+            j = np.searchsorted(lvl_keys[lo[2]:hi[2]], base[2] + w)
+            if j < hi[2] - lo[2] and lvl_keys[lo[2] + j] == base[2] + w:
+                continue
+        p = g * _unigram(w, target, uni_dec, uni_cont, u_total, uniform, d1, g1, V)
         insert_topk(out_ids, out_p, k, w, p)
         found += 1
         if found >= k:
             break
-    return c_tot
+    return tot[n]
 
 
 @batched()
-def _kn_batch(prev2, prev1, target, loo, V, tri_keys, tri_counts, bi_keys, bi_cont,
-              uni_cont, uni_total, uni_order, d3, d2, k):
-    n = prev1.size
-    ids = np.full((n, k), -1, np.int64)
-    probs = np.zeros((n, k), np.float32)
-    support = np.zeros(n, np.float32)
-    for i in prange(n):
+def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+              uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+    rows = H.shape[0]
+    ids = np.full((rows, k), -1, np.int64)
+    probs = np.zeros((rows, k), np.float32)
+    support = np.zeros(rows, np.float32)
+    for i in prange(rows):
         oi = np.empty(k, np.int64)
         op = np.empty(k, np.float64)
-        support[i] = _kn_query(prev2[i], prev1[i], target[i], loo, V, tri_keys, tri_counts,
-                               bi_keys, bi_cont, uni_cont, uni_total, uni_order, d3, d2, k,
-                               oi, op)
+        support[i] = _kn_query(H[i], target[i], loo, V, n, lvl_keys, lvl_off, lvl_cnt,
+                               ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_order,
+                               uni_dsum, uniform, k, oi, op)
         for j in range(k):
             ids[i, j] = oi[j]
             probs[i, j] = max(op[j], 0.0)
     return ids, probs, support
 
 
+@batched()
+def _kn_prob(H, target, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+             uni_cont, uni_total, uni_dsum, uniform):
+    """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`."""
+    rows = H.shape[0]
+    out = np.zeros(rows, np.float64)
+    for i in prange(rows):
+        lo = np.zeros(n + 1, np.int64)
+        hi = np.zeros(n + 1, np.int64)
+        base = np.zeros(n + 1, np.int64)
+        tot = np.zeros(n + 1)
+        gam = np.ones(n + 1)
+        dec = np.zeros(n + 1, np.bool_)
+        w = target[i]
+        _levels(H[i], w, False, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+                lo, hi, base, tot, gam, dec)
+        d1 = disc[1]
+        g1 = _unigram_weight(w, 0, uni_cont, uni_total, uni_dsum, d1) if uniform else 0.0
+        p = _unigram(w, w, 0, uni_cont, uni_total, uniform, d1, g1, V)
+        for m in range(2, n + 1):
+            p = gam[m] * p
+            if tot[m] > 0:
+                j = _find(lvl_keys, lo[m], hi[m], base[m] + w)
+                if j >= 0:
+                    c = lvl_cnt[j]
+                    p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
+        out[i] = p
+    return out
+
+
+def _unique_rows(rows: np.ndarray, counts: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of an int matrix, sorted lexicographically, with summed counts.
+
+    Rows are ranked through one int64 key: the ids read as base-``V``
+    digits where ``V^width`` fits in int64, else column by column, each
+    prefix replaced by its rank among the distinct prefixes before the next
+    column joins (ranks keep the lexicographic order).
+    """
+    M, width = rows.shape
+    if M == 0:
+        return rows.astype(np.int32), counts.astype(np.int64)
+    key = rows[:, 0].astype(np.int64)
+    fits = int(V) ** width < 2 ** 63
+    for j in range(1, width):
+        if not fits:
+            key = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        key = key * V + rows[:, j]
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    start = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
+    return (np.ascontiguousarray(rows[order[start]], np.int32),
+            np.add.reduceat(counts[order].astype(np.int64), start))
+
+
 class KneserNey:
-    """Interpolated Kneser-Ney trigram over integer symbols ``0..V-1``.
+    """Interpolated (modified) Kneser-Ney n-gram over integer symbols ``0..V-1``.
 
     Parameters
     ----------
@@ -209,84 +352,176 @@ class KneserNey:
         Number of symbols.
     discount : float or "modified"
         One discount for every count (0.75 is the classic baseline) or the
-        modified-KN discounts of :func:`modified_discounts`.
+        modified-KN discounts of :func:`modified_discounts`, three per order
+        (D1, D2, D3+) from that order's counts of counts.
+    order : int
+        2..8 (3 by default: the trigram the model's B path and the figures
+        have always used).
+    uniform : bool
+        Close the recursion with the uniform 0-gram ``1/V`` in :meth:`topk`
+        (the unigram level discounted like the others). Off by default: the
+        ranking of :meth:`topk` stays the one every figure was measured
+        with. Scores (:meth:`prob_history`, :meth:`logprob`) use the 0-gram
+        unless told otherwise, so a symbol never counted (``<unk>`` when the
+        training part has none) keeps a finite cost, as in KenLM.
 
     Counting is additive: :meth:`add` may be called per shard and
     :meth:`merge` adds another model's counts; :meth:`finalize` derives the
     lookup tables and must run before :meth:`topk`.
+
+    Storage: ``grams`` int32 [M, order] are the distinct top-order events,
+    context newest first then the symbol, sorted lexicographically, with
+    ``gram_counts``. :meth:`finalize` gives every distinct context a dense
+    id along a suffix trie (the id of ``h1..hj`` is the rank of
+    ``id(h1..h(j−1))·V + hj`` among the distinct ones, ``id(h1) = h1``) and
+    keys each order's rows ``id(context)·V + w`` (sorted int64), so a query
+    walks the trie with one binary search per order; no key overflows for
+    any order.
     """
 
-    def __init__(self, V: int, discount: float | str = 0.75) -> None:
+    def __init__(self, V: int, discount: float | str = 0.75, order: int = 3,
+                 uniform: bool = False) -> None:
+        order = int(order)
+        if not 2 <= order <= 8:
+            raise ValueError(f"Kneser-Ney order must be 2..8, got {order}")
         self.V = int(V)
         self.discount = discount
-        self.tri_keys = np.zeros(0, np.int64)
-        self.tri_counts = np.zeros(0, np.int64)
+        self.order = order
+        self.uniform = bool(uniform)
+        self.grams = np.zeros((0, order), np.int32)
+        self.gram_counts = np.zeros(0, np.int64)
         self._final = False
 
     # -- counting ---------------------------------------------------------
-    def add(self, prev2: np.ndarray, prev1: np.ndarray, target: np.ndarray) -> KneserNey:
-        """Count trigram events ``(prev2, prev1, target)`` (int arrays [N])."""
-        V = np.int64(self.V)
-        keys = (prev2.astype(np.int64) * V + prev1.astype(np.int64)) * V + target.astype(np.int64)
-        u, c = np.unique(keys, return_counts=True)
-        self._add_counts(u, c.astype(np.int64))
+    def add(self, *columns: np.ndarray) -> KneserNey:
+        """Count events given as ``order`` columns: the context oldest first, then the symbol.
+
+        For the trigram ``add(prev2, prev1, target)`` (int arrays [N]).
+        """
+        if len(columns) != self.order:
+            raise ValueError(f"an order-{self.order} model counts {self.order} columns, "
+                             f"got {len(columns)}")
+        ctx = [np.asarray(c) for c in columns[-2::-1]]
+        H = np.stack(ctx, 1) if ctx else np.zeros((np.asarray(columns[-1]).size, 0), np.int32)
+        return self.add_history(H, columns[-1])
+
+    def add_history(self, H: np.ndarray, target: np.ndarray) -> KneserNey:
+        """Count events ``(H[i], target[i])``; ``H`` newest first, at least ``order − 1`` wide."""
+        t = np.asarray(target).astype(np.int32).reshape(-1, 1)
+        w = self.order - 1
+        rows = np.concatenate([np.asarray(H)[:, :w].astype(np.int32), t], 1)
+        r, c = _unique_rows(rows, np.ones(rows.shape[0], np.int64), self.V)
+        self._add_counts(r, c)
         return self
 
     def add_stream(self, stream: np.ndarray) -> KneserNey:
-        """Count every trigram event of a token stream (see :func:`trigram_contexts`)."""
-        return self.add(*trigram_contexts(stream))
+        """Count every event of a token stream (contexts of :func:`ngram_history`)."""
+        s = np.asarray(stream, np.int32)
+        return self.add_history(ngram_history(s, self.order - 1), s)
 
-    def _add_counts(self, keys: np.ndarray, counts: np.ndarray) -> None:
-        if self.tri_keys.size:
-            keys = np.concatenate([self.tri_keys, keys])
-            counts = np.concatenate([self.tri_counts, counts])
-            order = np.argsort(keys, kind="stable")
-            keys, counts = keys[order], counts[order]
-            uk, start = np.unique(keys, return_index=True)
-            counts = np.add.reduceat(counts, start)
-            keys = uk
-        self.tri_keys, self.tri_counts = keys, counts
+    def _add_counts(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        if self.gram_counts.size:
+            rows, counts = _unique_rows(np.concatenate([self.grams, rows]),
+                                        np.concatenate([self.gram_counts, counts]), self.V)
+        self.grams, self.gram_counts = rows, counts
         self._final = False
 
     def merge(self, other: KneserNey) -> KneserNey:
-        """Add another model's counts (same ``V``) into this one."""
+        """Add another model's counts (same ``V`` and order) into this one."""
         if other.V != self.V:
             raise ValueError("cannot merge Kneser-Ney models over different vocabularies")
-        self._add_counts(other.tri_keys, other.tri_counts)
+        if other.order != self.order:
+            raise ValueError("cannot merge Kneser-Ney models of different orders")
+        self._add_counts(other.grams, other.gram_counts)
         return self
 
-    # -- derived tables ---------------------------------------------------
-    def finalize(self) -> KneserNey:
-        """Derive continuation counts and discounts from the raw counts."""
+    # -- the trigram's raw keys (model files) ------------------------------
+    def _legacy_order(self) -> np.ndarray:
+        g = self.grams.astype(np.int64)
         V = np.int64(self.V)
-        vw = self.tri_keys % (V * V)  # (v, w) of each distinct trigram
-        self.bi_keys, bi_cont = np.unique(vw, return_counts=True)
-        self.bi_cont = bi_cont.astype(np.int64)
-        w_of_bi = self.bi_keys % V
-        self.uni_cont = np.bincount(w_of_bi, minlength=self.V).astype(np.float64)
-        self.uni_total = float(self.uni_cont.sum())
-        self.uni_order = np.argsort(-self.uni_cont, kind="stable").astype(np.int64)
+        keys = (g[:, 1] * V + g[:, 0]) * V + g[:, 2]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], order
+
+    @property
+    def tri_keys(self) -> np.ndarray:
+        """Order 3: the distinct trigrams as ``(u·V + v)·V + w``, sorted (int64)."""
+        if self.order != 3:
+            raise AttributeError("tri_keys exist for order 3 only")
+        return self._legacy_order()[0]
+
+    @property
+    def tri_counts(self) -> np.ndarray:
+        """Order 3: the counts aligned with :attr:`tri_keys`."""
+        if self.order != 3:
+            raise AttributeError("tri_counts exist for order 3 only")
+        return self.gram_counts[self._legacy_order()[1]]
+
+    # -- derived tables ---------------------------------------------------
+    def _discounts(self, counts: np.ndarray) -> np.ndarray:
         if self.discount == "modified":
-            self.d3 = modified_discounts(self.tri_counts)
-            self.d2 = modified_discounts(self.bi_cont)
+            return modified_discounts(counts)
+        d = float(self.discount)
+        return np.array([0.0, d, d, d])
+
+    def finalize(self) -> KneserNey:
+        """Derive every order's keys, continuation counts and discounts from the raw counts."""
+        V, n = np.int64(self.V), self.order
+        R, C = self.grams, self.gram_counts
+        # context ids along the suffix trie, per raw row; rows are sorted by
+        # (h1, h2, ..., w), so every prefix key is non-decreasing down the rows
+        cid = R[:, 0].astype(np.int64) if n >= 2 else np.zeros(R.shape[0], np.int64)
+        ctx_levels = [np.zeros(0, np.int64)] * (n + 1)  # S_j, j = 2..n-1
+        for j in range(2, n):
+            key = cid * V + R[:, j - 1]
+            new = np.concatenate(([True], key[1:] != key[:-1])) if key.size else key.astype(bool)
+            ctx_levels[j] = key[new]
+            cid = np.cumsum(new) - 1
+        keys = [np.zeros(0, np.int64)] * (n + 1)
+        cnts = [np.zeros(0, np.int64)] * (n + 1)
+        keys[n] = cid * V + R[:, n - 1]
+        cnts[n] = C.astype(np.int64)
+        for m in range(n - 1, 1, -1):
+            up = keys[m + 1]
+            parent = ctx_levels[m][up // V] // V  # id of the shorter context
+            k_m, c_m = np.unique(parent * V + up % V, return_counts=True)
+            keys[m], cnts[m] = k_m.astype(np.int64), c_m.astype(np.int64)
+        self.lvl_keys = np.ascontiguousarray(np.concatenate(keys), np.int64)
+        self.lvl_cnt = np.ascontiguousarray(np.concatenate(cnts), np.int64)
+        self.lvl_off = np.concatenate(([0], np.cumsum([k.size for k in keys]))).astype(np.int64)
+        self.ctx_keys = np.ascontiguousarray(np.concatenate(ctx_levels), np.int64)
+        self.ctx_off = np.concatenate(
+            ([0], np.cumsum([k.size for k in ctx_levels]))).astype(np.int64)
+        self.uni_cont = np.bincount(keys[2] % V, minlength=self.V).astype(np.float64)
+        self.uni_total = float(self.uni_cont.sum())
+        disc = np.zeros((n + 1, 4))
+        disc[1] = self._discounts(self.uni_cont[self.uni_cont > 0].astype(np.int64))
+        for m in range(2, n + 1):
+            disc[m] = self._discounts(cnts[m])
+        self.disc = disc
+        self.uni_dsum = float(disc[1][np.minimum(self.uni_cont, 3).astype(np.int64)].sum())
+        if self.uniform:
+            p1 = _kn_prob_unigram(self.uni_cont, self.uni_total, disc[1], self.uni_dsum, self.V)
+            self.uni_order = np.argsort(-p1, kind="stable").astype(np.int64)
         else:
-            d = float(self.discount)
-            self.d3 = np.array([0.0, d, d, d])
-            self.d2 = np.array([0.0, d, d, d])
+            self.uni_order = np.argsort(-self.uni_cont, kind="stable").astype(np.int64)
         self._final = True
         return self
 
     # -- scoring ----------------------------------------------------------
-    def topk(self, prev2: np.ndarray, prev1: np.ndarray, k: int = 5,
+    def topk(self, *context, k: int = 5,
              loo_target: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k next symbols for a batch of contexts.
+        """Top-k next symbols for a batch of contexts given as columns, oldest first.
+
+        For the trigram ``topk(prev2, prev1, k)`` (``k`` may follow the
+        columns positionally).
 
         Parameters
         ----------
-        prev2, prev1 : int [n]
+        *context : ``order − 1`` int arrays [n]
         k : int
         loo_target : int [n] or None
-            If given, each event ``(prev2, prev1, loo_target)`` is a training
+            If given, each event ``(context, loo_target)`` is a training
             occurrence and is left out of the counts before scoring.
 
         Returns
@@ -295,44 +530,128 @@ class KneserNey:
         probs : float32 [n, k]
             Descending; ``-1``/``0`` pad when fewer symbols exist.
         support : float32 [n]
-            ``c(prev2 prev1 ·)`` after leaving out.
+            The top-order context count ``c(context ·)`` after leaving out.
+        """
+        cols = list(context)
+        if cols and np.ndim(cols[-1]) == 0:
+            k = int(cols.pop())
+        if len(cols) != self.order - 1:
+            raise ValueError(f"an order-{self.order} model reads {self.order - 1} context "
+                             f"columns, got {len(cols)}")
+        n = np.asarray(cols[0]).size if cols else np.asarray(loo_target).size
+        H = (np.stack([np.asarray(c, np.int64) for c in cols[::-1]], 1) if cols
+             else np.zeros((n, 0), np.int64))
+        return self.topk_history(H, k, loo_target)
+
+    def topk_history(self, H: np.ndarray, k: int = 5, loo_target: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`topk` for history rows ``H`` (newest first, at least ``order − 1`` wide)."""
+        if not self._final:
+            self.finalize()
+        w = self.order - 1
+        H = np.ascontiguousarray(np.asarray(H)[:, :w], np.int64)
+        n = H.shape[0]
+        loo = loo_target is not None
+        tg = np.ascontiguousarray(loo_target if loo else np.full(n, -1), np.int64)
+        if n > 64:  # one query per distinct event
+            rows = H[:, ::-1]  # oldest first, then the left-out symbol
+            if loo:
+                rows = np.concatenate([rows, tg[:, None] + 1], 1)
+            V1 = self.V + 1
+            if V1 ** max(rows.shape[1], 1) < 2 ** 63:
+                key = np.zeros(n, np.int64)
+                for j in range(rows.shape[1]):
+                    key = key * V1 + rows[:, j]
+                _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+            else:
+                _, first, inv = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+            if first.size < n:
+                ids, probs, sup = self._topk(H[first], tg[first], loo, k)
+                return ids[inv], probs[inv], sup[inv]
+        return self._topk(H, tg, loo, k)
+
+    def _topk(self, H, tg, loo, k):
+        return _kn_batch(H, tg, loo, np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
+                         self.lvl_cnt, self.ctx_keys, self.ctx_off, self.disc, self.uni_cont,
+                         self.uni_total, self.uni_order, self.uni_dsum, self.uniform, int(k))
+
+    def prob_history(self, H: np.ndarray, target: np.ndarray,
+                     uniform: bool | None = True) -> np.ndarray:
+        """``P(target[i] | H[i])`` (float64 [n]); ``H`` newest first.
+
+        ``uniform``: close the recursion with the 0-gram ``1/V`` (default,
+        every symbol gets a share); ``None``: as :meth:`topk` ranks
+        (``self.uniform``); ``False``: the unigram level alone (a symbol
+        never counted scores 0).
         """
         if not self._final:
             self.finalize()
-        p2 = np.ascontiguousarray(prev2, np.int64)
-        p1 = np.ascontiguousarray(prev1, np.int64)
-        loo = loo_target is not None
-        tg = np.ascontiguousarray(loo_target if loo else np.full(p1.size, -1), np.int64)
-        if p1.size > 64:  # one query per distinct event
-            V = np.int64(self.V + 1)
-            key = ((p2 * V + p1) * V + (tg + 1)) if loo else p2 * V + p1
-            _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-            if first.size < p1.size:
-                ids, probs, sup = self._topk(p2[first], p1[first], tg[first], loo, k)
-                return ids[inv], probs[inv], sup[inv]
-        return self._topk(p2, p1, tg, loo, k)
+        uni = self.uniform if uniform is None else bool(uniform)
+        w = self.order - 1
+        H = np.ascontiguousarray(np.asarray(H)[:, :w], np.int64)
+        t = np.ascontiguousarray(target, np.int64).reshape(-1)
+        if t.size == 0:
+            return np.zeros(0, np.float64)
+        return _kn_prob(H, t, np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
+                        self.lvl_cnt, self.ctx_keys, self.ctx_off, self.disc, self.uni_cont,
+                        self.uni_total, self.uni_dsum, uni)
 
-    def _topk(self, p2, p1, tg, loo, k):
-        return _kn_batch(p2, p1, tg, loo, np.int64(self.V), self.tri_keys, self.tri_counts,
-                         self.bi_keys, self.bi_cont, self.uni_cont, self.uni_total,
-                         self.uni_order, self.d3, self.d2, int(k))
+    def logprob(self, stream: np.ndarray, uniform: bool | None = True) -> np.ndarray:
+        """log2 ``P(x_t | context)`` of every token of a held-out stream (float64 [N]).
+
+        Contexts as in :func:`ngram_history`; ``<unk>`` and every other id is
+        a symbol like any other (see :meth:`prob_history` for ``uniform``).
+        """
+        s = np.asarray(stream, np.int32)
+        p = self.prob_history(ngram_history(s, self.order - 1), s, uniform)
+        with np.errstate(divide="ignore"):
+            return np.log2(p)
+
+    def perplexity(self, stream: np.ndarray, uniform: bool | None = True) -> dict:
+        """Bits per token (mean ``−log2 P``) and perplexity ``2^bits`` on a held-out stream."""
+        lp = self.logprob(stream, uniform)
+        bits = float(-lp.mean()) if lp.size else 0.0
+        return {"bits": bits, "perplexity": float(2.0 ** bits), "tokens": int(lp.size)}
 
     def evaluate(self, stream: np.ndarray, k: int = 5) -> dict:
         """Next-token top-1 and top-k accuracy over a held-out stream."""
-        p2, p1, t = trigram_contexts(stream)
-        ids, _, _ = self.topk(p2, p1, k)
+        s = np.asarray(stream, np.int32)
+        ids, _, _ = self.topk_history(ngram_history(s, self.order - 1), k)
+        t = s
         return {"top1": float(np.mean(ids[:, 0] == t)) if t.size else 0.0,
                 f"top{k}": float(np.mean((ids == t[:, None]).any(1))) if t.size else 0.0}
 
     def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}tri_keys": self.tri_keys, f"{prefix}tri_counts": self.tri_counts}
+        """The raw counts (``tri_keys``/``tri_counts`` for the trigram, else ``grams``)."""
+        if self.order == 3:
+            keys, order = self._legacy_order()
+            return {f"{prefix}tri_keys": keys, f"{prefix}tri_counts": self.gram_counts[order]}
+        return {f"{prefix}grams": self.grams, f"{prefix}gram_counts": self.gram_counts}
 
     @classmethod
-    def from_arrays(cls, arrays: dict, prefix: str, V: int, discount) -> KneserNey:
-        m = cls(V, discount)
-        m.tri_keys = np.asarray(arrays[f"{prefix}tri_keys"], np.int64)
-        m.tri_counts = np.asarray(arrays[f"{prefix}tri_counts"], np.int64)
+    def from_arrays(cls, arrays: dict, prefix: str, V: int, discount, order: int = 3,
+                    uniform: bool = False) -> KneserNey:
+        m = cls(V, discount, order, uniform)
+        if order == 3:
+            k = np.asarray(arrays[f"{prefix}tri_keys"], np.int64)
+            c = np.asarray(arrays[f"{prefix}tri_counts"], np.int64)
+            Vi = np.int64(V)
+            rows = np.stack([(k // Vi) % Vi, k // (Vi * Vi), k % Vi], 1)
+            m.grams, m.gram_counts = _unique_rows(rows, c, V)
+        else:
+            m.grams, m.gram_counts = _unique_rows(
+                np.asarray(arrays[f"{prefix}grams"], np.int32).reshape(-1, order),
+                np.asarray(arrays[f"{prefix}gram_counts"], np.int64), V)
         return m.finalize()
+
+
+def _kn_prob_unigram(uni_cont, uni_total, d1, uni_dsum, V) -> np.ndarray:
+    """The lowest level with the 0-gram (:func:`_unigram` for every symbol), float64 [V]."""
+    if uni_total <= 0:
+        return np.full(uni_cont.size, 1.0 / V)
+    d = d1[np.minimum(uni_cont, 3).astype(np.int64)]
+    return np.maximum(uni_cont - d, 0.0) / uni_total + (uni_dsum / uni_total) / V
 
 
 def _segments(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
