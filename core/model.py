@@ -100,6 +100,8 @@ from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
 __all__ = ["TrainConfig", "Model", "train", "from_counts", "merge_counts", "SCHEMA_VERSION"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
+#: Predicted steps the prompt memory's weights are fitted on, at most.
+MEMORY_STEPS = 40_000
 CancelFn = Callable[[], bool]
 
 
@@ -317,7 +319,8 @@ class Model:
     def _memory_pass(self, progress=None, cancel=None) -> None:
         """Fit the prompt memory's mixing weights on training pairs (see :class:`PromptMemory`).
 
-        Up to ``config.memory_pairs`` pairs (seeded sample). For each, the
+        Up to ``config.memory_pairs`` pairs (seeded sample), cut so that at
+        most ``MEMORY_STEPS`` steps are predicted in all. For each, the
         neighbours are searched with the pair left out, and every output
         step (``<eos>`` after the last) is predicted by B/C — leave-one-out
         where the step is a training event (all steps of ``<sep>`` pairs;
@@ -331,7 +334,12 @@ class Model:
         c, cfg = self.counts, self.config
         n_pairs = c.in_offsets.size - 1
         rng = np.random.default_rng(cfg.seed)
-        pick = np.sort(rng.choice(n_pairs, min(n_pairs, int(cfg.memory_pairs)), replace=False))
+        pick = rng.choice(n_pairs, min(n_pairs, int(cfg.memory_pairs)), replace=False)
+        # at most MEMORY_STEPS predicted steps: long outputs (dictionary entries)
+        # would otherwise make this stage cost more than the rest of training
+        steps = np.diff(c.sent_offsets)[pick] + 1
+        pick = np.sort(pick[:max(1, int(np.searchsorted(np.cumsum(steps), MEMORY_STEPS,
+                                                        side="right")))])
         sep = self._sep_default()
         Wh = max(cfg.window, 2)
         for a in range(0, pick.size, 500):
@@ -696,6 +704,103 @@ class Model:
     def __repr__(self) -> str:
         return (f"Model(vocab={self.V}, tokens={self.counts.stream.size}, "
                 f"bank={len(self.counts.bank)}, windows={self.counts.table.ctx.shape[0]})")
+
+    # ------------------------------------------------------------------ perplexity
+    def logprob_stream(self, stream: np.ndarray, chunk: int = 16384) -> dict:
+        """Bits per token of the gated mixture on a held-out stream.
+
+        ``p(x_t) = (1 − g)·p_B(x_t) + g·p_C(x_t)`` with the contexts, gate
+        ``g`` and C's neighbours of :meth:`topk_histories`:
+
+        * ``p_B`` is B's whole Kneser-Ney distribution of the target given
+          ``(H[:, 1], H[:, 0])``, closed with the uniform 0-gram as every
+          n-gram's perplexity is (:meth:`core.baselines.KneserNey.prob_history`),
+          so ``<unk>`` is a symbol like any other;
+        * ``p_C`` is C's vote mass of the target: ``Σ_j ω_j c_j(x_t)/c_j /
+          Σ_j ω_j`` over the neighbour windows, ``ω_j = exp(−(δ_j − δ_1)/h)``
+          (:func:`core.machine._c_vote` without its cut to the most frequent
+          successors, so it sums to 1 over the vocabulary); 0 when the
+          target follows no neighbour. In ``c_mode="noise"``, on rows where
+          C's noise moves the state, the target's mass is read from C's
+          snapped top-64 list (a lower bound there).
+
+        A token the gate hands wholly to C (``g = 1``) that C never votes for
+        has ``p = 0``: ``bits`` is then infinite and ``zero`` counts them;
+        ``bits_capped`` scores the same mixture with ``g`` capped at 0.95 (the
+        gate grid's largest weight below 1), a diagnostic of what the rest
+        of the mixture is worth.
+
+        Returns
+        -------
+        dict
+            ``bits`` (mean ``−log2 p``), ``perplexity`` (``2^bits``),
+            ``b_bits`` (B alone), ``bits_capped``, ``c_used`` (share of tokens with ``g > 0``:
+            the mixture reads C's mass), ``c_hit`` (share with ``g > 0`` and
+            ``p_C(x_t) > 0``), ``zero`` (share with ``p = 0``),
+            ``gate_mean``, ``tokens``.
+        """
+        s = np.asarray(stream, np.int32)
+        n = s.size
+        cfg, c = self.config, self.counts
+        tab = c.table
+        W, V = cfg.window, np.int64(self.V)
+        H = history(s, max(W, 2))
+        # every (window, successor) of C's table as one sorted key
+        owner = np.repeat(np.arange(tab.ctx.shape[0], dtype=np.int64), np.diff(tab.succ_off))
+        succ_key = owner * V + tab.rows[:, W].astype(np.int64)
+        succ_cnt = tab.cnt.astype(np.float64)
+        h = float(cfg.c_bandwidth * self.scale)
+        noise = cfg.c_mode == "noise"
+        p_all = np.zeros(n, np.float64)
+        pb_all = np.zeros(n, np.float64)
+        g_all = np.zeros(n, np.float64)
+        pc_all = np.zeros(n, np.float64)
+        for a in range(0, n, chunk):
+            Hc = np.ascontiguousarray(H[a:a + chunk])
+            t = s[a:a + chunk].astype(np.int64)
+            rows = np.arange(t.size)
+            Q = window_states(Hc[:, :W], self.keys, self.weights)
+            nn, nd = tab.search(Hc[:, :W], Q, cfg.c_neighbours)
+            _, _, sb, ci, cp, dc, sc, _ = self._propose(Hc, 64 if noise else 8,
+                                                        neighbours=(nn, nd))
+            g = self.gate.weight(Hc[:, 0], dc, sb, sc).astype(np.float64)
+            pb = c.kn.prob_history(Hc[:, :2], t, uniform=True)
+            # C's vote mass of the target, every successor of every neighbour counted
+            u = np.maximum(nn, 0)
+            tu = np.where(nn >= 0, tab.tot[u], 0).astype(np.float64)
+            valid = tu > 0
+            has = valid.any(1)
+            d = nd.astype(np.float64)
+            d0 = d[rows, np.argmax(valid, 1)]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                om = np.where(d == d0[:, None], 1.0, np.exp(-(d - d0[:, None]) / h))
+            om = np.where(valid, om, 0.0)
+            key = u * V + t[:, None]
+            pos = np.minimum(np.searchsorted(succ_key, key), max(succ_key.size - 1, 0))
+            found = valid & (succ_key[pos] == key) if succ_key.size else valid & False
+            ct = np.where(found, succ_cnt[pos] if succ_key.size else 0.0, 0.0)
+            mass = (om * ct / np.where(valid, tu, 1.0)).sum(1)
+            pc = np.where(has, mass / np.where(has, om.sum(1), 1.0), 0.0)
+            if noise:  # rows where C's noise moved the state: its snapped list
+                ok = nn[:, 0] >= 0
+                ncur = np.where(ok, tab.ctx[np.maximum(nn[:, 0], 0), 0], Hc[:, 0])
+                moved = ok & (ncur != Hc[:, 0])
+                pc = np.where(moved, (cp * (ci == t[:, None])).sum(1), pc)
+            sl = slice(a, a + t.size)
+            p_all[sl] = (1.0 - g) * pb + g * pc
+            pb_all[sl], g_all[sl], pc_all[sl] = pb, g, pc
+        m = max(n, 1)
+        with np.errstate(divide="ignore"):
+            bits = float(-np.log2(p_all).sum() / m) if n else 0.0
+            gc = np.minimum(g_all, 0.95)
+            capped = float(-np.log2((1.0 - gc) * pb_all + gc * pc_all).sum() / m) if n else 0.0
+            b_bits = float(-np.log2(pb_all).sum() / m) if n else 0.0
+        return {"bits": bits, "perplexity": float(2.0 ** bits), "b_bits": b_bits,
+                "bits_capped": capped,
+                "c_used": float((g_all > 0).sum() / m),
+                "c_hit": float(((g_all > 0) & (pc_all > 0)).sum() / m),
+                "zero": float((p_all <= 0).sum() / m), "gate_mean": float(g_all.sum() / m),
+                "tokens": int(n)}
 
 
 def merge_counts(parts: Sequence[_Counts], config: TrainConfig, V: int) -> _Counts:
