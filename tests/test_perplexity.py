@@ -1,0 +1,94 @@
+"""Perplexity of the model beside the n-grams: ``Model.logprob_stream``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.baselines import KneserNey, ngram_history
+from core.corpus import load_corpus
+from core.machine import history, window_states
+from core.model import TrainConfig, train
+from tests.conftest import SAMPLES
+
+CFG = TrainConfig(dim=16, prototypes=32, signatures=False)
+
+
+@pytest.fixture(scope="module")
+def split():
+    tr, te = load_corpus(SAMPLES / "python_docs.txt").split(0.9, 0)
+    return tr, te
+
+
+@pytest.fixture(scope="module")
+def model(split):
+    return train(split[0], CFG)
+
+
+def _mixture(model, H: np.ndarray) -> np.ndarray:
+    """The gated mixture over the whole vocabulary for history rows ``H`` (float64 [n, V])."""
+    V, cfg, tab = model.V, model.config, model.counts.table
+    W = cfg.window
+    Q = window_states(H[:, :W], model.keys, model.weights)
+    nn, nd = tab.search(H[:, :W], Q, cfg.c_neighbours)
+    _, _, sb, _, _, dc, sc, _ = model._propose(H, 8, neighbours=(nn, nd))
+    g = model.gate.weight(H[:, 0], dc, sb, sc).astype(np.float64)
+    out = np.zeros((H.shape[0], V))
+    h = cfg.c_bandwidth * model.scale
+    for i, row in enumerate(H):
+        pb = model.counts.kn.prob_history(np.repeat(row[None, :2], V, 0), np.arange(V))
+        pc = np.zeros(V)
+        d0, wsum = None, 0.0
+        for u, d in zip(nn[i], nd[i], strict=True):  # C's vote, every successor
+            if u < 0 or tab.tot[u] <= 0:
+                continue
+            d0 = float(d) if d0 is None else d0
+            om = np.exp(-(float(d) - d0) / h)
+            wsum += om
+            for r in range(tab.succ_off[u], tab.succ_off[u + 1]):
+                pc[tab.succ_ids[r]] += om * tab.succ_cnt[r] / tab.tot[u]
+        if wsum:
+            pc /= wsum
+        out[i] = (1 - g[i]) * pb + g[i] * pc
+    return out
+
+
+def test_mixture_is_a_distribution(model, split):
+    te = split[1].with_vocab(model.vocab)
+    s = te.stream[:400]
+    H = history(s, max(model.config.window, 2))
+    P = _mixture(model, H[::23])
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-9)
+    assert (P >= 0).all()
+
+
+def test_bits_agree_with_the_mixture_token_by_token(model, split):
+    te = split[1].with_vocab(model.vocab)
+    s = te.stream[:300]
+    H = history(s, max(model.config.window, 2))
+    pt = _mixture(model, H)[np.arange(s.size), s]
+    r = model.logprob_stream(s, chunk=64)
+    assert r["tokens"] == s.size and 0 <= r["c_hit"] <= r["c_used"] <= 1
+    assert r["zero"] == pytest.approx(float(np.mean(pt == 0)))
+    nz = pt > 0
+    if nz.all():
+        assert r["bits"] == pytest.approx(float(-np.log2(pt).mean()), abs=1e-9)
+        assert r["perplexity"] == pytest.approx(2 ** r["bits"])
+    else:  # the gate handed a token wholly to C, which never voted for it
+        assert r["bits"] == np.inf
+    assert np.isfinite(r["bits_capped"]) and np.isfinite(r["b_bits"])
+    # chunking does not change the figures
+    again = model.logprob_stream(s)
+    for key in ("bits", "bits_capped", "b_bits", "c_used", "c_hit", "zero"):
+        assert again[key] == pytest.approx(r[key], abs=1e-12), key
+
+
+def test_b_alone_is_the_modified_trigram(model, split):
+    """B's bits equal a modified Kneser-Ney trigram's on the same stream, ``<unk>`` alike."""
+    tr, te = split
+    te = te.with_vocab(model.vocab)
+    r = model.logprob_stream(te.stream)
+    kn = KneserNey(model.V, "modified", 3).add_stream(model.counts.stream).finalize()
+    assert r["b_bits"] == pytest.approx(kn.perplexity(te.stream)["bits"], abs=1e-9)
+    p = kn.prob_history(ngram_history(te.stream, 2), te.stream)
+    assert (p > 0).all()
