@@ -60,6 +60,7 @@ from core.corpus import default_corpus_path
 from core.explain import Explanation
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
+from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState
 from explorer.training_panel import CACHED_CURVES, TrainingPanel
@@ -78,6 +79,7 @@ FAST_MAX_LEN = 16
 FAST_WIDTH = {"beam": 2, "smc": 4}
 # and layers above the first reconstructed below this accuracy are left out
 FAST_LAYERS_STOP_BELOW = 0.5
+NEIGHBOURS_WIDTH = 290  # the neighbours dock's first width (pixels)
 VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
 
 
@@ -251,6 +253,9 @@ class MainWindow(QMainWindow):
         self.main_split.addWidget(right)
         self.main_split.setStretchFactor(1, 1)
         self.setCentralWidget(self.main_split)
+        self.neighbours_panel = NeighboursPanel(self.state, self)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.neighbours_panel)
+        self.resizeDocks([self.neighbours_panel], [NEIGHBOURS_WIDTH], Qt.Orientation.Horizontal)
         self.model_label = QLabel("no model")
         self.statusBar().addPermanentWidget(self.model_label)
 
@@ -395,6 +400,10 @@ class MainWindow(QMainWindow):
         self.act_find = QAction("&Find token…", self, shortcut=QKeySequence.StandardKey.Find)
         self.act_find.triggered.connect(self.focus_find)
         vm.addAction(self.act_find)
+        self.act_neighbours = self.neighbours_panel.toggleViewAction()
+        self.act_neighbours.setText("&Neighbours panel")
+        self.act_neighbours.setShortcut("Ctrl+Shift+N")
+        vm.addAction(self.act_neighbours)
         vm.addSeparator()
         for proj in ("pca", "random"):
             a = QAction(f"Projection: {proj.upper()}", self, checkable=True)

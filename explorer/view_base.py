@@ -326,6 +326,7 @@ class PlotLabels:
         self.items: list[pg.TextItem] = []
         self.labels: list[tuple[float, float, str, QColor]] = []
         self.shown: list[str] = []  # texts placed by the last place()
+        self._boxes: list[Box] = []
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -371,15 +372,18 @@ class PlotLabels:
                 m = self.marker_px
                 keep.append((s.x() - m, s.y() - m, s.x() + m, s.y() + m))
         legend = getattr(self.plot, "legend", None)
-        if legend is not None and legend.isVisible():  # labels stay clear of the legend
-            r = legend.sceneBoundingRect()
-            keep.append((r.left(), r.top(), r.right(), r.bottom()))
+        if legend is not None and legend.isVisible():  # labels stay clear of the legend's
+            for sample, label in legend.items:  # entries (its box may span the whole plot)
+                for part in (sample, getattr(label, "item", label)):
+                    r = part.mapRectToScene(part.boundingRect())
+                    keep.append((r.left(), r.top(), r.right(), r.bottom()))
         bounds = (rect.left(), rect.top(), rect.right(), rect.bottom())
         # labels of points outside the view are skipped
         use = [x0 <= x <= x1 and y0 <= y <= y1 for x, y, _, _ in self.labels]
         boxes = place_labels([p if u else (-1e9, -1e9) for p, u in zip(pts, use, strict=True)],
                              sizes, self.offsets, keep, bounds)
         self.shown = []
+        self._boxes = []
         for i, box in enumerate(boxes):
             t = self.items[i]
             if box is None or not use[i]:
@@ -389,14 +393,10 @@ class PlotLabels:
             t.setPos(v.x(), v.y())
             t.show()
             self.shown.append(self.labels[i][2])
+            self._boxes.append(box)
         for t in self.items[len(self.labels):]:
             t.hide()
 
     def shown_boxes(self) -> list[Box]:
-        """Scene boxes of the labels shown now (for tests: none may overlap)."""
-        out = []
-        for t in self.items:
-            if t.isVisible():
-                r = t.mapRectToScene(t.boundingRect())
-                out.append((r.left(), r.top(), r.right(), r.bottom()))
-        return out
+        """Scene boxes (pixels) of the labels shown by the last :meth:`place`."""
+        return list(self._boxes)

@@ -126,16 +126,19 @@ def test_labels_never_overlap_and_punctuation_reads(make_window, qtbot):  # noqa
     ex = w.state.explanation
     emb, traj, lay = w.views["embeddings"], w.views["trajectory"], w.views["layers"]
     qtbot.waitUntil(lambda: emb.glw.viewport().isVisible())
+    prompt_words = {ex.vocab[int(i)] for i in ex.ids}
+    w.state.set_step(0)
+    emb.labels.place()
+    assert len(set(emb.labels.shown) & {display_token(t) for t in prompt_words}) >= 3
+    # the selection is labelled first (punctuation quoted), even zoomed in on it
     assert w.find_token(",")
     for labels in (emb.labels, traj.labels):
         labels.place()
         shown = labels.shown_boxes()
         assert shown, "some labels are shown"
-        assert not any(overlaps(a, b) for i, a in enumerate(shown) for b in shown[i + 1:])
-    # the selection is labelled first; punctuation is quoted
+        bad = [(a, b) for i, a in enumerate(shown) for b in shown[i + 1:] if overlaps(a, b)]
+        assert not bad, bad
     assert emb.labels.shown[0] == "“,”"
-    prompt_words = {ex.vocab[int(i)] for i in ex.ids}
-    assert len(set(emb.labels.shown) & {display_token(t) for t in prompt_words}) >= 3
     # the Layers rows name prompt tokens, and none of the names overlap
     names = [n for _, n in lay.row_names]
     assert names and names[0] == "The" and any(n.startswith("L") for n in names)
@@ -143,3 +146,32 @@ def test_labels_never_overlap_and_punctuation_reads(make_window, qtbot):  # noqa
     px = lay.heat_plot.vb.height() / lay._image.shape[0]
     ys = [y for y, _ in lay.row_names]
     assert all((b - a) * px >= line - 1e-6 for a, b in zip(ys, ys[1:], strict=False))
+
+
+def test_neighbours_panel_shows_core_neighbours(make_window, qtbot):  # noqa: F811
+    from core.neighbours import neighbours
+
+    w = ready_window(make_window, qtbot, prompt="The function returns the value")
+    panel = w.neighbours_panel
+    assert panel.isVisible()
+    assert w.find_token("function")
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=5000)
+    want = neighbours(w.model, w.model.vocab.stoi["function"])
+    got = panel.result
+    assert got.exact == want.exact and got.index == want.index
+    assert got.successors == want.successors and got.sentences == want.sentences
+    text = panel.browser.toPlainText()
+    for _, tok, _ in want.exact[:3]:
+        assert tok in text
+    assert f"{want.n_windows} windows" in text and want.sentences[0][0][:20] in text
+    # a token in the panel is a link: it selects that token everywhere
+    tid, tok, _ = want.exact[0]
+    from PySide6.QtCore import QUrl
+
+    panel.browser.anchorClicked.emit(QUrl(f"tok:{tid}"))
+    assert w.state.token_text == tok
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result.token == tid, timeout=5000)
+    # no selection: the panel says how to make one
+    w.state.clear_selection()
+    qtbot.waitUntil(lambda: panel.result is None, timeout=5000)
+    assert "Select a token" in panel.browser.toPlainText()
