@@ -180,7 +180,7 @@ SETTINGS: tuple[Setting, ...] = (
        "block repeating an n-gram of this length of the output, 0 = off", int, 0, 0, 64),
     _s("gate_events", "gate events",
        "training events the gate is estimated from: a seeded sample past this many, 0 = all",
-       int, 100_000, 0, 1_000_000_000),
+       int, 50_000, 0, 1_000_000_000),
     _s("signatures", "signatures", "build the layer signature bank (similar)", bool, True),
     _s("memory", "prompt memory",
        "nearest training pairs of the prompt memory, 0 = off (pairs only)", int, 8, 0, 256),

@@ -154,18 +154,24 @@ def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
 
 @njit(cache=True, nogil=True)
 def _beyond(q, c, r, kth, code, f, lam, D):
-    """Whether ``δ(q, c) − r > kth``: partial sums stop as soon as it is certain."""
+    """Whether ``δ(q, c) − r > kth``: partial sums, checked every 8 coordinates."""
     lim = kth + r + 1e-5 * (1.0 + kth)  # slack for float32 rounding
     if code == 2:
         return rank_dist(q, c, code, f, lam, D) > lim
     if code == 0:
         lim = lim * lim
+    d = q.shape[0]
     acc = 0.0
-    for j in range(q.shape[0]):
-        x = np.float64(q[j]) - np.float64(c[j])
-        acc += x * x if code == 0 else abs(x)
+    j = 0
+    while j < d:
+        part = np.float32(0.0)
+        for t in range(j, min(j + 8, d)):
+            x = q[t] - c[t]
+            part += x * x if code == 0 else abs(x)
+        acc += part
         if acc > lim:
             return True
+        j += 8
     return False
 
 

@@ -10,11 +10,11 @@ the stages, each reporting ``progress(stage, fraction, info)``:
 ``index``        the hash index over the token keys
 ``windows``      C's window states and groups
 ``gate``         both B and C predict every training step (leave-one-out);
-                 wins make the gate. Past ``gate_events`` (100,000) steps a
+                 wins make the gate. Past ``gate_events`` (50,000) steps a
                  seeded sample of that many is read instead: on three corpora
-                 a 50,000-event sample gave held-out top-1 within 0.0012 of
-                 the full pass (``bench/bench_gate_sample.py``), and training
-                 past that size costs counting alone. ``info`` carries ``win_rate_c`` and
+                 (79k-316k training tokens) the sample gave validation top-1
+                 within 0.0012 of the full pass (``bench/bench_gate_sample.py``),
+                 and the stage's cost stops growing with the corpus. ``info`` carries ``win_rate_c`` and
                  ``heldout_top1`` (leave-one-out top-1 of the gated model so
                  far — an honest estimate: no step sees its own count)
 ``signatures``   :class:`core.layers.SignatureBank` of the training outputs
