@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -81,6 +82,17 @@ FAST_WIDTH = {"beam": 2, "smc": 4}
 FAST_LAYERS_STOP_BELOW = 0.5
 NEIGHBOURS_WIDTH = 290  # the neighbours dock's first width (pixels)
 VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
+
+
+def generation_tooltip() -> str:
+    """What the generation methods do, with their settings from the one declaration."""
+    from core.config import setting
+
+    return ("How the output grows after the prompt (DESIGN.md 6):\n"
+            "greedy — one stub, the best step each time\n"
+            f"beam — keep the best stubs; {setting('beam').describe()}\n"
+            f"smc — sequential Monte Carlo with resampling; {setting('particles').describe()}\n"
+            f"Every method: {setting('max_len').describe()}")
 
 
 def model_only_explanation(model, prompt: str) -> Explanation:
@@ -173,6 +185,7 @@ class MainWindow(QMainWindow):
         prow.addWidget(QLabel("generation"))
         self.method_box = QComboBox()
         self.method_box.addItems(["greedy", "beam", "smc"])
+        self.method_box.setToolTip(generation_tooltip())
         prow.addWidget(self.method_box)
         self.busy_label = QLabel("")
         self.busy_label.setMinimumWidth(80)
@@ -411,6 +424,96 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, p=proj: self.state.set_projection(p))
             self.state.projectionChanged.connect(lambda p, a=a, q=proj: a.setChecked(p == q))
             vm.addAction(a)
+        hm = mb.addMenu("&Help")
+        self.act_shortcuts = QAction("&Keyboard shortcuts", self, shortcut="F1")
+        self.act_shortcuts.triggered.connect(lambda: self._message("Keyboard shortcuts",
+                                                                   self.shortcuts_text()))
+        self.act_about = QAction("&About NoiseKey Explorer", self)
+        self.act_about.triggered.connect(lambda: self._message("About NoiseKey Explorer",
+                                                               self.about_text()))
+        hm.addAction(self.act_shortcuts)
+        hm.addAction(self.act_about)
+
+    def _message(self, title: str, html_text: str) -> QMessageBox:
+        """A non-modal text box (Help menu)."""
+        box = QMessageBox(self)
+        box.setWindowTitle(title)
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(html_text)
+        box.setStandardButtons(QMessageBox.StandardButton.Close)
+        box.setModal(False)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.show()
+        self.last_message = box
+        return box
+
+    def shortcuts_text(self) -> str:
+        """Every menu shortcut of the window, plus the mouse and typing ones (HTML)."""
+        import html
+
+        rows = []
+        seen = set()
+        for a in self.findChildren(QAction):
+            keys = a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            name = a.text().replace("&", "").rstrip("…")
+            if keys and (keys, name) not in seen:
+                seen.add((keys, name))
+                rows.append((keys, name))
+        rows.sort(key=lambda r: r[1])
+        rows += [("click", "a dot, point, chip, row or neighbour selects its token in every view"),
+                 ("Return", "in the find box: select the token typed"),
+                 ("typing", "the views follow the prompt as you type"),
+                 ("wheel / drag", "zoom / pan a plot; right-click for its menu and export")]
+        body = "".join(f"<tr><td><b>{html.escape(k)}</b></td><td>&nbsp;&nbsp;"
+                       f"{html.escape(n)}</td></tr>" for k, n in rows)
+        return f"<h3>Keyboard shortcuts</h3><table>{body}</table>"
+
+    def model_file(self) -> Path | None:
+        """The cache file of the model in use (None without a model or without the cache)."""
+        if self.model is None or not self.use_cache or not self.model_paths:
+            return None
+        from explorer.worker import model_cache_path
+
+        try:
+            return model_cache_path(self.model_paths, self.model.config)
+        except Exception:  # noqa: BLE001 - About must open whatever the config holds
+            return None
+
+    def about_text(self) -> str:
+        """Version, corpora, model file and figures of the model in use (HTML)."""
+        import html
+
+        from core import __version__
+
+        e = html.escape
+        parts = [f"<h3>NoiseKey Explorer {e(__version__)}</h3>",
+                 "<p>A language model of random keys, noises and a locality-preserving "
+                 "cuckoo hash, drawn in four linked views.</p>"]
+        m = self.model
+        if m is None:
+            parts.append("<p>No model loaded yet.</p>")
+            return "".join(parts)
+        corpora = ", ".join(e(str(p)) for p in self.model_paths) or "—"
+        mf = self.model_file()
+        shown = e(str(mf)) if mf is not None and mf.exists() else "not saved (cache off)"
+        cfg = m.config
+        rows = [("corpus", corpora), ("model file", shown),
+                ("vocabulary", f"{m.V:,} tokens ({cfg.tokenizer} tokenizer)"),
+                ("keys", f"d = {cfg.dim}, metric {cfg.metric}"),
+                ("noise prototypes", f"P = {cfg.prototypes}"),
+                ("C's window", f"W = {cfg.window}, α = {cfg.alpha:g}"),
+                ("hash index", f"bucket size {cfg.bucket_size}, probes {cfg.probes}")]
+        figs = m.figures or {}
+        names = (("tokens", "training tokens", "{:,.0f}"),
+                 ("loo_top1_running", "held-out top-1", "{:.3f}"),
+                 ("win_rate_c", "C wins, share of steps", "{:.3f}"),
+                 ("train_seconds", "training time", "{:.1f} s"))
+        for key, name, fmt in names:
+            if isinstance(figs.get(key), (int, float)):
+                rows.append((name, fmt.format(figs[key])))
+        parts.append("<table>" + "".join(f"<tr><td><b>{e(k)}</b></td><td>&nbsp;&nbsp;{v}</td>"
+                                         "</tr>" for k, v in rows) + "</table>")
+        return "".join(parts)
 
     def _install_view_menus(self) -> None:
         """File ▸ Export view, and right-click export entries on every view."""

@@ -20,11 +20,15 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QColor, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QApplication,
+    QHBoxLayout,
     QLabel,
+    QMessageBox,
     QSizePolicy,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -144,6 +148,7 @@ class BaseView(QWidget):
     """
 
     title = "view"
+    help_text = ""  # "how to read this" (HTML), opened by the header's ? button
 
     def __init__(self, state: ExplorerState, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -156,7 +161,18 @@ class BaseView(QWidget):
         # a longer header must not widen the view: that re-lays out the whole grid
         # (and repaints every view) on a keystroke
         self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        layout.addWidget(self.header)
+        head = QHBoxLayout()
+        head.setContentsMargins(0, 0, 0, 0)
+        head.addWidget(self.header, 1)
+        self.help_button = QToolButton()
+        self.help_button.setText("?")
+        self.help_button.setObjectName("help_button")
+        self.help_button.setToolTip(f"How to read the {self.title} view")
+        self.help_button.setAutoRaise(True)
+        self.help_button.clicked.connect(self.show_help)
+        head.addWidget(self.help_button)
+        layout.addLayout(head)
+        self.help_box: QMessageBox | None = None
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setMinimumSize(200, 150)
         layout.addWidget(self.glw, 1)
@@ -166,6 +182,20 @@ class BaseView(QWidget):
         state.tokenSelected.connect(self._on_token)
         state.stepChanged.connect(self._on_step)
         state.layerChanged.connect(self._on_layer)
+
+    def show_help(self) -> QMessageBox:
+        """Open (non-modal) the view's "how to read this" text."""
+        if self.help_box is None:
+            box = QMessageBox(self)
+            box.setWindowTitle(f"How to read: {self.title}")
+            box.setTextFormat(Qt.TextFormat.RichText)
+            box.setText(f"<h3>{self.title}</h3>{self.help_text}")
+            box.setStandardButtons(QMessageBox.StandardButton.Close)
+            box.setModal(False)
+            self.help_box = box
+        self.help_box.show()
+        self.help_box.raise_()
+        return self.help_box
 
     # -- state plumbing ---------------------------------------------------
     def _on_explanation(self, ex: Explanation | None) -> None:

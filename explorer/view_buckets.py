@@ -46,6 +46,23 @@ class BucketsView(BaseView):
     """Occupancy strip of the hash index and one lookup's internals."""
 
     title = "Hash buckets"
+    help_text = (
+        "<p><b>Top</b>: the locality-preserving cuckoo hash, buckets in curve order (nearby "
+        "bucket numbers hold nearby keys); grey height = filled slots of <i>b</i>. For the step "
+        "chosen in the trajectory: blue squares are the buckets probed for the encoder "
+        "embedding <i>e</i>, orange dots the candidates gathered from them (at their home "
+        "bucket <i>h1</i>), the star the winner after the exact re-rank.</p>"
+        "<p><b>Bottom</b>: the winner's distance to <i>e</i> split per coordinate <i>j</i> and "
+        "digit <i>k</i>. For the digit metric "
+        "δ(a,b) = Σ<sub>j</sub> Σ<sub>k</sub> f<sup>−(k−1)</sup> · ([a<sub>jk</sub> ≠ "
+        "b<sub>jk</sub>] + λ·|a<sub>jk</sub> − b<sub>jk</sub>|/9): the leftmost digits weigh "
+        "most; the bars sum each digit over coordinates. For l1/l2 the per-coordinate term is "
+        "in the first column.</p>"
+        "<p><b>Why it often reads “exact match (δ = 0)”</b>: the model decodes with the exact "
+        "noise bank, whose noise ν = k<sub>x</sub> − k<sub>y</sub> makes "
+        "<i>e = a<sub>t</sub> − ν</i> equal to the next token's key, so the snap finds that key "
+        "at distance 0 and every term is zero. That is the model's exact snap, not a drawing "
+        "fault.</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)

@@ -109,6 +109,19 @@ class EmbeddingsView(BaseView):
     """Keys, prompt context and the generation's encoder -> key arrows in 2-D."""
 
     title = "Embeddings"
+    help_text = (
+        "<p>Every token has a random key <i>k<sub>t</sub></i> in [0,1)<sup>d</sup>; the plot is a "
+        "linear 2-D projection of all keys (PCA by default, View menu), so nearby dots are nearby "
+        "keys only roughly.</p>"
+        "<p><b>Green</b>: the prompt's context keys. For each generated step an arrow runs from "
+        "A's state <i>a<sub>t</sub></i> to the <b>encoder embedding</b> "
+        "<i>e = a<sub>t</sub> − ν</i> (×, coloured by the path B, C or mix that chose the noise "
+        "ν) and on to the <b>snapped key</b> (circle): the nearest key to <i>e</i> under the "
+        "metric δ, found by the hash index — the emitted token.</p>"
+        "<p>Red triangles: the noise prototypes ν<sub>1..P</sub> drawn as offsets from the keys' "
+        "centroid. Labels: the selected token, the prompt's tokens (green) and the generated "
+        "ones; a label that would overlap another is left out. Click a dot to select its token "
+        "in every view; Ctrl+F finds a token and centres the plot on it.</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)

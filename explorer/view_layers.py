@@ -50,6 +50,19 @@ class LayersView(BaseView):
     """Heatmaps of L0..Ln, per-layer reconstruction accuracy, similar sentences."""
 
     title = "Layers"
+    help_text = (
+        "<p><b>Heatmap</b>: the prompt's keys <i>w</i> (one row per token, named on the left) "
+        "and its layers L0..Ln stacked over the key dimension: "
+        "L0<sub>i</sub> = op(w<sub>i</sub>, w<sub>i+1</sub>), L(k+1)<sub>i</sub> = "
+        "op(Lk<sub>i</sub>, Lk<sub>i+1</sub>), with op = mean (a+b)/2 or halfgap |a−b|/2. "
+        "Each layer has one row fewer.</p>"
+        "<p><b>Accuracy</b>: the share of prompt tokens recovered when the prompt is rebuilt "
+        "from layer m alone (least squares, then each position snapped to its nearest key and "
+        "refined). The star marks the most compressible layer: the highest m still rebuilt "
+        "within tolerance.</p>"
+        "<p><b>List</b>: the training sentences whose signature at that layer is nearest the "
+        "prompt's (cosine). Click a <i>w</i> row to select its token; click a layer to select "
+        "the layer.</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)

@@ -46,6 +46,20 @@ class TrajectoryView(BaseView):
     """Generated path coloured by B/C, stub scores, stop band, step slider."""
 
     title = "A/B/C trajectory"
+    help_text = (
+        "<p><b>Top</b>: the generation step by step. Each point is an emitted token at the "
+        "cumulative log-potential of the kept stub, coloured by who proposed its noise: "
+        "<b>B</b> (blue, the transition counts given the current token and previous noise), "
+        "<b>C</b> (orange, the nearest training windows of the decayed window state "
+        "c<sub>t</sub> = Σ<sub>i</sub> α<sup>i</sup> a<sub>t−i</sub> / Σ<sub>i</sub> "
+        "α<sup>i</sup>) or a <b>mix</b> (purple) — the gate learned from B's and C's wins "
+        "decides. Faint lines: every stub alive at a step (beam, SMC); a stub that ends was "
+        "discarded.</p>"
+        "<p><b>Bottom</b>: the kept stub's running variance and std against the band the middle "
+        "layer predicts from the prompt (value ± tolerance); a stub stops when its statistics "
+        "fall inside the band, at <code>&lt;eos&gt;</code> or at the length cap.</p>"
+        "<p>The slider (or a click on a point) picks a step: its token is selected in every "
+        "view and the bucket view shows its lookup. Labels that would overlap are left out.</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)

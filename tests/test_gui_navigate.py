@@ -175,3 +175,39 @@ def test_neighbours_panel_shows_core_neighbours(make_window, qtbot):  # noqa: F8
     w.state.clear_selection()
     qtbot.waitUntil(lambda: panel.result is None, timeout=5000)
     assert "Select a token" in panel.browser.toPlainText()
+
+
+def test_every_view_has_help_and_the_help_menu_reads_the_model(make_window, qtbot):  # noqa: F811
+    from core import __version__
+    from core.config import SETTINGS
+
+    w = ready_window(make_window, qtbot)
+    formulas = {"embeddings": "a<sub>t</sub> − ν", "buckets": "f<sup>−(k−1)</sup>",
+                "trajectory": "α<sup>i</sup>", "layers": "op(w<sub>i</sub>"}
+    for name, view in w.views.items():
+        assert view.help_button.text() == "?" and view.help_button.isVisible()
+        qtbot.mouseClick(view.help_button, Qt.MouseButton.LeftButton)
+        box = view.help_box
+        assert box is not None and box.isVisible() and not box.isModal()
+        assert formulas[name] in box.text() and len(view.help_text) > 300
+        box.close()
+    # the bucket view says why its breakdown is zero under the exact bank
+    assert "exact snap" in w.views["buckets"].help_text
+    # every setting of the panel has its meaning, range and default as tooltip
+    panel = w.training_panel
+    for s in SETTINGS:
+        if s.panel:
+            assert panel.widgets[s.name].toolTip() == s.describe()
+    assert "beam" in w.method_box.toolTip() and "default" in w.method_box.toolTip()
+    # Help menu
+    w.act_shortcuts.trigger()
+    text = w.last_message.text()
+    for keys in ("Ctrl+F", "Ctrl+T", "Ctrl+Shift+N"):
+        assert keys in text
+    w.last_message.close()
+    w.act_about.trigger()
+    text = w.last_message.text()
+    assert __version__ in text and "python_docs.txt" in text
+    assert f"{w.model.V:,} tokens" in text and "held-out top-1" in text
+    assert str(w.model_file()) in text
+    w.last_message.close()
