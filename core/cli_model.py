@@ -12,10 +12,12 @@
     stop band's statistics of a prompt that long are those of its end
     (training inputs are far shorter), so the work of one step stays
     bounded whatever the prompt's length (issue 11: 20k-token prompts).
-``noisekey eval CORPUS... [--split 0.9] [--seed 0] [--json] [--layers]``
+``noisekey eval CORPUS... [--split 0.9] [--seed 0] [--kn-order N] [--json] [--layers]``
     Trains on the first part of the split and prints, for the model and the
     baselines on the same held-out part: next-token top-1/top-5 (model, B
-    alone, C alone in both modes, prototype decoding, Kneser-Ney trigram),
+    alone, C alone in both modes, prototype decoding, Kneser-Ney trigram and
+    the modified Kneser-Ney n-gram of order N, 5 by default, 8 for bytes),
+    bits per token of the model, B and both n-grams,
     on pairs chrF (sacrebleu), exact match and length error of greedy, beam
     and smc against nearest-input retrieval and the mean training length,
     the B-vs-C win rate, and training tokens/s beside the trigram's
@@ -115,6 +117,9 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
     e.add_argument("--max-pairs", type=int, default=300,
                    help="held-out pairs generated per method (300; 0 = all)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--kn-order", type=int, default=None, metavar="N",
+                   help="order of the modified Kneser-Ney n-gram reported beside the "
+                        "trigram (2-8; default 5, 8 for --tokenizer byte)")
     e.add_argument("--layers", action="store_true",
                    help="also the layer figures (core.cli_layers.eval_layers)")
     _settings_args(e)
@@ -211,8 +216,15 @@ def _chrf(hyps: list[str], refs: list[str]) -> float:
 
 
 def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 300,
-             progress=None) -> dict:
-    """All held-out figures of ``noisekey eval`` for one corpus (a dict)."""
+             progress=None, kn_order: int | None = None) -> dict:
+    """All held-out figures of ``noisekey eval`` for one corpus (a dict).
+
+    Next-token figures (top-1, top-5, bits per token on the same held-out
+    stream, every id ``<unk>`` included scored alike) for the model, the
+    Kneser-Ney trigram (single discount 0.75, ``kn_*``) and a modified
+    Kneser-Ney n-gram of order ``kn_order`` (``kn_order_*``; default 5, 8
+    for bytes).
+    """
     from core.baselines import KneserNey, Retrieval, trigram_contexts
     from core.model import train
 
@@ -235,9 +247,22 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     out["kn_tokens_per_s"] = tr.stream.size / max(out["kn_count_seconds"], 1e-9)
     r = kn.evaluate(te.stream, 5)
     out["kn_top1"], out["kn_top5"] = r["top1"], r["top5"]
+    out["kn_bits"] = kn.perplexity(te.stream)["bits"]
+    # the n-gram a KenLM user would build: modified discounts, order 5 (8 for bytes)
+    order = int(kn_order or (8 if cfg.tokenizer == "byte" else 5))
+    t0 = time.perf_counter()
+    kno = KneserNey(model.V, "modified", order).add_stream(tr.stream).finalize()
+    out["kn_order"] = order
+    out["kn_order_count_seconds"] = time.perf_counter() - t0
+    r = kno.evaluate(te.stream, 5)
+    out["kn_order_top1"], out["kn_order_top5"] = r["top1"], r["top5"]
+    out["kn_order_bits"] = kno.perplexity(te.stream)["bits"]
     r = model.evaluate_stream(te.stream, 5)
     out.update(model_top1=r["top1"], model_top5=r["top5"], b_top1=r["b_top1"],
                c_top1=r["c_top1"], gate_mean=r["gate_mean"])
+    lp = model.logprob_stream(te.stream)
+    out.update(model_bits=lp["bits"], model_bits_capped=lp["bits_capped"], b_bits=lp["b_bits"],
+               model_c_used=lp["c_used"], model_c_hit=lp["c_hit"], model_zero=lp["zero"])
     out["prototype_top1"] = model.prototype_accuracy(te.stream)
     saved = model.config
     try:
@@ -294,6 +319,10 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     return out
 
 
+def _bits(x: float) -> str:
+    return f"{x:10.4f}" if np.isfinite(x) else f"{'inf':>10}"
+
+
 def _print_eval(name: str, r: dict) -> None:
     print(f"== {name}")
     print(f"tokens          train {r['train_tokens']}   held out {r['test_tokens']}   "
@@ -301,11 +330,21 @@ def _print_eval(name: str, r: dict) -> None:
     print(f"training        {r['core_train_seconds']:.2f} s   "
           f"{r['train_tokens_per_s']:,.0f} tokens/s   (trigram counting pass "
           f"{r['kn_count_seconds']:.3f} s, {r['kn_tokens_per_s']:,.0f} tokens/s)")
-    print("next token      top-1    top-5")
+    print("next token      top-1    top-5    bits/token")
     print(f"  model         {r['model_top1']:.4f}   {r['model_top5']:.4f}   "
-          f"(mean gate toward C {r['gate_mean']:.2f})")
-    print(f"  KN trigram    {r['kn_top1']:.4f}   {r['kn_top5']:.4f}")
-    print(f"  B alone       {r['b_top1']:.4f}            (exact-bank decoding)")
+          f"{_bits(r['model_bits'])}  (mean gate toward C {r['gate_mean']:.2f}; C's mass read "
+          f"at {100 * r['model_c_used']:.1f}% of tokens)")
+    if r["model_zero"] > 0:
+        print(f"{'':34}{_bits(r['model_bits_capped'])}  (gate "
+              f"capped at 0.95: {100 * r['model_zero']:.2f}% of tokens went wholly to C, "
+              f"which gave them no mass)")
+    print(f"  KN trigram    {r['kn_top1']:.4f}   {r['kn_top5']:.4f}   {_bits(r['kn_bits'])}  "
+          f"(discount 0.75)")
+    name = f"KN {r['kn_order']}-gram"
+    print(f"  {name:<12}  {r['kn_order_top1']:.4f}   {r['kn_order_top5']:.4f}   "
+          f"{_bits(r['kn_order_bits'])}  (modified discounts)")
+    print(f"  B alone       {r['b_top1']:.4f}            {_bits(r['b_bits'])}  "
+          f"(exact-bank decoding)")
     print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped)")
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
@@ -326,10 +365,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not 0 < args.split < 1:
         raise UserError(f"--split must be between 0 and 1, got {args.split}")
+    if args.kn_order is not None and not 2 <= args.kn_order <= 8:
+        raise UserError(f"--kn-order must be 2..8, got {args.kn_order}")
     cfg = config_from_args(args)
     progress = _progress(args)
     corpus = load_corpus(args.corpus, cfg.tokenizer, cfg.min_count, progress=progress)
-    r = evaluate(corpus, cfg, args.split, cfg.seed, args.max_pairs, progress=progress)
+    r = evaluate(corpus, cfg, args.split, cfg.seed, args.max_pairs, progress=progress,
+                 kn_order=args.kn_order)
     progress.done()
     layers = None
     if args.layers:

@@ -92,3 +92,26 @@ def test_b_alone_is_the_modified_trigram(model, split):
     assert r["b_bits"] == pytest.approx(kn.perplexity(te.stream)["bits"], abs=1e-9)
     p = kn.prob_history(ngram_history(te.stream, 2), te.stream)
     assert (p > 0).all()
+
+
+def test_eval_reports_the_chosen_order_beside_the_trigram(capsys):
+    import json
+
+    from core.cli import main
+
+    small = ["--dim", "16", "--prototypes", "16", "--no-signatures", "-q"]
+    assert main(["eval", str(SAMPLES / "builtins.tsv"), "--json", "--max-pairs", "2",
+                 "--kn-order", "4", *small]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["kn_order"] == 4
+    for who in ("model", "kn", "kn_order"):
+        assert 0 <= r[f"{who}_top1"] <= r[f"{who}_top5"] <= 1
+        assert f"{who}_bits" in r
+    assert np.isfinite(r["kn_bits"]) and np.isfinite(r["kn_order_bits"])
+    assert np.isfinite(r["b_bits"]) and np.isfinite(r["model_bits_capped"])
+    assert main(["eval", str(SAMPLES / "builtins.tsv"), "--max-pairs", "1", "--split", "0.8",
+                 *small]) == 0
+    text = capsys.readouterr().out
+    assert "KN trigram" in text and "KN 5-gram" in text and "bits/token" in text
+    assert main(["eval", str(SAMPLES / "builtins.tsv"), "--kn-order", "9", "-q"]) == 2
+    assert "--kn-order" in capsys.readouterr().err
