@@ -357,8 +357,10 @@ class NearestKeys:
             return _topk_direct(Q, self.keys_t, self.k2, k)
         ids = np.empty((Q.shape[0], k), np.int64)
         dist = np.empty((Q.shape[0], k), np.float32)
-        for s in range(0, Q.shape[0], self.block):
-            q = Q[s : s + self.block]
+        # rows per BLAS block: at most 16M distances (64 MB) at a time
+        step = max(self.small, min(self.block, (1 << 24) // max(V, 1)))
+        for s in range(0, Q.shape[0], step):
+            q = Q[s : s + step]
             G = q @ self.keys.T
             q2 = (q.astype(np.float64) ** 2).sum(1)
             ids[s : s + len(q)], dist[s : s + len(q)] = _topk_rows(G, self.k2, q2, k)

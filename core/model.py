@@ -14,9 +14,10 @@ the stages, each reporting ``progress(stage, fraction, info)``:
                  seeded sample of that many is read instead: on three corpora
                  (79k-316k training tokens) the sample gave validation top-1
                  within 0.0012 of the full pass (``bench/bench_gate_sample.py``),
-                 and the stage's cost stops growing with the corpus. ``info`` carries ``win_rate_c`` and
-                 ``heldout_top1`` (leave-one-out top-1 of the gated model so
-                 far — an honest estimate: no step sees its own count)
+                 and the stage's cost stops growing with the corpus.
+                 ``info`` carries ``win_rate_c`` and ``heldout_top1``
+                 (leave-one-out top-1 of the gated model so far — an honest
+                 estimate: no step sees its own count)
 ``signatures``   :class:`core.layers.SignatureBank` of the training outputs
 
 Decoding (DESIGN.md 5): the model decodes with the **exact bank**. Given the
