@@ -32,7 +32,7 @@ def _recall(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     from core.corpus import load_corpus
-    from core.index import brute_force
+    from core.evaluate import c_search_agreement, exact_window_neighbours
     from core.machine import history, window_states
     from core.model import TrainConfig, train
 
@@ -62,24 +62,13 @@ def main() -> None:
         nn, nd = tab.search(H, Q, K, own=own, dedupe=False)
         tq = time.perf_counter() - t0
         t0 = time.perf_counter()
-        bi, bd = brute_force(Q, tab.states, K + 1, m.metric)
+        bi, bd = exact_window_neighbours(tab, Q, K, m.metric, own)
         tb = time.perf_counter() - t0
-        if own is not None:  # leave-one-out: a window seen once is not its own neighbour
-            gone = (bi == own[:, None]) & (tab.tot[np.maximum(own, 0)] <= 1)[:, None]
-            bi = np.array([r[~g][:K] for r, g in zip(bi, gone, strict=True)])
-            bd = np.array([r[~g][:K] for r, g in zip(bd, gone, strict=True)])
-        else:
-            bi, bd = bi[:, :K], bd[:, :K]
-        empty = (tab.grp_off[H[:, 0] + 1] - tab.grp_off[H[:, 0]]) == 0
-        if own is not None:
-            empty |= (tab.grp_off[H[:, 0] + 1] - tab.grp_off[H[:, 0]] == 1) & (
-                tab.tot[np.maximum(own, 0)] <= 1)
-        top1 = np.isclose(nd[:, 0], bd[:, 0], rtol=1e-5, atol=1e-6)
-        print(f"\n{name}: {len(H):,} queries, empty group {empty.mean():.1%}")
-        print(f"  grouped search   top-1 agreement {top1.mean():.4f} (empty groups "
-              f"{top1[empty].mean() if empty.any() else float('nan'):.3f}, others "
-              f"{top1[~empty].mean():.4f})   recall@{K} {_recall(nn, bi):.4f}   "
-              f"{len(H) / tq:,.0f} q/s")
+        a = c_search_agreement(m, None if own is not None else te.stream, n=len(H), K=K)
+        print(f"\n{name}: {len(H):,} queries, empty group {a['empty_group']:.1%}")
+        print(f"  grouped search   top-1 agreement {a['top1']:.4f} (empty groups "
+              f"{a['top1_empty']:.3f}, others {a['top1_others']:.4f})   recall@{K} "
+              f"{a['recall']:.4f}   {len(H) / tq:,.0f} q/s")
         print(f"  brute force      exact                                          "
               f"{len(H) / tb:,.0f} q/s   ({tb / tq:.0f}x slower)")
         if m.metric.name != "l2":

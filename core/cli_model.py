@@ -264,6 +264,11 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     out.update(model_bits=lp["bits"], model_bits_capped=lp["bits_capped"], b_bits=lp["b_bits"],
                model_c_used=lp["c_used"], model_c_hit=lp["c_hit"], model_zero=lp["zero"])
     out["prototype_top1"] = model.prototype_accuracy(te.stream)
+    from core.evaluate import c_search_agreement
+
+    for name, stream in (("heldout", te.stream), ("training", None)):
+        a = c_search_agreement(model, stream, seed=seed)
+        out.update({f"c_search_{name}_{k}": v for k, v in a.items()})
     saved = model.config
     try:
         model.config = dataclasses.replace(saved, c_mode="noise" if saved.c_mode == "modify"
@@ -349,6 +354,13 @@ def _print_eval(name: str, r: dict) -> None:
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
     print(f"B-vs-C          C wins {100 * r['win_rate_c']:.1f}% of decided training steps")
+    for name in ("heldout", "training"):
+        if f"c_search_{name}_top1" in r:
+            print(f"C's search      {name:<8} top-1 = exact scan on "
+                  f"{100 * r[f'c_search_{name}_top1']:.1f}% of "
+                  f"{r[f'c_search_{name}_queries']} queries "
+                  f"({100 * r[f'c_search_{name}_empty_group']:.1f}% with an empty group), "
+                  f"recall@4 {r[f'c_search_{name}_recall']:.3f}")
     if "pairs_evaluated" in r:
         print(f"pairs ({r['pairs_evaluated']} held out)   chrF    exact   |len err|")
         for m in ("greedy", "beam", "smc"):
