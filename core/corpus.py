@@ -29,14 +29,25 @@ Running stream
     newline byte; with ``word`` whitespace is not a token.
 
 Reading
+    Only regular files and folders are read: a FIFO, socket or device (given
+    by name or found in a folder it is named by) is refused from its
+    :func:`os.stat` before it is opened, so nothing blocks on it; files are
+    opened non-blocking and checked again with :func:`os.fstat` in case the
+    path changed in between. A folder that cannot be listed (or a subfolder)
+    is refused as "permission denied", never taken for an empty folder.
+
     Files are read line by line in binary (a 1 GB file never sits in memory
-    whole; one line may not exceed 16 MiB), progress is reported by bytes read
+    whole; one line may not exceed 16 MiB, a check that costs one pass over
+    the bytes however long the line), progress is reported by bytes read
     across all files, and ``cancel()`` is polled about every 256 KiB (raising
-    :class:`Cancelled`). The first 8 KiB of every file are sniffed: NUL bytes,
-    more than 10% control bytes or more than 30% undecodable bytes mean a
-    binary file, which is refused. Otherwise bytes that are not UTF-8 are
+    :class:`Cancelled`). The first 8 KiB of every file are sniffed: more than
+    10% control bytes or more than 30% undecodable bytes mean a binary file,
+    which is refused. A NUL byte anywhere in a file (in the first 8 KiB or
+    gigabytes later) refuses it the same way, naming the line: a NUL is never
+    text and never becomes a token. Otherwise bytes that are not UTF-8 are
     replaced by U+FFFD and counted (``stats.replacements``); a UTF-8 BOM is
-    dropped, UTF-16 is refused with a hint.
+    dropped, UTF-16 is refused with a hint. A JSONL line nested deeper than
+    :data:`MAX_JSON_DEPTH` arrays or objects is refused before it is parsed.
 
     Running text with the word tokenizer is read in 256 KiB chunks of whole
     lines: one regex pass per chunk (line breaks kept as a marker token) and
@@ -63,9 +74,11 @@ Held-out split (:meth:`Corpus.split`)
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
+import stat
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -90,6 +103,8 @@ from core.tokenize import (
 CORPUS_EXTS = (".txt", ".tsv", ".csv", ".jsonl")
 SNIFF_BYTES = 8192
 MAX_LINE = 16 * 1024 * 1024
+#: JSONL lines nest at most this deep (a record is one flat object).
+MAX_JSON_DEPTH = 64
 CHECK_EVERY = 256 * 1024
 TEXT_DOC, PAIR_DOC = 0, 1
 HEADERS = {
@@ -508,36 +523,126 @@ def concat(corpora: Sequence[Corpus], min_count: int | None = None) -> Corpus:
 
 
 # ---------------------------------------------------------------------- files
+NUL_REASON = "binary file (contains NUL bytes), not text"
+LONG_LINE_REASON = "line longer than 16 MiB; is this text?"
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular, non-folder ``st_mode`` is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _os_reason(exc: OSError) -> str:
+    """A short reason for an :class:`OSError` on a corpus path."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.ENOENT:
+        return "no such file or folder"
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points back to itself)"
+    return (exc.strerror or str(exc)).rstrip(".")
+
+
+def _not_a_file(path: str | os.PathLike, mode: int) -> CorpusError:
+    return CorpusError(path, None,
+                       f"is {_kind(mode)}; a corpus is a regular file or a folder")
+
+
+def _walk(root: Path) -> list[Path]:
+    """Corpus files under ``root``, sorted; hidden entries and linked folders skipped.
+
+    A folder that cannot be listed raises :class:`CorpusError` ("permission
+    denied"), so a locked folder is never reported as one without corpus files.
+    Entries that are not regular files (FIFOs, sockets, devices, broken or
+    looping links) are skipped without being opened.
+    """
+    found: list[Path] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            raise CorpusError(folder, None,
+                              f"cannot read this folder ({_os_reason(exc)})") from None
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(Path(e.path))
+                elif os.path.splitext(e.name)[1].lower() in CORPUS_EXTS and e.is_file():
+                    found.append(Path(e.path))
+            except OSError:
+                continue  # a link that loops or vanished: not a corpus file
+    return sorted(found)
+
+
 def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand ``paths`` (files and folders) into the corpus files to read.
+
+    Only :func:`os.stat` is called here: nothing is opened, so a FIFO or a
+    device given as a corpus is refused without blocking.
 
     Raises
     ------
     CorpusError
-        A path that does not exist, or a folder without corpus files.
+        A path that does not exist or cannot be read, one that is neither a
+        regular file nor a folder, or a folder without corpus files.
     """
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if not path.exists():
-            raise CorpusError(path, None, "no such file or folder")
-        if path.is_dir():
-            found = sorted(
-                f for f in path.rglob("*")
-                if f.is_file()
-                and f.suffix.lower() in CORPUS_EXTS
-                and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise CorpusError(path, None, _os_reason(exc)) from None
+        except ValueError:  # a NUL character in the name
+            raise CorpusError(path, None, "invalid path (contains a NUL character)") from None
+        if stat.S_ISDIR(mode):
+            found = _walk(path)
             if not found:
                 raise CorpusError(
                     path, None, f"no corpus files ({', '.join(CORPUS_EXTS)}) in this folder"
                 )
             out.extend(found)
-        else:
+        elif stat.S_ISREG(mode):
             out.append(path)
+        else:
+            raise _not_a_file(path, mode)
     if not out:
         raise CorpusError("(no corpus)", None, "no corpus files given")
     return out
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for binary reading, refusing anything but a regular file.
+
+    The open is non-blocking (a FIFO swapped in after :func:`find_files`
+    cannot block it) and :func:`os.fstat` checks what was opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise CorpusError(path, None, f"cannot read ({_os_reason(exc)})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(path, mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _control_ratio(block: bytes) -> float:
@@ -547,19 +652,23 @@ def _control_ratio(block: bytes) -> float:
 
 
 def sniff(path: Path) -> None:
-    """Refuse empty, binary and UTF-16 files (raises :class:`CorpusError`)."""
-    try:
-        with open(path, "rb") as f:
+    """Refuse empty, binary and UTF-16 files (raises :class:`CorpusError`).
+
+    Reads the first :data:`SNIFF_BYTES`; NUL bytes later in the file are
+    refused by the readers with the same reason.
+    """
+    with _open_regular(path) as f:
+        try:
             block = f.read(SNIFF_BYTES)
-    except OSError as exc:
-        raise CorpusError(path, None, f"cannot read ({exc.strerror or exc})") from None
+        except OSError as exc:
+            raise CorpusError(path, None, f"cannot read ({_os_reason(exc)})") from None
     if not block:
         raise CorpusError(path, None, "empty file")
     if block[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise CorpusError(path, 1, "UTF-16 text is not supported; save the file as UTF-8")
     if b"\x00" in block:
         line = block[: block.index(b"\x00")].count(b"\n") + 1
-        raise CorpusError(path, line, "binary file (contains NUL bytes), not text")
+        raise CorpusError(path, line, NUL_REASON)
     if _control_ratio(block) > 0.10:
         raise CorpusError(path, 1, "binary file (mostly control bytes), not text")
     text = block.decode("utf-8", errors="replace")
@@ -602,7 +711,7 @@ class _Reader:
         """Yield ``(line number, text without newline, replacements)``."""
         self.path, self.lineno = path, 0
         self.tick(force=True)
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             while True:
                 raw = f.readline(MAX_LINE + 1)
                 if not raw:
@@ -611,7 +720,9 @@ class _Reader:
                 self.lines += 1
                 self.done += len(raw)
                 if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                    raise CorpusError(path, self.lineno, "line longer than 16 MiB; is this text?")
+                    raise CorpusError(path, self.lineno, LONG_LINE_REASON)
+                if b"\x00" in raw:
+                    raise CorpusError(path, self.lineno, NUL_REASON)
                 if self.lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 try:
@@ -625,30 +736,42 @@ class _Reader:
                 yield self.lineno, text.rstrip("\r\n"), rep
         self.tick(force=True)
 
-
     def chunks_of(self, path: Path) -> Iterator[tuple[str, np.ndarray, bool]]:
         """Yield whole lines about :data:`CHUNK` bytes at a time.
 
         Yields ``(text, replacements per line int64 [lines], ends with newline)``.
+        Every byte is looked at a bounded number of times: a line longer than
+        a chunk is gathered as a list of blocks (its length kept as a running
+        sum, refused as soon as it passes :data:`MAX_LINE`), never re-joined
+        or re-scanned per block.
         """
         self.path, self.lineno = path, 0
         self.tick(force=True)
-        rest = b""
-        with open(path, "rb") as f:
+        pending: list[bytes] = []  # the start of a line that has no newline yet
+        pending_len = 0
+        with _open_regular(path) as f:
             while True:
                 block = f.read(CHUNK)
-                data = rest + block
-                if not data:
-                    break
                 if block:
-                    cut = data.rfind(b"\n") + 1
+                    if b"\x00" in block:
+                        i = block.index(b"\x00")
+                        raise CorpusError(path, self.lineno + block.count(b"\n", 0, i) + 1,
+                                          NUL_REASON)
+                    cut = block.rfind(b"\n") + 1
                     if cut == 0:
-                        _check_line_lengths(data + b"\n", path, self.lineno)
-                        rest = data
+                        pending.append(block)
+                        pending_len += len(block)
+                        if pending_len > MAX_LINE:
+                            raise CorpusError(path, self.lineno + 1, LONG_LINE_REASON)
                         continue
-                    data, rest = data[:cut], data[cut:]
+                    data = b"".join([*pending, block[:cut]]) if pending else block[:cut]
+                    pending = [block[cut:]] if cut < len(block) else []
+                    pending_len = len(block) - cut
                 else:
-                    rest = b""
+                    data = b"".join(pending)
+                    pending = []
+                    if not data:
+                        break
                 if len(data) > MAX_LINE:
                     _check_line_lengths(data, path, self.lineno)
                 self.done += len(data)
@@ -677,13 +800,18 @@ class _Reader:
 
 
 def _check_line_lengths(data: bytes, path: Path, lines_before: int) -> None:
-    """Raise if a newline-terminated line in ``data`` exceeds :data:`MAX_LINE` bytes."""
+    """Raise if a line of ``data`` holds more than :data:`MAX_LINE` bytes (newline excluded).
+
+    One vectorised pass over ``data``; the last line counts even without a
+    newline.
+    """
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    lengths = np.diff(np.concatenate([[-1], ends]))
+    if not len(ends) or ends[-1] != len(data) - 1:
+        ends = np.append(ends, len(data))
+    lengths = np.diff(np.concatenate([[-1], ends])) - 1
     bad = np.flatnonzero(lengths > MAX_LINE)
     if len(bad):
-        raise CorpusError(path, lines_before + int(bad[0]) + 1,
-                          "line longer than 16 MiB; is this text?")
+        raise CorpusError(path, lines_before + int(bad[0]) + 1, LONG_LINE_REASON)
 
 
 class _Builder:
@@ -972,14 +1100,42 @@ def _read_csv(path: Path, reader: _Reader, b: _Builder) -> None:
         raise CorpusError(path, rows.line_num, f"bad CSV ({exc})") from None
 
 
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]+|\\.)*"?|[\[\]{}]')
+
+
+def _json_depth(line: str, limit: int) -> int:
+    """Nesting depth of arrays and objects in ``line`` (strings skipped), up to ``limit + 1``.
+
+    One linear scan, no recursion, so a line of 100,000 brackets is refused
+    in milliseconds rather than reaching the parser.
+    """
+    depth = top = 0
+    for m in _JSON_TOKEN_RE.finditer(line):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > top:
+                top = depth
+                if top > limit:
+                    break
+        elif c in "]}":
+            depth -= 1
+    return top
+
+
 def _read_jsonl(path: Path, reader: _Reader, b: _Builder) -> None:
     for n, line, _ in reader.lines_of(path):
         if not line.strip():
             continue
+        if line.count("[") + line.count("{") > MAX_JSON_DEPTH and \
+                _json_depth(line, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise CorpusError(path, n, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise CorpusError(path, n, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:  # pragma: no cover - the depth check comes first
+            raise CorpusError(path, n, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise CorpusError(path, n, f"expected a JSON object, got {type(obj).__name__}")
         for kx, ky in (("prompt", "response"), ("input", "output")):
