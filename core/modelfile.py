@@ -11,10 +11,18 @@ file written by a newer format version is refused with a clear message rather
 than guessed at; older versions are read (there is only version 1 so far).
 
 Writes are atomic: the archive is written to a temporary file in the target's
-folder, flushed and fsync'ed, then moved over the target with ``os.replace``.
-A failed write leaves any previous file untouched and removes the temporary.
-Only a regular file or a new path is ever replaced: a path naming a folder,
-a symlink, a FIFO, a socket or a device is refused (:class:`OutPathError`).
+folder (``.NAME.XXXXXXXX.tmp``, held under an advisory lock while it is
+written), flushed and fsync'ed, given the mode a new file gets under the
+user's umask (``0o666 & ~umask``; the temporary is created 0600), then moved
+over the target with ``os.replace``. A failed write leaves any previous file
+untouched and removes the temporary; temporaries left by a save that was
+killed are removed by the next save of the same target (only those whose
+lock no writer holds). Only a regular file or a new path is ever replaced: a
+path naming a folder, a symlink, a FIFO, a socket or a device is refused
+(:class:`OutPathError`), and so is a missing or read-only folder. An
+operating-system error while writing (disk full, quota, I/O) is an
+:class:`OutPathError` too (also an :class:`OSError`), whose message names the
+target, never the temporary.
 
 Reading is defensive (a model file may be crafted or damaged): the archive
 is opened with :class:`Archive`, which reads the ``.npy`` header of a member
@@ -30,11 +38,14 @@ the member and what is wrong.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import stat
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -70,20 +81,135 @@ class OutPathError(ModelFileError):
     """A save target that is not a regular file (folder, symlink, FIFO, socket, device)."""
 
 
+class SaveError(OutPathError, OSError):
+    """Writing a model file failed (disk full, read-only or missing folder, I/O error).
+
+    ``str`` is ``"TARGET: reason"``, naming the target path (never the
+    temporary); ``errno`` is the operating system's error number. It is an
+    :class:`OSError` as well, so callers that catch ``OSError`` still do.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, err: int | None = None) -> None:
+        super().__init__(path, reason)
+        self.errno = err
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.errno))
+
+
+_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "the folder does not exist (a part of the path is a file)",
+    errno.EISDIR: "is a folder; a model file replaces only a regular file (choose another path)",
+    errno.EFBIG: "file too large for this file system",
+}
+
+
+def _save_error(path: str | os.PathLike, exc: OSError) -> SaveError:
+    reason = _REASONS.get(exc.errno) or (exc.strerror or str(exc)).rstrip(".")
+    if exc.errno == errno.EISDIR:
+        return SaveError(path, reason, exc.errno)
+    return SaveError(path, f"cannot write the model file: {reason}", exc.errno)
+
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # set and restore at once: the window is a few instructions
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _temp_re(name: str) -> re.Pattern:
+    """Names :func:`tempfile.mkstemp` gives a temporary of ``name`` in :func:`save`."""
+    return re.compile(re.escape(f".{name}.") + r"[A-Za-z0-9_]{8}" + re.escape(".tmp"))
+
+
+def _lock(fd: int, blocking: bool = True) -> bool:
+    """Advisory exclusive lock on ``fd``; True when held (always True without ``fcntl``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX: no locks, no cleaning
+        return blocking
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[str]:
+    """Remove temporaries of ``path`` left by saves that were killed.
+
+    A temporary is removed only when it is a regular file whose advisory lock
+    no process holds (a save in progress holds it until its replace). Errors
+    are ignored: cleaning never fails a save. Returns the names removed.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = _temp_re(path.name)
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(folder) if pattern.fullmatch(n)]
+    except OSError:
+        return removed
+    for name in names:
+        full = folder / name
+        try:
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _lock(fd, blocking=False):
+                os.unlink(full)
+                removed.append(name)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def check_out_path(path: str | os.PathLike) -> None:
     """Refuse a save target that exists and is not a regular file.
 
     A new path and an existing regular file are fine (the latter is replaced
     atomically); a folder, a symbolic link, a FIFO, a socket or a device is
-    never replaced: :class:`OutPathError`.
+    never replaced: :class:`OutPathError`. The folder must exist and be
+    writable (:class:`SaveError`, naming ``path``), so that a command can
+    refuse a bad ``--out`` before its work rather than after.
     """
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
+        _check_folder(path)
         return
     except OSError as exc:
-        raise OutPathError(path, f"cannot write the model file here ({exc.strerror})") from None
+        raise _save_error(path, exc) from None
+    except ValueError:  # a NUL character in the name
+        raise OutPathError(path, "invalid path (contains a NUL character)") from None
     if stat.S_ISREG(mode):
+        _check_folder(path)
         return
     kind = ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
             else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
@@ -91,6 +217,19 @@ def check_out_path(path: str | os.PathLike) -> None:
             else "not a regular file")
     raise OutPathError(path, f"is {kind}; a model file replaces only a regular file "
                              "(choose another path)")
+
+
+def _check_folder(path: str | os.PathLike) -> None:
+    """The folder of ``path`` exists, is a folder and may be written (else :class:`SaveError`)."""
+    folder = os.path.dirname(os.fspath(path)) or "."
+    try:
+        mode = os.stat(folder).st_mode
+    except OSError as exc:
+        raise _save_error(path, exc) from None
+    if not stat.S_ISDIR(mode):
+        raise _save_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _save_error(path, OSError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
 def save(
@@ -122,6 +261,9 @@ def save(
     ------
     OutPathError
         ``path`` exists and is not a regular file (nothing is written).
+    SaveError
+        The folder is missing or read-only, or writing failed (disk full,
+        I/O error); no temporary is left and a previous file is untouched.
     """
     path = Path(path)
     check_out_path(path)
@@ -139,19 +281,36 @@ def save(
     data[META_KEY] = np.frombuffer(blob, dtype=np.uint8)
 
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    clean_stale_temps(path)
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:  # the folder is there (checked above) but takes no files
+            raise SaveError(path, "cannot write the model file: cannot create a file in "
+                                  "this folder", exc.errno) from None
+        raise _save_error(path, exc) from None
+    try:
+        _lock(fd)  # held until the replace: a concurrent save's cleaning leaves it alone
         with os.fdopen(fd, "wb") as f:
             (np.savez_compressed if compress else np.savez)(f, **data)
             f.flush()
             os.fsync(f.fileno())
-        check_out_path(path)  # nothing else appeared there while writing
-        os.replace(tmp, path)
-    except BaseException:
+            mode = 0o666 & ~current_umask()
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+            else:  # pragma: no cover - Windows before 3.13
+                os.chmod(tmp, mode)
+            if os.name == "nt":  # pragma: no cover - an open file cannot be replaced there
+                f.close()
+            check_out_path(path)  # nothing else appeared there while writing
+            os.replace(tmp, path)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, ModelFileError):
+            raise _save_error(path, exc) from None
         raise
     return path
 
