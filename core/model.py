@@ -1010,8 +1010,21 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     (polled between and inside stages); nothing outside this call changes.
     ``progress(stage, fraction, info)`` as in the module docstring.
     """
-    cfg = config or TrainConfig()
     t0 = time.perf_counter()
+    corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), progress, cancel)
+    t1 = time.perf_counter()
+    keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
+    counts = _count(corpus, cfg, keys, progress, cancel)
+    return from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
+
+
+def corpus_and_config(paths_or_corpus, cfg: TrainConfig, progress: ProgressFn | None = None,
+                      cancel: CancelFn | None = None) -> tuple[Corpus, TrainConfig]:
+    """The corpus to train on (read from paths, with ``corpus`` progress) and matching settings.
+
+    A loaded :class:`~core.corpus.Corpus` keeps its own tokenizer; the
+    settings are made to say so.
+    """
     if isinstance(paths_or_corpus, Corpus):
         corpus = paths_or_corpus
         if corpus.tokenizer.name != cfg.tokenizer:
@@ -1021,10 +1034,7 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
                              progress=(lambda st, fr, info=None: _report(progress, "corpus", fr))
                              if progress else None, cancel=cancel)
     _check(cancel, "corpus")
-    t1 = time.perf_counter()
-    keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
-    counts = _count(corpus, cfg, keys, progress, cancel)
-    return from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
+    return corpus, cfg
 
 
 def from_counts(cfg: TrainConfig, vocab: Vocab, counts: _Counts, keys: np.ndarray,

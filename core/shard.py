@@ -28,9 +28,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import TrainConfig
-from core.corpus import Corpus, load_corpus
+from core.corpus import Corpus
 from core.keys import KeyStore
-from core.model import Model, _check, _count, _Counts, _report, from_counts, merge_counts
+from core.model import (
+    Model,
+    _check,
+    _count,
+    _Counts,
+    _report,
+    corpus_and_config,
+    from_counts,
+    merge_counts,
+)
 
 __all__ = ["count_shard", "train_sharded"]
 
@@ -68,17 +77,10 @@ def train_sharded(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     progress, cancel : as in :func:`core.model.train`; ``counting`` reports
         the shards as they come back
     """
-    cfg = config or TrainConfig()
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     t0 = time.perf_counter()
-    if isinstance(paths_or_corpus, Corpus):
-        corpus = paths_or_corpus
-    else:
-        corpus = load_corpus(paths_or_corpus, cfg.tokenizer, cfg.min_count,
-                             progress=(lambda st, fr, info=None: _report(progress, "corpus", fr))
-                             if progress else None, cancel=cancel)
-    _check(cancel, "corpus")
+    corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), progress, cancel)
     t1 = time.perf_counter()
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
     parts = corpus.shards(shards)
