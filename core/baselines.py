@@ -290,9 +290,13 @@ def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_of
 
 
 @batched()
-def _kn_prob(H, target, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
              uni_cont, uni_total, uni_dsum, uniform):
-    """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`."""
+    """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`.
+
+    With ``loo`` every event ``(H[i], target[i])`` is a training occurrence,
+    left out of the counts first (as :func:`_kn_query` does).
+    """
     rows = H.shape[0]
     out = np.zeros(rows, np.float64)
     for i in prange(rows):
@@ -303,18 +307,20 @@ def _kn_prob(H, target, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, dis
         gam = np.ones(n + 1)
         dec = np.zeros(n + 1, np.bool_)
         w = target[i]
-        _levels(H[i], w, False, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-                lo, hi, base, tot, gam, dec)
+        ud = _levels(H[i], w, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+                     lo, hi, base, tot, gam, dec)
+        u_total = uni_total - ud
         d1 = disc[1]
-        g1 = _unigram_weight(w, 0, uni_cont, uni_total, uni_dsum, d1) if uniform else 0.0
-        p = _unigram(w, w, 0, uni_cont, uni_total, uniform, d1, g1, V)
+        g1 = _unigram_weight(w, ud, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
+        p = _unigram(w, w, ud, uni_cont, u_total, uniform, d1, g1, V)
         for m in range(2, n + 1):
             p = gam[m] * p
             if tot[m] > 0:
                 j = _find(lvl_keys, lo[m], hi[m], base[m] + w)
                 if j >= 0:
-                    c = lvl_cnt[j]
-                    p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
+                    c = lvl_cnt[j] - (1 if dec[m] else 0)
+                    if c > 0:
+                        p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
         out[i] = p
     return out
 
@@ -548,8 +554,7 @@ class KneserNey:
         """:meth:`topk` for history rows ``H`` (newest first, at least ``order − 1`` wide)."""
         if not self._final:
             self.finalize()
-        w = self.order - 1
-        H = np.ascontiguousarray(np.asarray(H)[:, :w], np.int64)
+        H = self._context(H)
         n = H.shape[0]
         loo = loo_target is not None
         tg = np.ascontiguousarray(loo_target if loo else np.full(n, -1), np.int64)
@@ -571,14 +576,26 @@ class KneserNey:
                 return ids[inv], probs[inv], sup[inv]
         return self._topk(H, tg, loo, k)
 
+    def _context(self, H) -> np.ndarray:
+        """The ``order − 1`` newest columns of history rows ``H`` (int64, contiguous)."""
+        w = self.order - 1
+        H = np.asarray(H)
+        if H.ndim != 2 or H.shape[1] < w:
+            raise ValueError(f"an order-{self.order} model reads history rows at least {w} "
+                             f"wide, got shape {H.shape}")
+        return np.ascontiguousarray(H[:, :w], np.int64)
+
     def _topk(self, H, tg, loo, k):
         return _kn_batch(H, tg, loo, np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
                          self.lvl_cnt, self.ctx_keys, self.ctx_off, self.disc, self.uni_cont,
                          self.uni_total, self.uni_order, self.uni_dsum, self.uniform, int(k))
 
     def prob_history(self, H: np.ndarray, target: np.ndarray,
-                     uniform: bool | None = True) -> np.ndarray:
+                     uniform: bool | None = True, loo: bool = False) -> np.ndarray:
         """``P(target[i] | H[i])`` (float64 [n]); ``H`` newest first.
+
+        ``loo``: every ``(H[i], target[i])`` is a training occurrence, left
+        out of the counts before scoring (as ``loo_target`` in :meth:`topk`).
 
         ``uniform``: close the recursion with the 0-gram ``1/V`` (default,
         every symbol gets a share); ``None``: as :meth:`topk` ranks
@@ -588,12 +605,11 @@ class KneserNey:
         if not self._final:
             self.finalize()
         uni = self.uniform if uniform is None else bool(uniform)
-        w = self.order - 1
-        H = np.ascontiguousarray(np.asarray(H)[:, :w], np.int64)
+        H = self._context(H)
         t = np.ascontiguousarray(target, np.int64).reshape(-1)
         if t.size == 0:
             return np.zeros(0, np.float64)
-        return _kn_prob(H, t, np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
+        return _kn_prob(H, t, bool(loo), np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
                         self.lvl_cnt, self.ctx_keys, self.ctx_off, self.disc, self.uni_cont,
                         self.uni_total, self.uni_dsum, uni)
 

@@ -162,6 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("seed", "seed", "seed of keys, k-means, index and SMC", int, 0, 0, 2**31 - 1, panel=True),
     _s("op", "layer op", "layer op of the signatures", str, "mean",
        choices=("mean", "halfgap"), panel=True),
+    _s("b_order", "B order",
+       "order of B's Kneser-Ney transition over the noise bank (2..8; files without it: 3)",
+       int, 5, 2, 8),
     _s("c_neighbours", "C neighbours", "nearest training windows that vote in C", int, 4, 1, 256),
     _s("c_bandwidth", "C bandwidth",
        "C's vote weight exp(-Δδ / (bandwidth · key scale))", float, 0.05, 0.0, 100.0,
@@ -232,4 +235,7 @@ class TrainConfig(_Fields):
         if int(data.get("schema", 0)) > SCHEMA_VERSION:
             raise ValueError(f"settings schema {data.get('schema')} is newer than this program")
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names and k != "schema"})
+        vals = {k: v for k, v in data.items() if k in names and k != "schema"}
+        # B was a trigram before its order was a setting: files without it keep 3
+        vals.setdefault("b_order", 3)
+        return cls(**vals)

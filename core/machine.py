@@ -66,6 +66,7 @@ from core.tokenize import BOS, EOS
 
 __all__ = [
     "history", "window_weights", "window_states", "WindowTable", "Gate", "GATE_GRID",
+    "PROB_GRID",
     "key_scale", "mix_topk", "PromptMemory",
 ]
 
@@ -529,6 +530,10 @@ def _bin(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 GATE_GRID = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
+#: Weights of C the gate's probabilities are fitted over (by likelihood). None is 1:
+#: B, closed by the uniform 0-gram, keeps a share of every token.
+PROB_GRID = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                      0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999])
 
 
 @batched()
@@ -599,7 +604,11 @@ class Gate:
       the other wrong) of B (``[..., 0]``) and C (``[..., 1]``) per current
       token and per prototype of the true noise (for the views);
     * ``steps``: [both right, both wrong and equally far, B closer, C closer]
-      for the reported win rate.
+      for the reported win rate;
+    * ``ll_bin`` [n_dist, n_supb, n_supc, len(PROB_GRID)]: the summed
+      ``log2((1 − g)·p_B(x) + g·p_C(x))`` of the true token for every weight
+      ``g`` of :data:`PROB_GRID` (both probabilities leave-one-out), and
+      ``ll_n`` the steps counted.
 
     The gate of a step is the grid weight with the best smoothed hit rate:
     ``acc(g) = (hits_cell(g) + κ·acc_dist(g)) / (n_cell + κ)`` where
@@ -610,6 +619,13 @@ class Gate:
     weight fitted this way accounts for C's vote being peaked (a window seen
     once votes with probability 1), which a raw win ratio does not. All
     tables are additive counts.
+
+    That weight ranks (:meth:`weight`, at most ``PROB_GRID[-1]``); the
+    probabilities of the mixture use :meth:`prob_weight`, the weight of
+    :data:`PROB_GRID` with the best smoothed likelihood per cell. Its largest
+    value is below 1, so the mixture never leaves B — which gives every
+    token a share — with no weight: no held-out token costs infinite bits,
+    and how close to 1 a cell goes is fitted from the cell's own misses of C.
     """
 
     DIST_EDGES = np.array([1e-6, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 1.0])
@@ -631,6 +647,8 @@ class Gate:
         self.by_token = np.zeros((self.V, 2), np.int64)
         self.by_proto = np.zeros((max(self.P, 1), 2), np.int64)
         self.steps = np.zeros(4, np.int64)
+        self.ll_bin = np.zeros((nd, nb, nc, PROB_GRID.size), np.float64)
+        self.ll_n = np.zeros((nd, nb, nc), np.int64)
         self._derived = None
 
     def _rates(self):
@@ -689,7 +707,50 @@ class Gate:
         self.steps += [int(both.sum()), int((~b_right & ~c_right & ~b_closer & ~c_closer).sum()),
                        int((b_closer & ~both).sum()), int((c_closer & ~both).sum())]
 
+    def update_ll(self, dist_c, sup_b, sup_c, p_b, p_c) -> None:
+        """Count the log-likelihood of every :data:`PROB_GRID` weight for a batch.
+
+        ``p_b``, ``p_c`` (float [n]): B's and C's probability of the true
+        token, each with the step itself left out of its counts.
+        """
+        pb = np.asarray(p_b, np.float64)[:, None]
+        pc = np.asarray(p_c, np.float64)[:, None]
+        with np.errstate(divide="ignore"):
+            ll = np.log2((1.0 - PROB_GRID) * pb + PROB_GRID * pc)
+        ll = np.maximum(ll, -1e4)  # p_B = 0 only for a symbol B never saw: bounded, not -inf
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        flat = np.ravel_multi_index((i, j, k), self.ll_n.shape)
+        self.ll_n += np.bincount(flat, minlength=self.ll_n.size).reshape(self.ll_n.shape)
+        for r in range(PROB_GRID.size):
+            self.ll_bin[..., r] += np.bincount(flat, weights=ll[:, r],
+                                               minlength=self.ll_n.size).reshape(self.ll_n.shape)
+
+    def prob_weight(self, dist_c, sup_b, sup_c) -> np.ndarray:
+        """Weight of C in the mixture's probabilities (float64 [n]); 0 where C found nothing.
+
+        Per cell the :data:`PROB_GRID` weight with the best mean
+        log-likelihood, smoothed toward its distance bin's
+        (``(ll_cell + κ·ll_dist) / (n_cell + κ)``). A gate without
+        likelihood counts (model files written before them) uses the ranking
+        weight capped at 0.95.
+        """
+        fin = np.isfinite(np.asarray(dist_c))
+        if not self.ll_n.any():
+            g = np.minimum(self.weight(np.zeros(np.size(dist_c), np.int64), dist_c, sup_b,
+                                       sup_c), 0.95)
+            return np.where(fin, g, 0.0).astype(np.float64)
+        kap = self.kappa
+        dn = self.ll_n.sum((1, 2))
+        tot = self.ll_bin.sum((0, 1, 2)) / max(self.ll_n.sum(), 1)
+        ll_d = (self.ll_bin.sum((1, 2)) + kap * tot) / (dn[:, None] + kap)
+        i, j, k = self._cells(dist_c, sup_b, sup_c)
+        acc = (self.ll_bin[i, j, k] + kap * ll_d[i]) / (self.ll_n[i, j, k][:, None] + kap)
+        g = PROB_GRID[np.argmax(acc, 1)]
+        return np.where(fin, g, 0.0)
+
     def merge(self, other: Gate) -> Gate:
+        self.ll_bin = self.ll_bin + other.ll_bin
+        self.ll_n = self.ll_n + other.ll_n
         for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                      "steps"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -724,13 +785,16 @@ class Gate:
         n_tied = tied.sum(1)
         rank = np.cumsum(tied, 1)
         pick = np.argmax(tied & (rank == (n_tied[:, None] + 1) // 2), axis=1)
-        g = GATE_GRID[pick]
+        g = np.minimum(GATE_GRID[pick], PROB_GRID[-1])
         return np.where(np.isfinite(np.asarray(dist_c)), g, 0.0).astype(np.float32)
 
     def to_arrays(self, prefix: str = "gate_") -> dict[str, np.ndarray]:
-        return {f"{prefix}{name}": getattr(self, name) for name in
-                ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
-                     "steps")}
+        """Count tables (int64) and ``ll_bin`` (float64, ``<= 0``)."""
+        out = {f"{prefix}{name}": getattr(self, name) for name in
+               ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
+                "steps", "ll_n")}
+        out[f"{prefix}ll_bin"] = self.ll_bin
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict, V: int, P: int, scale: float,
@@ -739,6 +803,9 @@ class Gate:
         for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                      "steps"):
             setattr(g, name, np.asarray(arrays[f"{prefix}{name}"], np.int64))
+        if f"{prefix}ll_bin" in arrays and f"{prefix}ll_n" in arrays:  # absent in older files
+            g.ll_bin = np.asarray(arrays[f"{prefix}ll_bin"], np.float64)
+            g.ll_n = np.asarray(arrays[f"{prefix}ll_n"], np.int64)
         g._derived = None
         return g
 

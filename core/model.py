@@ -157,9 +157,9 @@ def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel)
     if s.size and s[-1] != EOS:
         s = np.concatenate([s, [EOS]]).astype(np.int32)
     W = cfg.window
-    H = history(s, max(W, 2))
+    H = history(s, history_width(cfg))
     _report(progress, "counting", 0.1)
-    kn = KneserNey(V, "modified").add(H[:, 1], H[:, 0], s)
+    kn = KneserNey(V, "modified", cfg.b_order).add_history(H, s)
     _check(cancel, "counting")
     _report(progress, "counting", 0.4)
     bank = NoiseBank(V).add(H[:, 0], s)
@@ -175,6 +175,11 @@ def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel)
                    np.asarray(out_off, np.int64), int(sep.sum()), int(in_off.size - 1),
                    np.asarray(in_ids[in_off[0]:in_off[-1]], np.int32),
                    np.asarray(in_off - in_off[0], np.int64))
+
+
+def history_width(cfg: TrainConfig) -> int:
+    """Tokens of history every row needs: C's window and B's ``b_order − 1`` (at least 2)."""
+    return max(cfg.window, cfg.b_order - 1, 2)
 
 
 class Model:
@@ -254,7 +259,7 @@ class Model:
         self.gate = gate
         W = self.config.window
         pos = self.gate_sample(c.stream.size)
-        H = history(c.stream, max(W, 2))[pos]
+        H = history(c.stream, history_width(self.config))[pos]
         s = c.stream[pos]
         own_all = c.table.context_ids(H[:, :W])
         entry = c.bank.entry(H[:, 0], s)
@@ -292,6 +297,11 @@ class Model:
                            np.inf)
             gate.update(Hc[:, 0], proto_all[a:b], tgt, bi, bp, ci, cp, dc, sb, sc, db < dcl,
                         dcl < db)
+            # the likelihood of every mixing weight: B's and C's mass of the target, both
+            # leave-one-out (C's from its top-8 list, a lower bound)
+            pb = c.kn.prob_history(Hc, tgt, uniform=True, loo=True)
+            pc = (cp.astype(np.float64) * (ci == tgt[:, None])).sum(1)
+            gate.update_ll(dc, sb, sc, pb, pc)
             g = gate.weight(Hc[:, 0], dc, sb, sc)
             mi, _ = mix_topk(bi, bp, ci, cp, g, 1)
             hits["B"] += int(br.sum())
@@ -419,7 +429,7 @@ class Model:
         W = cfg.window
         H = np.ascontiguousarray(H, np.int32)
         tgt = None if target is None else np.asarray(target, np.int64)
-        bi, bp, sb = c.kn.topk(H[:, 1], H[:, 0], k, loo_target=tgt)
+        bi, bp, sb = c.kn.topk_history(H, k, loo_target=tgt)
         if neighbours is None:
             Q = window_states(H[:, :W], self.keys, self.weights)
             nn, nd = c.table.search(H[:, :W], Q, cfg.c_neighbours, own=own)
@@ -448,7 +458,7 @@ class Model:
 
     def _history_of(self, ids: np.ndarray) -> np.ndarray:
         """History row (newest first, <bos> padded, reset after <eos>) after ``ids``."""
-        W = max(self.config.window, 2)
+        W = history_width(self.config)
         ids = np.asarray(ids, np.int32)
         eos = np.flatnonzero(ids == EOS)
         if eos.size:
@@ -475,7 +485,7 @@ class Model:
     def evaluate_stream(self, stream: np.ndarray, k: int = 5, chunk: int = 16384) -> dict:
         """Next-token top-1/top-k of the model, B alone and C alone on a held-out stream."""
         s = np.asarray(stream, np.int32)
-        H = history(s, max(self.config.window, 2))
+        H = history(s, history_width(self.config))
         hit = {"top1": 0, f"top{k}": 0, "b_top1": 0, "c_top1": 0, "gate_mean": 0.0}
         for a in range(0, s.size, chunk):
             out = self.topk_histories(H[a:a + chunk], k)
@@ -495,12 +505,12 @@ class Model:
         bank entry; ``e`` is snapped to the nearest key with the hash index.
         """
         s = np.asarray(stream, np.int32)
-        H = history(s, 2)
+        H = history(s, history_width(self.config))
         hits = 0
         bank = self.counts.bank
         for a in range(0, s.size, chunk):
             Hc = H[a:a + chunk]
-            bi, _, _ = self.counts.kn.topk(Hc[:, 1], Hc[:, 0], 1)
+            bi, _, _ = self.counts.kn.topk_history(Hc, 1)
             ent = bank.entry(Hc[:, 0], np.maximum(bi[:, 0], 0))
             e = self.keys[Hc[:, 0]].copy()
             ok = ent >= 0
@@ -675,7 +685,7 @@ class Model:
         try:
             V = len(vocab)
             counts = _Counts(
-                KneserNey.from_arrays(arrays, "kn_", V, "modified"),
+                KneserNey.from_arrays(arrays, "kn_", V, "modified", cfg.b_order),
                 NoiseBank.from_arrays(arrays, V, "bank_"),
                 WindowTable.from_arrays(arrays, V, cfg.window, "win_"),
                 MiddleKey.from_arrays(arrays, cfg.dim, cfg.ridge, "mk_"),
@@ -711,10 +721,10 @@ class Model:
         """Bits per token of the gated mixture on a held-out stream.
 
         ``p(x_t) = (1 − g)·p_B(x_t) + g·p_C(x_t)`` with the contexts, gate
-        ``g`` and C's neighbours of :meth:`topk_histories`:
+        cell and C's neighbours of :meth:`topk_histories`:
 
         * ``p_B`` is B's whole Kneser-Ney distribution of the target given
-          ``(H[:, 1], H[:, 0])``, closed with the uniform 0-gram as every
+          its last ``b_order − 1`` tokens, closed with the uniform 0-gram as every
           n-gram's perplexity is (:meth:`core.baselines.KneserNey.prob_history`),
           so ``<unk>`` is a symbol like any other;
         * ``p_C`` is C's vote mass of the target: ``Σ_j ω_j c_j(x_t)/c_j /
@@ -725,11 +735,13 @@ class Model:
           C's noise moves the state, the target's mass is read from C's
           snapped top-64 list (a lower bound there).
 
-        A token the gate hands wholly to C (``g = 1``) that C never votes for
-        has ``p = 0``: ``bits`` is then infinite and ``zero`` counts them;
-        ``bits_capped`` scores the same mixture with ``g`` capped at 0.95 (the
-        gate grid's largest weight below 1), a diagnostic of what the rest
-        of the mixture is worth.
+        The weight ``g`` is the gate's likelihood-fitted weight
+        (:meth:`core.machine.Gate.prob_weight`), at most 0.999: B keeps a
+        share of every token, so ``bits`` is finite (``zero`` stays 0; it
+        counted the tokens a gate of 1 handed to a C that never voted for
+        them, when the ranking weight scored too). ``bits_capped`` scores
+        the mixture with the ranking weight (:meth:`core.machine.Gate.weight`)
+        capped at 0.95, for comparison.
 
         Returns
         -------
@@ -745,7 +757,7 @@ class Model:
         cfg, c = self.config, self.counts
         tab = c.table
         W, V = cfg.window, np.int64(self.V)
-        H = history(s, max(W, 2))
+        H = history(s, history_width(cfg))
         # every (window, successor) of C's table as one sorted key
         owner = np.repeat(np.arange(tab.ctx.shape[0], dtype=np.int64), np.diff(tab.succ_off))
         succ_key = owner * V + tab.rows[:, W].astype(np.int64)
@@ -755,6 +767,7 @@ class Model:
         p_all = np.zeros(n, np.float64)
         pb_all = np.zeros(n, np.float64)
         g_all = np.zeros(n, np.float64)
+        gr_all = np.zeros(n, np.float64)
         pc_all = np.zeros(n, np.float64)
         for a in range(0, n, chunk):
             Hc = np.ascontiguousarray(H[a:a + chunk])
@@ -764,8 +777,9 @@ class Model:
             nn, nd = tab.search(Hc[:, :W], Q, cfg.c_neighbours)
             _, _, sb, ci, cp, dc, sc, _ = self._propose(Hc, 64 if noise else 8,
                                                         neighbours=(nn, nd))
-            g = self.gate.weight(Hc[:, 0], dc, sb, sc).astype(np.float64)
-            pb = c.kn.prob_history(Hc[:, :2], t, uniform=True)
+            g = self.gate.prob_weight(dc, sb, sc)
+            g_rank = self.gate.weight(Hc[:, 0], dc, sb, sc).astype(np.float64)
+            pb = c.kn.prob_history(Hc, t, uniform=True)
             # C's vote mass of the target, every successor of every neighbour counted
             u = np.maximum(nn, 0)
             tu = np.where(nn >= 0, tab.tot[u], 0).astype(np.float64)
@@ -789,11 +803,11 @@ class Model:
                 pc = np.where(moved, (cp * (ci == t[:, None])).sum(1), pc)
             sl = slice(a, a + t.size)
             p_all[sl] = (1.0 - g) * pb + g * pc
-            pb_all[sl], g_all[sl], pc_all[sl] = pb, g, pc
+            pb_all[sl], g_all[sl], pc_all[sl], gr_all[sl] = pb, g, pc, g_rank
         m = max(n, 1)
         with np.errstate(divide="ignore"):
             bits = float(-np.log2(p_all).sum() / m) if n else 0.0
-            gc = np.minimum(g_all, 0.95)
+            gc = np.minimum(gr_all, 0.95)
             capped = float(-np.log2((1.0 - gc) * pb_all + gc * pc_all).sum() / m) if n else 0.0
             b_bits = float(-np.log2(pb_all).sum() / m) if n else 0.0
         return {"bits": bits, "perplexity": float(2.0 ** bits), "b_bits": b_bits,
@@ -813,7 +827,7 @@ def merge_counts(parts: Sequence[_Counts], config: TrainConfig, V: int) -> _Coun
     """
     if not parts:
         raise ValueError("nothing to merge")
-    kn, bank = KneserNey(V, "modified"), NoiseBank(V)
+    kn, bank = KneserNey(V, "modified", config.b_order), NoiseBank(V)
     table = WindowTable(V, config.window)
     middle = MiddleKey(config.dim, config.ridge)
     for c in parts:
@@ -910,7 +924,10 @@ def _read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> d
       ``bank_labels`` int32 [E, S], stage ``s`` in ``s·P..(s+1)·P-1``;
     * ``win_rows`` int32 [R, window + 1] ids, rows sorted and distinct,
       ``win_cnt`` >= 1;
-    * ``mk_*``, ``gate_*``, ``mem_*``: the shapes a fresh table has, counts >= 0;
+    * ``kn_grams`` int32 [M, b_order] ids, rows sorted and distinct, and
+      ``kn_gram_counts`` >= 1 in place of ``kn_tri_*`` when ``b_order`` is not 3;
+    * ``mk_*``, ``gate_*``, ``mem_*``: the shapes a fresh table has, counts >= 0
+      (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files);
     * ``layers_*``: one signature per sentence, ``rows · dim`` wide, a known op.
 
     Members not listed (and ``mem_*`` with the prompt memory off) are not read.
@@ -937,10 +954,17 @@ def _read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> d
         a["inputs"] = ids("inputs", max_rows=N)
         a["in_offsets"] = ar.offsets("in_offsets", a["inputs"].size, n)
 
-    tk = ar.read("kn_tri_keys", np.int64, (None,), lo=0, hi=V ** 3, max_rows=N)
-    _increasing(ar, "kn_tri_keys", "trigram keys", tk)
-    a["kn_tri_keys"] = tk
-    a["kn_tri_counts"] = ar.read("kn_tri_counts", np.int64, (tk.size,), lo=1)
+    if cfg.b_order == 3:
+        tk = ar.read("kn_tri_keys", np.int64, (None,), lo=0, hi=V ** 3, max_rows=N)
+        _increasing(ar, "kn_tri_keys", "trigram keys", tk)
+        a["kn_tri_keys"] = tk
+        a["kn_tri_counts"] = ar.read("kn_tri_counts", np.int64, (tk.size,), lo=1)
+    else:
+        g = ids("kn_grams", (None, cfg.b_order), max_rows=N)
+        if not _rows_increasing(g):
+            raise ar.error("kn_grams", f"{cfg.b_order}-grams are not sorted and distinct")
+        a["kn_grams"] = g
+        a["kn_gram_counts"] = ar.read("kn_gram_counts", np.int64, (g.shape[0],), lo=1)
 
     cur = ids("bank_cur", max_rows=N)
     E = cur.size
@@ -975,7 +999,17 @@ def _read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> d
         else:
             a[name] = ar.read(name, np.float64, ref.shape, finite=True, sparse=True)
     for name, ref in Gate(V, P, 1.0).to_arrays("gate_").items():
+        if name in ("gate_ll_bin", "gate_ll_n"):
+            continue
         a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)
+    if "gate_ll_bin" in ar or "gate_ll_n" in ar:  # files before the likelihood gate lack both
+        ref = Gate(V, P, 1.0)
+        a["gate_ll_n"] = ar.read("gate_ll_n", np.int64, ref.ll_n.shape, lo=0, hi=N + 1,
+                                 sparse=True)
+        a["gate_ll_bin"] = ar.read("gate_ll_bin", np.float64, ref.ll_bin.shape, finite=True,
+                                   sparse=True)
+        if (a["gate_ll_bin"] > 0).any():
+            raise ar.error("gate_ll_bin", "log-likelihoods must be <= 0")
     if cfg.memory > 0 and "in_offsets" in a and n >= 1 and "mem_hits" in ar:
         for name, ref in PromptMemory(V, cfg.memory).to_arrays("mem_").items():
             a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)

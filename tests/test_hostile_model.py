@@ -102,8 +102,14 @@ CASES = {
     "sent_offsets_decreasing": ("sent_offsets", _set("sent_offsets", lambda x, a, m:
                                                      np.r_[x[0], x[1:-1][::-1], x[-1]])),
     "in_offsets": ("in_offsets", _set("in_offsets", lambda x, a, m: x * 3)),
-    "kn_tri_keys": ("kn_tri_keys", _set("kn_tri_keys", lambda x, a, m: x + V_OF(m) ** 3)),
-    "kn_tri_counts": ("kn_tri_counts", _set("kn_tri_counts", _fill(0))),
+    "kn_grams": ("kn_grams", _set("kn_grams", lambda x, a, m: x + V_OF(m))),
+    "kn_grams_negative": ("kn_grams", _set("kn_grams", _fill(-1))),
+    "kn_grams_unsorted": ("kn_grams", _set("kn_grams", lambda x, a, m: x[::-1].copy())),
+    "kn_grams_width": ("kn_grams", _set("kn_grams", lambda x, a, m: x[:, :-1].copy())),
+    "kn_gram_counts": ("kn_gram_counts", _set("kn_gram_counts", _fill(0))),
+    "kn_order_mismatch": ("kn_tri_keys", _meta(lambda m: m["config"].update(b_order=3))),
+    "gate_ll_positive": ("gate_ll_bin", _set("gate_ll_bin", _fill(1.0))),
+    "gate_ll_nan": ("gate_ll_bin", _set("gate_ll_bin", _fill(np.nan))),
     "bank_unsorted": ("bank_cur", _set("bank_cur", lambda x, a, m: x[::-1].copy())),
     "win_cnt_zero": ("win_cnt", _set("win_cnt", _fill(0))),
     "gate_negative": ("gate_n_tok", _set("gate_n_tok", _fill(-1))),
@@ -231,6 +237,32 @@ def test_deep_metadata_refused(good, tmp_path):
     assert_refused(cli("generate", p, "--prompt", "x"), "metadata")
 
 
+def test_file_before_b_order_loads_as_a_trigram(good, tmp_path):
+    """A file without ``b_order`` (B a trigram, ``kn_tri_*``, no likelihood gate) loads."""
+    src, _, _ = good
+    from core.baselines import KneserNey
+
+    m = Model.load(src)
+    kn = KneserNey(m.V, "modified", 3).add_stream(m.counts.stream)
+    _, arrays, meta = good
+    old = {k: v for k, v in arrays.items()
+           if not k.startswith("kn_") and k not in ("gate_ll_bin", "gate_ll_n")}
+    old.update(kn.to_arrays("kn_"))
+    cfg = dict(meta["config"])
+    cfg.pop("b_order")
+    p = write(tmp_path / "old.npz", old, {**meta, "config": cfg})
+    back = Model.load(p)
+    assert back.config.b_order == 3 and back.counts.kn.order == 3
+    assert not back.gate.ll_n.any()
+    r = back.logprob_stream(m.counts.stream[:200])
+    assert np.isfinite(r["bits"])
+    assert back.generate("x", max_len=3, probes=False) is not None
+    bad = dict(old)
+    bad["kn_tri_keys"] = bad["kn_tri_keys"] + V_OF(meta) ** 3
+    with pytest.raises(ModelFileError, match="kn_tri_keys"):
+        Model.load(write(tmp_path / "old_bad.npz", bad, {**meta, "config": cfg}))
+
+
 def test_good_model_still_loads_and_generates(good):
     src, _, _ = good
     r = cli("generate", src, "--prompt", "ValueError", "--method", "beam", "--width", "8")
@@ -241,7 +273,8 @@ def test_good_model_still_loads_and_generates(good):
 
 # --------------------------------------------------------------------- fuzzing
 
-USED = ["keys", "stream", "sentences", "sent_offsets", "kn_tri_keys", "kn_tri_counts",
+USED = ["keys", "stream", "sentences", "sent_offsets", "kn_grams", "kn_gram_counts",
+        "gate_ll_bin", "gate_ll_n",
         "bank_cur", "bank_nxt", "bank_count", "bank_prototypes", "bank_labels", "win_rows",
         "win_cnt", "mk_xtx", "mk_count", "gate_hits_bin", "gate_n_tok", "gate_by_proto",
         "inputs", "in_offsets", "mem_hits", "layers_signatures", "layers_settings",

@@ -7,7 +7,7 @@ import pytest
 
 from core.corpus import Cancelled, load_corpus
 from core.explain import Explanation, Generation
-from core.model import Model, TrainConfig, train
+from core.model import Model, TrainConfig, history_width, train
 from tests.conftest import SAMPLES
 
 CFG = TrainConfig(dim=16, prototypes=32, signatures=False)
@@ -53,26 +53,29 @@ def test_train_merge_equals_one_pass(docs, model):
         assert np.array_equal(a[k], b[k]), k
     assert np.allclose(model.counts.middle.xtx, merged.counts.middle.xtx)
     assert np.allclose(model.counts.middle.B, merged.counts.middle.B, atol=1e-6)
-    H = np.array([[5, 6, 7], [9, 4, 0]], np.int32)
+    H = np.array([[5, 6, 7, 8], [9, 4, 0, 0]], np.int32)
     x, y = model.topk_histories(H, 5), merged.topk_histories(H, 5)
     assert np.array_equal(x["ids"], y["ids"]) and np.allclose(x["probs"], y["probs"])
 
 
 def test_gate_learns_the_path_that_is_always_right(tmp_path):
-    """``Ai f g Bi``: after ``f g`` only the window three back (C) knows ``Bi``."""
+    """``Ai f g Bi``: after ``f g`` only the window three back (C) knows ``Bi``.
+
+    B is a trigram here (``b_order=3``): a 4-gram B would know ``Bi`` too.
+    """
     lines = []
     for _ in range(12):
         for i in range(20):
             lines.append(f"A{i} f g B{i}\n")
     p = tmp_path / "gate.txt"
     p.write_text("\n".join(lines))
-    m = train(load_corpus(p), TrainConfig(dim=16, prototypes=16, signatures=False))
+    m = train(load_corpus(p), TrainConfig(dim=16, prototypes=16, signatures=False, b_order=3))
     assert m.gate.win_rate_c() > 0.95
     s = m.counts.stream
     at_b = np.flatnonzero(np.isin(np.array(m.vocab.itos)[s], [f"B{i}" for i in range(20)]))
     from core.machine import history
 
-    H = history(s, 3)[at_b]
+    H = history(s, history_width(m.config))[at_b]
     out = m.topk_histories(H, 1)
     assert np.all(out["gate"] >= 0.5)
     assert np.mean(out["ids"][:, 0] == s[at_b]) == 1.0
@@ -166,7 +169,7 @@ def test_small_batches_equal_threaded_batches(model):
     """One-row calls (serial kernels) give what large batches (threaded kernels) give."""
     from core.machine import history
 
-    H = history(model.counts.stream[:300], max(model.config.window, 2))
+    H = history(model.counts.stream[:300], history_width(model.config))
     big = model.topk_histories(H, 5)
     for r in range(0, 300, 37):
         one = model.topk_histories(H[r:r + 1], 5)
@@ -272,3 +275,24 @@ def test_gate_from_a_sample_is_close_to_the_full_pass():
                                   .gate_sample(tr.stream.size + 1))
     a, b = full.evaluate_stream(te.stream)["top1"], sampled.evaluate_stream(te.stream)["top1"]
     assert abs(a - b) <= 0.04  # seeds 0-2 measured 0.005-0.016 apart on 634 tokens
+
+
+@pytest.mark.parametrize("b_order", [2, 3, 4, 6])
+def test_b_order_round_trips_through_a_model_file(docs, tmp_path, b_order):
+    """B's order is saved with the model; the reloaded B scores and ranks alike."""
+    from core.baselines import KneserNey
+    from core.machine import history
+
+    m = train(docs, TrainConfig(dim=16, prototypes=16, signatures=False, memory=0,
+                                b_order=b_order))
+    assert m.counts.kn.order == b_order
+    back = Model.load(m.save(tmp_path / f"b{b_order}.npz"))
+    assert back.config.b_order == b_order and back.counts.kn.order == b_order
+    s = m.counts.stream[:400]
+    H = history(s, history_width(m.config))
+    x, y = m.topk_histories(H, 5), back.topk_histories(H, 5)
+    np.testing.assert_array_equal(x["b_ids"], y["b_ids"])
+    np.testing.assert_array_equal(x["ids"], y["ids"])
+    assert back.logprob_stream(s)["bits"] == pytest.approx(m.logprob_stream(s)["bits"])
+    kn = KneserNey(m.V, "modified", b_order).add_stream(m.counts.stream).finalize()
+    np.testing.assert_allclose(m.counts.kn.prob_history(H, s), kn.prob_history(H, s))

@@ -36,7 +36,7 @@ def _same(a, b, corpus):
     assert ta.keys() == tb.keys()
     for k in ta:
         np.testing.assert_array_equal(ta[k], tb[k], err_msg=k)
-    H = np.array([[5, 6, 7], [8, 9, 10]], np.int32)
+    H = np.array([[5, 6, 7, 8], [8, 9, 10, 11]], np.int32)
     ra, rb = a.topk_histories(H, 5), b.topk_histories(H, 5)
     np.testing.assert_array_equal(ra["ids"], rb["ids"])
     np.testing.assert_allclose(ra["probs"], rb["probs"], rtol=1e-6)
