@@ -228,6 +228,7 @@ class Model:
         c.table.finalize(self.keys, self.weights, self.metric, self._index_factory())
         self.scale = key_scale(self.keys, self.metric)
         _report(progress, "windows", 1.0)
+        _check(cancel, "windows")
         c.middle.fit()
         self._gate_pass(progress, cancel)
         self._memory_pass(progress, cancel)
