@@ -274,11 +274,12 @@ class Model:
         K = self.config.c_neighbours
         nn_u = np.empty((u_own.size, K), np.int64)
         nd_u = np.empty((u_own.size, K), np.float32)
-        for a in range(0, u_own.size, chunk):
+        step = 4096  # searches between cancel checks: about a second on two busy cores
+        for a in range(0, u_own.size, step):
             _check(cancel, "gate")
-            u = u_own[a:a + chunk]
-            nn_u[a:a + chunk], nd_u[a:a + chunk] = tab.search(tab.ctx[u], tab.states[u], K,
-                                                              own=u, dedupe=False)
+            u = u_own[a:a + step]
+            nn_u[a:a + step], nd_u[a:a + step] = tab.search(tab.ctx[u], tab.states[u], K,
+                                                            own=u, dedupe=False)
             _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
         slot = np.searchsorted(u_own, own_all)
         for a in range(0, n, chunk):
@@ -354,9 +355,9 @@ class Model:
                                                         side="right")))])
         sep = self._sep_default()
         Wh = max(cfg.window, 2)
-        for a in range(0, pick.size, 500):
+        for a in range(0, pick.size, 100):  # pairs between cancel checks
             _check(cancel, "memory")
-            sel = pick[a:a + 500]
+            sel = pick[a:a + 100]
             xs = [c.inputs[c.in_offsets[i]:c.in_offsets[i + 1]] for i in sel]
             off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
             flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)
