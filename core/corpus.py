@@ -622,7 +622,7 @@ def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _open_regular(path: Path):
+def open_regular(path: Path):
     """Open ``path`` for binary reading, refusing anything but a regular file.
 
     The open is non-blocking (a FIFO swapped in after :func:`find_files`
@@ -657,7 +657,7 @@ def sniff(path: Path) -> None:
     Reads the first :data:`SNIFF_BYTES`; NUL bytes later in the file are
     refused by the readers with the same reason.
     """
-    with _open_regular(path) as f:
+    with open_regular(path) as f:
         try:
             block = f.read(SNIFF_BYTES)
         except OSError as exc:
@@ -711,7 +711,7 @@ class _Reader:
         """Yield ``(line number, text without newline, replacements)``."""
         self.path, self.lineno = path, 0
         self.tick(force=True)
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             while True:
                 raw = f.readline(MAX_LINE + 1)
                 if not raw:
@@ -749,7 +749,7 @@ class _Reader:
         self.tick(force=True)
         pending: list[bytes] = []  # the start of a line that has no newline yet
         pending_len = 0
-        with _open_regular(path) as f:
+        with open_regular(path) as f:
             while True:
                 block = f.read(CHUNK)
                 if block:

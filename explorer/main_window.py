@@ -627,9 +627,41 @@ class MainWindow(QMainWindow):
                     ev.setDropAction(Qt.DropAction.CopyAction)
                     ev.accept()
                     if t == QEvent.Type.Drop:
-                        self.add_corpora([u.toLocalFile() for u in md.urls() if u.isLocalFile()])
+                        self._drop([u.toLocalFile() for u in md.urls() if u.isLocalFile()])
                     return True
         return super().eventFilter(obj, ev)
+
+    def _drop(self, dropped: list[str]) -> None:
+        """Add dropped paths; never raises (an event filter must not).
+
+        A path that cannot be resolved (a symbolic link pointing to itself, a
+        vanished or unreadable file) is one readable line in the corpus panel;
+        the others are added.
+        """
+        import errno
+
+        good: list[str] = []
+        bad: list[str] = []
+        for p in dropped:
+            try:
+                Path(p).stat()
+                Path(p).resolve()
+                good.append(p)
+            except (OSError, RuntimeError, ValueError) as exc:
+                code = getattr(exc, "errno", None)
+                why = ("a symbolic link loop (the link points back to itself)"
+                       if code == errno.ELOOP or isinstance(exc, RuntimeError)
+                       else "no such file or folder" if code == errno.ENOENT
+                       else "permission denied" if code in (errno.EACCES, errno.EPERM)
+                       else str(getattr(exc, "strerror", None) or exc))
+                bad.append(f"{p}: {why}")
+        try:
+            if bad:
+                self.corpus_panel.show_error("cannot open " + "; ".join(bad))
+            if good:
+                self.add_corpora(good)
+        except Exception as exc:  # noqa: BLE001 - a drop must never take the window down
+            self._show_error(f"cannot open the dropped files: {exc}")
 
     # -- training --------------------------------------------------------------------
     def train(self) -> None:

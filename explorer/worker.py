@@ -29,8 +29,9 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
   another widget, waits for Qt's mutex: a deadlock that was observed while
   the explainer compiled its kernels.
 * :func:`load_or_train` caches trained models in the user cache directory
-  under a hash of the corpus bytes, the training config and the model-file
-  format version, so a warm start loads instead of training.
+  under a bounded, cancellable hash of the corpus files (:func:`corpus_hash`),
+  the training config and the model-file format version, so a warm start
+  loads instead of training.
 """
 
 from __future__ import annotations
@@ -398,14 +399,50 @@ def corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def corpus_hash(paths: Sequence[str | os.PathLike]) -> str:
-    """BLAKE2b of the names and bytes of every corpus file (streamed)."""
+#: What :func:`corpus_hash` reads of a file: its first and last MiB and
+#: HASH_SAMPLES blocks of HASH_BLOCK bytes spread evenly between them.
+HASH_EDGE = 1 << 20
+HASH_SAMPLES = 64
+HASH_BLOCK = 64 << 10
+
+
+def corpus_hash(paths: Sequence[str | os.PathLike], cancel: CancelFn | None = None) -> str:
+    """Cache key of a corpus: bounded cost, cancellable.
+
+    BLAKE2b over every corpus file (as :func:`core.corpus.find_files` lists
+    them: a FIFO, socket or device is refused from its ``stat``, never
+    opened): its name, size and modification time (ns), and its bytes when
+    it holds at most ``2 * HASH_EDGE + HASH_SAMPLES * HASH_BLOCK`` (6 MiB);
+    past that its first and last MiB and ``HASH_SAMPLES`` evenly spaced
+    blocks, so a 10 GB corpus costs the same 6 MiB of reading as a 6 MiB one.
+    An edit that keeps the size and the modification time and misses every
+    sampled block would go unseen; saving a file changes its modification
+    time. ``cancel()`` is polled before every read (:class:`Cancelled`).
+    """
+    from core.corpus import find_files, open_regular
+
+    def check() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled while hashing the corpus")
+
     h = hashlib.blake2b(digest_size=16)
-    for f in corpus_files(paths):
-        h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                h.update(chunk)
+    for f in find_files(paths):
+        check()
+        with open_regular(f) as fh:
+            st = os.fstat(fh.fileno())
+            size = st.st_size
+            h.update(f"{f.name}\0{size}\0{st.st_mtime_ns}\0".encode())
+            if size <= 2 * HASH_EDGE + HASH_SAMPLES * HASH_BLOCK:
+                spans = [(off, HASH_EDGE) for off in range(0, size, HASH_EDGE)]
+            else:
+                step = (size - 2 * HASH_EDGE - HASH_BLOCK) / (HASH_SAMPLES - 1)
+                spans = [(0, HASH_EDGE)]
+                spans += [(HASH_EDGE + int(i * step), HASH_BLOCK) for i in range(HASH_SAMPLES)]
+                spans.append((size - HASH_EDGE, HASH_EDGE))
+            for off, n in spans:
+                check()
+                fh.seek(off)
+                h.update(fh.read(n))
     return h.hexdigest()
 
 
@@ -425,15 +462,17 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("noisekey")) / "models"
 
 
-def model_cache_path(paths: Sequence[str | os.PathLike], config: object) -> Path:
-    """Cache file for a model of ``paths`` trained with ``config``."""
+def model_cache_path(paths: Sequence[str | os.PathLike], config: object,
+                     cancel: CancelFn | None = None) -> Path:
+    """Cache file for a model of ``paths`` trained with ``config`` (``cancel``: see
+    :func:`corpus_hash`)."""
     try:
         from core.modelfile import FORMAT_VERSION
     except ImportError:  # pragma: no cover
         FORMAT_VERSION = 0
     cfg = json.dumps(config_dict(config), sort_keys=True, default=str)
     h = hashlib.blake2b(digest_size=12)
-    h.update(corpus_hash(paths).encode())
+    h.update(corpus_hash(paths, cancel).encode())
     h.update(cfg.encode())
     h.update(str(FORMAT_VERSION).encode())
     return cache_dir() / f"{h.hexdigest()}.nkm"
@@ -475,7 +514,7 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
 
     leave_a_core_for_the_gui()
     config = make_config(core_model.TrainConfig, config)
-    path = model_cache_path(paths, config) if use_cache else None
+    path = model_cache_path(paths, config, cancel) if use_cache else None
     if path is not None and (path.is_symlink() or (path.exists() and not path.is_file())):
         path = None  # not ours to replace: train without the cache
     if path is not None and path.exists():
