@@ -29,11 +29,11 @@ Running stream
     newline byte; with ``word`` whitespace is not a token.
 
 Reading
-    Only regular files and folders are read: a FIFO, socket or device (given
-    by name or found in a folder it is named by) is refused from its
-    :func:`os.stat` before it is opened, so nothing blocks on it; files are
-    opened non-blocking and checked again with :func:`os.fstat` in case the
-    path changed in between. A folder that cannot be listed (or a subfolder)
+    Only regular files and folders are read: a FIFO, socket or device given
+    as a corpus is refused from its :func:`os.stat` before it is opened, so
+    nothing blocks on it (one found in a folder is skipped, never opened);
+    files are opened non-blocking and checked again with :func:`os.fstat` in
+    case the path changed in between. A folder that cannot be listed (or a subfolder)
     is refused as "permission denied", never taken for an empty folder.
 
     Files are read line by line in binary (a 1 GB file never sits in memory

@@ -229,7 +229,13 @@ def _check_folder(path: str | os.PathLike) -> None:
     if not stat.S_ISDIR(mode):
         raise _save_error(path, OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)))
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise _save_error(path, OSError(errno.EACCES, os.strerror(errno.EACCES)))
+        code = errno.EACCES
+        try:
+            if os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1):
+                code = errno.EROFS
+        except (OSError, AttributeError):
+            pass
+        raise _save_error(path, OSError(code, os.strerror(code)))
 
 
 def save(
