@@ -32,6 +32,13 @@ Design choices (the spec is silent):
   holds none — has a finite cost. :meth:`KneserNey.topk` ranks without that
   level unless ``uniform=True``: the trigram's top-k figures stay those the
   project has always reported.
+* :meth:`KneserNey.topk` does not score every successor of the newest token
+  (the lists of frequent tokens span much of the vocabulary): each order's
+  successors are walked best first, the continuation unigram in its order
+  sorted once, and the walk stops when the k-th best reaches the bound on
+  every symbol not met yet (:func:`_kn_query_ta`). Probabilities and support
+  equal the full scan's (``_topk_scan``, kept as the reference); ids may
+  differ among equal probabilities.
 """
 
 from __future__ import annotations
@@ -270,6 +277,127 @@ def _kn_query(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_of
     return tot[n]
 
 
+@njit(cache=True, nogil=True)
+def _kn_score(w, target, n, lvl_keys, lvl_cnt, disc, lo, hi, base, tot, gam, dec, uni_dec,
+              uni_cont, u_total, uniform, d1, g1, V):
+    """``P(w | h)`` from the per-order statistics of :func:`_levels` (the recursion of
+    :func:`_kn_query`, in its order of operations)."""
+    p = _unigram(w, target, uni_dec, uni_cont, u_total, uniform, d1, g1, V)
+    for m in range(2, n + 1):
+        p = gam[m] * p
+        if tot[m] > 0:
+            j = _find(lvl_keys, lo[m], hi[m], base[m] + w)
+            if j >= 0:
+                c = lvl_cnt[j] - (1 if (dec[m] and w == target) else 0)
+                if c > 0:
+                    p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _kn_query_ta(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
+                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k, out_ids, out_p):
+    """:func:`_kn_query`'s top-k without scanning every successor of ``h[0]``.
+
+    ``P(w) = Σ_m G_m·a_m(w) + G_1·P_1(w)`` with ``a_m(w) = max(c_m(w) −
+    D_m, 0)/c_m(·)`` (0 for a symbol the order-``m`` context never saw),
+    ``G_m = Π_{j>m} γ_j``. Every order's successors of the context are
+    walked in descending ``a_m`` (``lvl_rank``, sorted once), the lowest
+    order in descending ``P_1`` (``uni_order``), all in step; each symbol
+    met is scored exactly. ``Σ_m G_m·a_m(cursor_m) + G_1·P_1(cursor_1)``
+    bounds every symbol not met yet (the threshold algorithm of Fagin et
+    al.), so the walk stops once the k-th best reaches it: the result is
+    the full scan's. Leaving out changes the counts of the left-out symbol
+    only (it is scored first) and the totals and weights, which the bound
+    reads after leaving out.
+    """
+    for j in range(k):
+        out_ids[j] = -1
+        out_p[j] = -1.0
+    lo = np.zeros(n + 1, np.int64)
+    hi = np.zeros(n + 1, np.int64)
+    base = np.zeros(n + 1, np.int64)
+    tot = np.zeros(n + 1)
+    gam = np.ones(n + 1)
+    dec = np.zeros(n + 1, np.bool_)
+    uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
+                      disc, lo, hi, base, tot, gam, dec)
+    u_total = uni_total - uni_dec
+    d1 = disc[1]
+    g1 = _unigram_weight(target, uni_dec, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
+    G = np.ones(n + 1)
+    for m in range(n - 1, 0, -1):
+        G[m] = G[m + 1] * gam[m + 1]
+    if loo and target >= 0:
+        p = _kn_score(target, target, n, lvl_keys, lvl_cnt, disc, lo, hi, base, tot, gam, dec,
+                      uni_dec, uni_cont, u_total, uniform, d1, g1, V)
+        insert_topk(out_ids, out_p, k, target, p)
+    cur = lo.copy()
+    r1 = 0
+    nsym = uni_order.size
+    while True:
+        bound = 0.0
+        for m in range(2, n + 1):
+            if cur[m] < hi[m] and tot[m] > 0:
+                c = lvl_cnt[lvl_rank[cur[m]]]
+                bound += G[m] * max(c - disc[m, min(c, 3)], 0.0) / tot[m]
+        if r1 < nsym:
+            bound += G[1] * _unigram(uni_order[r1], -1, 0, uni_cont, u_total, uniform, d1, g1,
+                                     V)
+        elif uniform:
+            bound += G[1] * g1 / V
+        done = True
+        for m in range(2, n + 1):
+            if cur[m] < hi[m]:
+                done = False
+        if r1 < nsym:
+            done = False
+        if done or (out_ids[k - 1] >= 0 and out_p[k - 1] >= bound):
+            break
+        for m in range(1, n + 1):
+            if m == 1:
+                if r1 >= nsym:
+                    continue
+                w = uni_order[r1]
+                r1 += 1
+            else:
+                if cur[m] >= hi[m]:
+                    continue
+                w = lvl_keys[lvl_rank[cur[m]]] - base[m]
+                cur[m] += 1
+            if loo and w == target:
+                continue
+            seen = False
+            for j in range(k):
+                if out_ids[j] == w:
+                    seen = True
+            if seen:
+                continue
+            p = _kn_score(w, target, n, lvl_keys, lvl_cnt, disc, lo, hi, base, tot, gam, dec,
+                          uni_dec, uni_cont, u_total, uniform, d1, g1, V)
+            insert_topk(out_ids, out_p, k, w, p)
+    return tot[n]
+
+
+@batched()
+def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
+                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+    rows = H.shape[0]
+    ids = np.full((rows, k), -1, np.int64)
+    probs = np.zeros((rows, k), np.float32)
+    support = np.zeros(rows, np.float32)
+    for i in prange(rows):
+        oi = np.empty(k, np.int64)
+        op = np.empty(k, np.float64)
+        support[i] = _kn_query_ta(H[i], target[i], loo, V, n, lvl_keys, lvl_off, lvl_cnt,
+                                  lvl_rank, ctx_keys, ctx_off, disc, uni_cont, uni_total,
+                                  uni_order, uni_dsum, uniform, k, oi, op)
+        for j in range(k):
+            ids[i, j] = oi[j]
+            probs[i, j] = max(op[j], 0.0)
+    return ids, probs, support
+
+
 @batched()
 def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
               uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
@@ -506,6 +634,14 @@ class KneserNey:
             disc[m] = self._discounts(cnts[m])
         self.disc = disc
         self.uni_dsum = float(disc[1][np.minimum(self.uni_cont, 3).astype(np.int64)].sum())
+        # every context's rows in descending discounted count, per order (top-k's walk)
+        rank = np.arange(self.lvl_keys.size, dtype=np.int64)
+        for m in range(2, n + 1):
+            a0, a1 = self.lvl_off[m], self.lvl_off[m + 1]
+            c = self.lvl_cnt[a0:a1]
+            val = np.maximum(c - disc[m][np.minimum(c, 3)], 0.0)
+            rank[a0:a1] = a0 + np.lexsort((-val, self.lvl_keys[a0:a1] // V))
+        self.lvl_rank = rank
         if self.uniform:
             p1 = _kn_prob_unigram(self.uni_cont, self.uni_total, disc[1], self.uni_dsum, self.V)
             self.uni_order = np.argsort(-p1, kind="stable").astype(np.int64)
@@ -586,6 +722,15 @@ class KneserNey:
         return np.ascontiguousarray(H[:, :w], np.int64)
 
     def _topk(self, H, tg, loo, k):
+        return _kn_batch_ta(H, tg, loo, np.int64(self.V), self.order, self.lvl_keys,
+                            self.lvl_off, self.lvl_cnt, self.lvl_rank, self.ctx_keys,
+                            self.ctx_off, self.disc, self.uni_cont, self.uni_total,
+                            self.uni_order, self.uni_dsum, self.uniform, int(k))
+
+    def _topk_scan(self, H, tg, loo, k):
+        """The reference top-k: every successor of the newest token scored (O(successors))."""
+        H = self._context(H)
+        tg = np.ascontiguousarray(tg, np.int64)
         return _kn_batch(H, tg, loo, np.int64(self.V), self.order, self.lvl_keys, self.lvl_off,
                          self.lvl_cnt, self.ctx_keys, self.ctx_off, self.disc, self.uni_cont,
                          self.uni_total, self.uni_order, self.uni_dsum, self.uniform, int(k))

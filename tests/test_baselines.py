@@ -269,3 +269,58 @@ def test_longer_orders_on_the_default_corpus():
     # the order-3 object keeps the trigram's ranking
     legacy = KneserNey(V, "modified").add(*trigram_contexts(tr.stream)).finalize()
     assert kn[3].evaluate(te.stream) == legacy.evaluate(te.stream)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), V=st.integers(5, 60), n=st.integers(1, 600),
+       order=st.integers(2, 6), modified=st.booleans(), uniform=st.booleans(),
+       loo=st.booleans(), k=st.integers(1, 12), zipf=st.booleans())
+def test_topk_walk_equals_the_full_scan(seed, V, n, order, modified, uniform, loo, k, zipf):
+    """The sublinear top-k (threshold walk) gives the full scan's probabilities and support;
+    ids differ only among equal probabilities."""
+    rng = np.random.default_rng(seed)
+    if zipf:  # skewed, as text is: long successor lists and many ties at the bottom
+        s = np.minimum(rng.zipf(1.3, n) + 3, V - 1).astype(np.int32)
+    else:
+        s = rng.integers(4, V, n).astype(np.int32)
+    s[rng.random(n) < 0.05] = EOS
+    s[-1] = EOS
+    kn = KneserNey(V, "modified" if modified else 0.75, order, uniform).add_stream(s).finalize()
+    H = np.ascontiguousarray(ngram_history(s, order - 1), np.int64)
+    tg = s.astype(np.int64) if loo else np.full(s.size, -1, np.int64)
+    # queries: the training events (left out or not) and random contexts
+    Hq = np.concatenate([H, rng.integers(0, V, (50, order - 1))])
+    tq = np.concatenate([tg, np.full(50, -1, np.int64)])
+    a_ids, a_p, a_s = kn._topk(Hq, tq, loo, k)
+    b_ids, b_p, b_s = kn._topk_scan(Hq, tq, loo, k)
+    np.testing.assert_array_equal(a_p, b_p)
+    np.testing.assert_array_equal(a_s, b_s)
+    for i in range(Hq.shape[0]):
+        # above the cut (the k-th probability) every tie group lies wholly in both lists
+        for p in np.unique(a_p[i][a_p[i] > a_p[i, -1]]):
+            assert set(a_ids[i][a_p[i] == p].tolist()) == set(b_ids[i][b_p[i] == p].tolist())
+        assert len(set(a_ids[i][a_ids[i] >= 0].tolist())) == (a_ids[i] >= 0).sum()
+
+
+def test_topk_reads_no_more_than_the_best_successors():
+    """On a long successor list the walk scores few symbols: it is not a scan."""
+    V = 5000
+    rng = np.random.default_rng(0)
+    s = np.empty(200_000, np.int32)
+    s[0::2] = 7  # token 7 is followed by almost every symbol
+    s[1::2] = np.minimum(rng.zipf(1.2, 100_000) + 3, V - 1)
+    s[-1] = EOS
+    kn = KneserNey(V, "modified", 3).add_stream(s).finalize()
+    H = np.tile(np.array([[7, 9]], np.int64), (4000, 1))
+    H[:, 1] = rng.integers(4, V, 4000)
+    import time
+
+    kn._topk(H[:2], np.full(2, -1), False, 5)
+    kn._topk_scan(H[:2], np.full(2, -1), False, 5)
+    t0 = time.perf_counter()
+    a = kn._topk(H, np.full(4000, -1), False, 5)
+    t1 = time.perf_counter()
+    b = kn._topk_scan(H, np.full(4000, -1), False, 5)
+    t2 = time.perf_counter()
+    np.testing.assert_array_equal(a[1], b[1])
+    assert t1 - t0 < (t2 - t1) / 3, (t1 - t0, t2 - t1)
