@@ -217,7 +217,8 @@ class Model:
         cfg, c = self.config, self.counts
         c.kn.finalize()
         _report(progress, "prototypes", 0.0)
-        c.bank.fit_prototypes(self.keys, cfg.prototypes, cfg.seed, cfg.noise_stages)
+        c.bank.fit_prototypes(self.keys, cfg.prototypes, cfg.seed, cfg.noise_stages,
+                              check=lambda: _check(cancel, "prototypes"))
         _report(progress, "prototypes", 1.0)
         _check(cancel, "prototypes")
         _report(progress, "index", 0.0)
@@ -246,7 +247,7 @@ class Model:
         rng = np.random.default_rng([int(self.config.seed), 0x6A7E])
         return np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
 
-    def _gate_pass(self, progress=None, cancel=None, chunk: int = 16384) -> None:
+    def _gate_pass(self, progress=None, cancel=None, chunk: int = 4096) -> None:
         """Both B and C predict every training step (leave-one-out); wins make the gate.
 
         Over :meth:`gate_sample`'s positions. C's neighbours are searched once

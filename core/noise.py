@@ -24,6 +24,8 @@ Counts are additive: :meth:`NoiseBank.merge` adds another bank's counts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit
 
@@ -149,7 +151,8 @@ def assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray
 
 
 def kmeans(X: np.ndarray, P: int, weights: np.ndarray | None = None, seed: int = 0,
-           iters: int = 12, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+           iters: int = 12, tol: float = 1e-4,
+           check: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Weighted k-means (k-means++ seeding, Lloyd iterations), deterministic for a seed.
 
     Parameters
@@ -162,6 +165,8 @@ def kmeans(X: np.ndarray, P: int, weights: np.ndarray | None = None, seed: int =
     iters : int
         Lloyd iterations at most; stops early when the weighted inertia
         improves by less than ``tol`` (relative).
+    check : callable or None
+        Called before every iteration; raises to stop (training's cancel).
 
     Returns
     -------
@@ -178,6 +183,8 @@ def kmeans(X: np.ndarray, P: int, weights: np.ndarray | None = None, seed: int =
     labels, d2 = assign(X, C)
     prev = float(np.dot(d2, w))
     for _ in range(iters):
+        if check is not None:
+            check()  # raises to cancel between iterations
         C = _update(X, w, labels, d2.astype(np.float64), P)
         labels, d2 = assign(X, C)
         cur = float(np.dot(d2, w))
@@ -266,7 +273,8 @@ class NoiseBank:
         return keys[self.cur] - keys[self.nxt]
 
     def fit_prototypes(self, keys: np.ndarray, P: int = 256, seed: int = 0,
-                       stages: int = 1, sample: int = 65536) -> NoiseBank:
+                       stages: int = 1, sample: int = 65536,
+                       check: Callable[[], None] | None = None) -> NoiseBank:
         """k-means prototypes of the noises (count-weighted), ``stages`` residual codebooks.
 
         Past ``sample`` entries the centres are fitted on a seeded uniform
@@ -281,9 +289,9 @@ class NoiseBank:
         protos, labels = [], []
         for s in range(max(1, stages)):
             if fit is None:
-                C, lab = kmeans(R, P, self.count, seed=seed + s)
+                C, lab = kmeans(R, P, self.count, seed=seed + s, check=check)
             else:
-                C, _ = kmeans(R[fit], P, self.count[fit], seed=seed + s)
+                C, _ = kmeans(R[fit], P, self.count[fit], seed=seed + s, check=check)
                 lab, _ = assign(R, C)
             protos.append(C)
             labels.append(lab + s * C.shape[0])
