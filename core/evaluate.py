@@ -1,5 +1,12 @@
 """Evaluation figures that are library functions, not command-line code.
 
+:func:`evaluate` computes every held-out figure ``noisekey eval`` prints
+(the command only parses flags and formats the result): next-token top-1 /
+top-5 and bits per token of the model, B, C, prototype decoding, the
+Kneser-Ney trigram and a modified Kneser-Ney n-gram of any order, and on
+pairs chrF (sacrebleu), exact match and length error of greedy, beam and
+SMC against nearest-input retrieval.
+
 :func:`c_search_agreement` measures C's window search (grouped, exact within
 a group, nearest-key groups for an empty one: :meth:`core.machine.WindowTable.search`)
 against the exact scan over every training window, on the queries the model
@@ -10,12 +17,15 @@ searched leave-one-out as the gate does. ``noisekey eval`` prints it and
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import numpy as np
 
 from core.index import brute_force
 from core.machine import history, window_states
 
-__all__ = ["c_search_agreement", "exact_window_neighbours"]
+__all__ = ["c_search_agreement", "evaluate", "exact_window_neighbours"]
 
 
 def exact_window_neighbours(table, Q: np.ndarray, K: int, metric,
@@ -75,3 +85,118 @@ def c_search_agreement(model, stream: np.ndarray | None = None, n: int = 2000, K
             "top1_empty": float(top1[empty].mean()) if empty.any() else float("nan"),
             "top1_others": float(top1[~empty].mean()) if (~empty).any() else float("nan"),
             "recall": float(recall)}
+
+
+def _chrf(hyps: list[str], refs: list[str]) -> float:
+    from sacrebleu.metrics import CHRF
+
+    if not hyps:
+        return float("nan")
+    return float(CHRF().corpus_score(hyps, [refs]).score)
+
+
+def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 300,
+             progress=None, kn_order: int | None = None) -> dict:
+    """All held-out figures of ``noisekey eval`` for one corpus (a dict).
+
+    Next-token figures (top-1, top-5, bits per token on the same held-out
+    stream, every id ``<unk>`` included scored alike) for the model, the
+    Kneser-Ney trigram (single discount 0.75, ``kn_*``) and a modified
+    Kneser-Ney n-gram of order ``kn_order`` (``kn_order_*``; default 5, 8
+    for bytes).
+    """
+    from core.baselines import KneserNey, Retrieval, trigram_contexts
+    from core.model import train
+
+    tr, te = corpus.split(split, seed)
+    out: dict = {"train_tokens": int(tr.stream.size), "test_tokens": int(te.stream.size),
+                 "train_pairs": int(tr.n_pairs), "test_pairs": int(te.n_pairs),
+                 "vocab": len(tr.vocab)}
+    t0 = time.perf_counter()
+    model = train(tr, cfg, progress=progress)
+    out["train_seconds"] = time.perf_counter() - t0
+    f = model.figures
+    out["train_tokens_per_s"] = f["tokens_per_second"]
+    out["core_train_seconds"] = f["train_seconds"]
+    out["win_rate_c"] = f["win_rate_c"]
+    te = te.with_vocab(model.vocab)
+    # Kneser-Ney trigram: counting pass timed in this process
+    t0 = time.perf_counter()
+    kn = KneserNey(model.V, 0.75).add(*trigram_contexts(tr.stream)).finalize()
+    out["kn_count_seconds"] = time.perf_counter() - t0
+    out["kn_tokens_per_s"] = tr.stream.size / max(out["kn_count_seconds"], 1e-9)
+    r = kn.evaluate(te.stream, 5)
+    out["kn_top1"], out["kn_top5"] = r["top1"], r["top5"]
+    out["kn_bits"] = kn.perplexity(te.stream)["bits"]
+    # the n-gram a KenLM user would build: modified discounts, order 5 (8 for bytes)
+    order = int(kn_order or (8 if cfg.tokenizer == "byte" else 5))
+    t0 = time.perf_counter()
+    kno = KneserNey(model.V, "modified", order).add_stream(tr.stream).finalize()
+    out["kn_order"] = order
+    out["kn_order_count_seconds"] = time.perf_counter() - t0
+    r = kno.evaluate(te.stream, 5)
+    out["kn_order_top1"], out["kn_order_top5"] = r["top1"], r["top5"]
+    out["kn_order_bits"] = kno.perplexity(te.stream)["bits"]
+    r = model.evaluate_stream(te.stream, 5)
+    out.update(model_top1=r["top1"], model_top5=r["top5"], b_top1=r["b_top1"],
+               c_top1=r["c_top1"], gate_mean=r["gate_mean"])
+    lp = model.logprob_stream(te.stream)
+    out.update(model_bits=lp["bits"], model_bits_capped=lp["bits_capped"], b_bits=lp["b_bits"],
+               model_c_used=lp["c_used"], model_c_hit=lp["c_hit"], model_zero=lp["zero"])
+    out["prototype_top1"] = model.prototype_accuracy(te.stream)
+    for name, stream in (("heldout", te.stream), ("training", None)):
+        a = c_search_agreement(model, stream, seed=seed)
+        out.update({f"c_search_{name}_{k}": v for k, v in a.items()})
+    saved = model.config
+    try:
+        model.config = dataclasses.replace(saved, c_mode="noise" if saved.c_mode == "modify"
+                                           else "modify")
+        out[f"c_top1_{model.config.c_mode}"] = model.evaluate_stream(te.stream, 1)["c_top1"]
+    finally:
+        model.config = saved
+    out[f"c_top1_{saved.c_mode}"] = r["c_top1"]
+    # pairs
+    n = te.n_pairs if max_pairs <= 0 else min(te.n_pairs, max_pairs)
+    if n and tr.n_pairs:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(te.n_pairs, n, replace=False))
+        ret = Retrieval(model.V).fit(tr.in_ids, tr.in_offsets, tr.out_ids, tr.out_offsets)
+        mean_m = float(np.mean(np.diff(tr.out_offsets)))
+        refs, ret_h, m_true, m_hat, sel_in = [], [], [], [], []
+        for i in pick:
+            x, y = te.pair(int(i))
+            refs.append(model.decode(y))
+            m_true.append(len(y))
+            sel_in.append(x)
+        sel_off = np.concatenate(([0], np.cumsum([len(x) for x in sel_in]))).astype(np.int64)
+        flat = np.concatenate(sel_in).astype(np.int64) if sel_in else np.zeros(0, np.int64)
+        ret_out = ret.predict(flat, sel_off)
+        ret_h = [model.decode(o) for o in ret_out]
+        m_true = np.array(m_true, np.float64)
+        for x in sel_in:
+            m_hat.append(model.band(x).length)
+        out["pairs_evaluated"] = int(n)
+        out["retrieval_chrf"] = _chrf(ret_h, refs)
+        out["retrieval_exact"] = float(np.mean([h == r for h, r in zip(ret_h, refs,
+                                                                           strict=True)]))
+        out["retrieval_len_err"] = float(np.mean(np.abs([len(o) for o in ret_out] - m_true)))
+        out["mean_len_err"] = float(np.mean(np.abs(mean_m - m_true)))
+        out["band_len_err"] = float(np.mean(np.abs(np.array(m_hat) - m_true)))
+        seps = te.doc_kind[te.pair_doc[pick]] == 1
+        for method in ("greedy", "beam", "smc"):
+            t0 = time.perf_counter()
+            hyps, lens, stops = [], [], {}
+            for j, x in enumerate(sel_in):
+                g = model.generate(x, method=method, sep=bool(seps[j]), probes=False)
+                hyps.append(g.text)
+                lens.append(len(g.ids))
+                stops[g.stopped_by] = stops.get(g.stopped_by, 0) + 1
+            out[f"{method}_chrf"] = _chrf(hyps, refs)
+            out[f"{method}_exact"] = float(np.mean([h == r for h, r in zip(hyps, refs,
+                                                                               strict=True)]))
+            out[f"{method}_len_err"] = float(np.mean(np.abs(np.array(lens) - m_true)))
+            out[f"{method}_stops"] = stops
+            out[f"{method}_seconds"] = time.perf_counter() - t0
+            if progress is not None:
+                progress("generating", 1.0, None)
+    return out
