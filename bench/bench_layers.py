@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from core.cli_layers import bench_reconstruct
 from core.keys import KeyStore
+from core.layer_figures import bench_reconstruct
 from core.layers import SignatureBank, hierarchy
 
 

@@ -278,10 +278,10 @@ def test_cli_errors(capsys):
 
 
 def test_bow_baseline_scores():
-    from core.cli_layers import _bow_scores
+    from core.layer_figures import bow_scores
 
     bank = [np.array([4, 5, 6]), np.array([4, 4, 7]), np.array([8, 9, 10])]
-    score = _bow_scores(bank, 11)
+    score = bow_scores(bank, 11)
     s = score(np.array([4, 5, 6]))
     assert s[0] == pytest.approx(1.0) and s[2] == 0.0
     assert s[1] == pytest.approx(2 / (np.sqrt(3) * np.sqrt(5)))
