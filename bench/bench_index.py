@@ -4,7 +4,7 @@
     python bench/bench_index.py --configs       # design sweep: tables, replication, bins, load
     python bench/bench_index.py --recall        # recall@1 vs keys, noise and probes
 
-The main table is :func:`core.cli_index.bench_index`. ``--configs`` builds the
+The main table is :func:`core.bench.bench_index`. ``--configs`` builds the
 index in several configurations on the same keys and queries and prints, for
 each, build time, recall@1, candidates per query and single-thread batched
 queries/s at the probes that first reach recall@1 >= 0.99 (or the largest

@@ -216,8 +216,8 @@ def test_multiprobe_picks_cheapest_perturbations(m, B, probes, seed):
 
 
 def test_bench_index_command_runs_small(capsys):
+    from core.bench import bench_index, format_report
     from core.cli import main
-    from core.cli_index import bench_index, format_report
 
     res = bench_index(n=1500, dim=8, queries=40, sweep=(0, 2), libraries=False)
     methods = [r["method"] for r in res["rows"]]
