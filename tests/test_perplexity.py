@@ -127,3 +127,17 @@ def test_eval_reports_the_chosen_order_beside_the_trigram(capsys):
     assert "KN trigram" in text and "KN 5-gram" in text and "bits/token" in text
     assert main(["eval", str(SAMPLES / "builtins.tsv"), "--kn-order", "9", "-q"]) == 2
     assert "--kn-order" in capsys.readouterr().err
+
+
+def test_cross_fitted_gate_gives_finite_bits(split, monkeypatch):
+    """Gate fitted on held-out folds (``Model.gate_folds`` = 2): counted, finite, reproducible."""
+    from core.model import Model
+
+    monkeypatch.setattr(Model, "gate_folds", 2)
+    tr, te = split
+    cfg = TrainConfig(dim=16, prototypes=16, signatures=False, memory=0)
+    a, b = train(tr, cfg), train(tr, cfg)
+    assert a.gate.n_bin.sum() == a.gate.ll_n.sum() == a.counts.stream.size
+    r = a.logprob_stream(te.with_vocab(a.vocab).stream)
+    assert np.isfinite(r["bits"]) and r["zero"] == 0
+    np.testing.assert_array_equal(a.gate.hits_bin, b.gate.hits_bin)
