@@ -11,8 +11,6 @@ from explorer.main_window import MainWindow
 from explorer.worker import load_or_train
 from tests.test_gui_window import SAMPLE, SMALL
 
-pytest.importorskip("core.model")
-
 
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory):

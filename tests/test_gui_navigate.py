@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PySide6.QtCore import Qt
 
 from explorer import settings
@@ -21,8 +20,6 @@ from tests.test_gui_linked import (  # noqa: F401 - fixtures
     xy,
 )
 from tests.test_gui_window import SAMPLE, SMALL
-
-pytest.importorskip("core.model")
 
 
 def test_search_selects_in_every_view_and_centres_embeddings(make_window, qtbot):  # noqa: F811

@@ -188,7 +188,7 @@ def test_model_wide_items_are_not_redrawn_per_prompt(views, monkeypatch):
 
 
 def test_panel_defaults_follow_train_config():
-    model = pytest.importorskip("core.model")
+    import core.model as model
     from explorer.training_panel import default_values
 
     cfg = model.TrainConfig()

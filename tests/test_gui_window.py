@@ -117,7 +117,6 @@ def svg_ok(path: Path) -> None:
 
 
 def test_train_type_export_cancel(make_window, qtbot, tmp_path):
-    pytest.importorskip("core.model")
     w = make_window(corpora=[str(SAMPLE)], prompt="", use_cache=True)
     seen = []
     w.trainer.progressed.connect(lambda s, f, i: seen.append((s, f)))
@@ -167,7 +166,6 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
 
 
 def test_screenshot_end_to_end(tmp_path, model_cache, qapp):
-    pytest.importorskip("core.model")
     out = tmp_path / "shot.png"
     # the same training settings as the window test, so its cached model is loaded
     settings.use_settings_dir(tmp_path / "settings")
