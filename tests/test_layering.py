@@ -17,3 +17,15 @@ def test_core_never_imports_qt():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_contracts_hold():
+    """pyproject.toml's import-linter contracts: core free of Qt and the window; views
+    read only core's plain result objects."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    code = "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"
+    r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "0 broken" in r.stdout
