@@ -9,7 +9,7 @@ else is generated from it:
   and a bad one raises one ``ValueError`` naming the setting, the value and
   what is allowed;
 * the flags of ``noisekey train``, ``eval`` and ``generate``
-  (:mod:`core.cli_model`) and their help;
+  (:mod:`core.cli.model`) and their help;
 * the training panel's form (:mod:`explorer.training_panel`): widgets,
   ranges, defaults and tooltips of the settings marked ``panel``.
 

@@ -1,7 +1,7 @@
 """Figures of the hierarchical layers: reconstruction by layer, retrieval, speed.
 
 Library functions behind ``noisekey layers``, ``noisekey eval --layers`` and
-``noisekey bench layers`` (:mod:`core.cli_layers` parses flags and prints).
+``noisekey bench layers`` (:mod:`core.cli.layers` parses flags and prints).
 
 Figures (DESIGN.md section 7)
 -----------------------------

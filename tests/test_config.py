@@ -179,7 +179,7 @@ def test_every_setting_has_a_flag_with_the_declared_help():
 
 def test_flags_reach_the_config():
     from core.cli import build_parser
-    from core.cli_model import config_from_args
+    from core.cli.model import config_from_args
 
     parser, _ = build_parser()
     args = parser.parse_args(["train", "c.txt", "--out", "m.npz", "--dim", "8", "--metric",

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from core.cli import Progress, UserError
+from core.cli.common import Progress, UserError
 from core.corpus import default_corpus_path
 from core.layer_figures import (
     accuracy_table,

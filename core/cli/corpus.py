@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from core.cli import Progress
+from core.cli.common import Progress
 from core.corpus import default_corpus_path, load_corpus
 from core.tokenize import TOKENIZERS
 
@@ -47,7 +47,7 @@ def register(sub, bench_sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from core.cli import UserError
+    from core.cli.common import UserError
 
     if args.min_count < 1:
         raise UserError(f"--min-count must be at least 1, got {args.min_count}")

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from core.cli import Progress, UserError
+from core.cli.common import Progress, UserError
 
 
 def _cmd_bench_scale(args: argparse.Namespace) -> int:

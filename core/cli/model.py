@@ -21,7 +21,7 @@
     on pairs chrF (sacrebleu), exact match and length error of greedy, beam
     and smc against nearest-input retrieval and the mean training length,
     the B-vs-C win rate, and training tokens/s beside the trigram's
-    counting pass. ``--layers`` adds :func:`core.cli_layers.eval_layers`.
+    counting pass. ``--layers`` adds :func:`core.cli.layers.eval_layers`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 
-from core.cli import Progress, UserError
+from core.cli.common import Progress, UserError
 from core.config import SETTINGS, TrainConfig, setting
 
 #: ``noisekey generate`` uses only the last this many tokens of a prompt.
@@ -119,7 +119,7 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
                    help="order of the modified Kneser-Ney n-gram reported beside the "
                         "trigram (2-8; default 5, 8 for --tokenizer byte)")
     e.add_argument("--layers", action="store_true",
-                   help="also the layer figures (core.cli_layers.eval_layers)")
+                   help="also the layer figures (core.cli.layers.eval_layers)")
     _settings_args(e)
     e.set_defaults(func=cmd_eval)
 
@@ -270,13 +270,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     progress.done()
     layers = None
     if args.layers:
-        try:
-            from core.cli_layers import eval_layers
-        except ImportError:
-            print("noisekey: layer figures are not available in this build "
-                  "(core.cli_layers.eval_layers is missing)", file=sys.stderr)
-        else:
-            layers = eval_layers(args)
+        from core.cli.layers import eval_layers
+
+        layers = eval_layers(args)
     if args.json:
         r = {k: v for k, v in r.items()}
         if isinstance(layers, dict):

@@ -7,7 +7,7 @@ import json
 import sys
 
 from core.bench import bench_index, format_report, plain_json
-from core.cli import Progress, UserError
+from core.cli.common import Progress, UserError
 
 
 def _cmd_bench_index(args: argparse.Namespace) -> int:
