@@ -14,7 +14,8 @@ import numpy as np
 
 from core.keys import KeyStore
 from core.layer_figures import bench_reconstruct
-from core.layers import SignatureBank, hierarchy
+from core.layers import hierarchy
+from core.signatures import SignatureBank
 
 
 def main(argv=None) -> None:

@@ -196,7 +196,7 @@ class LayerInfo:
         Nearest training sentences by signature, best first, with scores.
     start : int
         Prompt position of the first token the layers are built over: a
-        prompt longer than the bound (:data:`core.layers.MAX_LAYER_TOKENS`)
+        prompt longer than the bound (:data:`core.signatures.MAX_LAYER_TOKENS`)
         keeps its last tokens only, so ``layers[0]`` has ``n - start - 1``
         rows and ``accuracy`` ``n - start - 1`` entries.
     """

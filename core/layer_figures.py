@@ -18,7 +18,7 @@ Figures (DESIGN.md section 7)
   subset can be swapped without changing a mean, so their order is not in
   the data and they are compared as multisets; uncovered positions are misses.
 * Retrieval: every distinct training output of at least 4 tokens is signed
-  (:class:`core.layers.SignatureBank`); a sample of them gets 20% of its tokens
+  (:class:`core.signatures.SignatureBank`); a sample of them gets 20% of its tokens
   replaced by random vocabulary tokens and is looked up; recall@1/@5 of the
   original beside a bag-of-words cosine baseline on the same queries.
 
@@ -53,7 +53,7 @@ __all__ = ["accuracy_table", "bench_reconstruct", "bow_scores", "make_index",
 
 
 def make_index(kind: str, keys: np.ndarray, seed: int = 0):
-    from core.layers import NearestKeys
+    from core.nearest import NearestKeys
 
     if kind == "hash":
         from core.index import HashIndex
@@ -90,11 +90,10 @@ def accuracy_table(windows: dict[int, np.ndarray], keys: np.ndarray, index, *, i
         hierarchy,
         identifiable_accuracy,
         mean_layer_matrix,
-        reconstruct_halfgap,
-        reconstruct_linear,
         scattershot,
         subset_matrix,
     )
+    from core.reconstruct import reconstruct_halfgap, reconstruct_linear
 
     out = {}
     total = sum(n - 1 for n in windows)
@@ -176,7 +175,7 @@ def bow_scores(bank_seqs: list[np.ndarray], V: int):
 def retrieval_figures(corpus, keys: np.ndarray, queries: int = 500, replace: float = 0.2,
                       seed: int = 0, progress=None) -> dict:
     """Recall@1/@5 of perturbed training sentences: signatures vs bag-of-words cosine."""
-    from core.layers import SignatureBank
+    from core.signatures import SignatureBank
 
     seqs = training_sentences(corpus)
     if not seqs or queries < 1:
@@ -213,9 +212,10 @@ def retrieval_figures(corpus, keys: np.ndarray, queries: int = 500, replace: flo
 def bench_reconstruct(sentences: int = 1000, n: int = 16, m: int = 4, vocab: int = 5000,
                       dim: int = 32, index: str = "exact", repeat: int = 3,
                       seed: int = 0) -> dict:
-    """Time :func:`core.layers.reconstruct` on random key sequences (best of ``repeat``)."""
+    """Time :func:`core.reconstruct.reconstruct` on random key sequences (best of ``repeat``)."""
     from core.keys import KeyStore
-    from core.layers import layer, reconstruct
+    from core.layers import layer
+    from core.reconstruct import reconstruct
 
     keys = KeyStore(vocab, dim=dim, seed=seed).keys
     idx = make_index(index, keys, seed)

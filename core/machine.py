@@ -490,10 +490,10 @@ class WindowTable:
         """The ``M`` non-empty groups whose current-token keys are nearest each token's key.
 
         tokens int [n] -> int64 [n, M] (-1 pad). Exact l2 over the keys of
-        tokens that have training windows (:class:`core.layers.NearestKeys`);
+        tokens that have training windows (:class:`core.nearest.NearestKeys`);
         one search per distinct token.
         """
-        from core.layers import NearestKeys
+        from core.nearest import NearestKeys
 
         if self._group_nn is None:
             self._group_tok = np.flatnonzero(np.diff(self.grp_off) > 0)

@@ -21,7 +21,7 @@ the stages, each reporting ``progress(stage, fraction, info)``:
                  ``info`` carries ``win_rate_c`` and ``heldout_top1``
                  (leave-one-out top-1 of the gated model so far — an honest
                  estimate: no step sees its own count)
-``signatures``   :class:`core.layers.SignatureBank` of the training outputs
+``signatures``   :class:`core.signatures.SignatureBank` of the training outputs
 
 Decoding (DESIGN.md 5): the model decodes with the **exact bank**. Given the
 current token an exact-bank noise leads to exactly one next key, so the
@@ -645,7 +645,7 @@ class Model:
         """Everything the four views draw for ``prompt`` (see :mod:`core.explain`).
 
         ``layers_stop_below`` skips the layers above the first reconstructed
-        with a lower accuracy (:func:`core.layers.layer_accuracy`); ``kw``
+        with a lower accuracy (:func:`core.reconstruct.layer_accuracy`); ``kw``
         goes to :meth:`generate`.
         """
         ids = self.encode(prompt)
@@ -663,9 +663,9 @@ class Model:
         )
 
     def layer_info(self, ids: np.ndarray, stop_below: float | None = None) -> LayerInfo:
-        """Layers of the prompt (:func:`core.layers.layer_info`) with similar training sentences."""
+        """The prompt's layers (:func:`core.signatures.layer_info`), similar training sentences."""
         try:
-            from core.layers import layer_info
+            from core.signatures import layer_info
         except ImportError:  # pragma: no cover - layers module missing
             return LayerInfo(self.config.op, [], np.zeros(0, np.float32), -1, [])
         # exact snapping: least-squares points lie far from every key, where the
@@ -675,10 +675,10 @@ class Model:
 
     @property
     def nearest_keys(self):
-        """Exact nearest-key search over the keys (:class:`core.layers.NearestKeys`), cached."""
+        """Exact nearest-key search over the keys (:class:`core.nearest.NearestKeys`), cached."""
         nk = self.__dict__.get("_nearest_keys")
         if nk is None or nk.keys.shape != self.keys.shape:
-            from core.layers import NearestKeys
+            from core.nearest import NearestKeys
 
             nk = self._nearest_keys = NearestKeys(self.keys)
         return nk
@@ -704,7 +704,7 @@ class Model:
 
     def _build_signatures(self, progress=None, cancel=None) -> None:
         try:
-            from core.layers import SignatureBank
+            from core.signatures import SignatureBank
         except ImportError:  # pragma: no cover
             return
         c = self.counts
@@ -792,7 +792,7 @@ class Model:
                 if m.memory is not None:
                     m.memory.load_arrays(arrays, "mem_")
             if "layers_signatures" in arrays:
-                from core.layers import SignatureBank
+                from core.signatures import SignatureBank
 
                 m.signature_bank = SignatureBank.from_arrays(arrays, m.keys)
         except (KeyError, ValueError, TypeError, IndexError, ArithmeticError) as exc:

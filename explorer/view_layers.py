@@ -11,7 +11,7 @@ Clicking a row of the ``w`` block selects that prompt token everywhere;
 clicking a layer block or an accuracy point selects the layer.
 
 Long prompts: the layers cover the prompt's last
-:data:`core.layers.MAX_LAYER_TOKENS` tokens (``LayerInfo.start`` says
+:data:`core.signatures.MAX_LAYER_TOKENS` tokens (``LayerInfo.start`` says
 where they begin) and the header says so, so any prompt draws in well under
 a second.
 

@@ -248,7 +248,7 @@ def test_open_a_bad_file_keeps_the_corpora_then_a_good_one_trains(make_window, q
 def test_long_prompt_layers_are_bounded_and_drawn_fast(make_window, qtbot):
     import time
 
-    from core.layers import MAX_LAYER_TOKENS
+    from core.signatures import MAX_LAYER_TOKENS
 
     w = ready_window(make_window, qtbot)
     words = SAMPLE.read_text().split()

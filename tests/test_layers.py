@@ -10,24 +10,24 @@ from hypothesis import strategies as st
 from core.explain import LayerInfo
 from core.keys import KeyStore
 from core.layers import (
-    NearestKeys,
-    SignatureBank,
     full_embedding,
     hierarchy,
     identifiable_accuracy,
     interchangeable,
     layer,
-    layer_accuracy,
-    layer_info,
     mean_layer_matrix,
+    scattershot,
+    subset_matrix,
+)
+from core.nearest import NearestKeys
+from core.reconstruct import (
+    layer_accuracy,
     most_compressible,
     reconstruct,
     reconstruct_halfgap,
     reconstruct_linear,
-    scattershot,
-    signatures,
-    subset_matrix,
 )
+from core.signatures import SignatureBank, layer_info, signatures
 
 V, D = 2000, 32
 

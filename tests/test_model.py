@@ -158,7 +158,7 @@ def test_explain_fills_every_view(model):
 
 
 def test_layer_info_snaps_exactly(model):
-    from core.layers import layer_accuracy
+    from core.reconstruct import layer_accuracy
 
     ids = model.encode("The for statement is used to iterate over the elements")
     info = model.layer_info(ids)

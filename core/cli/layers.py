@@ -191,14 +191,14 @@ def cmd_similar(args: argparse.Namespace) -> int:
     A signature is built from the layer pyramid of the tokens it signs, up
     to layer ``0.35 n``: memory grows with the square of their number (a
     20k-token prompt needed 14.6 GB). Only the last
-    :data:`core.layers.MAX_SIMILAR_TOKENS` (512) tokens are signed, the same
+    :data:`core.signatures.MAX_SIMILAR_TOKENS` (512) tokens are signed, the same
     bound the window's Layers view uses, so both show the same sentences;
     training sentences are far shorter, so a longer prompt gains nothing from
     the rest. Time and memory then stay flat in the prompt's length (only
     tokenizing is linear).
     """
-    from core.layers import MAX_SIMILAR_TOKENS
     from core.model import Model
+    from core.signatures import MAX_SIMILAR_TOKENS
 
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
