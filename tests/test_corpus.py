@@ -306,7 +306,7 @@ def test_large_file_streams_with_progress_and_cancel(tmp_path):
 
 
 def test_overlong_line_refused(tmp_path, monkeypatch):
-    import core.corpus as cc
+    import core.readers as cc
 
     monkeypatch.setattr(cc, "MAX_LINE", 1000)
     p = tmp_path / "long.txt"
@@ -351,7 +351,7 @@ _line = st.one_of(
 def test_chunked_word_reader_equals_line_reader(tmp_path_factory, monkeypatch, lines, chunk,
                                                 final_newline, junk):
     """The vectorised .txt reader gives the per-line reader's arrays exactly."""
-    import core.corpus as cc
+    import core.readers as cc
 
     data = "\n".join(lines).encode() + (b"\n" if final_newline else b"")
     if junk:
@@ -380,7 +380,7 @@ def test_chunked_word_reader_equals_line_reader(tmp_path_factory, monkeypatch, l
 
 
 def test_chunked_reader_on_shipped_text(monkeypatch):
-    import core.corpus as cc
+    import core.readers as cc
 
     monkeypatch.setattr(cc, "CHUNK", 4096)  # paragraphs cross many chunk boundaries
     fast = load_corpus(default_corpus_path())

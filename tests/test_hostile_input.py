@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.corpus as cc
+import core.readers as cc
 from core import modelfile
 from core.corpus import Cancelled, CorpusError, load_corpus
 from core.modelfile import ModelFileError, SaveError, save
