@@ -33,7 +33,7 @@ index (recording the probe for the views). Prototype decoding (``e = a_t −
 keys a prototype forgets which token follows, and it loses badly (see
 ``noisekey eval``), so the prototypes serve the views and the gate tables.
 
-Prompt memory (:class:`core.machine.PromptMemory`, ``config.memory``
+Prompt memory (:class:`core.memory.PromptMemory`, ``config.memory``
 neighbours, 0 = off): A/B/C see only the last W tokens, so on pairs the
 output forgot its prompt. Generation now mixes in the vote of the outputs of
 the training pairs whose inputs are nearest the whole prompt (TF-IDF cosine
@@ -88,7 +88,6 @@ from core.keys import KeyStore
 from core.machine import (
     GATE_GRID,
     Gate,
-    PromptMemory,
     WindowTable,
     _grid_hits,
     history,
@@ -97,6 +96,7 @@ from core.machine import (
     window_states,
     window_weights,
 )
+from core.memory import PromptMemory
 from core.noise import NoiseBank
 from core.stopping import MiddleKey, search, segment_stats
 from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
