@@ -45,8 +45,8 @@ Structure
   cannot find it and recall against the digit brute force drops; measured
   figures are in bench/README.md.
 
-Choices where the spec is silent (measured, figures below)
-----------------------------------------------------------
+Choices where the spec is silent (measured)
+-------------------------------------------
 * Defaults: ``n_tables=2`` (four bucket functions), ``n_bins=4`` quantile
   bins, ``m = ceil(log2(Nb) / 2)`` projections (9 at 100k keys), ``b=4``,
   ``load=0.3`` (cuckoo load per table; replicas then fill it to ~0.56),
@@ -81,32 +81,9 @@ Choices where the spec is silent (measured, figures below)
   mismatch, limits recall: at 30k keys σ=0.05 probes 2/8/16 give
   0.956/0.996/1.000, σ=0.1 give 0.602/0.818/0.890 (l2: 0.588/0.823/0.924).
 
-Figures (``noisekey bench index``, 100k keys, d=32, σ=0.02, 2000 queries,
-a 2-core machine shared with other jobs, so absolute rates are noisy and the
-"all threads" column is not faster than 1 thread; hash index at defaults):
-
-    method       build s  q/s single  q/s batch 1thr  rec@1  rec@10  cand/q  B/key
-    brute force     -          276         341        1.000  1.000   100000   128
-    HashIndex      0.40     34,181      73,455        0.999  0.107     26.2   188
-    hnswlib       65.95      8,745       9,454        0.999  0.954      -     276
-                  (M=16, efC=200, ef=32 tuned to the same recall@1)
-
-    A later run (after moving batches to one chunk per thread): brute force
-    371, HashIndex 70,627 (190x; 142x at 2 threads), hnswlib 6,401 q/s batched
-    at 1 thread; single queries 45,803 vs 6,028. Rates move by +-40% between
-    runs here; the ratios within one run are the figures to trust.
-
-    digit metric: brute force 37 q/s batched, HashIndex 38,651 q/s (1 thread),
-    recall@1 1.000, 26.4 candidates.
-
-Targets: recall@1 >= 0.99 (met: 0.999 l2, 1.000 digit), >= 20x brute force at
-the same threads (met: 215x l2 at 1 thread, 135x at 2; ~1000x digit), >=
-hnswlib single-threaded at the same recall (met: 3.9x single queries, 7.8x
-batched; hnswlib's 66 s build here reflects the machine's load, ours is
-0.40 s), build < 2 s (met). What
-limits the rate: random memory reads of ~26 candidate rows per query (the
-key copy is ordered by the first table only) and, for single queries,
-~10 µs of Python and numba dispatch per call.
+The measured figures behind these choices (candidates per query, recall
+by noise and probes, speed against brute force and hnswlib) are in
+bench/README.md and the README; ``noisekey bench index`` reproduces them.
 """
 
 from __future__ import annotations
