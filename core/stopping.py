@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from core.explain import StopBand
+from core.tokenize import EOS, SEP
 
 __all__ = ["segment_stats", "MiddleKey", "RunningStats", "in_band", "band_potential",
            "repeat_blocked"]
@@ -347,7 +348,7 @@ def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len:
     S = max(1, S)
     K = max(8, S) if method == "beam" else 8
     rng = np.random.default_rng(seed)
-    stop_ids = (1, 2)  # <eos>, <sep>
+    stop_ids = (EOS, SEP)
     stubs = [_Stub([], [], RunningStats.empty(d))]
     if method == "smc":
         stubs = [_Stub([], [], RunningStats.empty(d)) for _ in range(S)]
