@@ -435,7 +435,7 @@ class Model:
         pick = np.sort(pick[:max(1, int(np.searchsorted(np.cumsum(steps), MEMORY_STEPS,
                                                         side="right")))])
         sep = self._sep_default()
-        Wh = max(cfg.window, 2)
+        Wh = history_width(cfg)  # B and C read only output tokens from here on
         for a in range(0, pick.size, 100):  # pairs between cancel checks
             _check(cancel, "memory")
             sel = pick[a:a + 100]
