@@ -177,8 +177,30 @@ def _beyond(q, c, r, kth, code, f, lam, D):
 
 
 @njit(cache=True, nogil=True)
-def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_r, tot,
-                br, bi, K, code, f, lam, D):
+def _centre_dists(q, sub_cT, lo, hi, code):
+    """Ranking values (squared l2 or l1) from ``q`` to the subgroup centres ``lo:hi``.
+
+    ``sub_cT`` holds the centres transposed ([d, S]), so each coordinate is
+    one contiguous run over the subgroups and the loop vectorizes.
+    """
+    n = hi - lo
+    acc = np.zeros(n, np.float32)
+    for j in range(q.shape[0]):
+        qj = q[j]
+        row = sub_cT[j, lo:hi]
+        if code == 0:
+            for u in range(n):
+                x = qj - row[u]
+                acc[u] += x * x
+        else:
+            for u in range(n):
+                acc[u] += abs(qj - row[u])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
+                tot, br, bi, K, code, f, lam, D):
     """Exact search of the windows whose current token is ``t``, into the running top-K.
 
     The group's windows are split into subgroups sharing the previous token
@@ -186,7 +208,10 @@ def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c
     the metric). By the triangle inequality no member lies nearer than
     ``δ(q, c) − r``: the subgroup of the query's own previous token is
     scanned first (the likely winner), then every other subgroup whose bound
-    does not pass the K-th best so far.
+    does not pass the K-th best so far. In large groups (l2, l1) the
+    distances to all centres are computed at once (:func:`_centre_dists`);
+    the 8 nearest centres' subgroups are scanned first when the own subgroup
+    holds fewer than K windows.
     """
     lo, hi = sub_grp_off[t], sub_grp_off[t + 1]
     if hi <= lo:
@@ -196,13 +221,41 @@ def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c
         _scan(q, sub_off[own], sub_off[own + 1], skip, states, tot, br, bi, K, code, f, lam, D)
     else:
         own = -1
-    for j in range(lo, hi):
-        if j == own:
+    if code == 2 or hi - lo <= 64:
+        for j in range(lo, hi):
+            if j == own:
+                continue
+            if br[K - 1] < np.inf and _beyond(q, sub_c[j], sub_r[j], finish(br[K - 1], code),
+                                              code, f, lam, D):
+                continue
+            _scan(q, sub_off[j], sub_off[j + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+        return
+    acc = _centre_dists(q, sub_cT, lo, hi, code)
+    if own >= 0:
+        acc[own - lo] = -1.0  # done
+    if br[K - 1] == np.inf:  # own subgroup too small: seed with the nearest centres
+        seed_i = np.full(8, -1, np.int64)
+        seed_v = np.full(8, np.inf, np.float32)
+        for u in range(hi - lo):
+            if acc[u] >= 0:
+                insert_bottomk(seed_i, seed_v, 8, u, acc[u])
+        for u in seed_i:
+            if u >= 0:
+                _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code,
+                      f, lam, D)
+                acc[u] = -1.0
+    kth = np.float64(finish(br[K - 1], code)) if br[K - 1] < np.inf else np.inf
+    for u in range(hi - lo):
+        a = acc[u]
+        if a < 0:
             continue
-        if br[K - 1] < np.inf and _beyond(q, sub_c[j], sub_r[j], finish(br[K - 1], code), code,
-                                          f, lam, D):
+        lim = kth + sub_r[lo + u] + 1e-5 * (1.0 + kth)
+        if a > (lim * lim if code == 0 else lim):
             continue
-        _scan(q, sub_off[j], sub_off[j + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+        _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code, f,
+              lam, D)
+        if br[K - 1] < np.inf:
+            kth = np.float64(finish(br[K - 1], code))
 
 
 @njit(cache=True, nogil=True)
@@ -230,8 +283,8 @@ def _centres(states, off, code, f, lam, D):
 
 
 @batched()
-def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_r,
-                  grp_c, grp_r, tot, K, code, f, lam, D):
+def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT,
+                  sub_r, grp_c, grp_r, tot, K, code, f, lam, D):
     """K nearest training windows among those whose current token is in ``qtoks[i]``.
 
     ``qtoks`` int64 [n, M] lists the groups to search per query (-1 pad): the
@@ -258,7 +311,7 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
                                               code, f, lam, D):
                 continue
             _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev, sub_c,
-                        sub_r, tot, br, bi, K, code, f, lam, D)
+                        sub_cT, sub_r, tot, br, bi, K, code, f, lam, D)
         for j in range(K):
             ids[i, j] = bi[j]
             if bi[j] >= 0:
@@ -434,6 +487,7 @@ class WindowTable:
         self.sub_prev = (ctx[start, 1] if self.W > 1 else np.zeros(start.size)).astype(np.int64)
         m = (metric.code, float(metric.f), float(metric.lam), int(metric.D))
         self.sub_c, self.sub_r = _centres(self.states, self.sub_off, *m)
+        self.sub_cT = np.ascontiguousarray(self.sub_c.T)
         self.grp_c, self.grp_r = _centres(self.states, self.grp_off, *m)
 
     def context_ids(self, H: np.ndarray) -> np.ndarray:
@@ -474,8 +528,8 @@ class WindowTable:
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
         qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
         args = (own, self.states, self.sub_off, self.sub_grp_off, self.sub_prev, self.sub_c,
-                self.sub_r, self.grp_c, self.grp_r, self.tot, int(K), m.code, float(m.f),
-                float(m.lam), int(m.D))
+                self.sub_cT, self.sub_r, self.grp_c, self.grp_r, self.tot, int(K), m.code,
+                float(m.f), float(m.lam), int(m.D))
         nn, nd = _group_search(Q, H[:, :1].astype(np.int64), qprev, *args)
         # rows with no valid neighbour in their own group: the groups of the
         # current tokens whose keys are nearest (the state's heaviest term)
