@@ -9,9 +9,15 @@ Flow:
 
 * Training runs in a :class:`explorer.worker.TaskSlot`; the model in use is
   replaced only when a new one finishes (cancel or failure keep it).
-* The prompt is debounced (a single-shot ``QTimer``, 30 ms); the
-  explanation is computed by :class:`explorer.worker.Explainer` off the GUI
-  thread and only the newest result is drawn. While typing, a cheaper
+* A keystroke that finds the explainer idle is explained at once; while
+  an explanation is being computed, keystrokes are debounced (a
+  single-shot ``QTimer``, 30 ms) and only the newest prompt is asked for;
+  a result that arrives while a newer prompt waits for the debounce is
+  not drawn.
+  The explanation is computed by :class:`explorer.worker.Explainer` off the
+  GUI thread and only the newest result is drawn; a prompt whose token ids
+  were explained before reuses that explanation
+  (:class:`explorer.worker.ExplainMemo`). While typing, a cheaper
   explanation is asked for (``max_len`` capped, narrower beam, fewer SMC
   particles, no reconstruction above the first failed layer); when typing
   pauses for :data:`FULL_AFTER_MS` the full one replaces it, unless the fast
@@ -65,7 +71,13 @@ from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState
 from explorer.training_panel import CACHED_CURVES, TrainingPanel
-from explorer.worker import Explainer, TaskSlot, freeze_long_lived_objects, load_or_train
+from explorer.worker import (
+    Explainer,
+    ExplainMemo,
+    TaskSlot,
+    freeze_long_lived_objects,
+    load_or_train,
+)
 
 if TYPE_CHECKING:
     from explorer.view_base import BaseView
@@ -73,6 +85,7 @@ if TYPE_CHECKING:
 DEFAULT_CORPUS = default_corpus_path()
 DEFAULT_PROMPT = "Exceptions are raised when"
 DEBOUNCE_MS = 30  # QT-NOTES: 30-80 ms; an explanation costs about as much
+# (only keystrokes that arrive while an explanation is computed wait for it)
 FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces the fast one
 # ``Model.explain`` options while typing (public keyword arguments of ``generate``):
 # a capped length, and narrower beams / fewer particles (greedy ignores width)
@@ -153,10 +166,13 @@ class MainWindow(QMainWindow):
         self.explain_seconds = float("nan")
         self.draw_seconds = float("nan")
         self._typed_at: float | None = None
+        self.key_debounced = False  # the last keystroke waited for the debounce timer
+        self.stale_results = 0  # explanations not drawn: the prompt had moved on
         self.latencies: list[float] = []
         self._painted = False
         self._defer_views = defer_views
         self.explained_full = False  # the drawn explanation used the full options
+        self._explain_memo: ExplainMemo | None = None  # model.explain by token ids
 
         # -- left column ----------------------------------------------------------
         self.corpus_panel = CorpusPanel()
@@ -749,6 +765,12 @@ class MainWindow(QMainWindow):
     def _on_typed(self, text: str) -> None:
         self._typed_at = time.perf_counter()
         self._full_timer.stop()
+        self.key_debounced = not (self.model is not None and not self._debounce.isActive()
+                                  and not self.explainer.pending)
+        if not self.key_debounced:
+            # nothing computed or waiting: explain this keystroke now (leading edge)
+            self._prompt_settled(text)
+            return
         self._debounce.start()  # restarts: fires DEBOUNCE_MS after the last keystroke
 
     def _prompt_settled(self, text: str) -> None:
@@ -776,11 +798,19 @@ class MainWindow(QMainWindow):
         self._full_timer.stop()
         if self.model is None:
             return
-        self.explainer.request(partial(self.model.explain, **self.explain_options(full)),
+        memo = self._explain_memo
+        if memo is None or memo.model is not self.model:
+            memo = self._explain_memo = ExplainMemo(self.model)
+        self.explainer.request(partial(memo, **self.explain_options(full)),
                                self.state.prompt, full)
         self.busy_label.setText("computing…")
 
     def _on_explained(self, ex, secs: float, full: bool = True) -> None:
+        if ex is not None and self._debounce.isActive() and ex.prompt != self.prompt_box.text():
+            # typed on while this was computed: the newer prompt is asked for when the
+            # debounce fires, and drawing this one now would only delay it
+            self.stale_results += 1
+            return
         self.explain_seconds = secs
         self.explained_full = full
         self.busy_label.setText("")

@@ -74,6 +74,7 @@ class PromptChips(QScrollArea):
         self.chip_ids: list[int] = []  # vocabulary id of each shown chip
         self.chip_unknown: list[bool] = []
         self._selected: set[int] = set()
+        self._looks: list[tuple | None] = []  # text, tooltip and style set on each chip
         state.explanationChanged.connect(self.set_explanation)
         state.tokenSelected.connect(self._on_token)
 
@@ -86,6 +87,7 @@ class PromptChips(QScrollArea):
             b.clicked.connect(lambda _=False, k=n: self._clicked(k))
             self.row.insertWidget(1 + n, b)
             self.chips.append(b)
+            self._looks.append(None)
         return self.chips[i]
 
     def _clicked(self, k: int) -> None:
@@ -114,14 +116,18 @@ class PromptChips(QScrollArea):
             b = self._chip(k)
             tid, text = int(ids[i]), tokens[i]
             unknown = tid == unk
-            b.setText(text.replace("&", "&&"))
             if unknown:
-                b.setToolTip(f"{text!r} is not in the vocabulary (or rarer than the min count): "
-                             f"the model reads it as <unk> (id {tid}). Click to select <unk>.")
+                tip = (f"{text!r} is not in the vocabulary (or rarer than the min count): "
+                       f"the model reads it as <unk> (id {tid}). Click to select <unk>.")
             else:
-                b.setToolTip(f"{text!r} — token {i} of the prompt, id {tid}. "
-                             "Click to select it in every view.")
-            b.setStyleSheet(chip_style(unknown, tid == sel))
+                tip = (f"{text!r} — token {i} of the prompt, id {tid}. "
+                       "Click to select it in every view.")
+            look = (text.replace("&", "&&"), tip, chip_style(unknown, tid == sel))
+            if self._looks[k] != look:  # a new style sheet re-polishes the chip
+                b.setText(look[0])
+                b.setToolTip(look[1])
+                b.setStyleSheet(look[2])
+                self._looks[k] = look
             b.show()
             self.chip_ids.append(tid)
             self.chip_unknown.append(unknown)
@@ -139,6 +145,7 @@ class PromptChips(QScrollArea):
         now = {k for k, t in enumerate(self.chip_ids) if t == token_id}
         for k in now ^ self._selected:
             self.chips[k].setStyleSheet(chip_style(self.chip_unknown[k], k in now))
+            self._looks[k] = None
         self._selected = now
 
     def summary(self) -> dict[str, int]:

@@ -177,6 +177,7 @@ class BaseView(QWidget):
         self.glw.setMinimumSize(200, 150)
         layout.addWidget(self.glw, 1)
         self.explanation: Explanation | None = None
+        self._drawn_parts: tuple | None = None  # drawn_from() of what is drawn now
         self.draw_count = 0
         state.explanationChanged.connect(self._on_explanation)
         state.tokenSelected.connect(self._on_token)
@@ -199,12 +200,29 @@ class BaseView(QWidget):
 
     # -- state plumbing ---------------------------------------------------
     def _on_explanation(self, ex: Explanation | None) -> None:
+        parts = None if ex is None else self.drawn_from(ex)
+        if parts is not None and self._drawn_parts is not None \
+                and same_parts(parts, self._drawn_parts):
+            # what this view draws did not change (a keystroke that left the prompt's
+            # token ids alone): nothing to set, nothing to paint
+            self.explanation = ex
+            return
         self.explanation = ex
         self.draw(ex)
+        self._drawn_parts = parts
         if ex is not None and ex.partial:
             self.set_header(self.pending_header(ex))
         self.settle()
         self.draw_count += 1
+
+    def drawn_from(self, ex: Explanation) -> tuple:
+        """The parts of ``ex`` that :meth:`draw` reads.
+
+        A new explanation whose parts are the objects drawn now (values for
+        strings, numbers and tuples) is not drawn again: the explainer hands
+        the same objects for a prompt whose token ids it explained before.
+        """
+        return (ex,)
 
     def settle(self) -> None:
         """Apply pending auto-ranges now, before the paint.
@@ -252,16 +270,28 @@ class BaseView(QWidget):
         return PENDING_TEXT
 
     def finish_axes(self) -> None:
-        """Plain axis numbers (no '(x0.001)' SI rescaling) on every plot of the view."""
+        """Plain axis numbers (no '(x0.001)' SI rescaling) on every plot of the view.
+
+        The hidden top and right axes too: with the prefix on, every range change
+        lays their (never shown) label out again.
+        """
         for item in self.glw.ci.items:
             get_axis = getattr(item, "getAxis", None)
             if get_axis is None or not hasattr(item, "vb"):
                 continue
-            for name in ("left", "bottom"):
+            for name in ("left", "bottom", "top", "right"):
                 get_axis(name).enableAutoSIPrefix(False)
 
     def set_header(self, text: str) -> None:
         self.header.setText(f"<b>{self.title}</b> &nbsp; {text}")
+
+
+def same_parts(a: tuple, b: tuple) -> bool:
+    """Parts of two explanations are the same: identical objects, equal plain values."""
+    return len(a) == len(b) and all(
+        x is y or (isinstance(x, (str, int, float, bool, tuple)) and type(x) is type(y)
+                   and x == y)
+        for x, y in zip(a, b, strict=True))
 
 
 def scatter_count(item: pg.ScatterPlotItem) -> int:
@@ -357,6 +387,10 @@ class PlotLabels:
         self.labels: list[tuple[float, float, str, QColor]] = []
         self.shown: list[str] = []  # texts placed by the last place()
         self._boxes: list[Box] = []
+        self._placed_for: tuple | None = None  # labels, range and size of the last place()
+        self._texts: list[str] = []  # text of each pooled item
+        self._colours: list[str] = []  # colour of each pooled item (HexArgb)
+        self._slot: list[int] = []  # the pooled item of each label
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
@@ -365,6 +399,7 @@ class PlotLabels:
         plot.vb.sigResized.connect(lambda *_: self._timer.start())
 
     def _item(self, i: int) -> pg.TextItem:
+        """Pooled item ``i`` (the pool grows to hold it)."""
         while len(self.items) <= i:
             t = pg.TextItem(anchor=(0, 0), fill=legend_brush() if self.fill else None)
             font = t.textItem.font()
@@ -374,6 +409,8 @@ class PlotLabels:
             t.hide()
             self.plot.addItem(t, ignoreBounds=True)
             self.items.append(t)
+            self._texts.append("")
+            self._colours.append("")
         return self.items[i]
 
     def set(self, labels: list[tuple[float, float, str, QColor]]) -> None:
@@ -381,18 +418,46 @@ class PlotLabels:
         self.place()
 
     def place(self) -> None:
+        """Place the labels for the current range and size (nothing to do if neither
+        they nor the labels changed since the last placement)."""
         from PySide6.QtCore import QPointF
 
         vb = self.plot.vb
         rect = vb.sceneBoundingRect()
         (x0, x1), (y0, y1) = vb.viewRange()
+        legend = getattr(self.plot, "legend", None)
+        colours = [QColor(c).name(QColor.NameFormat.HexArgb) for *_, c in self.labels]
+        placed_for = ([(x, y, text) for x, y, text, _ in self.labels], colours,
+                      (x0, x1, y0, y1), (rect.left(), rect.top(), rect.width(), rect.height()),
+                      legend is not None and legend.isVisible())
+        if placed_for == self._placed_for:
+            return
+        self._placed_for = placed_for
+        # each label takes a pooled item that shows its text already, if any (a new
+        # text lays the item's document out again); the rest take the free items
+        if self.labels:
+            self._item(len(self.labels) - 1)
+        free: dict[str, list[int]] = {}
+        for j in range(len(self.items) - 1, -1, -1):
+            free.setdefault(self._texts[j], []).append(j)
+        slot: list[int | None] = []
+        for _, _, text, _ in self.labels:
+            same = free.get(text)
+            slot.append(same.pop() if same else None)
+        spare = sorted(j for js in free.values() for j in js)[::-1]
+        slot = [j if j is not None else spare.pop() for j in slot]
+        self._slot = slot
         pts, sizes, keep = [], [], []
         for i, (x, y, text, colour) in enumerate(self.labels):
-            t = self._item(i)
-            if t.textItem.toPlainText() != text:
+            j = slot[i]
+            t = self.items[j]
+            if self._texts[j] != text:
                 t.setText(text, color=colour)
-            else:
+                self._texts[j] = text
+                self._colours[j] = colours[i]
+            elif self._colours[j] != colours[i]:
                 t.setColor(colour)
+                self._colours[j] = colours[i]
             br = t.textItem.boundingRect()
             s = vb.mapViewToScene(QPointF(float(x), float(y)))
             pts.append((s.x(), s.y()))
@@ -401,7 +466,6 @@ class PlotLabels:
             if inside:
                 m = self.marker_px
                 keep.append((s.x() - m, s.y() - m, s.x() + m, s.y() + m))
-        legend = getattr(self.plot, "legend", None)
         if legend is not None and legend.isVisible():  # labels stay clear of the legend's
             for sample, label in legend.items:  # entries (its box may span the whole plot)
                 for part in (sample, getattr(label, "item", label)):
@@ -415,7 +479,7 @@ class PlotLabels:
         self.shown = []
         self._boxes = []
         for i, box in enumerate(boxes):
-            t = self.items[i]
+            t = self.items[slot[i]]
             if box is None or not use[i]:
                 t.hide()
                 continue
@@ -424,8 +488,8 @@ class PlotLabels:
             t.show()
             self.shown.append(self.labels[i][2])
             self._boxes.append(box)
-        for t in self.items[len(self.labels):]:
-            t.hide()
+        for j in spare:  # the items no label took
+            self.items[j].hide()
 
     def shown_boxes(self) -> list[Box]:
         """Scene boxes (pixels) of the labels shown by the last :meth:`place`."""

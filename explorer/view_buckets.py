@@ -187,6 +187,9 @@ class BucketsView(BaseView):
             self._occ = occ_raw.copy()
         self.on_step(self.state.step)
 
+    def drawn_from(self, ex: Explanation) -> tuple:
+        return (ex.index_stats, ex.generation, ex.keys, ex.vocab, ex.partial)
+
     def set_occupancy(self, occ: np.ndarray, bucket_size: int) -> None:
         """Draw the occupancy raster: row ``s`` filled where a bucket holds > ``s``."""
         occ = np.asarray(occ)

@@ -306,6 +306,9 @@ class EmbeddingsView(BaseView):
                         f"{self.state.projection.upper()}")
         self.on_token(self.state.token)
 
+    def drawn_from(self, ex: Explanation) -> tuple:
+        return (ex.keys, ex.ids, ex.generation, ex.prototypes, ex.vocab, ex.partial)
+
     def on_token(self, token_id: int) -> None:
         if self.explanation is None or not (0 <= token_id < len(self._xy_keys)):
             self.selected.clear()

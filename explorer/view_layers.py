@@ -230,6 +230,9 @@ class LayersView(BaseView):
         self.on_layer(self.state.layer)
         self.on_token(self.state.token)
 
+    def drawn_from(self, ex: Explanation) -> tuple:
+        return (ex.keys, ex.ids, ex.layers, ex.vocab, tuple(ex.tokens), ex.partial)
+
     def _thin_ticks(self) -> None:
         """Row names on the left axis, thinned so that no two overlap.
 

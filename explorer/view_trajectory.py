@@ -204,6 +204,9 @@ class TrajectoryView(BaseView):
                         f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
         self.on_step(self.state.step)
 
+    def drawn_from(self, ex: Explanation) -> tuple:
+        return (ex.generation, ex.vocab, ex.partial)
+
     def on_step(self, step: int) -> None:
         ex = self.explanation
         steps = ex.generation.steps if ex is not None else []

@@ -19,6 +19,10 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
 * :class:`Explainer` computes ``model.explain(prompt)`` on its own thread;
   every request carries a sequence number, queued requests older than the
   latest are skipped and stale results dropped.
+* :class:`ExplainMemo` is ``model.explain`` keyed by the prompt's token ids:
+  a keystroke that leaves the ids alone (a letter of a word the vocabulary
+  lacks, a trailing space) reuses the last explanation of those ids with the
+  new prompt text, sharing its parts, so the views can tell what changed.
 * :func:`collect_garbage_on_gui_thread` turns Python's automatic cyclic
   garbage collector off and runs it from a timer on the GUI thread (the
   design of pyqtgraph's ``GarbageCollector``, re-done here in a few lines
@@ -303,6 +307,50 @@ class TaskSlot(QObject):
 
 
 # -- explanations -----------------------------------------------------------
+class ExplainMemo:
+    """``model.explain(prompt, **options)``, remembered by the prompt's token ids.
+
+    Everything an explanation holds but ``prompt`` and ``tokens`` follows
+    from the prompt's ids and the options (the generation methods are
+    deterministic: SMC draws from the model's seed), so a prompt that
+    encodes to ids explained before gets that explanation again with its
+    own text and tokens: the parts are the same objects, which the views
+    read as "unchanged". The last :attr:`size` keys are kept.
+
+    Called on the explainer's thread only.
+    """
+
+    size = 8
+
+    def __init__(self, model: object) -> None:
+        from collections import OrderedDict
+
+        self.model = model
+        self._memo: OrderedDict[tuple, object] = OrderedDict()
+        self.hits = 0
+
+    def __call__(self, prompt: str, **options) -> object:
+        import numpy as np
+
+        model = self.model
+        ids = np.asarray(model.encode(prompt))  # type: ignore[attr-defined]
+        key = (ids.dtype.str, ids.tobytes(), tuple(sorted(options.items())))
+        ex = self._memo.get(key)
+        if ex is None:
+            ex = model.explain(prompt, **options)  # type: ignore[attr-defined]
+            self._memo[key] = ex
+            while len(self._memo) > self.size:
+                self._memo.popitem(last=False)
+            return ex
+        self._memo.move_to_end(key)
+        self.hits += 1
+        if ex.prompt == prompt:  # type: ignore[attr-defined]
+            return ex
+        return dataclasses.replace(
+            ex, prompt=prompt,
+            tokens=model.tokenizer.split(prompt))  # type: ignore[attr-defined]
+
+
 class _ExplainWorker(QObject):
     done = Signal(int, object, float, bool)
     failed = Signal(int, str)

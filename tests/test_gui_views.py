@@ -210,3 +210,43 @@ def test_layers_left_out_while_typing_are_gaps(views):
     assert lay.chosen_line.isVisible() and lay.chosen_line.value() == 1
     assert lay.summary()["accuracy_points"] == len(acc)
     assert "after a pause" in lay.header.text()
+
+
+def test_views_skip_an_explanation_whose_parts_they_drew(views):
+    """A keystroke that leaves the token ids alone hands the same parts: nothing is redrawn
+    but the Layers row names, which read the prompt's tokens."""
+    state, vs = views
+    ex = make_explanation(T=4, seed=7)
+    state.set_explanation(ex)
+    before = [v.draw_count for v in vs]
+    state.set_explanation(dataclasses.replace(ex, prompt=ex.prompt + " "))
+    assert [v.draw_count for v in vs] == before
+    assert all(v.explanation.prompt == ex.prompt + " " for v in vs)  # tooltips read the new one
+    tokens = list(ex.tokens[:-1]) + [ex.tokens[-1] + "x"]
+    state.set_explanation(dataclasses.replace(ex, prompt=" ".join(tokens), tokens=tokens))
+    assert [v.draw_count for v in vs] == [before[0], before[1], before[2], before[3] + 1]
+    assert any(name.startswith(tokens[-1][:5]) for _, name in vs[3]._ticks)
+    # a new generation (equal values, new objects) is drawn by every view that shows it
+    state.set_explanation(dataclasses.replace(
+        ex, generation=dataclasses.replace(ex.generation)))
+    assert [v.draw_count for v in vs][:3] == [b + 1 for b in before[:3]]
+    assert vs[2].summary()["steps"] == 4
+
+
+def test_labels_keep_their_items_when_the_set_shifts(views):
+    """Pooled labels: a text shown before keeps its item (no new layout), unused ones hide."""
+    state, vs = views
+    labels = vs[2].labels
+    state.set_explanation(make_explanation(T=4, seed=8))
+    fg = "#000000"
+    labels.set([(0.0, 0.0, "alpha", fg), (1.0, 0.0, "beta", fg), (2.0, 0.0, "gamma", fg)])
+    item_of = {labels.labels[i][2]: labels.items[j] for i, j in enumerate(labels._slot)}
+    labels.set([(1.0, 0.0, "beta", fg), (2.0, 0.0, "gamma", fg), (3.0, 0.0, "delta", fg)])
+    now = {labels.labels[i][2]: labels.items[j] for i, j in enumerate(labels._slot)}
+    assert now["beta"] is item_of["beta"] and now["gamma"] is item_of["gamma"]
+    assert now["delta"].textItem.toPlainText() == "delta"
+    assert len({id(t) for t in now.values()}) == 3
+    shown = [t for t in labels.items if t.isVisible()]
+    assert {t.textItem.toPlainText() for t in shown} <= {"beta", "gamma", "delta"}
+    labels.set([])
+    assert not any(t.isVisible() for t in labels.items)

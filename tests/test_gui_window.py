@@ -165,6 +165,41 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
     assert w.state.explanation.prompt == "The function returns"
 
 
+def test_typing_explains_at_once_and_reuses_the_explanation_of_the_same_ids(make_window, qtbot):
+    """An idle explainer takes a keystroke at once (no debounce wait); a keystroke that
+    leaves the token ids alone reuses their explanation, equal to a fresh one, and the
+    views that do not show the prompt's text are not redrawn."""
+    import dataclasses
+
+    w = make_window(corpora=[str(SAMPLE)], prompt="", use_cache=True)
+    with qtbot.waitSignal(w.modelReady, timeout=120000):
+        w.train()
+    qtbot.waitUntil(lambda: not w.explainer.pending, timeout=60000)
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.state.prompt == "The qqz"):
+        w.prompt_box.setText("The qqz")
+    # the premise: an unknown word one letter longer reads as the same ids
+    assert np.array_equal(w.model.encode("The qqz"), w.model.encode("The qqzx"))
+    first = w.state.explanation
+    counts = {k: v.draw_count for k, v in w.views.items()}
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.state.prompt == "The qqzx"):
+        qtbot.keyClick(w.prompt_box, "x")
+        assert not w.key_debounced and w.explainer.pending  # asked for at the keystroke
+    ex = w.state.explanation
+    assert ex.prompt == "The qqzx" and ex.tokens[-1] == "qqzx"
+    assert ex.generation is first.generation and ex.layers is first.layers
+    assert {k: v.draw_count - counts[k] for k, v in w.views.items()} == {
+        "embeddings": 0, "buckets": 0, "trajectory": 0, "layers": 1}
+    fresh = w.model.explain("The qqzx", **w.explain_options(w.explained_full))
+    assert [s.token for s in fresh.generation.steps] == [s.token for s in ex.generation.steps]
+    assert np.allclose([s.score for s in fresh.generation.steps],
+                       [s.score for s in ex.generation.steps])
+    assert np.array_equal(fresh.layers.accuracy, ex.layers.accuracy, equal_nan=True)
+    assert dataclasses.replace(fresh, generation=ex.generation, layers=ex.layers,
+                               index_stats=ex.index_stats).tokens == ex.tokens
+
+
 def test_screenshot_end_to_end(tmp_path, model_cache, qapp):
     out = tmp_path / "shot.png"
     # the same training settings as the window test, so its cached model is loaded
