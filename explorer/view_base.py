@@ -294,6 +294,12 @@ def same_parts(a: tuple, b: tuple) -> bool:
         for x, y in zip(a, b, strict=True))
 
 
+def same_arrays(a: tuple | None, b: tuple) -> bool:
+    """Two tuples of arrays hold the same values (shapes, dtypes aside)."""
+    return a is not None and len(a) == len(b) and all(
+        np.shape(x) == np.shape(y) and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def scatter_count(item: pg.ScatterPlotItem) -> int:
     """Number of points an item holds."""
     return int(len(item.data))

@@ -37,6 +37,7 @@ from explorer.view_base import (
     brush,
     foreground,
     legend_brush,
+    same_arrays,
     scatter_count,
     token_label,
 )
@@ -127,6 +128,8 @@ class BucketsView(BaseView):
         self.glw.ci.layout.setRowStretchFactor(0, 1)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
         self._breakdown = np.zeros((0, 0), np.float32)
+        # what the probe items show now: a step whose probe draws the same is not set again
+        self._drawn: dict[str, tuple] = {}
         self.finish_axes()
 
     # -- tips / clicks -----------------------------------------------------
@@ -208,12 +211,15 @@ class BucketsView(BaseView):
             self.exact_text.hide()
             self.bars.setOpts(x=[], height=[])
             self._breakdown = np.zeros((0, 0), np.float32)
+            self._drawn = {}
             return
         st = ex.index_stats
         occ = np.asarray(st.occupancy)
         b = np.asarray(probe.buckets, dtype=np.int64)
         b = b[(b >= 0) & (b < len(occ))]
-        self.probed.setData(x=b, y=np.full(len(b), -0.4), data=b)
+        if not same_arrays(self._drawn.get("probed"), (b,)):
+            self.probed.setData(x=b, y=np.full(len(b), -0.4), data=b)
+            self._drawn["probed"] = (b,)
         cand = np.asarray(probe.candidates, dtype=np.int64)
         cand = cand[(cand >= 0) & (cand < len(st.home_bucket))]
         home = np.asarray(st.home_bucket)[cand]
@@ -225,13 +231,19 @@ class BucketsView(BaseView):
             first = np.searchsorted(sh, sh, side="left")
             rank[order] = np.arange(len(sh)) - first
         y = 0.5 + rank
-        self.candidates.setData(x=home, y=y, data=cand)
+        if not same_arrays(self._drawn.get("candidates"), (home, y, cand)):
+            self.candidates.setData(x=home, y=y, data=cand)
+            self._drawn["candidates"] = (home, y, cand)
         w = int(probe.winner)
         if 0 <= w < len(st.home_bucket):
             wy = y[cand == w][0] if np.any(cand == w) else 0.5
-            self.winner.setData(x=[st.home_bucket[w]], y=[wy], data=[w])
+            winner = (np.array([st.home_bucket[w], wy], np.float64), np.array([w]))
+            if not same_arrays(self._drawn.get("winner"), winner):
+                self.winner.setData(x=[st.home_bucket[w]], y=[wy], data=[w])
+                self._drawn["winner"] = winner
         else:
             self.winner.clear()
+            self._drawn.pop("winner", None)
         bd = np.asarray(probe.breakdown, dtype=np.float32)
         if bd.ndim == 1:
             bd = bd[:, None]
@@ -240,15 +252,19 @@ class BucketsView(BaseView):
         self.exact_text.setVisible(exact)
         if exact:
             self.exact_text.setPos(bd.shape[1] / 2, bd.shape[0] / 2)
-        if bd.size:
+        if bd.size and not same_arrays(self._drawn.get("breakdown"), (bd,)):
+            # the heatmap, its colour bar and the bars change with the breakdown only
+            # (with the exact noise bank it is all zeros, step after step)
             hi = float(bd.max()) if float(bd.max()) > 0 else 1.0
             self.heat.setImage(bd, autoLevels=False, levels=(0.0, hi))
-            self.cbar.setLevels((0.0, hi))
+            if tuple(self.cbar.levels()) != (0.0, hi):
+                self.cbar.setLevels((0.0, hi))
             self.heat_plot.setRange(xRange=(0, bd.shape[1]), yRange=(0, bd.shape[0]),
                                     padding=0)
             tot = bd.sum(axis=0)
             self.bars.setOpts(x=np.arange(len(tot)) + 0.5, height=tot, width=0.7)
             self.bars_plot.setXRange(0, len(tot), padding=0.05)
+            self._drawn["breakdown"] = (bd.copy(),)
         step = min(self.state.step, len(ex.generation.steps) - 1)
         self.set_header(
             f"step {step} → {token_label(ex.vocab, w)} · {len(b)} buckets probed · "

@@ -114,6 +114,7 @@ class LayersView(BaseView):
         self._blocks: list[tuple[str, int, int]] = []  # (name, first row, rows)
         self._ticks: list[tuple[float, str]] = []  # every row name (before thinning)
         self.row_names: list[tuple[float, str]] = []  # the names shown now
+        self._ticks_set: list[tuple[float, str]] | None = None  # given to the axis last
         # token names need room; a fixed width keeps a new prompt from re-laying out
         self.heat_plot.getAxis("left").setWidth(LEFT_AXIS_PX)
         self.heat_plot.vb.sigResized.connect(lambda *_: self._thin_ticks())
@@ -251,7 +252,9 @@ class LayersView(BaseView):
                 kept.append((y, name))
                 last = y
         self.row_names = kept
-        self.heat_plot.getAxis("left").setTicks([kept, []])
+        if kept != self._ticks_set:  # new ticks lay the axis out and paint it again
+            self._ticks_set = kept
+            self.heat_plot.getAxis("left").setTicks([kept, []])
 
     def on_layer(self, layer: int) -> None:
         if 0 <= layer + 1 < len(self._blocks):

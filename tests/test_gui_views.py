@@ -250,3 +250,25 @@ def test_labels_keep_their_items_when_the_set_shifts(views):
     assert {t.textItem.toPlainText() for t in shown} <= {"beta", "gamma", "delta"}
     labels.set([])
     assert not any(t.isVisible() for t in labels.items)
+
+
+def test_bucket_probe_items_set_only_when_the_probe_changes(views, monkeypatch):
+    state, vs = views
+    buckets = vs[1]
+    ex = make_explanation(T=4, seed=9)
+    state.set_explanation(ex)
+    calls = []
+    for name in ("probed", "candidates", "winner", "heat", "bars"):
+        item = getattr(buckets, name)
+        setter = "setImage" if name == "heat" else "setOpts" if name == "bars" else "setData"
+        orig = getattr(item, setter)
+        monkeypatch.setattr(item, setter,
+                            lambda *a, _n=name, _o=orig, **k: (calls.append(_n), _o(*a, **k)))
+    # a new generation (new objects) whose probe at the step shown draws the same
+    state.set_explanation(dataclasses.replace(ex, generation=dataclasses.replace(ex.generation)))
+    assert buckets.draw_count == 2 and calls == []
+    state.set_step(1)  # another probe: every part is set
+    assert set(calls) == {"probed", "candidates", "winner", "heat", "bars"}
+    assert buckets.summary()["winner"] == 1
+    assert buckets.summary()["breakdown_cells"] == np.asarray(
+        ex.generation.steps[1].probe.breakdown).size
