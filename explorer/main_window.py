@@ -568,7 +568,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.clear()
         for p in settings.recent_corpora():
             a = self.recent_menu.addAction(p)
-            a.triggered.connect(lambda _=False, p=p: self.add_corpora([p]))
+            a.triggered.connect(lambda _=False, p=p: self._add_paths([p]))
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
     # -- corpora ---------------------------------------------------------------------
@@ -576,7 +576,7 @@ class MainWindow(QMainWindow):
         files, _ = QFileDialog.getOpenFileNames(
             self, "Open corpus", "", "Corpora (*.txt *.tsv *.csv *.jsonl);;All files (*)")
         if files:
-            self.add_corpora(files)
+            self._add_paths(files)
 
     def add_corpora(self, paths: list[str]) -> None:
         """Add files or folders to the corpus list (checked in the background)."""
@@ -643,12 +643,12 @@ class MainWindow(QMainWindow):
                     ev.setDropAction(Qt.DropAction.CopyAction)
                     ev.accept()
                     if t == QEvent.Type.Drop:
-                        self._drop([u.toLocalFile() for u in md.urls() if u.isLocalFile()])
+                        self._add_paths([u.toLocalFile() for u in md.urls() if u.isLocalFile()])
                     return True
         return super().eventFilter(obj, ev)
 
-    def _drop(self, dropped: list[str]) -> None:
-        """Add dropped paths; never raises (an event filter must not).
+    def _add_paths(self, dropped: list[str]) -> None:
+        """Add paths from a drop, File ▸ Open or the recent list; never raises.
 
         A path that cannot be resolved (a symbolic link pointing to itself, a
         vanished or unreadable file) is one readable line in the corpus panel;

@@ -530,3 +530,28 @@ def test_drop_of_a_self_referencing_symlink(qtbot, tmp_path, monkeypatch):
     finally:
         w.close()
         settings.use_settings_dir(None)
+
+
+def test_open_and_recent_of_a_self_referencing_symlink(qtbot, tmp_path, monkeypatch):
+    """File ▸ Open and the recent list take the same checked path as a drop."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from explorer import settings
+    from explorer.main_window import MainWindow
+
+    settings.use_settings_dir(tmp_path / "settings")
+    monkeypatch.setenv("NOISEKEY_CACHE_DIR", str(tmp_path / "models"))
+    link = tmp_path / "self"
+    link.symlink_to("self")
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(link)], ""))
+    w = MainWindow(corpora=[], prompt="", autostart=False, use_cache=False)
+    qtbot.addWidget(w)
+    try:
+        before = w.corpus_panel.paths()
+        with qtbot.waitSignal(w.corpus_panel.errorRaised, timeout=5000) as blocker:
+            w.open_dialog()
+        assert "symbolic link loop" in blocker.args[0]
+        assert w.corpus_panel.paths() == before
+    finally:
+        w.close()
+        settings.use_settings_dir(None)
