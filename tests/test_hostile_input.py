@@ -32,32 +32,13 @@ import core.readers as cc
 from core import modelfile
 from core.corpus import Cancelled, CorpusError, load_corpus
 from core.modelfile import ModelFileError, SaveError, save
+from tests.cli_helpers import assert_refused, cli, run
 
-CLI = "from core.cli import main; raise SystemExit(main())"
 WINDOW = "from explorer.cli import main; raise SystemExit(main())"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 TRAIN = ["--dim", "8", "--prototypes", "4", "--no-signatures", "-q"]
 
 
-def run(code: str, *args, timeout: float = 120, env: dict | None = None
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def cli(*args, timeout: float = 120) -> subprocess.CompletedProcess:
-    return run(CLI, *args, timeout=timeout)
-
-
-def assert_refused(r: subprocess.CompletedProcess, *words: str) -> str:
-    """Exit 2 with one ``noisekey: error:`` line holding ``words``; no traceback."""
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("noisekey: error: ") and "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def temps(folder: Path) -> list[str]:

@@ -22,29 +22,15 @@ from hypothesis import strategies as st
 
 from core.model import Model
 from core.modelfile import ModelFileError, OutPathError, save
+from tests.cli_helpers import CLI, assert_refused, cli
 from tests.conftest import SAMPLES
 
 SMALL = ["--dim", "16", "--prototypes", "16", "-q"]
-CLI = "from core.cli import main; raise SystemExit(main())"
 # the same, printing the peak RSS (KiB) as the last line of stderr
 CLI_RSS = ("import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage("
            "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); " + CLI)
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def assert_refused(r: subprocess.CompletedProcess, *words: str) -> str:
-    """Exit 2 with one error line naming ``words``; no traceback, no signal."""
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("noisekey: error: ") and "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
