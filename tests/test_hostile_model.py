@@ -205,14 +205,24 @@ def test_gib_zero_member_refused_quickly(gib_members):
     assert_refused(cli("generate", bomb, "--prompt", "x"), "stream", "refused")
 
 
-def test_unused_gib_member_never_decompressed(gib_members):
+def _peak_kib(code: str, *args) -> tuple[str, int]:
+    """Run ``code`` twice (the first run compiles and caches the kernels, whose
+    compilation alone can take most of a GiB) and return the second run's
+    stdout and peak RSS in KiB."""
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout, int((r.stdout.split() or ["0"])[-1])
+
+
+def test_unused_gib_member_never_decompressed(good, gib_members):
+    src, _, _ = good
     _, extra = gib_members
-    r = subprocess.run([sys.executable, "-c", RSS, str(extra)], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    ok, rss_kib = r.stdout.split()
-    # decompressed, the member alone would add 1 GiB to a ~0.2-0.7 GiB process
-    assert ok == "True" and int(rss_kib) < 1024 * 1024
+    _, base = _peak_kib(RSS, src)
+    out, rss = _peak_kib(RSS, extra)
+    # decompressed, the unused member alone would add 1 GiB
+    assert out.split()[0] == "True" and rss - base < 256 * 1024, (base, rss)
 
 
 def test_deep_metadata_refused(good, tmp_path):
@@ -324,11 +334,14 @@ def test_long_prompt_similar_and_beam_bounded(good, tmp_path):
     words = (SAMPLES / "python_docs.txt").read_text().split()
     prompt = " ".join((words * 20)[:20_000])
     for args in (("similar", src), ("generate", src, "--method", "beam", "--width", "64")):
-        r = subprocess.run([sys.executable, "-c", CLI_RSS, *map(str, args), "--prompt", prompt],
-                           capture_output=True, text=True, timeout=120)
-        assert r.returncode == 0, r.stderr[-2000:]
-        rss_kib = int(r.stderr.strip().splitlines()[-1])
-        assert rss_kib < 1024 * 1024, (args[0], rss_kib)
+        peaks = []
+        for p in ("x", "x", prompt):  # the first run compiles and caches the kernels
+            r = subprocess.run([sys.executable, "-c", CLI_RSS, *map(str, args), "--prompt", p],
+                               capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr[-2000:]
+            peaks.append(int(r.stderr.strip().splitlines()[-1]))
+        # a 20,000-word prompt costs little more than a one-word one
+        assert peaks[2] - peaks[1] < 256 * 1024, (args[0], peaks)
 
 
 # --------------------------------------------------------------------- --out
