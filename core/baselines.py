@@ -138,20 +138,26 @@ def _find(keys, lo, hi, x):
 
 
 @njit(cache=True, nogil=True)
-def _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-            lo, hi, base, tot, gam, dec):
+def _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc):
     """Per-order statistics of one context ``h`` (newest first) for the recursion.
 
-    Fills, for every order ``m = 2..n``: the rows ``lo[m]:hi[m]`` of the
+    Returns ``lo, hi, base, tot, gam, dec, uni_dec`` (arrays indexed by order), for
+    every order ``m = 2..n``: the rows ``lo[m]:hi[m]`` of the
     context's ``m``-grams (``base[m] = context id · V``), the context total
     ``tot[m]`` (raw counts at the top order, continuation counts below) and
     the interpolation weight ``gam[m] = Σ D_m(c) / tot[m]`` (1 for a context
     never seen). With ``loo`` the event ``(h, target)`` is removed first: its
     top-order count drops by one, and where a count reaches 0 the
     continuation count one order lower drops by one (``dec[m]``: the row of
-    ``target`` at order ``m`` is decremented). Returns ``1`` when the
+    ``target`` at order ``m`` is decremented). ``uni_dec`` is ``1`` when the
     unigram continuation count of ``target`` drops too, else ``0``.
     """
+    lo = np.zeros(n + 1, np.int64)
+    hi = np.zeros(n + 1, np.int64)
+    base = np.zeros(n + 1, np.int64)
+    tot = np.zeros(n + 1)
+    gam = np.ones(n + 1)
+    dec = np.zeros(n + 1, np.bool_)
     cid = np.int64(-1)
     if n >= 2:
         cid = np.int64(h[0])
@@ -187,7 +193,7 @@ def _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
         tot[m] = t
         gam[m] = d / t if t > 0 else 1.0
         removed = removed and after == 0
-    return 1 if removed else 0
+    return lo, hi, base, tot, gam, dec, 1 if removed else 0
 
 
 @njit(cache=True, nogil=True)
@@ -230,14 +236,8 @@ def _kn_query(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_of
     for j in range(k):
         out_ids[j] = -1
         out_p[j] = -1.0
-    lo = np.zeros(n + 1, np.int64)
-    hi = np.zeros(n + 1, np.int64)
-    base = np.zeros(n + 1, np.int64)
-    tot = np.zeros(n + 1)
-    gam = np.ones(n + 1)
-    dec = np.zeros(n + 1, np.bool_)
-    uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
-                      disc, lo, hi, base, tot, gam, dec)
+    lo, hi, base, tot, gam, dec, uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off,
+                                                   lvl_cnt, ctx_keys, ctx_off, disc)
     u_total = uni_total - uni_dec
     d1 = disc[1]
     g1 = _unigram_weight(target, uni_dec, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
@@ -314,14 +314,8 @@ def _kn_query_ta(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx
     for j in range(k):
         out_ids[j] = -1
         out_p[j] = -1.0
-    lo = np.zeros(n + 1, np.int64)
-    hi = np.zeros(n + 1, np.int64)
-    base = np.zeros(n + 1, np.int64)
-    tot = np.zeros(n + 1)
-    gam = np.ones(n + 1)
-    dec = np.zeros(n + 1, np.bool_)
-    uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
-                      disc, lo, hi, base, tot, gam, dec)
+    lo, hi, base, tot, gam, dec, uni_dec = _levels(h, target, loo, V, n, lvl_keys, lvl_off,
+                                                   lvl_cnt, ctx_keys, ctx_off, disc)
     u_total = uni_total - uni_dec
     d1 = disc[1]
     g1 = _unigram_weight(target, uni_dec, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
@@ -428,15 +422,9 @@ def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off
     rows = H.shape[0]
     out = np.zeros(rows, np.float64)
     for i in prange(rows):
-        lo = np.zeros(n + 1, np.int64)
-        hi = np.zeros(n + 1, np.int64)
-        base = np.zeros(n + 1, np.int64)
-        tot = np.zeros(n + 1)
-        gam = np.ones(n + 1)
-        dec = np.zeros(n + 1, np.bool_)
         w = target[i]
-        ud = _levels(H[i], w, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-                     lo, hi, base, tot, gam, dec)
+        lo, hi, base, tot, gam, dec, ud = _levels(H[i], w, loo, V, n, lvl_keys, lvl_off, lvl_cnt,
+                                                  ctx_keys, ctx_off, disc)
         u_total = uni_total - ud
         d1 = disc[1]
         g1 = _unigram_weight(w, ud, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
