@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 from numba import njit
 
 __all__ = ["batched"]
@@ -56,6 +57,30 @@ def insert_topk(ids, vals, k, w, p):
         j -= 1
     vals[j] = p
     ids[j] = w
+
+
+@njit(cache=True, nogil=True)
+def merge_topk(cand, score, n, div, k, out_ids, out_p):
+    """Sum the scores of equal ids among ``cand[:n]``, keep the ``k`` largest sums.
+
+    ``out_ids[j]``, ``out_p[j] = Σ score / div`` for the k best ids in
+    descending order (-1 and 0 pad); ids are visited in ascending order, so
+    ties keep the smaller id first (:func:`insert_topk`).
+    """
+    order = np.argsort(cand[:n])
+    bb = np.full(k, -1, np.int64)
+    bv = np.full(k, -1.0)
+    a = 0
+    while a < n:
+        t = cand[order[a]]
+        s = 0.0
+        while a < n and cand[order[a]] == t:
+            s += score[order[a]]
+            a += 1
+        insert_topk(bb, bv, k, t, s / div)
+    for j in range(k):
+        out_ids[j] = bb[j]
+        out_p[j] = max(bv[j], 0.0)
 
 
 @njit(cache=True, nogil=True)

@@ -60,7 +60,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched, insert_bottomk, insert_topk
+from core.jit import batched, insert_bottomk, merge_topk
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -367,26 +367,7 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
                     r += 1
         if r == 0:
             continue
-        cw = cw[:r]
-        cp = cp[:r]
-        order = np.argsort(cw)
-        cw = cw[order]
-        cp = cp[order]
-        # merge duplicates and keep the top-k
-        bi = np.full(k, -1, np.int64)
-        bv = np.full(k, -1.0)
-        a = 0
-        while a < r:
-            b = a
-            s = 0.0
-            while b < r and cw[b] == cw[a]:
-                s += cp[b]
-                b += 1
-            insert_topk(bi, bv, k, cw[a], s / total_w)
-            a = b
-        for j in range(k):
-            ids[i, j] = bi[j]
-            probs[i, j] = max(bv[j], 0.0)
+        merge_topk(cw, cp, r, total_w, k, ids[i], probs[i])
     return ids, probs, dmin, sup
 
 
@@ -885,20 +866,7 @@ def _mix(bi, bp, ci, cp, g, k):
                 cw[r] = ci[i, j]
                 cv[r] = g[i] * cp[i, j]
                 r += 1
-        order = np.argsort(cw[:r])
-        bv = np.full(k, -1.0)
-        bb = np.full(k, -1, np.int64)
-        a = 0
-        while a < r:
-            w = cw[order[a]]
-            s = 0.0
-            while a < r and cw[order[a]] == w:
-                s += cv[order[a]]
-                a += 1
-            insert_topk(bb, bv, k, w, s)
-        for j in range(k):
-            ids[i, j] = bb[j]
-            probs[i, j] = max(bv[j], 0.0)
+        merge_topk(cw, cv, r, 1.0, k, ids[i], probs[i])
     return ids, probs
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from core.jit import insert_topk
+from core.jit import merge_topk
 from core.machine import GATE_GRID, _bin
 from core.tokenize import EOS
 
@@ -117,21 +117,7 @@ def _memory_vote(stub_ids, stub_off, nb, nw, out_ids, out_off, k, max_match, eos
             total += w
         if r == 0 or total <= 0:
             continue
-        order = np.argsort(cw[:r])
-        bv = np.full(k, -1.0)
-        bb = np.full(k, -1, np.int64)
-        a = 0
-        while a < r:
-            t = cw[order[a]]
-            s = 0.0
-            while a < r and cw[order[a]] == t:
-                s += cp[order[a]]
-                a += 1
-            s /= total
-            insert_topk(bb, bv, k, t, s)
-        for j in range(k):
-            ids[i, j] = bb[j]
-            probs[i, j] = max(bv[j], 0.0)
+        merge_topk(cw, cp, r, total, k, ids[i], probs[i])
     return ids, probs, match
 
 
