@@ -47,13 +47,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
 def run(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     """Run a command handler, turning user errors into one line and exit 2."""
+    # on a terminal the progress line may be open: end it first; in a log, nothing to end
+    lead = "\n" if sys.stderr.isatty() else ""
     try:
         return int(func(args) or 0)
     except user_errors() as exc:
-        sys.stderr.write(f"\nnoisekey: error: {exc}\n")
+        sys.stderr.write(f"{lead}noisekey: error: {exc}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("\nnoisekey: cancelled\n")
+        sys.stderr.write(f"{lead}noisekey: cancelled\n")
         return 130
 
 
