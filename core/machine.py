@@ -625,7 +625,7 @@ class WindowTable:
         new = np.array([t for t in u.tolist() if (t, M) not in memo], np.int64)
         if new.size:
             ids, _ = self._group_nn.query_batch(self.keys[new], M)
-            for t, row in zip(new.tolist(), self._group_tok[ids]):
+            for t, row in zip(new.tolist(), self._group_tok[ids], strict=True):
                 memo[(t, M)] = row
         rows = np.stack([memo[(t, M)] for t in u.tolist()]) if u.size else np.zeros((0, M),
                                                                                     np.int64)
