@@ -219,7 +219,7 @@ def _centre_dists(q, sub_cT, lo, hi, code, acc):
 
 @njit(cache=True, nogil=True)
 def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
-                tot, br, bi, K, code, f, lam, D, acc, cand, bound):
+                tot, br, bi, K, code, f, lam, D, acc):
     """Exact search of the windows whose current token is ``t``, into the running top-K.
 
     The group's windows are split into subgroups sharing the previous token
@@ -230,8 +230,8 @@ def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c
     does not pass the K-th best so far. In large groups (l2, l1) the
     distances to all centres are computed at once (:func:`_centre_dists`);
     the 8 nearest centres' subgroups are scanned first when the own subgroup
-    holds fewer than K windows. ``acc``, ``cand``, ``bound``: scratch of at
-    least the largest group's subgroup count.
+    holds fewer than K windows. ``acc``: scratch of at least the largest
+    group's subgroup count.
     """
     lo, hi = sub_grp_off[t], sub_grp_off[t + 1]
     if hi <= lo:
@@ -264,26 +264,14 @@ def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c
                 _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code,
                       f, lam, D)
                 acc[u] = -1.0
-    # visit the subgroups that the bound leaves, nearest bound first: once one
-    # bound passes the K-th best, so do all the rest
     kth = np.float64(finish(br[K - 1], code)) if br[K - 1] < np.inf else np.inf
-    slack = 1e-5 * (1.0 + kth)
-    m = 0
     for u in range(hi - lo):
         a = acc[u]
         if a < 0:
             continue
-        lim = kth + sub_r[lo + u] + slack
+        lim = kth + sub_r[lo + u] + 1e-5 * (1.0 + kth)
         if a > (lim * lim if code == 0 else lim):
             continue
-        cand[m] = u
-        bound[m] = (np.sqrt(np.float64(a)) if code == 0 else np.float64(a)) - sub_r[lo + u]
-        m += 1
-    order = np.argsort(bound[:m])
-    for v in range(m):
-        if bound[order[v]] > kth + 1e-5 * (1.0 + kth):
-            break
-        u = cand[order[v]]
         _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code, f,
               lam, D)
         if br[K - 1] < np.inf:
@@ -337,8 +325,6 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
     B = 64  # queries per block: one set of scratch per block
     for blk in prange((n + B - 1) // B):
         acc = np.empty(smax, np.float32)
-        cand = np.empty(smax, np.int64)
-        bound = np.empty(smax, np.float64)
         br = np.empty(K)
         bi = np.empty(K, np.int64)
         for i in range(blk * B, min(n, blk * B + B)):
@@ -353,8 +339,7 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
                                                   finish(br[K - 1], code), code, f, lam, D):
                     continue
                 _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev,
-                            sub_c, sub_cT, sub_r, tot, br, bi, K, code, f, lam, D, acc, cand,
-                            bound)
+                            sub_c, sub_cT, sub_r, tot, br, bi, K, code, f, lam, D, acc)
             for j in range(K):
                 ids[i, j] = bi[j]
                 if bi[j] >= 0:
