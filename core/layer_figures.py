@@ -46,9 +46,10 @@ import time
 
 import numpy as np
 
+from core.baselines import bow_scores
 from core.tokenize import EOS, SEP
 
-__all__ = ["accuracy_table", "bench_reconstruct", "bow_scores", "make_index",
+__all__ = ["accuracy_table", "bench_reconstruct", "make_index",
            "retrieval_figures", "sample_windows", "training_sentences"]
 
 
@@ -147,29 +148,6 @@ def training_sentences(corpus, min_len: int = 4) -> list[np.ndarray]:
             seen.add(key)
             out.append(s)
     return out
-
-
-def bow_scores(bank_seqs: list[np.ndarray], V: int):
-    """Cosine of token-count vectors: returns ``score(query_ids) -> float64 [N]``."""
-    sent = np.concatenate([np.full(len(s), i, np.int64) for i, s in enumerate(bank_seqs)])
-    tok = np.concatenate(bank_seqs)
-    pair = np.unique(tok * len(bank_seqs) + sent, return_counts=True)
-    ptok, psent, pcnt = pair[0] // len(bank_seqs), pair[0] % len(bank_seqs), pair[1]
-    norms = np.sqrt(np.bincount(psent, weights=pcnt.astype(np.float64) ** 2,
-                                minlength=len(bank_seqs)))
-    order = np.argsort(ptok, kind="stable")
-    ptok, psent, pcnt = ptok[order], psent[order], pcnt[order]
-    starts = np.searchsorted(ptok, np.arange(V + 1))
-
-    def score(q: np.ndarray) -> np.ndarray:
-        qt, qc = np.unique(q, return_counts=True)
-        idx = np.concatenate([np.arange(starts[t], starts[t + 1]) for t in qt])
-        w = np.concatenate([np.full(starts[t + 1] - starts[t], c, np.float64)
-                            for t, c in zip(qt, qc, strict=True)])
-        dots = np.bincount(psent[idx], weights=w * pcnt[idx], minlength=len(bank_seqs))
-        return dots / (np.maximum(norms, 1e-12) * np.sqrt((qc.astype(np.float64) ** 2).sum()))
-
-    return score
 
 
 def retrieval_figures(corpus, keys: np.ndarray, queries: int = 500, replace: float = 0.2,

@@ -53,19 +53,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer, Signal, Slot
 
-try:  # the shared exception type once core.corpus defines it
-    from core.corpus import Cancelled
-except ImportError:  # pragma: no cover - only while core is being written
-
-    class Cancelled(Exception):  # type: ignore[no-redef]
-        """Raised when a long task was cancelled."""
-
+from core.corpus import Cancelled
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
-
-CORPUS_SUFFIXES = (".txt", ".tsv", ".csv", ".jsonl")
-
 
 def describe_error(exc: BaseException) -> str:
     """One readable line for an exception raised by a task."""
@@ -435,18 +426,6 @@ class Explainer(QObject):
 
 
 # -- model cache --------------------------------------------------------------
-def corpus_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files a list of corpus paths stands for (folders walked, sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.is_file()
-                              and q.suffix.lower() in CORPUS_SUFFIXES))
-        else:
-            out.append(p)
-    return out
-
-
 #: What :func:`corpus_hash` reads of a file: its first and last MiB and
 #: HASH_SAMPLES blocks of HASH_BLOCK bytes spread evenly between them.
 HASH_EDGE = 1 << 20
@@ -514,10 +493,8 @@ def model_cache_path(paths: Sequence[str | os.PathLike], config: object,
                      cancel: CancelFn | None = None) -> Path:
     """Cache file for a model of ``paths`` trained with ``config`` (``cancel``: see
     :func:`corpus_hash`)."""
-    try:
-        from core.modelfile import FORMAT_VERSION
-    except ImportError:  # pragma: no cover
-        FORMAT_VERSION = 0
+    from core.modelfile import FORMAT_VERSION
+
     cfg = json.dumps(config_dict(config), sort_keys=True, default=str)
     h = hashlib.blake2b(digest_size=12)
     h.update(corpus_hash(paths, cancel).encode())

@@ -278,7 +278,7 @@ def test_cli_errors(capsys):
 
 
 def test_bow_baseline_scores():
-    from core.layer_figures import bow_scores
+    from core.baselines import bow_scores
 
     bank = [np.array([4, 5, 6]), np.array([4, 4, 7]), np.array([8, 9, 10])]
     score = bow_scores(bank, 11)
