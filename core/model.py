@@ -75,6 +75,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -82,6 +83,7 @@ from core import modelfile
 from core.baselines import KneserNey
 from core.config import SCHEMA_VERSION, TrainConfig
 from core.corpus import Cancelled, Corpus, load_corpus
+from core.decoding import DRAFT, Candidates, decode
 from core.explain import Explanation, Generation, LayerInfo, StopBand
 from core.index import HashIndex
 from core.keys import KeyStore
@@ -98,10 +100,11 @@ from core.machine import (
 )
 from core.memory import PromptMemory
 from core.noise import NoiseBank
-from core.stopping import MiddleKey, search, segment_stats
+from core.stopping import MiddleKey, segment_stats
 from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
 
-__all__ = ["TrainConfig", "Model", "train", "from_counts", "merge_counts", "SCHEMA_VERSION"]
+__all__ = ["TrainConfig", "Model", "Proposals", "train", "from_counts", "merge_counts",
+           "SCHEMA_VERSION"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 #: Predicted steps the prompt memory's weights are fitted on, at most.
@@ -135,6 +138,34 @@ def _pairs_of(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     ids = np.concatenate([body[a:b] for a, b in zip(starts, ends, strict=True)])
     offs = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
     return ids, offs[:-1], ids[offs[1]:], offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
+
+
+class Proposals(NamedTuple):
+    """B's and C's top-k proposals for ``n`` history rows (:meth:`Model.propose`).
+
+    ``b_ids``/``b_probs`` [n, k] and ``b_support`` [n]: B's Kneser-Ney top-k
+    and its context support; ``c_ids``/``c_probs`` [n, k], ``c_dist`` [n]
+    and ``c_support`` [n]: C's vote over its nearest training windows, the
+    nearest one's distance and the vote's support; ``c_nn`` [n, K]: those
+    windows (-1 padded).
+    """
+
+    b_ids: np.ndarray
+    b_probs: np.ndarray
+    b_support: np.ndarray
+    c_ids: np.ndarray
+    c_probs: np.ndarray
+    c_dist: np.ndarray
+    c_support: np.ndarray
+    c_nn: np.ndarray
+
+    def gate_weight(self, gate: Gate, cur: np.ndarray) -> np.ndarray:
+        """The gate's weight of C for these rows (``cur``: their current tokens)."""
+        return gate.weight(cur, self.c_dist, self.b_support, self.c_support)
+
+    def mix(self, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of the gated mixture ``(1−g)·p_B + g·p_C`` (:func:`core.machine.mix_topk`)."""
+        return mix_topk(self.b_ids, self.b_probs, self.c_ids, self.c_probs, g, k)
 
 
 @dataclass
@@ -309,8 +340,7 @@ class Model:
                 at = pf[a:a + chunk]
                 Hc = Hall[at]
                 tgt = s_all[at].astype(np.int64)
-                bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hc, 8, counts=fc)
-                self._gate_count(gate, Hc, tgt, bi, bp, ci, cp, dc, sb, sc, fc, hits)
+                self._gate_count(gate, Hc, tgt, self.propose(Hc, 8, counts=fc), fc, hits)
                 done += at.size
                 _report(progress, "gate", done / max(pos.size, 1),
                         {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / done})
@@ -320,10 +350,10 @@ class Model:
             loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
             gate_seconds=time.perf_counter() - t0, gate_events=int(n))
 
-    def _gate_count(self, gate, Hc, tgt, bi, bp, ci, cp, dc, sb, sc, counts, hits,
+    def _gate_count(self, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
                     proto=None, loo=False) -> None:
         """Count one chunk of predicted steps into ``gate`` (hit rates and likelihoods)."""
-        b1, c1 = bi[:, 0], ci[:, 0]
+        b1, c1 = p.b_ids[:, 0], p.c_ids[:, 0]
         kt = self.keys[tgt]
         db = np.where(b1 >= 0, np.linalg.norm(self.keys[np.maximum(b1, 0)] - kt, axis=1), np.inf)
         dcl = np.where(c1 >= 0, np.linalg.norm(self.keys[np.maximum(c1, 0)] - kt, axis=1),
@@ -332,14 +362,14 @@ class Model:
             bank = self.counts.bank
             entry = bank.entry(Hc[:, 0], tgt)
             proto = np.where(entry >= 0, bank.labels[np.maximum(entry, 0), 0], -1)
-        gate.update(Hc[:, 0], proto, tgt, bi, bp, ci, cp, dc, sb, sc, db < dcl, dcl < db)
+        gate.update(Hc[:, 0], proto, tgt, p.b_ids, p.b_probs, p.c_ids, p.c_probs, p.c_dist,
+                    p.b_support, p.c_support, db < dcl, dcl < db)
         # the likelihood of every mixing weight: B's and C's mass of the target
         # (C's from its top-8 list, a lower bound)
         pb = counts.kn.prob_history(Hc, tgt, uniform=True, loo=loo)
-        pc = (cp.astype(np.float64) * (ci == tgt[:, None])).sum(1)
-        gate.update_ll(dc, sb, sc, pb, pc)
-        g = gate.weight(Hc[:, 0], dc, sb, sc)
-        mi, _ = mix_topk(bi, bp, ci, cp, g, 1)
+        pc = (p.c_probs.astype(np.float64) * (p.c_ids == tgt[:, None])).sum(1)
+        gate.update_ll(p.c_dist, p.b_support, p.c_support, pb, pc)
+        mi, _ = p.mix(p.gate_weight(gate, Hc[:, 0]), 1)
         hits["B"] += int((b1 == tgt).sum())
         hits["C"] += int((c1 == tgt).sum())
         hits["mix"] += int((mi[:, 0] == tgt).sum())
@@ -386,10 +416,9 @@ class Model:
             tgt = s[a:b].astype(np.int64)
             Hc = H[a:b]
             sl = slot[a:b]
-            bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hc, 8, own=own_all[a:b], target=tgt,
-                                                          neighbours=(nn_u[sl], nd_u[sl]))
-            self._gate_count(gate, Hc, tgt, bi, bp, ci, cp, dc, sb, sc, c, hits,
-                             proto=proto_all[a:b], loo=True)
+            p = self.propose(Hc, 8, own=own_all[a:b], target=tgt,
+                             neighbours=(nn_u[sl], nd_u[sl]))
+            self._gate_count(gate, Hc, tgt, p, c, hits, proto=proto_all[a:b], loo=True)
             _report(progress, "gate", 0.5 + 0.5 * b / max(n, 1),
                     {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
         _check(cancel, "gate")
@@ -449,7 +478,7 @@ class Model:
                 ctx = np.concatenate([xs[r], [SEP]]) if sep else xs[r]
                 full = np.concatenate([ctx, y]).astype(np.int32)
                 for t in range(y.size + 1):
-                    rows_h.append(self._history_of(full[:ctx.size + t]))
+                    rows_h.append(self.history_of(full[:ctx.size + t]))
                     rows_t.append(int(y[t]) if t < y.size else EOS)
                     rows_g.append(sep or t >= Wh)
                     stubs.append(y[:t])
@@ -467,12 +496,10 @@ class Model:
                 Hs = H[idx]
                 if loo:
                     own = c.table.context_ids(Hs[:, :W])
-                    bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hs, 8, own=own,
-                                                                  target=tgt[idx])
+                    p = self.propose(Hs, 8, own=own, target=tgt[idx])
                 else:
-                    bi, bp, sb, ci, cp, dc, sc, _ = self._propose(Hs, 8)
-                g = self.gate.weight(Hs[:, 0], dc, sb, sc)
-                mi[idx], mp[idx] = mix_topk(bi, bp, ci, cp, g, 8)
+                    p = self.propose(Hs, 8)
+                mi[idx], mp[idx] = p.mix(p.gate_weight(self.gate, Hs[:, 0]), 8)
             rp = np.asarray(rows_p, np.int64)
             vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], 8)
             rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
@@ -502,13 +529,14 @@ class Model:
         return {**out, "ids": ids, "probs": probs, "memory": lam, "memory_ids": vi}
 
     # ------------------------------------------------------------------ proposals
-    def _propose(self, H: np.ndarray, k: int, own=None, target=None, neighbours=None,
-                 counts=None):
+    def propose(self, H: np.ndarray, k: int, own=None, target=None, neighbours=None,
+                counts=None) -> Proposals:
         """B's and C's top-k proposals for history rows ``H`` (newest first).
 
-        ``neighbours``: C's nearest training windows if already searched;
-        ``counts``: B's and C's tables (``kn``, ``table``) if not the model's.
-        Returns ``b_ids, b_probs, b_support, c_ids, c_probs, c_dist, c_support, c_nn``.
+        ``own``/``target``: leave each row's own training event out (the
+        gate's and the memory's passes); ``neighbours``: C's nearest training
+        windows if already searched; ``counts``: B's and C's tables (``kn``,
+        ``table``) if not the model's.
         """
         cfg = self.config
         c = self.counts if counts is None else counts
@@ -524,7 +552,10 @@ class Model:
         ci, cp, dc, sc = c.table.vote(nn, nd, own, tgt, cfg.c_bandwidth * self.scale, k)
         if cfg.c_mode == "noise":
             ci = self._c_noise(H[:, 0], nn[:, 0], ci, c.table)
-        return bi, bp, sb, ci, cp, dc, sc, nn
+        return Proposals(bi, bp, sb, ci, cp, dc, sc, nn)
+
+    #: the name :meth:`propose` had before it was public
+    _propose = propose
 
     def _c_noise(self, cur, nn0, ci, table=None):
         """Mode "noise": apply C's noise ``k_{x_j} − k_{x_{j+1}}`` to A's own state and snap."""
@@ -543,7 +574,7 @@ class Model:
         out[rows] = np.where(valid, np.asarray(ids).reshape(len(rows), -1), -1)
         return out
 
-    def _history_of(self, ids: np.ndarray) -> np.ndarray:
+    def history_of(self, ids: np.ndarray) -> np.ndarray:
         """History row (newest first, <bos> padded, reset after <eos>) after ``ids``."""
         W = history_width(self.config)
         ids = np.asarray(ids, np.int32)
@@ -557,15 +588,77 @@ class Model:
 
     def topk_histories(self, H: np.ndarray, k: int = 5) -> dict:
         """Gated top-k for history rows ``H``; also B's and C's own top-k and the gate."""
-        bi, bp, sb, ci, cp, dc, sc, nn = self._propose(H, max(k, 8))
-        g = self.gate.weight(H[:, 0], dc, sb, sc)
-        mi, mp = mix_topk(bi, bp, ci, cp, g, k)
-        return {"ids": mi, "probs": mp, "b_ids": bi[:, :k], "c_ids": ci[:, :k], "gate": g,
-                "c_dist": dc, "b_probs": bp, "c_probs": cp, "b_all": bi, "c_all": ci, "nn": nn}
+        p = self.propose(H, max(k, 8))
+        g = p.gate_weight(self.gate, H[:, 0])
+        mi, mp = p.mix(g, k)
+        return {"ids": mi, "probs": mp, "b_ids": p.b_ids[:, :k], "c_ids": p.c_ids[:, :k],
+                "gate": g, "c_dist": p.c_dist, "b_probs": p.b_probs, "c_probs": p.c_probs,
+                "b_all": p.b_ids, "c_all": p.c_ids, "nn": p.c_nn}
+
+    def candidates(self, H: np.ndarray, k: int, stubs: list | None = None,
+                   memory=None) -> Candidates:
+        """The gated top-k of history rows ``H`` with each row's A/B/C geometry.
+
+        ``stubs`` (the ids generated so far, one list per row) and ``memory``
+        (:meth:`memory_for`) mix in the prompt memory's vote. See
+        :class:`core.decoding.Candidates`.
+        """
+        H = np.ascontiguousarray(H, np.int32)
+        out = self.topk_histories(H, k)
+        if memory is not None:
+            out = self.apply_memory(out, stubs, memory, k)
+        keys, cfg = self.keys, self.config
+        cur = H[:, 0]
+        a = keys[cur]
+        b1, c1, nn0 = out["b_ids"][:, 0], out["c_ids"][:, 0], out["nn"][:, 0]
+        zero = np.float32(0)
+        noise_b = np.where((b1 >= 0)[:, None], a - keys[np.maximum(b1, 0)], zero)
+        ncur = np.where(nn0 >= 0, self.counts.table.ctx[np.maximum(nn0, 0), 0], cur)
+        kc = keys[ncur]
+        noise_c = np.where((c1 >= 0)[:, None], kc - keys[np.maximum(c1, 0)], zero)
+        window = (self.weights[None, :, None] * keys[H[:, :cfg.window]]).sum(1)
+        return Candidates(out["ids"], out["probs"], b1, c1, out["gate"], a,
+                          kc if cfg.c_mode == "modify" else a, noise_b, noise_c,
+                          window.astype(np.float32))
+
+    def draft(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """B alone (Kneser-Ney) rolled greedily ``k`` tokens after ``ids``: speculative drafts.
+
+        Returns the drafted ids (int64 [j], ``j <= k``: drafting stops after
+        ``<eos>`` or where B has no candidate) and the ``j + 1`` history rows
+        after ``ids`` and after each drafted token (int32 [j + 1, width]).
+        """
+        H = np.empty((k + 1, history_width(self.config)), np.int32)
+        H[0] = self.history_of(ids)
+        kn = self.counts.kn
+        out = np.empty(k, np.int64)
+        j = 0
+        while j < k:
+            t = int(kn.topk_history(H[j:j + 1], 1)[0][0, 0])
+            if t < 0:
+                break
+            out[j] = t
+            if t == EOS:  # the history starts afresh after <eos>, as history_of's does
+                H[j + 1] = BOS
+            else:
+                H[j + 1, 0] = t
+                H[j + 1, 1:] = H[j, :-1]
+            j += 1
+            if t == EOS:
+                break
+        return out[:j], H[:j + 1]
+
+    def probe(self, encoder: np.ndarray):
+        """The hash index's lookup of one encoder embedding (:class:`core.explain.ProbeInfo`)."""
+        return self.index.explain(encoder)
+
+    def prototypes_of(self, noises: np.ndarray) -> np.ndarray:
+        """First-stage noise prototype nearest each noise (int32 [n])."""
+        return self.counts.bank.nearest_prototype(np.asarray(noises, np.float32))
 
     def predict_next(self, context_ids, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """Top-k next tokens after ``context_ids`` (ids int64 [k], probs float32 [k])."""
-        H = self._history_of(np.asarray(context_ids))[None]
+        H = self.history_of(np.asarray(context_ids))[None]
         out = self.topk_histories(H, k)
         return out["ids"][0], out["probs"][0]
 
@@ -618,26 +711,29 @@ class Model:
 
     def generate(self, prompt: str | np.ndarray, method: str = "greedy", max_len: int | None = None,
                  width: int | None = None, seed: int | None = None, sep: bool | None = None,
-                 probes: bool = True) -> Generation:
-        """Grow output stubs after ``prompt`` and keep the best (see :mod:`core.stopping`).
+                 probes: bool = True, draft: int = DRAFT) -> Generation:
+        """Grow output stubs after ``prompt`` and keep the best (see :mod:`core.decoding`).
 
         Parameters
         ----------
         prompt : str or int [n]
-        method : ``"greedy"``, ``"beam"`` or ``"smc"``
+        method : ``"greedy"``, ``"beam"``, ``"smc"`` or ``"speculative"`` (greedy's
+            output, B drafting ``draft`` tokens per verification pass; returns a
+            :class:`core.decoding.SpeculativeGeneration`)
         max_len : hard cap on generated tokens (default ``config.max_len``)
         width : beam width / particles (defaults from the config)
         seed : SMC seed (default ``config.seed``)
         sep : append ``<sep>`` to the prompt (pairs-file style); default: the
             training corpus's majority (pairs files use ``input <sep> output``)
         probes : record the index probe (``HashIndex.explain``) of every step
+        draft : tokens B drafts per speculative round
         """
         ids = self.encode(prompt) if isinstance(prompt, str) else np.asarray(prompt, np.int32)
         if sep is None:
             sep = self.counts.pair_sep * 2 > self.counts.n_pairs
         ctx = np.concatenate([ids, [SEP]]).astype(np.int32) if sep else ids
-        return search(self, ids, ctx, method, max_len or self.config.max_len,
-                      width, self.config.seed if seed is None else seed, probes)
+        return decode(self, ids, ctx, method, max_len or self.config.max_len,
+                      width, self.config.seed if seed is None else seed, probes, draft)
 
     # ------------------------------------------------------------------ views
     def explain(self, prompt: str, method: str = "greedy", layers_stop_below: float | None = None,
@@ -862,10 +958,10 @@ class Model:
             rows = np.arange(t.size)
             Q = window_states(Hc[:, :W], self.keys, self.weights)
             nn, nd = tab.search(Hc[:, :W], Q, cfg.c_neighbours)
-            _, _, sb, ci, cp, dc, sc, _ = self._propose(Hc, 64 if noise else 8,
-                                                        neighbours=(nn, nd))
-            g = self.gate.prob_weight(dc, sb, sc)
-            g_rank = self.gate.weight(Hc[:, 0], dc, sb, sc).astype(np.float64)
+            p = self.propose(Hc, 64 if noise else 8, neighbours=(nn, nd))
+            ci, cp = p.c_ids, p.c_probs
+            g = self.gate.prob_weight(p.c_dist, p.b_support, p.c_support)
+            g_rank = p.gate_weight(self.gate, Hc[:, 0]).astype(np.float64)
             pb = c.kn.prob_history(Hc, t, uniform=True)
             # C's vote mass of the target, every successor of every neighbour counted
             u = np.maximum(nn, 0)

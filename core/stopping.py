@@ -1,5 +1,9 @@
 """The middle-layer "key" and when to stop (DESIGN.md section 6).
 
+This module holds the stop rule (the band, the running statistics, the
+potential and no-repeat blocking); the loops that grow stubs with it
+(greedy, beam, SMC, speculative) live in :mod:`core.decoding`.
+
 For every training pair the *query statistics* of the input are its per-dim
 mean key (``d`` numbers), a scalar variance, a scalar std and its length
 ``n``; the *value statistics* of the output are the same for the output
@@ -44,7 +48,6 @@ import numpy as np
 from numba import njit
 
 from core.explain import StopBand
-from core.tokenize import EOS, SEP
 
 __all__ = ["segment_stats", "MiddleKey", "RunningStats", "in_band", "band_potential",
            "repeat_blocked"]
@@ -240,7 +243,7 @@ def band_potential(stats: RunningStats, band: StopBand) -> float:
     return -0.5 * shrink * float(max(zm - 1, 0) ** 2 + max(zv - 1, 0) ** 2 + max(zs - 1, 0) ** 2)
 
 
-# ----------------------------------------------------------------------------- stub search
+# ----------------------------------------------------------------------------- stub blocking
 
 
 def repeat_blocked(ids: list[int] | np.ndarray, n: int) -> np.ndarray:
@@ -262,229 +265,3 @@ def repeat_blocked(ids: list[int] | np.ndarray, n: int) -> np.ndarray:
     starts = np.lib.stride_tricks.sliding_window_view(a[:-1], n - 1)
     hit = (starts == a[a.size - n + 1:]).all(1)
     return a[n - 1:][hit]
-
-
-@dataclass
-class _Stub:
-    ids: list
-    recs: list
-    stats: RunningStats
-    logp: float = 0.0
-    phi: float = 0.0
-    logw: float = 0.0
-    done: str = ""
-
-    def score(self, beta: float) -> float:
-        """Path score: mean log-probability per token plus β times the band potential."""
-        return self.logp / max(len(self.ids), 1) + beta * self.phi
-
-
-def _advance(stub: _Stub, tok: int, prob: float, rec: tuple, key: np.ndarray, band: StopBand,
-             beta: float, max_len: int, stop_ids: tuple) -> _Stub:
-    """The stub after emitting ``tok`` (a new object; ``stub`` is unchanged)."""
-    lp = float(np.log(max(prob, 1e-12)))
-    if tok in stop_ids:
-        return _Stub(stub.ids, stub.recs, stub.stats, stub.logp + lp, stub.phi,
-                     stub.logw, "eos")
-    stats = stub.stats.push(key)
-    phi = band_potential(stats, band)
-    new = _Stub(stub.ids + [tok], stub.recs + [rec + (lp + beta * (phi - stub.phi),)], stats,
-                stub.logp + lp, phi, stub.logw)
-    inside, past = in_band(stats, band)
-    if inside or past:
-        new.done = "band"
-    elif len(new.ids) >= max_len:
-        new.done = "cap"
-    return new
-
-
-def search(model, prompt_ids: np.ndarray, ctx: np.ndarray, method: str, max_len: int,
-           width: int | None, seed: int, probes: bool = True):
-    """Grow output stubs after ``ctx`` with ``greedy``, ``beam`` or ``smc``; keep the best.
-
-    Every stub is scored by its B/C path (log-probability of the gated
-    mixture) and the closeness of its running statistics to the band
-    (:func:`band_potential`, weight ``β = config.band_weight``), applied as
-    the twist of a Feynman-Kac model: the step potential is
-    ``G_t = p(x_t | ·) · exp(β(φ_t − φ_{t−1}))``.
-
-    * ``greedy``: one stub, the gated mixture's top token each step.
-    * ``beam``: ``width`` stubs; every alive stub expands by its top
-      ``width`` tokens, finished stubs compete with the expansions, the best
-      ``width`` by path score survive (the worst are discarded).
-    * ``smc``: ``width`` particles sample from the mixture (top 8,
-      renormalised: the proposal); incremental log-weight is
-      ``log(top-8 mass) + β(φ_t − φ_{t−1})`` (target/proposal); particles
-      are resampled systematically when the effective sample size falls
-      below half (Lew et al. 2023, arXiv 2306.03081); the kept output is the
-      finished particle with the best path score.
-
-    A stub stops at ``<eos>`` (or ``<sep>``), inside or past the band, or at
-    the hard cap ``max_len``. With ``config.no_repeat = n > 0`` a candidate
-    that would repeat an n-gram of the stub's own output is not proposed
-    (:func:`repeat_blocked`). It is off by default: measured with n = 3
-    while an underline was still a run of single ``=`` tokens, it cut
-    greedy chrF on the docs from 20.7 to 16.0 (underlines are real repeats)
-    and moved beam on the quotations only from 8.96 to 9.00; the loops it
-    was meant for went away with run tokens (:mod:`core.tokenize`).
-    Returns a :class:`core.explain.Generation`.
-    """
-
-    cfg = model.config
-    beta = float(cfg.band_weight)
-    no_repeat = int(cfg.no_repeat)
-    band = model.band(prompt_ids)
-    keys = model.keys
-    d = keys.shape[1]
-    max_len = max(1, int(max_len))
-    if method == "greedy":
-        S = 1
-    elif method == "beam":
-        S = int(width or cfg.beam)
-    elif method == "smc":
-        S = int(width or cfg.particles)
-    else:
-        raise ValueError(f"unknown generation method {method!r}: greedy, beam or smc")
-    S = max(1, S)
-    K = max(8, S) if method == "beam" else 8
-    rng = np.random.default_rng(seed)
-    stop_ids = (EOS, SEP)
-    stubs = [_Stub([], [], RunningStats.empty(d))]
-    if method == "smc":
-        stubs = [_Stub([], [], RunningStats.empty(d)) for _ in range(S)]
-    finished: list[_Stub] = []
-    score_rows: list[np.ndarray] = []
-    ctx = np.asarray(ctx, np.int32)
-    mem = model.memory_for(prompt_ids) if hasattr(model, "memory_for") else None
-    for _t in range(max_len):
-        alive = [s for s in stubs if not s.done]
-        if not alive:
-            break
-        H = np.stack([model._history_of(np.concatenate([ctx, np.asarray(s.ids, np.int32)]))
-                      for s in alive])
-        out = model.topk_histories(H, K)
-        if mem is not None:
-            out = model.apply_memory(out, [s.ids for s in alive], mem, K)
-        ids, probs = out["ids"], out["probs"].astype(np.float64)
-        new: list[_Stub] = []
-        for i, s in enumerate(alive):
-            rec_base = (H[i], int(out["b_ids"][i, 0]), int(out["c_ids"][i, 0]),
-                        int(out["nn"][i, 0]), float(out["gate"][i]))
-            valid = ids[i] >= 0
-            if no_repeat and len(s.ids) >= no_repeat:
-                valid &= ~np.isin(ids[i], repeat_blocked(s.ids, no_repeat))
-            if not valid.any():
-                t = _Stub(s.ids, s.recs, s.stats, s.logp, s.phi, s.logw, "eos")
-                new.append(t)
-                continue
-            if method == "greedy":
-                choice = [int(np.argmax(valid))]
-            elif method == "beam":
-                choice = list(np.flatnonzero(valid)[:S])
-            else:
-                p = np.where(valid, probs[i], 0.0)
-                mass = p.sum()
-                # only zero-probability candidates left: pick among them evenly
-                q = p / mass if mass > 0 else valid / valid.sum()
-                j = int(rng.choice(p.size, p=q))
-                choice = [j]
-            for j in choice:
-                tok = int(ids[i, j])
-                t = _advance(s, tok, probs[i, j], rec_base + (tok,), keys[tok], band, beta,
-                             max_len, stop_ids)
-                if method == "smc":
-                    t.logw = s.logw + float(np.log(max(mass, 1e-12))) + beta * (t.phi - s.phi)
-                new.append(t)
-        if method == "greedy":
-            stubs = new
-            score_rows.append(np.array([new[0].score(beta)], np.float32))
-        elif method == "beam":
-            pool = new + finished
-            pool.sort(key=lambda s: -s.score(beta))
-            keep = pool[:S]
-            finished = [s for s in keep if s.done]
-            stubs = keep
-            row = np.full(S, np.nan, np.float32)
-            for r, s in enumerate(keep):
-                row[r] = s.score(beta)
-            score_rows.append(row)
-            if all(s.done for s in keep):
-                break
-        else:
-            stubs = [s for s in stubs if s.done] + new
-            alive_idx = [r for r, s in enumerate(stubs) if not s.done]
-            if alive_idx:
-                lw = np.array([stubs[r].logw for r in alive_idx])
-                w = np.exp(lw - lw.max())
-                ess = w.sum() ** 2 / max((w * w).sum(), 1e-300)
-                if ess < 0.5 * len(alive_idx):
-                    # systematic resampling of the alive particles (worst ones vanish)
-                    w = w / w.sum()
-                    pos = (rng.random() + np.arange(len(alive_idx))) / len(alive_idx)
-                    pick = np.minimum(np.searchsorted(np.cumsum(w), pos), len(alive_idx) - 1)
-                    mean_lw = float(lw.max() + np.log(np.mean(np.exp(lw - lw.max()))))
-                    resampled = []
-                    for q in pick:
-                        src = stubs[alive_idx[q]]
-                        resampled.append(_Stub(src.ids, src.recs, src.stats, src.logp, src.phi,
-                                               mean_lw, src.done))
-                    stubs = [s for s in stubs if s.done] + resampled
-            row = np.full(S, np.nan, np.float32)
-            for r, s in enumerate(stubs[:S]):
-                row[r] = s.logw
-            score_rows.append(row)
-    pool = [s for s in stubs] + (finished if method == "beam" else [])
-    for s in pool:
-        if not s.done:
-            s.done = "cap"
-    best = max(pool, key=lambda s: s.score(beta))
-    return _generation(model, method, prompt_ids, best, band, score_rows, S, probes)
-
-
-def _generation(model, method, prompt_ids, stub: _Stub, band: StopBand, score_rows, S, probes):
-    from core.explain import Generation, Step
-
-    keys = model.keys
-    cfg = model.config
-    table = model.counts.table
-    bank = model.counts.bank
-    steps = []
-    rv, rs = [], []
-    stats = RunningStats.empty(keys.shape[1])
-    for rec in stub.recs:
-        H, b_top, c_top, nn0, g, tok, score = rec
-        cur = int(H[0])
-        window = (model.weights[:, None] * keys[H[:cfg.window]]).sum(0).astype(np.float32)
-        a = keys[cur]
-        nb = a - keys[max(b_top, 0)] if b_top >= 0 else np.zeros_like(a)
-        ncur = int(table.ctx[nn0, 0]) if nn0 >= 0 else cur
-        nc = keys[ncur] - keys[c_top] if c_top >= 0 else np.zeros_like(a)
-        if tok == b_top and (tok != c_top or g <= 0.5):
-            path, state, noise = "B", a, nb
-        elif tok == c_top:
-            path = "C"
-            state = keys[ncur] if cfg.c_mode == "modify" else a
-            noise = nc
-        else:
-            path, state, noise = "mix", a, a - keys[tok]
-        enc = (state - noise).astype(np.float32)
-        probe = model.index.explain(enc) if probes else None
-        proto = int(bank.nearest_prototype(noise[None].astype(np.float32))[0])
-        steps.append(Step(state=state.astype(np.float32), window=window,
-                          noise_b=nb.astype(np.float32), noise_c=nc.astype(np.float32),
-                          path=path, gate=float(g), prototype=proto, encoder=enc, token=int(tok),
-                          score=float(score), probe=probe))
-        stats = stats.push(keys[tok])
-        _, v, s = stats.values()
-        rv.append(v)
-        rs.append(s)
-    T = len(score_rows)
-    scores = np.full((S, T), np.nan, np.float32)
-    for t, row in enumerate(score_rows):
-        scores[:row.size, t] = row
-    ids = np.asarray(stub.ids, np.int32)
-    return Generation(method=method, prompt_ids=np.asarray(prompt_ids, np.int32), ids=ids,
-                      text=model.decode(ids), steps=steps, stop=band,
-                      running_variance=np.asarray(rv, np.float32),
-                      running_std=np.asarray(rs, np.float32), stub_scores=scores,
-                      stopped_by=stub.done or "cap")
