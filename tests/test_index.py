@@ -181,7 +181,7 @@ def test_locality_nearby_buckets_hold_nearby_keys():
 @given(m=st.integers(1, 9), B=st.sampled_from([2, 4, 8]), probes=st.integers(1, 40),
        seed=st.integers(0, 2**16))
 def test_multiprobe_picks_cheapest_perturbations(m, B, probes, seed):
-    from core.index import _cell_bins, _select_probes
+    from core.index_kernels import _cell_bins, _select_probes
 
     rng = np.random.default_rng(seed)
     edges = np.sort(rng.normal(size=(m, B - 1)), axis=1).astype(np.float32)
