@@ -7,6 +7,18 @@ thread, pickled, and constructed by hand in tests.
 
 Shapes use ``d`` (key dimension), ``D`` (digits per coordinate), ``V``
 (vocabulary size), ``n`` (prompt tokens), ``T`` (generated steps).
+
+Runners-up of a lookup (:func:`runners_up`, :func:`add_runners_up`): with
+the exact noise bank the winner of a snap is often the very key the noise
+led to, at δ = 0, so its per-digit breakdown is all zeros and compares
+nothing. Every probe therefore also carries the nearest candidates *after*
+the winner (:data:`RUNNERS_UP` of them, nearest first, ties by id) with
+their distances and per-digit breakdowns, computed here under the index's
+own metric from the candidates the index gathered (not a fresh search):
+"what the winner beat". The views only read these arrays. Design choice:
+the runners-up are taken from the probe's candidate list, so they are the
+keys the hash really compared; a probe whose only candidate is the winner
+has none.
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
+RUNNERS_UP = 3  # nearest candidates after the winner kept per probe
 
 
 @dataclass
@@ -36,6 +50,13 @@ class ProbeInfo:
         Per-coordinate, per-digit contribution of the winner to ``distance``
         for the digit metric; for l1/l2 the per-coordinate term in column 0
         and zeros elsewhere.
+    runners_up : int64 [r] or None
+        The nearest candidates after the winner (at most :data:`RUNNERS_UP`),
+        nearest first; ``None`` until :func:`add_runners_up` filled them.
+    runner_distances : float32 [r] or None
+        Their metric distances to ``query``.
+    runner_breakdowns : float32 [r, d, D] or None
+        Their per-coordinate, per-digit breakdowns (as ``breakdown``).
     """
 
     query: np.ndarray
@@ -44,6 +65,9 @@ class ProbeInfo:
     winner: int
     distance: float
     breakdown: np.ndarray
+    runners_up: np.ndarray | None = None
+    runner_distances: np.ndarray | None = None
+    runner_breakdowns: np.ndarray | None = None
 
 
 @dataclass
@@ -268,3 +292,56 @@ class Explanation:
                    prototypes=prototypes, generation=gen, index_stats=index_stats,
                    layers=LayerInfo(op=op, layers=[], accuracy=empty_f, chosen=-1),
                    partial=True)
+
+
+def runners_up(query: np.ndarray, candidates: np.ndarray, winner: int, keys: np.ndarray,
+               metric, k: int = RUNNERS_UP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` nearest of ``candidates`` to ``query`` other than ``winner``.
+
+    Parameters
+    ----------
+    query : float32 [d]
+    candidates : int [c]
+        Key ids the index gathered (duplicates and out-of-range ids ignored).
+    winner : int
+    keys : float32 [V, d]
+    metric : :class:`core.metric.Metric` or its name
+        The index's metric.
+
+    Returns
+    -------
+    ids : int64 [r], distances : float32 [r], breakdowns : float32 [r, d, D]
+        Nearest first, ties broken by id; ``r <= k``.
+    """
+    from core.metric import as_metric, breakdown, distances
+
+    m = as_metric(metric)
+    keys = np.asarray(keys, np.float32)
+    d = keys.shape[1] if keys.ndim == 2 else int(np.size(query))
+    cand = np.unique(np.asarray(candidates, np.int64))
+    cand = cand[(cand >= 0) & (cand < len(keys)) & (cand != int(winner))]
+    if len(cand) == 0 or k <= 0:
+        return (np.zeros(0, np.int64), np.zeros(0, np.float32),
+                np.zeros((0, d, int(m.D)), np.float32))
+    q = np.asarray(query, np.float32)
+    dist = distances(q, keys[cand], m)
+    order = np.lexsort((cand, dist))[:k]  # by distance, then id
+    ids = cand[order]
+    bds = np.stack([breakdown(q, keys[i], m) for i in ids]).astype(np.float32)
+    return ids, dist[order].astype(np.float32), bds
+
+
+def add_runners_up(ex: Explanation, metric, k: int = RUNNERS_UP) -> Explanation:
+    """Fill the runners-up of every step's probe of ``ex`` (in place; returns ``ex``).
+
+    Probes filled before are left alone, so an explanation handed out again
+    (a remembered one) costs nothing and keeps its objects.
+    """
+    for step in ex.generation.steps:
+        p = step.probe
+        if p is None or p.runners_up is not None:
+            continue
+        ids, dist, bds = runners_up(p.query, p.candidates, p.winner, ex.keys, metric, k)
+        p.runner_distances, p.runner_breakdowns = dist, bds
+        p.runners_up = ids  # last: a reader that sees it sees the rest
+    return ex

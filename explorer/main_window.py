@@ -28,6 +28,13 @@ Flow:
   views, pyqtgraph and their palette are built after the first paint, and
   ``core.model`` (numba) loads on the training thread. The start page gives
   way to the views when the first model is ready.
+* Every explanation the views get has the runners-up of each step's hash
+  lookup filled (:func:`core.explain.add_runners_up`, on the explainer's
+  thread, under the index's metric), so the bucket view's breakdown
+  compares something when the winner is an exact match.
+* Space plays / pauses the trajectory's step-through while the focus is in
+  the views (an action of the views' grid, so typing a space in the prompt
+  or the find box is typing).
 * Files and folders dropped anywhere on the window (an application-wide event
   filter sees drags over every child) are added to the corpus list.
 """
@@ -106,6 +113,22 @@ def generation_tooltip() -> str:
             f"beam — keep the best stubs; {setting('beam').describe()}\n"
             f"smc — sequential Monte Carlo with resampling; {setting('particles').describe()}\n"
             f"Every method: {setting('max_len').describe()}")
+
+
+def explain_for_views(memo: ExplainMemo, prompt: str, **options) -> Explanation:
+    """``memo(prompt, **options)`` with the runners-up of every lookup filled.
+
+    Runs on the explainer's thread; a remembered explanation has them already
+    (filled in place), so its objects stay the ones drawn.
+    """
+    from core.explain import add_runners_up
+
+    ex = memo(prompt, **options)
+    index = getattr(memo.model, "index", None)
+    metric = getattr(index, "metric", None)
+    if ex is not None and metric is not None:
+        add_runners_up(ex, metric)
+    return ex
 
 
 def model_only_explanation(model, prompt: str) -> Explanation:
@@ -376,6 +399,7 @@ class MainWindow(QMainWindow):
             if old is not None:
                 old.deleteLater()
         self._install_view_menus()
+        self.act_play.setEnabled(True)
         if self.model is None and self.trainer.busy:
             for v in self.views.values():
                 v.set_header("waiting for the first model — training in the background")
@@ -433,6 +457,14 @@ class MainWindow(QMainWindow):
         self.act_neighbours.setText("&Neighbours panel")
         self.act_neighbours.setShortcut("Ctrl+Shift+N")
         vm.addAction(self.act_neighbours)
+        # Space plays / pauses the steps while the focus is in the views (the grid
+        # holds the action; a space typed in the prompt or the find box stays text)
+        self.act_play = QAction("&Play / pause steps", self, shortcut=QKeySequence("Space"))
+        self.act_play.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.act_play.setEnabled(False)  # until the views exist
+        self.act_play.triggered.connect(self.toggle_play)
+        self.grid.addAction(self.act_play)
+        vm.addAction(self.act_play)
         vm.addSeparator()
         for proj in ("pca", "random"):
             a = QAction(f"Projection: {proj.upper()}", self, checkable=True)
@@ -449,6 +481,12 @@ class MainWindow(QMainWindow):
                                                                self.about_text()))
         hm.addAction(self.act_shortcuts)
         hm.addAction(self.act_about)
+
+    def toggle_play(self) -> None:
+        """Play or pause the trajectory's step-through (all views follow)."""
+        traj = self.views.get("trajectory")
+        if traj is not None:
+            traj.toggle_play()
 
     def _message(self, title: str, html_text: str) -> QMessageBox:
         """A non-modal text box (Help menu)."""
@@ -801,7 +839,7 @@ class MainWindow(QMainWindow):
         memo = self._explain_memo
         if memo is None or memo.model is not self.model:
             memo = self._explain_memo = ExplainMemo(self.model)
-        self.explainer.request(partial(memo, **self.explain_options(full)),
+        self.explainer.request(partial(explain_for_views, memo, **self.explain_options(full)),
                                self.state.prompt, full)
         self.busy_label.setText("computing…")
 
@@ -892,9 +930,11 @@ class MainWindow(QMainWindow):
 
     # -- export ----------------------------------------------------------------------
     def _is_window_shortcut(self, ev) -> bool:
-        """Whether a key event is the shortcut of one of the window's enabled actions."""
+        """Whether a key event is the shortcut of one of the window's enabled actions
+        (window-wide ones: Space, the views' play key, is text in the prompt)."""
         seq = QKeySequence(ev.keyCombination())
-        return any(a.isEnabled() and any(
+        wide = (Qt.ShortcutContext.WindowShortcut, Qt.ShortcutContext.ApplicationShortcut)
+        return any(a.isEnabled() and a.shortcutContext() in wide and any(
             s.matches(seq) == QKeySequence.SequenceMatch.ExactMatch for s in a.shortcuts())
             for a in self.findChildren(QAction))
 

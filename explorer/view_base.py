@@ -10,10 +10,24 @@ is the slow path in pyqtgraph).
 Colours: B is blue, C orange, a mix purple (the Tableau-10 hues, readable on
 light and dark backgrounds); the highlight for the selected token is a
 magenta ring; faint context is the foreground colour at low alpha.
+
+Layout choices:
+
+* Legends never sit over data. A view's legend is a :class:`LegendRow`, a
+  wrapped line of coloured glyphs and names *outside* the plots (above or
+  below its ``GraphicsLayoutWidget``), not a ``pyqtgraph.LegendItem``
+  anchored inside a view box: there it covered points, lines and bands
+  whatever offset it was given.
+* The header is an :class:`ElidedHeader`: the bold title and the view's
+  one-line summary, the summary elided with ``QFontMetrics.elidedText`` to
+  the width the header has (a window of 1400 x 880 cut "load 0." and
+  "predicted lengt" mid-word), the full text in its tooltip and in
+  :attr:`BaseView.header_text`.
 """
 
 from __future__ import annotations
 
+import html
 import os
 
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
@@ -21,7 +35,7 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
-from PySide6.QtGui import QColor, QPalette  # noqa: E402
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QApplication,
     QHBoxLayout,
@@ -81,7 +95,7 @@ def foreground(alpha: int = 255) -> QColor:
 
 
 def legend_brush() -> pg.QtGui.QBrush:
-    """Translucent palette background for legends drawn over data."""
+    """Translucent palette background for text drawn over data (labels)."""
     app = QApplication.instance()
     c = QColor(app.palette().color(QPalette.ColorRole.Base)) if app else QColor("white")
     c.setAlpha(200)
@@ -133,6 +147,98 @@ class IntegerAxis(pg.AxisItem):
         return out
 
 
+class ElidedHeader(QLabel):
+    """A view's header: bold title, then a summary elided to the width there is.
+
+    The summary is plain text; what does not fit ends in "…", and the full
+    line is the tooltip. :meth:`full_text` is the whole line (title and
+    summary), whatever the width.
+    """
+
+    GAP = "\u2002\u2002"  # two en spaces between title and summary
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._title = title
+        self._summary = ""
+        self.setTextFormat(Qt.TextFormat.RichText)
+        # a longer header must not widen the view: that re-lays out the whole grid
+        # (and repaints every view) on a keystroke
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(1)
+        self._show()
+
+    def set_summary(self, text: str) -> None:
+        if text != self._summary:
+            self._summary = text
+            self._show()
+
+    def summary_text(self) -> str:
+        return self._summary
+
+    def full_text(self) -> str:
+        """Title and summary as plain text (what the tooltip says)."""
+        return f"{self._title}{self.GAP}{self._summary}" if self._summary else self._title
+
+    def shown_summary(self) -> str:
+        """The summary as drawn now (elided or whole)."""
+        return self._shown
+
+    def is_elided(self) -> bool:
+        return self._shown != self._summary
+
+    def _show(self) -> None:
+        bold = QFont(self.font())
+        bold.setBold(True)
+        fm = QFontMetrics(self.font())
+        used = QFontMetrics(bold).horizontalAdvance(self._title) + fm.horizontalAdvance(self.GAP)
+        room = self.contentsRect().width() - used - 4  # rich text lays out a little wider
+        shown = fm.elidedText(self._summary, Qt.TextElideMode.ElideRight, max(room, 0))
+        self._shown = shown
+        self.setText(f"<b>{html.escape(self._title)}</b>{self.GAP}{html.escape(shown)}")
+        self.setToolTip(self.full_text() if shown != self._summary else "")
+
+    def resizeEvent(self, ev) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(ev)
+        self._show()
+
+
+class LegendRow(QLabel):
+    """A legend outside the plots: coloured glyphs and names, wrapped to the width.
+
+    ``entries`` are ``(glyph, colour, name)``; a glyph is a character such
+    as "●", "×", "★", "━" drawn in its colour (a ``QColor`` or name).
+    """
+
+    def __init__(self, entries: list[tuple[str, str | QColor, str]],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("legend_row")
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setWordWrap(True)
+        self.setStyleSheet("font-size: 8pt;")
+        self.setContentsMargins(4, 0, 4, 0)
+        self.entries: list[tuple[str, str | QColor, str]] = []
+        self.set_entries(entries)
+
+    def set_entries(self, entries: list[tuple[str, str | QColor, str]]) -> None:
+        self.entries = list(entries)
+        parts = []
+        for glyph, colour, name in self.entries:
+            c = QColor(colour)
+            css = f"rgba({c.red()},{c.green()},{c.blue()},{c.alphaF():.2f})"
+            parts.append(f'<span style="color:{css}; font-weight:bold">{html.escape(glyph)}'
+                         f"</span>&nbsp;{html.escape(name).replace(' ', '&nbsp;')}")
+        self.setText(" &nbsp; ".join(parts))
+
+    def names(self) -> list[str]:
+        return [name for *_, name in self.entries]
+
+    def plain_text(self) -> str:
+        """The entries' names, as one line of plain text."""
+        return "  ".join(self.names())
+
+
 def token_label(vocab: list[str], token_id: int) -> str:
     if 0 <= token_id < len(vocab):
         return vocab[token_id]
@@ -157,10 +263,7 @@ class BaseView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
-        self.header = QLabel(f"<b>{self.title}</b>")
-        # a longer header must not widen the view: that re-lays out the whole grid
-        # (and repaints every view) on a keystroke
-        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.header = ElidedHeader(self.title)
         head = QHBoxLayout()
         head.setContentsMargins(0, 0, 0, 0)
         head.addWidget(self.header, 1)
@@ -173,6 +276,7 @@ class BaseView(QWidget):
         head.addWidget(self.help_button)
         layout.addLayout(head)
         self.help_box: QMessageBox | None = None
+        self.legends: list[LegendRow] = []  # legend rows outside the plots (add_legend)
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setMinimumSize(200, 150)
         layout.addWidget(self.glw, 1)
@@ -183,6 +287,21 @@ class BaseView(QWidget):
         state.tokenSelected.connect(self._on_token)
         state.stepChanged.connect(self._on_step)
         state.layerChanged.connect(self._on_layer)
+
+    def add_legend(self, entries: list[tuple[str, str | QColor, str]],
+                   below: bool = False) -> LegendRow:
+        """A :class:`LegendRow` right above the plots (or right below them)."""
+        row = LegendRow(entries)
+        layout = self.layout()
+        at = layout.indexOf(self.glw)
+        layout.insertWidget(at + 1 if below else at, row)
+        self.legends.append(row)
+        return row
+
+    @property
+    def header_text(self) -> str:
+        """The header's whole line (title and summary), however it is elided."""
+        return self.header.full_text()
 
     def show_help(self) -> QMessageBox:
         """Open (non-modal) the view's "how to read this" text."""
@@ -283,7 +402,8 @@ class BaseView(QWidget):
                 get_axis(name).enableAutoSIPrefix(False)
 
     def set_header(self, text: str) -> None:
-        self.header.setText(f"<b>{self.title}</b> &nbsp; {text}")
+        """The header's summary (plain text; elided to the header's width)."""
+        self.header.set_summary(text)
 
 
 def same_parts(a: tuple, b: tuple) -> bool:

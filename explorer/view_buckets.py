@@ -13,8 +13,20 @@ for the digit metric the leftmost digit should dominate.
 
 Design choice: the view shows the probe of ``state.step`` (the step of the
 selected token when it was generated); a prompt with no generated steps
-leaves the strip without probes. An exact match (δ = 0, all terms zero)
-says so over the heatmap instead of drawing a blank one.
+leaves the strip without probes.
+
+Exact matches: with the exact noise bank the winner is usually the very key
+the noise led to, at δ = 0, and its breakdown is all zeros — it compares
+nothing. Then the heatmap shows the nearest runner-up candidate's breakdown
+and the bars the per-digit totals of every runner-up (grouped, one colour
+each), from ``ProbeInfo.runners_up`` / ``runner_distances`` /
+``runner_breakdowns`` (computed in :func:`core.explain.add_runners_up`
+under the index's metric; the view computes no distance). A caption row
+under the plots says what the breakdown shows: the winner and its δ, or
+"exact match" and the runners-up with theirs.
+
+Legends are rows outside the plots (the strip's above it, the breakdown's
+caption below); nothing is written over the strip or the heatmap.
 
 Speed: the occupancy strip changes with the model only; ``IndexStats``
 hands a fresh copy per explanation, so it is redrawn only when its content
@@ -35,12 +47,14 @@ from explorer.view_base import (
     SELECT_COLOUR,
     BaseView,
     brush,
+    display_token,
     foreground,
-    legend_brush,
     same_arrays,
     scatter_count,
     token_label,
 )
+
+RUNNER_COLOURS = ("#ff7f0e", "#2ca02c", "#8c564b", "#17becf")  # runners-up 1, 2, 3, 4
 
 
 class BucketsView(BaseView):
@@ -59,11 +73,13 @@ class BucketsView(BaseView):
         "b<sub>jk</sub>] + λ·|a<sub>jk</sub> − b<sub>jk</sub>|/9): the leftmost digits weigh "
         "most; the bars sum each digit over coordinates. For l1/l2 the per-coordinate term is "
         "in the first column.</p>"
-        "<p><b>Why it often reads “exact match (δ = 0)”</b>: the model decodes with the exact "
+        "<p><b>Exact match (δ = 0)</b>: the model decodes with the exact "
         "noise bank, whose noise ν = k<sub>x</sub> − k<sub>y</sub> makes "
         "<i>e = a<sub>t</sub> − ν</i> equal to the next token's key, so the snap finds that key "
-        "at distance 0 and every term is zero. That is the model's exact snap, not a drawing "
-        "fault.</p>")
+        "at distance 0 and every term of its breakdown is zero — the model's exact snap. The "
+        "breakdown then shows what the winner beat: the heatmap holds the nearest runner-up "
+        "candidate's terms and the bars each runner-up's per-digit sums (one colour each, named "
+        "with their δ in the caption below).</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)
@@ -73,15 +89,11 @@ class BucketsView(BaseView):
         self.strip.setLabel("bottom", "bucket (locality order)")
         self.strip.setLabel("left", "filled slots")
         self.strip.setMouseEnabled(y=False)
-        self.strip.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=4, brush=legend_brush())
         self.occupancy = pg.ImageItem(axisOrder="row-major")
         fill = foreground(110)
         self.occupancy.setLookupTable(np.array(
             [[0, 0, 0, 0], [fill.red(), fill.green(), fill.blue(), fill.alpha()]], np.uint8))
         self.occupancy.setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.occupancy_legend = pg.BarGraphItem(x=[], height=[], width=1,
-                                                brush=pg.mkBrush(fill), pen=None,
-                                                name="occupancy")
         self.probed = pg.ScatterPlotItem(
             size=9, symbol="s", pen=None, brush=brush(PATH_COLOURS["B"], 170),
             hoverable=True, tip=self._bucket_tip, name="probed buckets",
@@ -95,7 +107,9 @@ class BucketsView(BaseView):
             hoverable=True, tip=self._cand_tip, name="winner",
         )
         self.strip.addItem(self.occupancy)
-        self.strip.legend.addItem(self.occupancy_legend, "occupancy")
+        self.legend = self.add_legend([
+            ("▮", fill, "occupancy (filled slots)"), ("■", PATH_COLOURS["B"], "probed buckets"),
+            ("●", PATH_COLOURS["C"], "candidates"), ("★", SELECT_COLOUR, "winner")])
         for item in (self.probed, self.candidates, self.winner):
             self.strip.addItem(item)
         self.candidates.sigClicked.connect(self._clicked)
@@ -107,12 +121,6 @@ class BucketsView(BaseView):
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
         self.heat.hoverEvent = self._heat_hover
-        self.exact_text = pg.TextItem("exact match (δ = 0)", color=foreground(255),
-                                      anchor=(0.5, 0.5), fill=legend_brush(),
-                                      border=pg.mkPen(foreground(120)))
-        self.exact_text.setZValue(10)
-        self.heat_plot.addItem(self.exact_text, ignoreBounds=True)
-        self.exact_text.hide()
         self.cbar = pg.ColorBarItem(
             values=(0, 1), colorMap=pg.colormap.get("viridis"), label="distance term",
             interactive=False, width=12,
@@ -127,6 +135,13 @@ class BucketsView(BaseView):
         self.bars_plot.addItem(self.bars)
         self.glw.ci.layout.setRowStretchFactor(0, 1)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
+        # what the breakdown shows (winner, or exact match and the runners-up): a caption
+        # row under the plots, two lines high whatever it says (no re-layout per step)
+        self.caption = self.add_legend([], below=True)
+        self.caption.setObjectName("breakdown_caption")
+        self.caption.setFixedHeight(2 * self.caption.fontMetrics().lineSpacing() + 4)
+        self.exact = False  # the step shown is an exact match
+        self.breakdown_of: list[int] = []  # token ids whose breakdowns are drawn
         self._breakdown = np.zeros((0, 0), np.float32)
         # what the probe items show now: a step whose probe draws the same is not set again
         self._drawn: dict[str, tuple] = {}
@@ -149,8 +164,13 @@ class BucketsView(BaseView):
         tid = int(data)
         probe = self._probe()
         dist = ""
-        if probe is not None and 0 <= tid < len(ex.keys):
-            dist = f"\n|q - k|_1 = {float(np.abs(probe.query - ex.keys[tid]).sum()):.4f}"
+        if probe is not None and tid == int(probe.winner):
+            dist = f"\nwinner, δ = {probe.distance:.4f}"
+        elif probe is not None and probe.runners_up is not None:
+            hit = np.flatnonzero(np.asarray(probe.runners_up) == tid)
+            if len(hit):
+                dist = (f"\nrunner-up {int(hit[0]) + 1}, "
+                        f"δ = {float(probe.runner_distances[hit[0]]):.4f}")
         return f"{token_label(ex.vocab, tid)} (id {tid})\nhome bucket {int(x)}{dist}"
 
     def _heat_hover(self, ev) -> None:
@@ -160,8 +180,11 @@ class BucketsView(BaseView):
         p = ev.pos()
         j, k = int(p.y()), int(p.x())
         if 0 <= j < self._breakdown.shape[0] and 0 <= k < self._breakdown.shape[1]:
+            ex = self.explanation
+            who = "" if ex is None or not self.breakdown_of else \
+                f"{token_label(ex.vocab, self.breakdown_of[0])!r}: "
             self.heat_plot.vb.setToolTip(
-                f"coordinate {j}, digit {k + 1}: {self._breakdown[j, k]:.5f}")
+                f"{who}coordinate {j}, digit {k + 1}: {self._breakdown[j, k]:.5f}")
 
     def _clicked(self, item, points, ev=None) -> None:
         if len(points) and points[0].data() is not None:
@@ -185,7 +208,7 @@ class BucketsView(BaseView):
         occ_raw = np.asarray(st.occupancy)
         if not np.array_equal(occ_raw, self._occ):
             self.set_occupancy(occ_raw, st.bucket_size)
-            self.strip.setYRange(-0.8, max(st.bucket_size, 1) * 1.6 + 1.5)
+            self.strip.setYRange(-0.8, max(st.bucket_size, 1) + 1.2)
             self.strip.setXRange(-0.5, max(len(occ_raw), 1) - 0.5, padding=0.02)
             self._occ = occ_raw.copy()
         self.on_step(self.state.step)
@@ -208,9 +231,11 @@ class BucketsView(BaseView):
             for item in (self.probed, self.candidates, self.winner):
                 item.clear()
             self.heat.clear()
-            self.exact_text.hide()
             self.bars.setOpts(x=[], height=[])
             self._breakdown = np.zeros((0, 0), np.float32)
+            self.exact = False
+            self.breakdown_of = []
+            self.caption.set_entries([])
             self._drawn = {}
             return
         st = ex.index_stats
@@ -244,33 +269,70 @@ class BucketsView(BaseView):
         else:
             self.winner.clear()
             self._drawn.pop("winner", None)
-        bd = np.asarray(probe.breakdown, dtype=np.float32)
-        if bd.ndim == 1:
-            bd = bd[:, None]
-        self._breakdown = bd
-        exact = bool(bd.size) and not np.any(bd) and float(probe.distance) == 0.0
-        self.exact_text.setVisible(exact)
-        if exact:
-            self.exact_text.setPos(bd.shape[1] / 2, bd.shape[0] / 2)
-        if bd.size and not same_arrays(self._drawn.get("breakdown"), (bd,)):
-            # the heatmap, its colour bar and the bars change with the breakdown only
-            # (with the exact noise bank it is all zeros, step after step)
-            hi = float(bd.max()) if float(bd.max()) > 0 else 1.0
-            self.heat.setImage(bd, autoLevels=False, levels=(0.0, hi))
-            if tuple(self.cbar.levels()) != (0.0, hi):
-                self.cbar.setLevels((0.0, hi))
-            self.heat_plot.setRange(xRange=(0, bd.shape[1]), yRange=(0, bd.shape[0]),
-                                    padding=0)
-            tot = bd.sum(axis=0)
-            self.bars.setOpts(x=np.arange(len(tot)) + 0.5, height=tot, width=0.7)
-            self.bars_plot.setXRange(0, len(tot), padding=0.05)
-            self._drawn["breakdown"] = (bd.copy(),)
+        self._draw_breakdown(ex, probe, w)
         step = min(self.state.step, len(ex.generation.steps) - 1)
         self.set_header(
             f"step {step} → {token_label(ex.vocab, w)} · {len(b)} buckets probed · "
             f"{len(cand)} candidates · δ = {probe.distance:.4f} · "
             f"load {ex.index_stats.load_factor:.2f}"
         )
+
+    def _draw_breakdown(self, ex: Explanation, probe, w: int) -> None:
+        """The heatmap, its colour bar, the bars and the caption of one probe.
+
+        The winner's breakdown; for an exact match (δ = 0) the nearest
+        runner-up's in the heatmap and every runner-up's per-digit sums as
+        grouped bars.
+        """
+        bd = np.asarray(probe.breakdown, dtype=np.float32)
+        if bd.ndim == 1:
+            bd = bd[:, None]
+        self.exact = exact = float(probe.distance) == 0.0 and not np.any(bd)
+        runners = [] if probe.runners_up is None else [int(i) for i in probe.runners_up]
+        name = display_token(token_label(ex.vocab, w)) if w >= 0 else "none"
+        if exact and runners:
+            rbd = np.asarray(probe.runner_breakdowns, np.float32)
+            rbd = rbd.reshape(len(runners), bd.shape[0], -1)
+            heat, totals = rbd[0], rbd.sum(axis=1)  # [r, D]
+            colours = RUNNER_COLOURS[:len(runners)]
+            self.breakdown_of = runners
+            entries = [("★", SELECT_COLOUR, f"{name}: exact match (δ = 0); runners-up:")]
+            for i, (tid, dist) in enumerate(zip(runners, probe.runner_distances, strict=True)):
+                tag = " (heatmap)" if i == 0 else ""
+                entries.append(("■", colours[i], f"{display_token(token_label(ex.vocab, tid))}"
+                                f" δ = {float(dist):.3f}{tag}"))
+        else:
+            heat, totals, colours = bd, bd.sum(axis=0)[None, :], (PATH_COLOURS["B"],)
+            self.breakdown_of = [w] if w >= 0 else []
+            entries = [("■", PATH_COLOURS["B"],
+                        f"winner {name}: δ = {probe.distance:.4f}"
+                        + (" (exact match, no other candidate)" if exact else ""))]
+        self._breakdown = heat
+        self.caption.set_entries(entries)
+        self.caption.setToolTip("the breakdown shows: " + "; ".join(n for *_, n in entries))
+        drawn = (heat, totals, np.array([len(colours)]))
+        if heat.size and not same_arrays(self._drawn.get("breakdown"), drawn):
+            # the heatmap, its colour bar and the bars change with the breakdown only
+            hi = float(heat.max()) if float(heat.max()) > 0 else 1.0
+            self.heat.setImage(heat, autoLevels=False, levels=(0.0, hi))
+            if tuple(self.cbar.levels()) != (0.0, hi):
+                self.cbar.setLevels((0.0, hi))
+            self.heat_plot.setRange(xRange=(0, heat.shape[1]), yRange=(0, heat.shape[0]),
+                                    padding=0)
+            r, D = totals.shape
+            width = 0.8 / r
+            x = (np.arange(D)[None, :] + 0.1 + width * (np.arange(r)[:, None] + 0.5)).ravel()
+            brushes = [brush(c) for c in colours for _ in range(D)]
+            self.bars.setOpts(x=x, height=totals.ravel(), width=width * 0.9, brushes=brushes)
+            self.bars_plot.setXRange(0, D, padding=0.05)
+            top = float(totals.max()) if totals.size else 0.0
+            self.bars_plot.setYRange(0, top if top > 0 else 1.0, padding=0.05)
+            self._drawn["breakdown"] = tuple(a.copy() for a in drawn)
+
+    def bar_heights(self) -> np.ndarray:
+        """Heights of the bars drawn now (per-digit sums; grouped by runner-up)."""
+        h = self.bars.opts.get("height")
+        return np.zeros(0, np.float32) if h is None else np.asarray(h, np.float32)
 
     def on_step(self, step: int) -> None:
         self._draw_probe(self._probe())

@@ -17,6 +17,8 @@ Design choices:
   arrow heads be rotated in screen space with the data-space angle.
 * All shafts are one ``PlotCurveItem(connect="pairs")``; heads are one
   scatter with one rotated arrow path per head.
+* The legend is a row above the plot (:class:`explorer.view_base.LegendRow`):
+  inside the view box it covered a strip of the key cloud and the labels.
 """
 
 from __future__ import annotations
@@ -136,9 +138,6 @@ class EmbeddingsView(BaseView):
         self.plot.setLabel("left", "component 2")
         self.plot.setAspectLocked(True)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
-        # no legend background here: pyqtgraph sizes this legend's box to the plot's
-        # height, and a translucent box veiled a strip of the key cloud
-        self.legend = self.plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         vocab_tip = self._tip
 
         self.all_keys = pg.ScatterPlotItem(
@@ -176,12 +175,14 @@ class EmbeddingsView(BaseView):
             item.setCacheMode(item.CacheMode.DeviceCoordinateCache)
         for item in (self.all_keys, self.context, self.snapped, self.protos, self.selected):
             item.sigClicked.connect(self._clicked)
-        # encoder colours as legend entries for B / C / mix
-        for name, col in PATH_COLOURS.items():
-            self.legend.addItem(
-                pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8),
-                f"path {name}",
-            )
+        # the legend: a row above the plot, never over the key cloud
+        self.legend = self.add_legend([
+            ("•", foreground(140), "all keys"), ("●", CONTEXT_COLOUR, "prompt context keys"),
+            ("→×", foreground(200), "encoder embedding e"), ("→○", foreground(200),
+                                                            "snapped key"),
+            ("▼", PROTO_COLOUR, "noise prototypes (offset)"), ("◯", SELECT_COLOUR, "selected"),
+            ("●", PATH_COLOURS["B"], "path B"), ("●", PATH_COLOURS["C"], "path C"),
+            ("●", PATH_COLOURS["mix"], "path mix")])
         # the prompt's and the generated tokens labelled, placed without overlap
         self.labels = PlotLabels(self.plot)
         state.projectionChanged.connect(lambda _: self._reproject())

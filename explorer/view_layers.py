@@ -15,6 +15,9 @@ Long prompts: the layers cover the prompt's last
 where they begin) and the header says so, so any prompt draws in well under
 a second.
 
+The accuracy plot's legend is a row under the plots (it covered the
+accuracy curve inside the plot).
+
 Design choice: colour levels are fixed to [0, 1] (keys live in the unit
 cube and ``mean``/``halfgap`` keep them there), so blocks are comparable.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QListWidget
 
 from core.explain import Explanation
@@ -36,7 +40,6 @@ from explorer.view_base import (
     display_token,
     elide,
     foreground,
-    legend_brush,
     scatter_count,
     token_label,
 )
@@ -92,7 +95,6 @@ class LayersView(BaseView):
         self.acc_plot.setLabel("bottom", "layer m")
         self.acc_plot.setLabel("left", "token accuracy")
         self.acc_plot.setYRange(0, 1.05)
-        self.acc_plot.addLegend(offset=(5, -5), labelTextSize="8pt", brush=legend_brush())
         self.acc = pg.PlotDataItem(pen=pg.mkPen(PATH_COLOURS["B"], width=2), symbol="o",
                                    symbolSize=7, symbolBrush=PATH_COLOURS["B"],
                                    name="reconstruction accuracy")
@@ -106,6 +108,10 @@ class LayersView(BaseView):
             self.acc_plot.addItem(item)
         self.glw.ci.layout.setRowStretchFactor(0, 3)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
+        self.legend = self.add_legend([
+            ("━●", PATH_COLOURS["B"], "reconstruction accuracy"),
+            ("★", SELECT_COLOUR, "chosen Lm (most compressible)"),
+            ("▬", QColor(SELECT_COLOUR).lighter(130), "selected layer")], below=True)
 
         self.similar = QListWidget()
         self.similar.setMaximumHeight(80)

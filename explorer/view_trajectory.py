@@ -11,14 +11,28 @@ line marks the step in both plots.
 Design choice: the kept stub's curve is the cumulative sum of
 ``Step.score``; the stub lines come from ``Generation.stub_scores`` as given
 (NaN ends a discarded stub, drawn with ``connect="finite"``).
+
+Legends are rows outside the plots (path colours and stubs above, the
+running statistics and their bands below); the scores plot keeps a little
+headroom for the token labels only.
+
+Play / pause: a button left of the slider (and Space while the views have
+focus, an action of the window) steps through the generation with a
+``QTimer``, :data:`PLAY_INTERVAL_MS` per step, through
+:meth:`ExplorerState.set_step` — exactly what moving the slider does, so
+every view follows. It stops at the last step; pressing play there starts
+again from step 0. Moving the slider by hand (drag, click, keys: any
+``valueChanged`` the view did not cause itself) pauses, and so does a new
+generation.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QStyle, QToolButton
 
 from core.explain import Explanation
 from explorer.view_base import (
@@ -31,13 +45,13 @@ from explorer.view_base import (
     brush,
     display_token,
     foreground,
-    legend_brush,
     path_brushes,
     scatter_count,
     token_label,
 )
 
 SELECT_LABEL = "#b0307f"  # the current step's label (darker than the ring: it is text)
+PLAY_INTERVAL_MS = 400  # one step per tick while playing
 MAX_LABELS = 200  # candidates for labels; those that would overlap are left out
 LEFT_AXIS_PX = 58
 
@@ -46,6 +60,7 @@ class TrajectoryView(BaseView):
     """Generated path coloured by B/C, stub scores, stop band, step slider."""
 
     title = "A/B/C trajectory"
+    playingChanged = Signal(bool)
     help_text = (
         "<p><b>Top</b>: the generation step by step. Each point is an emitted token at the "
         "cumulative log-potential of the kept stub, coloured by who proposed its noise: "
@@ -69,8 +84,6 @@ class TrajectoryView(BaseView):
         # x is shared with the stop-band plot below, whose axis names the steps
         # (one axis fewer to lay out on every prompt)
         self.scores.hideAxis("bottom")
-        self.scores.addLegend(offset=(-5, 2), labelTextSize="8pt", colCount=5,
-                              brush=legend_brush())
         self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
                                       name="stubs")
         self.kept = pg.PlotCurveItem(pen=pg.mkPen(foreground(200), width=2), name="kept stub")
@@ -81,9 +94,6 @@ class TrajectoryView(BaseView):
                                                                style=Qt.PenStyle.DashLine))
         for item in (self.stubs, self.kept, self.points, self.selected, self.step_line):
             self.scores.addItem(item)
-        for name, col in PATH_COLOURS.items():
-            self.scores.legend.addItem(
-                pg.ScatterPlotItem(symbol="o", brush=brush(col), pen=None, size=8), f"path {name}")
         self.points.sigClicked.connect(self._clicked)
         # token labels over the points, thinned so that none overlap (the step shown
         # now first, then left to right)
@@ -93,8 +103,6 @@ class TrajectoryView(BaseView):
         self.band.setXLink(self.scores)
         self.band.setLabel("left", "running stat")
         self.band.setLabel("bottom", "step")
-        self.band.addLegend(offset=(-5, -5), labelTextSize="8pt", colCount=1,
-                            brush=legend_brush())
         self.band.getAxis("left").enableAutoSIPrefix(False)
         var_c, std_c = "#17becf", "#bcbd22"
         self.var_lo = pg.PlotCurveItem(pen=None)
@@ -112,6 +120,15 @@ class TrajectoryView(BaseView):
         for item in (self.var_lo, self.var_hi, self.std_lo, self.std_hi, self.var_band,
                      self.std_band, self.run_var, self.run_std, self.band_line):
             self.band.addItem(item)
+        # legends outside the plots: the path colours and stubs above, the running
+        # statistics and their bands below (they sat over the curves and the band)
+        self.legend = self.add_legend(
+            [("●", PATH_COLOURS[p], f"path {p}") for p in PATH_COLOURS]
+            + [("━", foreground(200), "kept stub"), ("─", foreground(110), "other stubs")])
+        self.band_legend = self.add_legend(
+            [("━●", var_c, "running variance"), ("━■", std_c, "running std"),
+             ("▬", QColor(var_c).lighter(150), "variance band (predicted)"),
+             ("▬", QColor(std_c).lighter(150), "std band (predicted)")], below=True)
         self.glw.ci.layout.setRowStretchFactor(0, 3)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
         # fixed left axes: the linked x axes line up, and tick labels of a new width
@@ -120,16 +137,78 @@ class TrajectoryView(BaseView):
             plot.getAxis("left").setWidth(LEFT_AXIS_PX)
 
         row = QHBoxLayout()
+        self.play_button = QToolButton()
+        self.play_button.setObjectName("play_button")
+        self.play_button.setCheckable(True)
+        self.play_button.setAutoRaise(True)
+        self.play_button.toggled.connect(self._play_toggled)
+        row.addWidget(self.play_button)
+        self.play_timer = QTimer(self)
+        self.play_timer.setInterval(PLAY_INTERVAL_MS)
+        self.play_timer.timeout.connect(self._tick)
         row.addWidget(QLabel("step"))
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
-        self.slider.valueChanged.connect(self.state.set_step)
+        # the view sets the slider with its signals blocked: a valueChanged is the user's
+        self.slider.valueChanged.connect(self._slider_moved)
         row.addWidget(self.slider, 1)
         self.step_label = QLabel("–")
         self.step_label.setMinimumWidth(220)
         row.addWidget(self.step_label)
         self.layout().addLayout(row)
+        self._show_play_state(False)
         self.finish_axes()
+
+    # -- play / pause --------------------------------------------------------
+    @property
+    def playing(self) -> bool:
+        return self.play_timer.isActive()
+
+    def n_steps(self) -> int:
+        ex = self.explanation
+        return len(ex.generation.steps) if ex is not None else 0
+
+    def play(self) -> None:
+        """Step through the generation from the step shown (from 0 at the end)."""
+        self.play_button.setChecked(True)
+
+    def pause(self) -> None:
+        self.play_button.setChecked(False)
+
+    def toggle_play(self) -> None:
+        self.play_button.setChecked(not self.play_button.isChecked())
+
+    def _play_toggled(self, on: bool) -> None:
+        T = self.n_steps()
+        if on and T < 2:  # nothing to step through
+            self.play_button.setChecked(False)
+            return
+        if on:
+            if self.state.step >= T - 1:
+                self.state.set_step(0)
+            self.play_timer.start()
+        else:
+            self.play_timer.stop()
+        self._show_play_state(on)
+        self.playingChanged.emit(on)
+
+    def _show_play_state(self, on: bool) -> None:
+        icon = QStyle.StandardPixmap.SP_MediaPause if on else QStyle.StandardPixmap.SP_MediaPlay
+        self.play_button.setIcon(self.style().standardIcon(icon))
+        self.play_button.setToolTip(("Pause" if on else "Play: step through the generation, "
+                                     f"{PLAY_INTERVAL_MS} ms a step") + " (Space)")
+
+    def _tick(self) -> None:
+        T = self.n_steps()
+        nxt = self.state.step + 1
+        if nxt < T:
+            self.state.set_step(nxt)
+        if nxt >= T - 1:
+            self.pause()  # stops at the end
+
+    def _slider_moved(self, value: int) -> None:
+        self.pause()  # by hand: the animation gives way
+        self.state.set_step(value)
 
     def _tip(self, x: float, y: float, data) -> str:
         ex = self.explanation
@@ -148,6 +227,7 @@ class TrajectoryView(BaseView):
     def draw(self, ex: Explanation | None) -> None:
         steps = [] if ex is None else ex.generation.steps
         T = len(steps)
+        self.pause()  # a new generation: the animation of the old one ends
         if ex is None or T == 0:
             for item in (self.stubs, self.kept, self.var_lo, self.var_hi, self.std_lo,
                          self.std_hi):
@@ -183,12 +263,13 @@ class TrajectoryView(BaseView):
         self.std_hi.setData(xb, np.full(2, st.std + st.tolerance, np.float32))
         self.run_var.setData(np.arange(len(g.running_variance)), g.running_variance)
         self.run_std.setData(np.arange(len(g.running_std)), g.running_std)
-        # headroom above the path: the legend row sits there, not over labels
+        # a little headroom above the path for the token labels (the legend is a row
+        # outside the plot)
         ys = np.concatenate([cum, stub[np.isfinite(stub)].ravel()]) if stub.size else cum
         lo, hi = float(ys.min()), float(ys.max())
         # explicit ranges: a standing auto-range re-measures every item per prompt
         self.scores.setRange(xRange=(-0.5, max(T, stub.shape[-1] if stub.ndim == 2 else 0) - 0.5),
-                             yRange=(lo, hi + 0.35 * max(hi - lo, 1e-3)), padding=0.08)
+                             yRange=(lo, hi + 0.15 * max(hi - lo, 1e-3)), padding=0.08)
         bv = np.concatenate([[st.variance - st.tolerance, st.variance + st.tolerance,
                               st.std - st.tolerance, st.std + st.tolerance],
                              g.running_variance, g.running_std])

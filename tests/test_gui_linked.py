@@ -13,17 +13,21 @@ from tests.test_gui_window import SAMPLE, SMALL
 
 
 @pytest.fixture(scope="module")
-def model_cache(tmp_path_factory):
-    """A model cache holding the sample's model (trained once for the module)."""
+def model_cache(tmp_path_factory, qapp):
+    """A model cache holding the sample's model.
+
+    One folder for the session: the first module that asks trains the model,
+    the others (navigate, layout) load it from the cache.
+    """
     from explorer.training_panel import TrainingPanel
 
-    cache = tmp_path_factory.mktemp("models")
+    cache = tmp_path_factory.getbasetemp() / "sample_models"
+    cache.mkdir(exist_ok=True)
     mp = pytest.MonkeyPatch()
     mp.setenv("NOISEKEY_CACHE_DIR", str(cache))
     config = {**TrainingPanel().values(), **SMALL}
-    model, cached = load_or_train([str(SAMPLE)], config)
+    model, _cached = load_or_train([str(SAMPLE)], config)
     mp.undo()
-    assert not cached
     return cache, config, model
 
 
@@ -70,7 +74,7 @@ def test_cached_start_draws_the_model_at_once(make_window, qtbot):
     seen = {}
 
     def on_ready(model) -> None:  # the moment "model ready" is said
-        seen["headers"] = [v.header.text() for v in w.views.values()]
+        seen["headers"] = [v.header_text for v in w.views.values()]
         seen["keys"] = w.views["embeddings"].summary()["keys"]
         seen["buckets"] = w.views["buckets"].summary()["buckets"]
         seen["page"] = w.stack.currentWidget() is w.grid
@@ -262,7 +266,7 @@ def test_long_prompt_layers_are_bounded_and_drawn_fast(make_window, qtbot):
     assert len(ex.layers.accuracy) == MAX_LAYER_TOKENS - 1
     lay = w.views["layers"]
     assert lay.summary()["layers"] == MAX_LAYER_TOKENS - 1
-    assert f"last {MAX_LAYER_TOKENS} of {n} tokens" in lay.header.text()
+    assert f"last {MAX_LAYER_TOKENS} of {n} tokens" in lay.header_text
     assert w.views["embeddings"].summary()["context"] == n
     # the work is bounded by the layer cap asserted above, not by a clock
     # a click on the first row of the prompt block selects the token at `start`

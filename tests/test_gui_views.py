@@ -156,9 +156,9 @@ def test_exact_match_says_so_instead_of_blank_heatmap(views):
     probe.distance = 0.0
     state.set_explanation(ex)
     buck = vs[1]
-    assert buck.exact_text.isVisible() and "exact match" in buck.exact_text.toPlainText()
-    state.set_step(1)  # a step with a non-zero distance: the heatmap, no note
-    assert not buck.exact_text.isVisible()
+    assert buck.exact and "exact match" in buck.caption.plain_text()
+    state.set_step(1)  # a step with a non-zero distance: the winner's breakdown
+    assert not buck.exact and "exact match" not in buck.caption.plain_text()
 
 
 def test_step_axes_tick_on_whole_steps(views):
@@ -209,7 +209,7 @@ def test_layers_left_out_while_typing_are_gaps(views):
     assert len(y) == len(acc) and np.isfinite(y[:2]).all() and np.isnan(y[2:]).all()
     assert lay.chosen_line.isVisible() and lay.chosen_line.value() == 1
     assert lay.summary()["accuracy_points"] == len(acc)
-    assert "after a pause" in lay.header.text()
+    assert "after a pause" in lay.header_text
 
 
 def test_views_skip_an_explanation_whose_parts_they_drew(views):
