@@ -1,0 +1,587 @@
+"""C's training windows: history rows, window states, the table and its search.
+
+DESIGN.md section 5 (the C path of :mod:`core.machine`). A window is the last
+``W`` tokens, newest first; its state is the decayed mean of their keys,
+``c_t = Σ_i α^i a_{t−i} / Σ_i α^i``.
+
+Nearest-neighbour search for C (the spec is silent on how): the window state
+is dominated by the current token's key (weight ``1/Σα^i``, 0.65 for α=0.4,
+W=3) and then by the previous token's, so the table sorted by window tokens,
+newest first, is itself an order in which similar states lie together.
+C searches the group of the query's current token exactly under the model
+metric: its windows are split into subgroups that share the previous token
+too, each with a centre and a radius; a subgroup is scanned only while its
+triangle bound ``δ(q, c) − r`` does not pass the K-th best so far (float32
+partial distances, 8 coordinates at a time, cut the scans inside). Batches
+run threaded in a fixed shuffled order, so the costly queries (frequent
+current tokens, which sit together in sorted training rows) are shared
+between the threads. When the group is empty (or holds only the
+left-out occurrence) the groups of the ``miss_groups`` = 128 current tokens
+with the nearest keys are searched the same way. Such queries ask for the
+nearest of states that all lie far away, where neither the bounds nor any
+index we measured prune well; an exact scan of every window for them was
+most of the cost of training on larger corpora (160 of 195 s on a
+389k-token dictionary). Agreement with brute force over all windows is
+measured in the tests and printed by ``noisekey bench index``.
+
+Windows never span an ``<eos>`` (``<bos>`` pads). The table is additive
+over shards (:meth:`WindowTable.add`, :meth:`WindowTable.merge`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from core.jit import batched, insert_bottomk, merge_topk
+from core.metric import Metric, finish, rank_dist
+from core.tokenize import BOS, EOS
+
+__all__ = ["history", "window_weights", "window_states", "WindowTable"]
+
+
+def history(stream: np.ndarray, W: int) -> np.ndarray:
+    """The ``W`` tokens before every position, newest first (int32 [N, W]).
+
+    Row ``t`` is ``stream[t−1], stream[t−2], ...`` within ``t``'s segment
+    (segments end at ``<eos>``), padded with ``<bos>``.
+    """
+    s = np.asarray(stream, np.int32)
+    n = s.size
+    idx = np.arange(n, dtype=np.int64)
+    eos_pos = np.where(s == EOS, idx, -1)
+    last_eos = np.maximum.accumulate(np.concatenate(([-1], eos_pos[:-1]))) if n else eos_pos
+    pos = idx - (last_eos + 1)
+    H = np.full((n, W), BOS, np.int32)
+    for i in range(W):
+        lag = i + 1
+        if n > lag:
+            H[lag:, i] = np.where(pos[lag:] >= lag, s[:-lag], BOS)
+    return H
+
+
+def window_weights(W: int, alpha: float) -> np.ndarray:
+    """Normalised decay weights ``α^i / Σ_j α^j``, ``i < W`` (float32 [W])."""
+    w = float(alpha) ** np.arange(W, dtype=np.float64)
+    return (w / w.sum()).astype(np.float32)
+
+
+@batched()
+def _window_states(H, keys, w):
+    """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
+    n, W = H.shape
+    d = keys.shape[1]
+    out = np.zeros((n, d), np.float32)
+    for r in prange(n):
+        for i in range(W):
+            t = H[r, i]
+            for j in range(d):
+                out[r, j] += w[i] * keys[t, j]
+    return out
+
+
+def window_states(H: np.ndarray, keys: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Decayed-mean window states of history rows ``H`` (int [n, W]) → float32 [n, d]."""
+    return _window_states(np.ascontiguousarray(H, np.int32), keys, weights)
+
+
+@njit(cache=True, nogil=True)
+def _scan(q, lo, hi, skip, states, tot, br, bi, K, code, f, lam, D):
+    """Push windows ``lo:hi`` into the running top-K (``br`` ranking values, ``bi`` ids).
+
+    l2 and l1 add float32 partial sums of 8 coordinates and stop once past
+    the K-th best: 3.4x faster than a float64 sum checked at every
+    coordinate (10,000 windows, d = 32), within 1e-6 of it.
+    """
+    if hi <= lo:
+        return
+    d = q.shape[0]
+    for u in range(lo, hi):
+        if u == skip:
+            continue
+        if code == 2:
+            r = rank_dist(q, states[u], code, f, lam, D)
+        else:  # partial distance: stop once past the K-th best
+            lim = br[K - 1]
+            acc = np.float32(0.0)
+            j = 0
+            while j < d:
+                part = np.float32(0.0)
+                if code == 0:
+                    for t in range(j, min(j + 8, d)):
+                        x = q[t] - states[u, t]
+                        part += x * x
+                else:
+                    for t in range(j, min(j + 8, d)):
+                        part += abs(q[t] - states[u, t])
+                acc += part
+                if acc >= lim:
+                    break
+                j += 8
+            r = np.float64(acc)
+        insert_bottomk(bi, br, K, u, r)
+
+
+@njit(cache=True, nogil=True)
+def _beyond(q, c, r, kth, code, f, lam, D):
+    """Whether ``δ(q, c) − r > kth``: partial sums, checked every 8 coordinates."""
+    lim = kth + r + 1e-5 * (1.0 + kth)  # slack for float32 rounding
+    if code == 2:
+        return rank_dist(q, c, code, f, lam, D) > lim
+    if code == 0:
+        lim = lim * lim
+    d = q.shape[0]
+    acc = 0.0
+    j = 0
+    while j < d:
+        part = np.float32(0.0)
+        for t in range(j, min(j + 8, d)):
+            x = q[t] - c[t]
+            part += x * x if code == 0 else abs(x)
+        acc += part
+        if acc > lim:
+            return True
+        j += 8
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _centre_dists(q, sub_cT, lo, hi, code, acc):
+    """Ranking values (squared l2 or l1) from ``q`` to the subgroup centres ``lo:hi``.
+
+    ``sub_cT`` holds the centres transposed ([d, S]), so each coordinate is
+    one contiguous run over the subgroups and the loop vectorizes. Written
+    into ``acc[:hi - lo]`` (scratch reused across queries: a fresh array of a
+    frequent token's 30k subgroups per query is an mmap and page faults).
+    """
+    n = hi - lo
+    acc[:n] = 0.0
+    for j in range(q.shape[0]):
+        qj = q[j]
+        row = sub_cT[j, lo:hi]
+        if code == 0:
+            for u in range(n):
+                x = qj - row[u]
+                acc[u] += x * x
+        else:
+            for u in range(n):
+                acc[u] += abs(qj - row[u])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _scan_group(q, t, qprev, skip, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
+                tot, br, bi, K, code, f, lam, D, acc):
+    """Exact search of the windows whose current token is ``t``, into the running top-K.
+
+    The group's windows are split into subgroups sharing the previous token
+    too, each with a centre ``c`` and radius ``r`` (the farthest member under
+    the metric). By the triangle inequality no member lies nearer than
+    ``δ(q, c) − r``: the subgroup of the query's own previous token is
+    scanned first (the likely winner), then every other subgroup whose bound
+    does not pass the K-th best so far. In large groups (l2, l1) the
+    distances to all centres are computed at once (:func:`_centre_dists`);
+    the 8 nearest centres' subgroups are scanned first when the own subgroup
+    holds fewer than K windows. ``acc``: scratch of at least the largest
+    group's subgroup count.
+    """
+    lo, hi = sub_grp_off[t], sub_grp_off[t + 1]
+    if hi <= lo:
+        return
+    own = lo + np.searchsorted(sub_prev[lo:hi], qprev)
+    if own < hi and sub_prev[own] == qprev:
+        _scan(q, sub_off[own], sub_off[own + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+    else:
+        own = -1
+    if code == 2 or hi - lo <= 64:
+        for j in range(lo, hi):
+            if j == own:
+                continue
+            if br[K - 1] < np.inf and _beyond(q, sub_c[j], sub_r[j], finish(br[K - 1], code),
+                                              code, f, lam, D):
+                continue
+            _scan(q, sub_off[j], sub_off[j + 1], skip, states, tot, br, bi, K, code, f, lam, D)
+        return
+    _centre_dists(q, sub_cT, lo, hi, code, acc)
+    if own >= 0:
+        acc[own - lo] = -1.0  # done
+    if br[K - 1] == np.inf:  # own subgroup too small: seed with the nearest centres
+        seed_i = np.full(8, -1, np.int64)
+        seed_v = np.full(8, np.inf, np.float32)
+        for u in range(hi - lo):
+            if acc[u] >= 0:
+                insert_bottomk(seed_i, seed_v, 8, u, acc[u])
+        for u in seed_i:
+            if u >= 0:
+                _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code,
+                      f, lam, D)
+                acc[u] = -1.0
+    kth = np.float64(finish(br[K - 1], code)) if br[K - 1] < np.inf else np.inf
+    for u in range(hi - lo):
+        a = acc[u]
+        if a < 0:
+            continue
+        lim = kth + sub_r[lo + u] + 1e-5 * (1.0 + kth)
+        if a > (lim * lim if code == 0 else lim):
+            continue
+        _scan(q, sub_off[lo + u], sub_off[lo + u + 1], skip, states, tot, br, bi, K, code, f,
+              lam, D)
+        if br[K - 1] < np.inf:
+            kth = np.float64(finish(br[K - 1], code))
+
+
+@njit(cache=True, nogil=True)
+def _centres(states, off, code, f, lam, D):
+    """Mean and radius ``max_u δ(s_u, mean)`` of each run ``off[i]:off[i+1]`` of states."""
+    n = off.shape[0] - 1
+    d = states.shape[1]
+    C = np.zeros((n, d), np.float32)
+    R = np.zeros(n, np.float32)
+    for i in range(n):
+        a, b = off[i], off[i + 1]
+        if b <= a:
+            continue
+        acc = np.zeros(d, np.float64)
+        for u in range(a, b):
+            for j in range(d):
+                acc[j] += states[u, j]
+        for j in range(d):
+            C[i, j] = acc[j] / (b - a)
+        r = 0.0
+        for u in range(a, b):
+            r = max(r, np.float64(finish(rank_dist(states[u], C[i], code, f, lam, D), code)))
+        R[i] = r * (1.0 + 1e-6) + 1e-7
+    return C, R
+
+
+@batched()
+def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT,
+                  sub_r, grp_c, grp_r, tot, K, code, f, lam, D):
+    """K nearest training windows among those whose current token is in ``qtoks[i]``.
+
+    ``qtoks`` int64 [n, M] lists the groups to search per query (-1 pad): the
+    query's own current token, or for a query whose own group is empty the
+    current tokens with the nearest keys. Each group is searched exactly
+    (:func:`_scan_group`); a further group is skipped when its own bound
+    ``δ(q, c_g) − r_g`` passes the K-th best. The left-out context
+    ``own[i]`` is skipped when its count drops to zero. Returns ids (-1
+    pad) and distances (inf pad).
+    """
+    n = Q.shape[0]
+    M = qtoks.shape[1]
+    ids = np.full((n, K), -1, np.int64)
+    ds = np.full((n, K), np.inf, np.float32)
+    smax = 1
+    for t in range(sub_grp_off.shape[0] - 1):
+        smax = max(smax, sub_grp_off[t + 1] - sub_grp_off[t])
+    B = 64  # queries per block: one set of scratch per block
+    for blk in prange((n + B - 1) // B):
+        acc = np.empty(smax, np.float32)
+        br = np.empty(K)
+        bi = np.empty(K, np.int64)
+        for i in range(blk * B, min(n, blk * B + B)):
+            br[:] = np.inf
+            bi[:] = -1
+            skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
+            for j in range(M):
+                t = qtoks[i, j]
+                if t < 0:
+                    continue
+                if br[K - 1] < np.inf and _beyond(Q[i], grp_c[t], grp_r[t],
+                                                  finish(br[K - 1], code), code, f, lam, D):
+                    continue
+                _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev,
+                            sub_c, sub_cT, sub_r, tot, br, bi, K, code, f, lam, D, acc)
+            for j in range(K):
+                ids[i, j] = bi[j]
+                if bi[j] >= 0:
+                    ds[i, j] = finish(br[j], code)
+    return ids, ds
+
+
+@batched()
+def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
+    """C's distribution from neighbour lists.
+
+    ``p(w) ∝ Σ_j ω_j · c_j(w) / c_j``, ``ω_j = exp(−(δ_j − δ_1)/h)``, counts
+    of the left-out context ``own`` reduced by one at ``target``; only the
+    ``max_vote`` most frequent successors of each window vote (the rest share
+    too little mass to reach a top-k list).
+    Returns top-k ids, probs, the nearest valid distance and its support.
+    """
+    n, K = nn.shape
+    ids = np.full((n, k), -1, np.int64)
+    probs = np.zeros((n, k), np.float32)
+    dmin = np.full(n, np.inf, np.float32)
+    sup = np.zeros(n, np.float32)
+    for i in prange(n):
+        # gather candidate successors with weights
+        m = 0
+        for j in range(K):
+            u = nn[i, j]
+            if u >= 0:
+                m += min(succ_off[u + 1] - succ_off[u], max_vote)
+        cw = np.empty(m, np.int64)
+        cp = np.empty(m, np.float64)
+        r = 0
+        d0 = np.inf
+        total_w = 0.0
+        for j in range(K):
+            u = nn[i, j]
+            if u < 0:
+                continue
+            t_u = tot[u] - (1 if u == own[i] else 0)
+            if t_u <= 0:
+                continue
+            if d0 == np.inf:
+                d0 = nd[i, j]
+                dmin[i] = d0
+                sup[i] = t_u
+            om = np.exp(-(nd[i, j] - d0) / h)
+            total_w += om
+            for s in range(succ_off[u], min(succ_off[u + 1], succ_off[u] + max_vote)):
+                c = succ_cnt[s] - (1 if (u == own[i] and succ_ids[s] == target[i]) else 0)
+                if c > 0:
+                    cw[r] = succ_ids[s]
+                    cp[r] = om * c / t_u
+                    r += 1
+        if r == 0:
+            continue
+        merge_topk(cw, cp, r, total_w, k, ids[i], probs[i])
+    return ids, probs, dmin, sup
+
+
+def _spread(kernel, Q, qtoks, qprev, own, *rest):
+    """Run a :func:`_group_search` over queries in an interleaved order.
+
+    Queries come sorted by window (training rows), so the costly ones (the
+    groups of frequent tokens) sit together and ``prange``'s static split
+    would hand them to one thread; a fixed stride order spreads them
+    (1.3x on two cores over a dictionary's gate queries). Results are
+    returned in the original order and do not depend on it.
+    """
+    n = Q.shape[0]
+    if n < 256:
+        return kernel(Q, qtoks, qprev, own, *rest)
+    order = np.random.default_rng(0).permutation(n)
+    nn, nd = kernel(Q[order], qtoks[order], qprev[order], own[order], *rest)
+    back = np.empty(n, np.int64)
+    back[order] = np.arange(n)
+    return nn[back], nd[back]
+
+
+@batched()
+def _find_rows(H, ctx):
+    """Index of each row of ``H`` in the lexicographically sorted rows ``ctx``, -1 if absent."""
+    n, W = H.shape
+    out = np.full(n, -1, np.int64)
+    for i in prange(n):
+        a, b = 0, ctx.shape[0]
+        while a < b:  # first row >= H[i]
+            mid = (a + b) // 2
+            c = 0
+            for j in range(W):
+                if ctx[mid, j] != H[i, j]:
+                    c = -1 if ctx[mid, j] < H[i, j] else 1
+                    break
+            if c < 0:
+                a = mid + 1
+            else:
+                b = mid
+        if a < ctx.shape[0]:
+            same = True
+            for j in range(W):
+                if ctx[a, j] != H[i, j]:
+                    same = False
+                    break
+            if same:
+                out[i] = a
+    return out
+
+
+class WindowTable:
+    """Training windows of C: distinct history rows with their successor counts.
+
+    Additive: :meth:`add` per shard, :meth:`merge`; :meth:`finalize` builds
+    window states, the per-current-token groups and the global hash index.
+
+    Attributes (after finalize)
+    ---------------------------
+    ctx : int32 [U, W]
+        Distinct windows (newest token first), sorted lexicographically.
+    states : float32 [U, d]
+    succ_off : int64 [U + 1]; succ_ids : int64 [S]; succ_cnt : int64 [S]
+    tot : int64 [U]
+    grp_off : int64 [V + 1]
+        Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
+    """
+
+    def __init__(self, V: int, W: int, miss_groups: int = 128) -> None:
+        self.V, self.W = int(V), int(W)
+        self.miss_groups = int(miss_groups)
+        self._group_nn = None
+        self.rows = np.zeros((0, W + 1), np.int32)  # window + successor
+        self.cnt = np.zeros(0, np.int64)
+        self.index = None
+
+    @staticmethod
+    def _reduce(rows: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if rows.shape[0] == 0:
+            return rows, cnt
+        order = np.lexsort(rows.T[::-1])
+        rows, cnt = rows[order], cnt[order]
+        new = np.ones(rows.shape[0], bool)
+        new[1:] = (rows[1:] != rows[:-1]).any(1)
+        start = np.flatnonzero(new)
+        return rows[start], np.add.reduceat(cnt, start)
+
+    def add(self, H: np.ndarray, target: np.ndarray) -> WindowTable:
+        """Count events ``(window H[i], successor target[i])``."""
+        rows = np.concatenate([H.astype(np.int32), target.astype(np.int32)[:, None]], 1)
+        r, c = self._reduce(rows, np.ones(rows.shape[0], np.int64))
+        return self._add(r, c)
+
+    def _add(self, rows, cnt) -> WindowTable:
+        if self.cnt.size:
+            rows = np.concatenate([self.rows, rows])
+            cnt = np.concatenate([self.cnt, cnt])
+            rows, cnt = self._reduce(rows, cnt)
+        self.rows, self.cnt = rows, cnt
+        self.index = None
+        return self
+
+    def merge(self, other: WindowTable) -> WindowTable:
+        return self._add(other.rows, other.cnt)
+
+    def finalize(self, keys: np.ndarray, weights: np.ndarray, metric: Metric,
+                 index_factory=None) -> WindowTable:
+        """Distinct windows, their states, successor CSR and groups by current token."""
+        rows, cnt = self.rows, self.cnt
+        W = self.W
+        if rows.shape[0]:
+            new = np.ones(rows.shape[0], bool)
+            new[1:] = (rows[1:, :W] != rows[:-1, :W]).any(1)
+        else:
+            new = np.zeros(0, bool)
+        start = np.flatnonzero(new)
+        self.ctx = rows[start, :W].copy()
+        self.succ_off = np.concatenate((start, [rows.shape[0]])).astype(np.int64)
+        # successors of each window by count, most frequent first (ties by id)
+        owner = np.repeat(np.arange(start.size), np.diff(self.succ_off))
+        order = np.lexsort((rows[:, W], -cnt, owner)) if rows.shape[0] else np.zeros(0, np.int64)
+        self.succ_ids = rows[order, W].astype(np.int64)
+        self.succ_cnt = cnt[order].astype(np.int64)
+        self.tot = (np.add.reduceat(cnt, start) if start.size else np.zeros(0)).astype(np.int64)
+        self.states = window_states(self.ctx, keys, weights)
+        self.grp_off = np.concatenate(
+            ([0], np.cumsum(np.bincount(self.ctx[:, 0], minlength=self.V)))).astype(np.int64)
+        self._bounds(metric)
+        self.metric = metric
+        self.keys = np.ascontiguousarray(keys, np.float32)
+        self.index_factory = index_factory
+        self.index = None
+        self._group_nn = None
+        return self
+
+    def _bounds(self, metric: Metric) -> None:
+        """Centres and radii of the groups (current token) and subgroups (+ previous token)."""
+        ctx, U = self.ctx, self.ctx.shape[0]
+        new = np.ones(U, bool)
+        if U:
+            new[1:] = (ctx[1:, :min(2, self.W)] != ctx[:-1, :min(2, self.W)]).any(1)
+        start = np.flatnonzero(new)
+        self.sub_off = np.concatenate((start, [U])).astype(np.int64)
+        self.sub_grp_off = np.concatenate(
+            ([0], np.cumsum(np.bincount(ctx[start, 0], minlength=self.V)))).astype(np.int64)
+        self.sub_prev = (ctx[start, 1] if self.W > 1 else np.zeros(start.size)).astype(np.int64)
+        m = (metric.code, float(metric.f), float(metric.lam), int(metric.D))
+        self.sub_c, self.sub_r = _centres(self.states, self.sub_off, *m)
+        self.sub_cT = np.ascontiguousarray(self.sub_c.T)
+        self.grp_c, self.grp_r = _centres(self.states, self.grp_off, *m)
+
+    def context_ids(self, H: np.ndarray) -> np.ndarray:
+        """Row of ``ctx`` equal to each history row, -1 where none (int64 [n]).
+
+        ``ctx`` is sorted lexicographically, so each row is a binary search.
+        """
+        H = np.ascontiguousarray(H, np.int32)
+        if self.ctx.shape[0] == 0:
+            return np.full(H.shape[0], -1, np.int64)
+        return _find_rows(H, self.ctx)
+
+    def search(self, H: np.ndarray, states: np.ndarray, K: int,
+               own: np.ndarray | None = None,
+               dedupe: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """K nearest training windows of history rows ``H`` (grouped, global fallback).
+
+        ``states`` are the query window states (float32 [n, d]); ``own`` the
+        left-out training context of each row (-1: none). Returns neighbour
+        ids int64 [n, K] (-1 pad) and distances float32 [n, K] (inf pad).
+        """
+        m = self.metric
+        Q = np.ascontiguousarray(states, np.float32)
+        if dedupe and own is not None and own.size and (own >= 0).all():
+            # training rows: one search per distinct window (the result is the same
+            # for every occurrence of a window, the left-out one included)
+            u, first, inv = np.unique(own, return_index=True, return_inverse=True)
+            nn, nd = self.search(H[first], Q[first], K, own=u, dedupe=False)
+            return nn[inv], nd[inv]
+        own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
+        qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
+        args = (own, self.states, self.sub_off, self.sub_grp_off, self.sub_prev, self.sub_c,
+                self.sub_cT, self.sub_r, self.grp_c, self.grp_r, self.tot, int(K), m.code,
+                float(m.f), float(m.lam), int(m.D))
+        nn, nd = _spread(_group_search, Q, H[:, :1].astype(np.int64), qprev, *args)
+        # rows with no valid neighbour in their own group: the groups of the
+        # current tokens whose keys are nearest (the state's heaviest term)
+        miss = np.flatnonzero(nn[:, 0] < 0)
+        if miss.size and self.ctx.shape[0]:
+            cand = self.nearest_groups(H[miss, 0], self.miss_groups)
+            mi, md = _spread(_group_search, Q[miss], cand, qprev[miss], own[miss], *args[1:])
+            nn[miss], nd[miss] = mi, md
+        return nn, nd
+
+    def nearest_groups(self, tokens: np.ndarray, M: int) -> np.ndarray:
+        """The ``M`` non-empty groups whose current-token keys are nearest each token's key.
+
+        tokens int [n] -> int64 [n, M] (-1 pad). Exact l2 over the keys of
+        tokens that have training windows (:class:`core.nearest.NearestKeys`);
+        one search per distinct token.
+        """
+        from core.nearest import NearestKeys
+
+        if self._group_nn is None:
+            self._group_tok = np.flatnonzero(np.diff(self.grp_off) > 0)
+            self._group_nn = NearestKeys(self.keys[self._group_tok])
+            self._group_memo = {}  # token -> its groups: the gate and memory stages ask again
+        u, inv = np.unique(np.asarray(tokens, np.int64), return_inverse=True)
+        M = min(int(M), self._group_tok.size)
+        memo = self._group_memo
+        if len(memo) > 20000:  # bounded: about 20 MB at M = 128
+            memo.clear()
+        new = np.array([t for t in u.tolist() if (t, M) not in memo], np.int64)
+        if new.size:
+            ids, _ = self._group_nn.query_batch(self.keys[new], M)
+            for t, row in zip(new.tolist(), self._group_tok[ids], strict=True):
+                memo[(t, M)] = row
+        rows = np.stack([memo[(t, M)] for t in u.tolist()]) if u.size else np.zeros((0, M),
+                                                                                    np.int64)
+        return np.ascontiguousarray(rows[inv.reshape(-1)])
+
+    def vote(self, nn, nd, own, target, h: float, k: int):
+        """C's top-k distribution from neighbour lists (see :func:`_c_vote`)."""
+        n = nn.shape[0]
+        own = np.full(n, -1, np.int64) if own is None else own.astype(np.int64)
+        target = np.full(n, -1, np.int64) if target is None else target.astype(np.int64)
+        return _c_vote(nn, nd, own, target, self.succ_off, self.succ_ids, self.succ_cnt,
+                       self.tot, float(h), int(k), int(max(k, 4 * k)))
+
+    def to_arrays(self, prefix: str = "win_") -> dict[str, np.ndarray]:
+        return {f"{prefix}rows": self.rows, f"{prefix}cnt": self.cnt}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, V: int, W: int, prefix: str = "win_") -> WindowTable:
+        t = cls(V, W)
+        t.rows = np.asarray(arrays[f"{prefix}rows"], np.int32).reshape(-1, W + 1)
+        t.cnt = np.asarray(arrays[f"{prefix}cnt"], np.int64)
+        return t
