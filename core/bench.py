@@ -1,4 +1,10 @@
-"""The hash index against brute force and ANN libraries (``noisekey bench index``).
+"""Speed benchmarks whose figures ``noisekey bench`` prints (never pass/fail).
+
+:func:`bench_index` (``noisekey bench index``): the hash index against brute
+force and ANN libraries. :func:`bench_generate` (``noisekey bench
+generate``): greedy against speculative decoding (:mod:`core.decoding`).
+
+The hash index against brute force and ANN libraries (``noisekey bench index``).
 
 Keys are uniform in [0, 1)^d (as :class:`core.keys.KeyStore` draws them),
 queries are randomly chosen keys plus Gaussian noise of standard deviation
@@ -272,6 +278,108 @@ def format_report(res: dict) -> str:
         out.append(f"{s['mode']:<6} {s['probes']:>6} {s['recall1']:6.3f} {s['recall10']:6.3f} "
                    f"{s['candidates']:8.1f} {s['qps_batch_1t']:10,.0f}")
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def bench_generate(path, draft: int | None = None, prompts: int = 100, split: float = 0.9,
+                   seed: int = 0, repeat: int = 3, config=None, progress=None) -> dict:
+    """Greedy against speculative decoding on one corpus (``noisekey bench generate``).
+
+    Trains on the first ``split`` of the corpus (``config``, default
+    ``TrainConfig(signatures=False)``: signatures play no part in
+    generation) and generates after up to ``prompts`` held-out prompts — the
+    inputs of held-out pairs (seeded choice, ``<sep>`` as the pair's
+    document says), or 8-token slices of the held-out stream when there are
+    no pairs — with ``probes=False``, as ``noisekey generate`` does. Every
+    kernel is warmed up first; each method's time is the best of ``repeat``
+    passes over all prompts. Speculative's output is compared with greedy's
+    prompt by prompt (``equal`` must be ``prompts``).
+
+    Figures: tokens/s of both (generated tokens over wall time, per-prompt
+    setup included), their ratio, the acceptance rate (accepted drafted
+    tokens / drafted tokens), tokens per verification pass, and the
+    per-prompt setup both share (the prompt memory's neighbours and the
+    stop band), timed alone.
+    """
+    import time
+
+    from core.config import TrainConfig
+    from core.corpus import load_corpus
+    from core.decoding import DRAFT
+    from core.model import train
+
+    draft = DRAFT if draft is None else int(draft)
+    cfg = config or TrainConfig(signatures=False)
+    corpus = load_corpus(path, cfg.tokenizer, cfg.min_count)
+    tr, te = corpus.split(split, seed)
+    t0 = time.perf_counter()
+    model = train(tr, cfg, progress=progress)
+    train_s = time.perf_counter() - t0
+    rng = np.random.default_rng(seed)
+    if te.n_pairs and tr.n_pairs:
+        pick = np.sort(rng.choice(te.n_pairs, min(prompts, te.n_pairs), replace=False))
+        xs = [te.pair(int(i))[0] for i in pick]
+        seps = [bool(s) for s in te.doc_kind[te.pair_doc[pick]] == 1]
+    else:
+        room = max(te.stream.size - 8, 1)
+        starts = np.sort(rng.choice(room, min(prompts, room), replace=False))
+        xs = [te.stream[a:a + 8] for a in starts]
+        seps = [False] * len(xs)
+    xs = [np.asarray(x, np.int32) for x in xs]
+
+    def run(method):
+        return [model.generate(x, method=method, sep=s, probes=False, draft=draft)
+                for x, s in zip(xs, seps, strict=True)]
+
+    for method in ("greedy", "speculative"):  # numba compilation and caches
+        model.generate(xs[0], method=method, sep=seps[0], probes=False, draft=draft)
+    best = {"greedy": float("inf"), "speculative": float("inf")}
+    out = {}
+    for _ in range(max(1, repeat)):
+        for method in best:
+            t = time.perf_counter()
+            out[method] = run(method)
+            best[method] = min(best[method], time.perf_counter() - t)
+    t = time.perf_counter()
+    for x in xs:
+        model.memory_for(x)
+        model.band(x)
+    setup = time.perf_counter() - t
+    g, sp = out["greedy"], out["speculative"]
+    tokens = int(sum(len(r.ids) for r in g))
+    drafted = int(sum(r.n_drafted for r in sp))
+    accepted = int(sum(r.n_accepted for r in sp))
+    rounds = int(sum(r.rounds for r in sp))
+    return {
+        "corpus": str(path), "prompts": len(xs), "tokens": tokens, "draft": draft,
+        "train_seconds": train_s,
+        "greedy_seconds": best["greedy"], "speculative_seconds": best["speculative"],
+        "greedy_tokens_per_s": tokens / max(best["greedy"], 1e-9),
+        "speculative_tokens_per_s": tokens / max(best["speculative"], 1e-9),
+        "ratio": best["greedy"] / max(best["speculative"], 1e-9),
+        "setup_ms_per_prompt": 1e3 * setup / max(len(xs), 1),
+        "drafted": drafted, "accepted": accepted,
+        "acceptance_rate": accepted / drafted if drafted else float("nan"),
+        "rounds": rounds, "tokens_per_round": tokens / max(rounds, 1),
+        "equal": int(sum(np.array_equal(a.ids, b.ids) and a.stopped_by == b.stopped_by
+                         for a, b in zip(g, sp, strict=True))),
+    }
+
+
+GENERATE_HEAD = (f"{'corpus':<40} {'prompts':>7} {'tokens':>7} {'greedy tok/s':>12} "
+                 f"{'spec tok/s':>11} {'ratio':>6} {'accept':>7} {'tok/pass':>8} "
+                 f"{'setup ms':>8} {'equal':>7}")
+
+
+def format_generate(r: dict) -> str:
+    """One row of :data:`GENERATE_HEAD` for a :func:`bench_generate` result."""
+    name = r["corpus"] if len(r["corpus"]) <= 40 else "…" + r["corpus"][-39:]
+    return (f"{name:<40} {r['prompts']:>7} {r['tokens']:>7} {r['greedy_tokens_per_s']:>12,.0f} "
+            f"{r['speculative_tokens_per_s']:>11,.0f} {r['ratio']:>5.2f}x "
+            f"{r['acceptance_rate']:>7.3f} {r['tokens_per_round']:>8.2f} "
+            f"{r['setup_ms_per_prompt']:>8.2f} {r['equal']:>3}/{r['prompts']:<3}")
 
 
 def plain_json(obj):

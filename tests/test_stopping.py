@@ -111,7 +111,7 @@ def length_model(tmp_path_factory):
     return train(load_corpus(p), TrainConfig(dim=16, prototypes=16, signatures=False))
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc", "speculative"])
 def test_generation_respects_the_stop_band(length_model, method):
     for n in (4, 6):
         g = length_model.generate(" ".join(["w1"] * n), method=method, probes=False)
@@ -123,7 +123,7 @@ def test_generation_respects_the_stop_band(length_model, method):
         assert g.stub_scores.shape[1] >= 1
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc", "speculative"])
 def test_generation_terminates_at_the_cap(length_model, method):
     g = length_model.generate(" ".join(["w1"] * 8), method=method, max_len=3, probes=False)
     assert len(g.ids) <= 3 and g.stopped_by == "cap"
@@ -143,7 +143,7 @@ def test_repeat_blocked_matches_brute_force(ids, n):
     assert got == want
 
 
-@pytest.mark.parametrize("method", ["greedy", "beam", "smc"])
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc", "speculative"])
 def test_no_repeat_blocks_repeated_ngrams(length_model, method):
     saved = length_model.config
     try:  # "o o o …" is what the model wants; with n = 2 no bigram may come twice

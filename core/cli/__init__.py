@@ -2,11 +2,11 @@
 
 An argparse-only package: each command group lives in its own module with a
 ``register(sub, bench_sub)`` function — :mod:`core.cli.corpus` (info, bench
-corpus), :mod:`core.cli.model` (train, generate, eval), :mod:`core.cli.layers`
-(layers, similar, bench layers), :mod:`core.cli.index` (bench index) and
-:mod:`core.cli.scale` (bench scale) — and the work itself lives in library
-modules (:mod:`core.evaluate`, :mod:`core.layer_figures`, :mod:`core.bench`,
-:mod:`core.scale`). The window
+corpus), :mod:`core.cli.model` (train, generate, eval, bench generate),
+:mod:`core.cli.layers` (layers, similar, bench layers), :mod:`core.cli.index`
+(bench index) and :mod:`core.cli.scale` (bench scale) — and the work itself
+lives in library modules (:mod:`core.evaluate`, :mod:`core.layer_figures`,
+:mod:`core.bench`, :mod:`core.scale`, :mod:`core.decoding`). The window
 (no subcommand, ``--screenshot``, ``bench gui``) is added by
 :mod:`explorer.cli`, so this module never imports Qt.
 

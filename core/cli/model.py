@@ -1,17 +1,19 @@
-"""``noisekey train``, ``noisekey generate`` and ``noisekey eval``.
+"""``noisekey train``, ``generate``, ``eval`` and ``bench generate``.
 
 ``noisekey train CORPUS... --out MODEL [settings]``
     Runs every training stage with progress on stderr and prints the
     training figures (tokens/s, leave-one-out top-1 of B, C and the gated
     model, B-vs-C win rate).
-``noisekey generate MODEL --prompt TEXT [--method greedy|beam|smc]``
+``noisekey generate MODEL --prompt TEXT [--method greedy|beam|smc|speculative] [--draft K]``
     Prints the generated text, why it stopped and (``--trace``) the A/B/C
-    trajectory. A prompt longer than :data:`GENERATE_TOKENS` (1024) tokens
-    is cut to its last 1024 tokens: generation reads only the last
-    ``window`` (<= 64) tokens, and the prompt memory's neighbours and the
-    stop band's statistics of a prompt that long are those of its end
-    (training inputs are far shorter), so the work of one step stays
-    bounded whatever the prompt's length (issue 11: 20k-token prompts).
+    trajectory (with ``speculative``: greedy's text, B drafting K tokens per
+    verification pass, and the acceptance rate; :mod:`core.decoding`). A
+    prompt longer than :data:`GENERATE_TOKENS` (1024) tokens is cut to its
+    last 1024 tokens: generation reads only the last ``window`` (<= 64)
+    tokens, and the prompt memory's neighbours and the stop band's
+    statistics of a prompt that long are those of its end (training inputs
+    are far shorter), so the work of one step stays bounded whatever the
+    prompt's length (issue 11: 20k-token prompts).
 ``noisekey eval CORPUS... [--split 0.9] [--seed 0] [--kn-order N] [--json] [--layers]``
     Trains on the first part of the split and prints, for the model and the
     baselines on the same held-out part: next-token top-1/top-5 (model, B
@@ -22,6 +24,9 @@
     and smc against nearest-input retrieval and the mean training length,
     the B-vs-C win rate, and training tokens/s beside the trigram's
     counting pass. ``--layers`` adds :func:`core.cli.layers.eval_layers`.
+``noisekey bench generate CORPUS... [--draft K] [--prompts N]``
+    Per corpus: greedy and speculative tokens/s, their ratio, the acceptance
+    rate and whether the outputs agree (:func:`core.bench.bench_generate`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import numpy as np
 
 from core.cli.common import Progress, UserError
 from core.config import SETTINGS, TrainConfig, setting
+from core.decoding import DRAFT, METHODS
 
 #: ``noisekey generate`` uses only the last this many tokens of a prompt.
 GENERATE_TOKENS = 1024
@@ -77,8 +83,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UserError(str(exc)) from exc
 
 
-def register(sub, bench_sub) -> None:  # noqa: ARG001
-    """Add ``train``, ``generate`` and ``eval`` to ``sub``."""
+#: ``--draft`` bounds: tokens B drafts per speculative round.
+DRAFT_RANGE = (1, 64)
+
+
+def _draft(value: int) -> int:
+    lo, hi = DRAFT_RANGE
+    if not lo <= value <= hi:
+        raise UserError(f"--draft must be {lo}..{hi}, got {value}")
+    return value
+
+
+def register(sub, bench_sub) -> None:
+    """Add ``train``, ``generate`` and ``eval`` to ``sub``, ``generate`` to ``bench_sub``."""
     p = sub.add_parser("train", help="train a model on corpora and save it")
     p.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus files or folders")
     p.add_argument("--out", required=True, metavar="MODEL", help="model file to write")
@@ -93,7 +110,12 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
     g = sub.add_parser("generate", help="generate from a saved model")
     g.add_argument("model", metavar="MODEL")
     g.add_argument("--prompt", required=True, metavar="TEXT")
-    g.add_argument("--method", choices=("greedy", "beam", "smc"), default="greedy")
+    g.add_argument("--method", choices=METHODS, default="greedy",
+                   help="speculative: greedy's output, B drafting --draft tokens per "
+                        "batched verification")
+    g.add_argument("--draft", type=int, default=DRAFT, metavar="K",
+                   help=f"tokens B drafts per speculative round ({DRAFT_RANGE[0]}-"
+                        f"{DRAFT_RANGE[1]}; default {DRAFT})")
     # generation overrides of the model's settings, checked like them (cmd_generate)
     beam, particles = setting("beam"), setting("particles")
     for flag, help_ in (
@@ -122,6 +144,20 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
                    help="also the layer figures (core.cli.layers.eval_layers)")
     _settings_args(e)
     e.set_defaults(func=cmd_eval)
+
+    b = bench_sub.add_parser("generate", help="greedy vs speculative decoding: tokens/s and "
+                                              "acceptance rate per corpus")
+    b.add_argument("corpus", nargs="+", metavar="CORPUS", help="corpus files or folders")
+    b.add_argument("--draft", type=int, default=DRAFT, metavar="K",
+                   help=f"tokens B drafts per round (default {DRAFT})")
+    b.add_argument("--prompts", type=int, default=100, metavar="N",
+                   help="held-out prompts per corpus (default 100)")
+    b.add_argument("--split", type=float, default=0.9, help="training fraction (0.9)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the split and prompts (0)")
+    b.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="timed passes per method, best kept (default 3)")
+    b.add_argument("--json", action="store_true", help="print one JSON object per corpus")
+    b.set_defaults(func=cmd_bench_generate)
 
 
 def _progress(args) -> Progress:
@@ -182,23 +218,59 @@ def cmd_generate(args: argparse.Namespace) -> int:
         _checked("beam" if args.method == "beam" else "particles", args.width, "--width")
     if args.seed is not None:
         _checked("seed", args.seed, "--seed")
+    _draft(args.draft)
     model = Model.load(args.model)
     sep = None if args.sep == "auto" else args.sep == "yes"
     ids = model.encode(args.prompt)[-GENERATE_TOKENS:]  # bounded work per step
     g = model.generate(ids, method=args.method, max_len=args.max_len, width=args.width,
-                       seed=args.seed, sep=sep, probes=False)
+                       seed=args.seed, sep=sep, probes=False, draft=args.draft)
+    spec = args.method == "speculative"
     if args.json:
-        print(json.dumps({"text": g.text, "ids": g.ids.tolist(), "stopped_by": g.stopped_by,
-                          "paths": [s.path for s in g.steps],
-                          "band_length": g.stop.length}))
+        out = {"text": g.text, "ids": g.ids.tolist(), "stopped_by": g.stopped_by,
+               "paths": [s.path for s in g.steps], "band_length": g.stop.length}
+        if spec:
+            out.update(drafted=g.n_drafted, accepted=g.n_accepted, rounds=g.rounds,
+                       accepted_steps=g.accepted.tolist(), rejected_steps=g.rejected.tolist())
+        print(json.dumps(out))
         return 0
     print(g.text)
     if args.trace:
         for t, s in enumerate(g.steps):
+            mark = ""
+            if spec:
+                mark = ("  draft accepted" if g.accepted[t] else
+                        f"  draft {model.vocab.itos[g.draft_ids[t]]!r} rejected"
+                        if g.rejected[t] else "  not drafted")
             print(f"  {t:3d} {model.vocab.itos[s.token]!r:>16} path {s.path:<3} gate {s.gate:.2f}"
-                  f"  prototype {s.prototype:4d}  score {s.score:+.3f}", file=sys.stderr)
+                  f"  prototype {s.prototype:4d}  score {s.score:+.3f}{mark}", file=sys.stderr)
+    drafts = (f"; B drafted {g.n_drafted}, accepted {g.n_accepted} in {g.rounds} passes"
+              if spec else "")
     print(f"[{g.method}: {len(g.ids)} tokens, stopped by {g.stopped_by}; band length "
-          f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}]", file=sys.stderr)
+          f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}{drafts}]", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    from core.bench import GENERATE_HEAD, bench_generate, format_generate, plain_json
+
+    _draft(args.draft)
+    if args.prompts < 1 or args.repeat < 1:
+        raise UserError("--prompts and --repeat must be at least 1")
+    if not 0 < args.split < 1:
+        raise UserError(f"--split must be between 0 and 1, got {args.split}")
+    if not args.json:
+        print(f"greedy vs speculative (B drafts {args.draft}); tokens/s include the per-prompt "
+              "setup both share; accept = accepted / drafted tokens", flush=True)
+        print(GENERATE_HEAD, flush=True)
+    for path in args.corpus:
+        progress = Progress(quiet=args.json)
+        r = bench_generate(path, draft=args.draft, prompts=args.prompts, split=args.split,
+                           seed=args.seed, repeat=args.repeat, progress=progress)
+        progress.done()
+        if args.json:
+            print(json.dumps(plain_json(r)), flush=True)
+        else:
+            print(format_generate(r), flush=True)
     return 0
 
 

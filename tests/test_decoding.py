@@ -1,0 +1,156 @@
+"""Decoding against the declared model protocol; speculative decoding equals greedy."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from core.cli import main
+from core.corpus import load_corpus
+from core.decoding import DecodingModel, SpeculativeGeneration, decode
+from core.model import Model, Proposals, TrainConfig, train
+from core.tokenize import EOS
+from tests.conftest import SAMPLES
+
+CFG = TrainConfig(dim=16, prototypes=32, signatures=False)
+
+
+@pytest.fixture(scope="module")
+def docs_model():
+    return train(load_corpus(SAMPLES / "python_docs.txt"), CFG)
+
+
+@pytest.fixture(scope="module")
+def pairs_model():
+    """Pairs with the prompt memory on: its vote changes the first steps."""
+    return train(load_corpus(SAMPLES / "builtins.tsv"), CFG)
+
+
+def _prompts(m: Model, n: int, length: int = 6) -> list[np.ndarray]:
+    c = m.counts
+    return [c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]][:length]
+            for i in range(0, min(n, c.sent_offsets.size - 1))]
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(a.ids, b.ids)
+    assert a.text == b.text and a.stopped_by == b.stopped_by
+    np.testing.assert_array_equal(a.stub_scores, b.stub_scores)
+    np.testing.assert_array_equal(a.running_std, b.running_std)
+    for s, t in zip(a.steps, b.steps, strict=True):
+        assert (s.token, s.path, s.gate, s.prototype, s.score) == \
+            (t.token, t.path, t.gate, t.prototype, t.score)
+        for f in ("state", "window", "noise_b", "noise_c", "encoder"):
+            np.testing.assert_array_equal(getattr(s, f), getattr(t, f), err_msg=f)
+
+
+@pytest.mark.parametrize("fixture", ["docs_model", "pairs_model"])
+def test_speculative_equals_greedy_over_many_prompts(request, fixture):
+    m = request.getfixturevalue(fixture)
+    drafted = accepted = 0
+    for i, p in enumerate(_prompts(m, 60)):
+        g = m.generate(p, method="greedy", probes=False)
+        k = (1, 2, 4, 7)[i % 4]
+        s = m.generate(p, method="speculative", probes=False, draft=k)
+        assert isinstance(s, SpeculativeGeneration) and s.method == "speculative"
+        _same(g, s)
+        # the flags: one per step, a draft either kept or replaced by the model's own token
+        T = len(s.ids)
+        assert s.drafted.shape == s.accepted.shape == s.rejected.shape == s.draft_ids.shape == (T,)
+        assert not (s.accepted & s.rejected).any()
+        np.testing.assert_array_equal(s.drafted, s.accepted | s.rejected)
+        np.testing.assert_array_equal(s.draft_ids[s.accepted], s.ids[s.accepted])
+        assert (s.draft_ids[s.rejected] != s.ids[s.rejected]).all()
+        assert (s.draft_ids[~s.drafted] == -1).all()
+        assert s.accepted.sum() <= s.n_accepted <= s.n_drafted <= k * s.rounds
+        assert s.rounds <= max(T, 1)
+        drafted += s.n_drafted
+        accepted += s.n_accepted
+    assert drafted > 0 and 0 < accepted <= drafted
+
+
+def test_speculative_with_probes_and_no_repeat_equals_greedy(docs_model):
+    saved = docs_model.config
+    try:
+        docs_model.config = dataclasses.replace(saved, no_repeat=2)
+        for p in _prompts(docs_model, 8):
+            _same(docs_model.generate(p, method="greedy", max_len=12),
+                  docs_model.generate(p, method="speculative", max_len=12, draft=3))
+    finally:
+        docs_model.config = saved
+    g = docs_model.generate("The for statement", method="speculative", max_len=5)
+    assert len(g.ids) <= 5 and all(s.probe is not None for s in g.steps)
+
+
+def test_draft_is_b_rolled_with_its_histories(docs_model):
+    m = docs_model
+    ids = m.encode("The for statement is")
+    drafts, H = m.draft(ids, 5)
+    assert H.shape == (drafts.size + 1, H.shape[1]) and 1 <= drafts.size <= 5
+    seq = list(ids)
+    for j, t in enumerate(drafts):
+        np.testing.assert_array_equal(H[j], m.history_of(np.asarray(seq, np.int32)))
+        assert t == m.propose(H[j:j + 1], 8).b_ids[0, 0]
+        seq.append(int(t))
+        if t == EOS:
+            assert j == drafts.size - 1
+    np.testing.assert_array_equal(H[-1], m.history_of(np.asarray(seq, np.int32)))
+
+
+class _OnlyProtocol:
+    """Exposes exactly the members :class:`DecodingModel` declares, nothing else."""
+
+    def __init__(self, m: Model) -> None:
+        self.config, self.keys = m.config, m.keys
+        for name in ("band", "memory_for", "history_of", "candidates", "draft", "probe",
+                     "prototypes_of", "decode"):
+            setattr(self, name, getattr(m, name))
+
+
+@pytest.mark.parametrize("method", ["greedy", "beam", "smc", "speculative"])
+def test_decoding_reads_only_the_protocol(pairs_model, method):
+    declared = {n for n in vars(DecodingModel) if not n.startswith("_")}
+    declared |= set(DecodingModel.__annotations__)
+    proxy = _OnlyProtocol(pairs_model)
+    assert set(vars(proxy)) == declared
+    ids = pairs_model.encode("abs")
+    got = decode(proxy, ids, ids, method, 10, None, 0, probes=False)
+    want = pairs_model.generate(ids, method=method, max_len=10, seed=0, sep=False, probes=False)
+    _same(got, want)
+
+
+def test_proposals_is_a_named_tuple_of_eight(docs_model):
+    H = np.stack([docs_model.history_of(np.array(h, np.int32)) for h in ([5, 6, 7, 8], [9, 4])])
+    p = docs_model.propose(H, 8)
+    assert isinstance(p, Proposals) and len(p) == 8
+    out = docs_model.topk_histories(H, 5)
+    mi, _ = p.mix(p.gate_weight(docs_model.gate, H[:, 0]), 5)
+    np.testing.assert_array_equal(mi, out["ids"])
+
+
+def test_cli_generate_speculative(tmp_path, capsys, pairs_model):
+    path = pairs_model.save(tmp_path / "m.npz")
+    assert main(["generate", str(path), "--prompt", "abs", "--json"]) == 0
+    greedy = json.loads(capsys.readouterr().out)
+    assert main(["generate", str(path), "--prompt", "abs", "--method", "speculative",
+                 "--draft", "3", "--json"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["ids"] == greedy["ids"] and spec["text"] == greedy["text"]
+    assert 0 <= spec["accepted"] <= spec["drafted"]
+    assert main(["generate", str(path), "--prompt", "abs", "--method", "speculative",
+                 "--trace"]) == 0
+    assert "speculative" in capsys.readouterr().err
+    assert main(["generate", str(path), "--prompt", "abs", "--draft", "0"]) == 2
+    assert "--draft" in capsys.readouterr().err
+
+
+def test_bench_generate_prints_a_row_per_corpus(capsys):
+    assert main(["bench", "generate", str(SAMPLES / "builtins.tsv"), "--prompts", "4",
+                 "--repeat", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["prompts"] == 4 and r["equal"] == 4
+    assert r["greedy_tokens_per_s"] > 0 and r["speculative_tokens_per_s"] > 0
+    assert 0 <= r["acceptance_rate"] <= 1 and r["accepted"] <= r["drafted"]
