@@ -303,14 +303,20 @@ def bench_generate(path, draft: int | None = None, prompts: int = 100, split: fl
     per-prompt setup both share (the prompt memory's neighbours and the
     stop band), timed alone.
     """
-    import time
+    setup = generate_setup(path, prompts, split, seed, config, progress)
+    return {"corpus": str(path), **time_generate(*setup, draft=draft, repeat=repeat)}
 
+
+def generate_setup(path, prompts: int = 100, split: float = 0.9, seed: int = 0, config=None,
+                   progress=None) -> tuple:
+    """The trained model, held-out prompts, their ``<sep>`` flags and the training seconds.
+
+    See :func:`bench_generate`.
+    """
     from core.config import TrainConfig
     from core.corpus import load_corpus
-    from core.decoding import DRAFT
     from core.model import train
 
-    draft = DRAFT if draft is None else int(draft)
     cfg = config or TrainConfig(signatures=False)
     corpus = load_corpus(path, cfg.tokenizer, cfg.min_count)
     tr, te = corpus.split(split, seed)
@@ -328,6 +334,15 @@ def bench_generate(path, draft: int | None = None, prompts: int = 100, split: fl
         xs = [te.stream[a:a + 8] for a in starts]
         seps = [False] * len(xs)
     xs = [np.asarray(x, np.int32) for x in xs]
+    return model, xs, seps, train_s
+
+
+def time_generate(model, xs: list, seps: list, train_s: float = 0.0, draft: int | None = None,
+                  repeat: int = 3) -> dict:
+    """Greedy and speculative over prompts ``xs``, timed (figures of :func:`bench_generate`)."""
+    from core.decoding import DRAFT
+
+    draft = DRAFT if draft is None else int(draft)
 
     def run(method):
         return [model.generate(x, method=method, sep=s, probes=False, draft=draft)
@@ -353,7 +368,7 @@ def bench_generate(path, draft: int | None = None, prompts: int = 100, split: fl
     accepted = int(sum(r.n_accepted for r in sp))
     rounds = int(sum(r.rounds for r in sp))
     return {
-        "corpus": str(path), "prompts": len(xs), "tokens": tokens, "draft": draft,
+        "prompts": len(xs), "tokens": tokens, "draft": draft,
         "train_seconds": train_s,
         "greedy_seconds": best["greedy"], "speculative_seconds": best["speculative"],
         "greedy_tokens_per_s": tokens / max(best["greedy"], 1e-9),
