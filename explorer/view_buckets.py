@@ -116,7 +116,7 @@ class BucketsView(BaseView):
         self.winner.sigClicked.connect(self._clicked)
 
         self.heat_plot = self.glw.addPlot(row=1, col=0)
-        self.heat_plot.setLabel("bottom", "digit k (left = most significant)")
+        self.heat_plot.setLabel("bottom", "digit k (1 = leftmost)")
         self.heat_plot.setLabel("left", "coordinate j")
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
