@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtWidgets import QSizePolicy
 
 from core.explain import Explanation
 from explorer.view_base import (
@@ -140,6 +141,8 @@ class BucketsView(BaseView):
         self.caption = self.add_legend([], below=True)
         self.caption.setObjectName("breakdown_caption")
         self.caption.setFixedHeight(2 * self.caption.fontMetrics().lineSpacing() + 4)
+        # its text changes per step: a new size hint must not re-lay out the grid
+        self.caption.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.exact = False  # the step shown is an exact match
         self.breakdown_of: list[int] = []  # token ids whose breakdowns are drawn
         self._breakdown = np.zeros((0, 0), np.float32)
