@@ -32,7 +32,10 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
   its ``~QObject`` then waits for the GIL while the GUI thread, deleting
   another widget, waits for Qt's mutex: a deadlock that was observed while
   the explainer compiled its kernels.
-* :func:`load_or_train` caches trained models in the user cache directory
+* :func:`load_or_train` first compiles the kernels when this install has
+  not yet (:func:`core.warmup.compile_kernels`, a "compiling kernels"
+  stage with progress; ``NOISEKEY_NO_WARMUP=1`` skips it, as the tests do),
+  then caches trained models in the user cache directory
   under a bounded, cancellable hash of the corpus files (:func:`corpus_hash`),
   the training config and the model-file format version, so a warm start
   loads instead of training.
@@ -538,6 +541,11 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     from core.modelfile import ModelFileError
 
     leave_a_core_for_the_gui()
+    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
+        # a fresh install compiles its kernels here, as a stage with progress
+        from core.warmup import compile_kernels
+
+        compile_kernels(progress, cancel)
     config = make_config(core_model.TrainConfig, config)
     path = model_cache_path(paths, config, cancel) if use_cache else None
     if path is not None and (path.is_symlink() or (path.exists() and not path.is_file())):

@@ -1,0 +1,143 @@
+"""Numba compilation as a stage of its own, with progress.
+
+Every kernel of :mod:`core` is compiled on its first call and cached on disk
+(``cache=True``). On a fresh install that first call is most of a first
+start: about 50 s of compilation against 3 s of training on the bundled
+corpus (2 cores), and without this module it happened silently inside the
+stages ("gate - 0%" for most of a minute).
+
+:func:`compile_kernels` trains a model on the first lines of the bundled
+corpus (enough rows that the threaded variants of the batch kernels run,
+see :mod:`core.jit`), generates with every method and builds one
+explanation, reporting ``progress("compiling kernels", fraction, info)``
+from the stages of that run. Whether the kernels are already compiled is
+read from a marker file (:func:`marker_path`) keyed by numba's version, the
+CPU, the cache folder and the size and modification time of every core
+source file (numba's own cache is keyed by those source files too), so a
+warm start skips the warm-up entirely; an edited kernel makes the marker
+stale and the warm-up runs once more.
+
+Compilation is not faster for this (it is CPU-bound and holds the GIL);
+it is visible, counted and cancellable between stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["compile_kernels", "kernels_ready", "marker_path"]
+
+ProgressFn = Callable[[str, float, "dict | None"], None]
+CancelFn = Callable[[], bool]
+
+#: Lines of the bundled corpus the warm-up trains on: about 3,000 tokens,
+#: so the gate's batches pass :func:`core.jit.batched`'s threshold.
+WARMUP_LINES = 400
+STAGE = "compiling kernels"
+
+
+def _fingerprint() -> str:
+    import numba
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(numba.__version__.encode())
+    h.update(platform.machine().encode())
+    h.update(platform.processor().encode())
+    h.update(str(os.environ.get("NUMBA_CACHE_DIR", "")).encode())
+    h.update(str(numba.config.NUMBA_NUM_THREADS).encode())
+    core = Path(__file__).resolve().parent
+    for p in sorted(core.rglob("*.py")):
+        st = p.stat()
+        h.update(f"{p.relative_to(core)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def marker_path() -> Path:
+    """The file whose presence says this install's kernels are compiled."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("noisekey")) / "kernels" / f"{_fingerprint()}.ok"
+
+
+def kernels_ready() -> bool:
+    """Whether :func:`compile_kernels` has run for the current sources and numba."""
+    try:
+        return marker_path().is_file()
+    except OSError:
+        return False
+
+
+def _warmup_corpus(folder: Path) -> Path:
+    from core.corpus import default_corpus_path
+
+    with open(default_corpus_path(), encoding="utf-8") as fh:
+        lines = [ln for _, ln in zip(range(WARMUP_LINES), fh, strict=False)]
+    out = folder / "warmup.txt"
+    out.write_text("".join(lines), encoding="utf-8")
+    return out
+
+
+def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None = None,
+                    force: bool = False) -> float:
+    """Compile (or load from numba's cache) the kernels of training and generation.
+
+    Parameters
+    ----------
+    progress : callable, optional
+        ``progress("compiling kernels", fraction, {"part": stage})``.
+    cancel : callable, optional
+        Polled between and inside the warm-up's training stages; raises
+        :class:`core.corpus.Cancelled`.
+    force : bool
+        Run even if :func:`kernels_ready` says the kernels are compiled.
+
+    Returns
+    -------
+    float
+        Seconds spent (0.0 when the marker said there was nothing to do).
+    """
+    if not force and kernels_ready():
+        return 0.0
+    from core.config import TrainConfig
+    from core.model import train
+
+    t0 = time.perf_counter()
+    # the warm-up's training stages map onto the first 80% of the bar
+    order = ["counting", "prototypes", "index", "windows", "gate", "memory", "signatures"]
+
+    def inner(stage: str, frac: float, info=None) -> None:
+        if progress is None or stage not in order:
+            return
+        done = (order.index(stage) + min(max(frac, 0.0), 1.0)) / len(order)
+        progress(STAGE, 0.8 * done, {"part": stage})
+
+    if progress:
+        progress(STAGE, 0.0, {"part": "loading"})
+    with tempfile.TemporaryDirectory(prefix="noisekey-warmup-") as tmp:
+        model = train([str(_warmup_corpus(Path(tmp)))], TrainConfig(), progress=inner,
+                      cancel=cancel)
+    for i, method in enumerate(("greedy", "beam", "smc")):
+        if cancel is not None and cancel():
+            from core.corpus import Cancelled
+
+            raise Cancelled("cancelled while compiling kernels")
+        model.generate("the", method=method, max_len=6)
+        if progress:
+            progress(STAGE, 0.8 + 0.05 * (i + 1), {"part": method})
+    model.explain("the function")
+    model.similar("the function")
+    if progress:
+        progress(STAGE, 1.0, {"part": "done"})
+    try:
+        m = marker_path()
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.touch()
+    except OSError:
+        pass  # no cache folder: the warm-up runs again next time, nothing is lost
+    return time.perf_counter() - t0
