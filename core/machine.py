@@ -42,6 +42,8 @@ pass over the merged training stream (see :meth:`core.model.Model.merge`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 
@@ -51,6 +53,7 @@ from core.windows import WindowTable, history, window_states, window_weights
 
 __all__ = [
     "history", "window_weights", "window_states", "WindowTable", "Gate", "GATE_GRID",
+    "Proposals",
     "PROB_GRID",
     "key_scale", "mix_topk",
 ]
@@ -68,6 +71,34 @@ def key_scale(keys: np.ndarray, metric: Metric) -> float:
         return 1.0
     vals = [float(distance(keys[i], keys[i + 1], metric)) for i in range(n - 1)]
     return max(float(np.mean(vals)), 1e-6)
+
+
+class Proposals(NamedTuple):
+    """B's and C's top-k proposals for ``n`` history rows (:meth:`core.model.Model.propose`).
+
+    ``b_ids``/``b_probs`` [n, k] and ``b_support`` [n]: B's Kneser-Ney top-k
+    and its context support; ``c_ids``/``c_probs`` [n, k], ``c_dist`` [n]
+    and ``c_support`` [n]: C's vote over its nearest training windows, the
+    nearest one's distance and the vote's support; ``c_nn`` [n, K]: those
+    windows (-1 padded).
+    """
+
+    b_ids: np.ndarray
+    b_probs: np.ndarray
+    b_support: np.ndarray
+    c_ids: np.ndarray
+    c_probs: np.ndarray
+    c_dist: np.ndarray
+    c_support: np.ndarray
+    c_nn: np.ndarray
+
+    def gate_weight(self, gate: Gate, cur: np.ndarray) -> np.ndarray:
+        """The gate's weight of C for these rows (``cur``: their current tokens)."""
+        return gate.weight(cur, self.c_dist, self.b_support, self.c_support)
+
+    def mix(self, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of the gated mixture ``(1−g)·p_B + g·p_C`` (:func:`mix_topk`)."""
+        return mix_topk(self.b_ids, self.b_probs, self.c_ids, self.c_probs, g, k)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -217,9 +248,10 @@ class Gate:
         return (_bin(np.where(np.isfinite(d), d, 1e9), self.DIST_EDGES),
                 _bin(np.asarray(sup_b), self.SUPB_EDGES), _bin(np.asarray(sup_c), self.SUPC_EDGES))
 
-    def update(self, cur, proto, target, bi, bp, ci, cp, dist_c, sup_b, sup_c, b_closer,
-               c_closer):
-        """Count one batch of training steps (top-k lists of B and C, arrays [n])."""
+    def update(self, cur, proto, target, props: Proposals, b_closer, c_closer) -> None:
+        """Count one batch of training steps: B's and C's proposals for them (arrays [n])."""
+        bi, bp, ci, cp = props.b_ids, props.b_probs, props.c_ids, props.c_probs
+        dist_c, sup_b, sup_c = props.c_dist, props.b_support, props.c_support
         self._derived = None
         cur = np.asarray(cur, np.int64)
         b_right = bi[:, 0] == target

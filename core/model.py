@@ -75,7 +75,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -90,6 +89,7 @@ from core.keys import KeyStore
 from core.machine import (
     GATE_GRID,
     Gate,
+    Proposals,
     WindowTable,
     _grid_hits,
     history,
@@ -138,34 +138,6 @@ def _pairs_of(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     ids = np.concatenate([body[a:b] for a, b in zip(starts, ends, strict=True)])
     offs = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
     return ids, offs[:-1], ids[offs[1]:], offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
-
-
-class Proposals(NamedTuple):
-    """B's and C's top-k proposals for ``n`` history rows (:meth:`Model.propose`).
-
-    ``b_ids``/``b_probs`` [n, k] and ``b_support`` [n]: B's Kneser-Ney top-k
-    and its context support; ``c_ids``/``c_probs`` [n, k], ``c_dist`` [n]
-    and ``c_support`` [n]: C's vote over its nearest training windows, the
-    nearest one's distance and the vote's support; ``c_nn`` [n, K]: those
-    windows (-1 padded).
-    """
-
-    b_ids: np.ndarray
-    b_probs: np.ndarray
-    b_support: np.ndarray
-    c_ids: np.ndarray
-    c_probs: np.ndarray
-    c_dist: np.ndarray
-    c_support: np.ndarray
-    c_nn: np.ndarray
-
-    def gate_weight(self, gate: Gate, cur: np.ndarray) -> np.ndarray:
-        """The gate's weight of C for these rows (``cur``: their current tokens)."""
-        return gate.weight(cur, self.c_dist, self.b_support, self.c_support)
-
-    def mix(self, g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of the gated mixture ``(1−g)·p_B + g·p_C`` (:func:`core.machine.mix_topk`)."""
-        return mix_topk(self.b_ids, self.b_probs, self.c_ids, self.c_probs, g, k)
 
 
 @dataclass
@@ -362,8 +334,7 @@ class Model:
             bank = self.counts.bank
             entry = bank.entry(Hc[:, 0], tgt)
             proto = np.where(entry >= 0, bank.labels[np.maximum(entry, 0), 0], -1)
-        gate.update(Hc[:, 0], proto, tgt, p.b_ids, p.b_probs, p.c_ids, p.c_probs, p.c_dist,
-                    p.b_support, p.c_support, db < dcl, dcl < db)
+        gate.update(Hc[:, 0], proto, tgt, p, db < dcl, dcl < db)
         # the likelihood of every mixing weight: B's and C's mass of the target
         # (C's from its top-8 list, a lower bound)
         pb = counts.kn.prob_history(Hc, tgt, uniform=True, loo=loo)

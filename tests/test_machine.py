@@ -7,7 +7,15 @@ import pytest
 
 from core.index import brute_force
 from core.keys import KeyStore
-from core.machine import Gate, WindowTable, history, mix_topk, window_states, window_weights
+from core.machine import (
+    Gate,
+    Proposals,
+    WindowTable,
+    history,
+    mix_topk,
+    window_states,
+    window_weights,
+)
 from core.metric import Metric
 from core.tokenize import BOS, EOS
 
@@ -105,12 +113,15 @@ def test_gate_learns_the_winner():
     sup = np.full(n, 3.0)
     yes, no = np.ones(n, bool), np.zeros(n, bool)
     g = Gate(V=10, P=4, scale=1.0)
-    g.update(cur, np.zeros(n, np.int64), target, bad, p, good, p, dist, sup, sup, no, yes)
+    nn = np.full((n, 1), -1)
+    g.update(cur, np.zeros(n, np.int64), target, Proposals(bad, p, sup, good, p, dist, sup, nn),
+             no, yes)
     w = g.weight(np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))[0]
     assert w > 0.5 and g.win_rate_c() == 1.0
     assert g.by_token[5].tolist() == [0, n]
     h = Gate(V=10, P=4, scale=1.0)
-    h.update(cur, np.zeros(n, np.int64), target, good, p, bad, p, dist, sup, sup, yes, no)
+    h.update(cur, np.zeros(n, np.int64), target, Proposals(good, p, sup, bad, p, dist, sup, nn),
+             yes, no)
     assert h.weight(np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))[0] < 0.5
     assert h.win_rate_c() == 0.0
     # no C proposal: no weight
