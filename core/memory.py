@@ -5,7 +5,7 @@ its prompt. :class:`PromptMemory` lets the outputs of the ``k`` training pairs
 whose inputs are nearest the prompt (TF-IDF cosine: the nearest-input
 retrieval baseline of DESIGN.md section 8) vote for the next token, and mixes
 the vote into the gated B/C distribution with weights fitted on training
-pairs (:meth:`core.model.Model._memory_pass`).
+pairs (:func:`core.fit.fit_memory`).
 """
 
 from __future__ import annotations

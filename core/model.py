@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,17 +80,19 @@ import numpy as np
 from core import modelfile
 from core.baselines import KneserNey
 from core.config import SCHEMA_VERSION, TrainConfig
-from core.corpus import Cancelled, Corpus, load_corpus
+from core.corpus import Corpus, load_corpus
+from core.counting import Counts, count, history_width, merge_counts
+from core.counting import check_cancel as _check
+from core.counting import report_progress as _report
 from core.decoding import DRAFT, Candidates, decode
 from core.explain import Explanation, Generation, LayerInfo, StopBand
+from core.fit import fit_gate, fit_memory
 from core.index import HashIndex
 from core.keys import KeyStore
 from core.machine import (
-    GATE_GRID,
     Gate,
     Proposals,
     WindowTable,
-    _grid_hits,
     history,
     key_scale,
     mix_topk,
@@ -99,99 +100,22 @@ from core.machine import (
     window_weights,
 )
 from core.memory import PromptMemory
+from core.model_arrays import read_arrays, read_settings
 from core.noise import NoiseBank
-from core.stopping import MiddleKey, segment_stats
+from core.stopping import MiddleKey
 from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
 
 __all__ = ["TrainConfig", "Model", "Proposals", "train", "from_counts", "merge_counts",
            "SCHEMA_VERSION"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
-#: Predicted steps the prompt memory's weights are fitted on, at most.
-MEMORY_STEPS = 40_000
 CancelFn = Callable[[], bool]
-
-
-def _check(cancel: CancelFn | None, where: str) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled(f"training cancelled during {where}")
-
-
-def _report(progress: ProgressFn | None, stage: str, frac: float, info: dict | None = None):
-    if progress is not None:
-        progress(stage, float(min(max(frac, 0.0), 1.0)), info)
-
-
-def _pairs_of(corpus: Corpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs for the middle key and the signatures; consecutive documents if none."""
-    if corpus.n_pairs:
-        sep = corpus.doc_kind[corpus.pair_doc] == 1 if corpus.pair_doc.size else np.zeros(0, bool)
-        return corpus.in_ids, corpus.in_offsets, corpus.out_ids, corpus.out_offsets, sep
-    off = corpus.doc_offsets
-    if off.size < 3:
-        z = np.zeros(1, np.int64)
-        return np.zeros(0, np.int32), z, np.zeros(0, np.int32), z, np.zeros(0, bool)
-    body = corpus.stream
-    # documents without their trailing <eos>
-    starts, ends = off[:-1], off[1:] - 1
-    lens = ends - starts
-    ids = np.concatenate([body[a:b] for a, b in zip(starts, ends, strict=True)])
-    offs = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
-    return ids, offs[:-1], ids[offs[1]:], offs[1:] - offs[1], np.zeros(len(lens) - 1, bool)
-
-
-@dataclass
-class _Counts:
-    """The additive part of a model."""
-
-    kn: KneserNey
-    bank: NoiseBank
-    table: WindowTable
-    middle: MiddleKey
-    stream: np.ndarray
-    sentences: np.ndarray
-    sent_offsets: np.ndarray
-    pair_sep: int = 0
-    n_pairs: int = 0
-    inputs: np.ndarray | None = None
-    in_offsets: np.ndarray | None = None
-
-
-def _count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel) -> _Counts:
-    V = len(corpus.vocab)
-    s = corpus.stream
-    if s.size and s[-1] != EOS:
-        s = np.concatenate([s, [EOS]]).astype(np.int32)
-    W = cfg.window
-    H = history(s, history_width(cfg))
-    _report(progress, "counting", 0.1)
-    kn = KneserNey(V, "modified", cfg.b_order).add_history(H, s)
-    _check(cancel, "counting")
-    _report(progress, "counting", 0.4)
-    bank = NoiseBank(V).add(H[:, 0], s)
-    table = WindowTable(V, W).add(H[:, :W], s)
-    _check(cancel, "counting")
-    _report(progress, "counting", 0.8)
-    in_ids, in_off, out_ids, out_off, sep = _pairs_of(corpus)
-    middle = MiddleKey(cfg.dim, cfg.ridge)
-    if in_off.size > 1:
-        middle.add(segment_stats(in_ids, in_off, keys), segment_stats(out_ids, out_off, keys))
-    _report(progress, "counting", 1.0)
-    return _Counts(kn, bank, table, middle, s, np.asarray(out_ids, np.int32),
-                   np.asarray(out_off, np.int64), int(sep.sum()), int(in_off.size - 1),
-                   np.asarray(in_ids[in_off[0]:in_off[-1]], np.int32),
-                   np.asarray(in_off - in_off[0], np.int64))
-
-
-def history_width(cfg: TrainConfig) -> int:
-    """Tokens of history every row needs: C's window and B's ``b_order − 1`` (at least 2)."""
-    return max(cfg.window, cfg.b_order - 1, 2)
 
 
 class Model:
     """A trained noise-key model (see module docstring). Build with :func:`train`."""
 
-    def __init__(self, config: TrainConfig, vocab: Vocab, counts: _Counts,
+    def __init__(self, config: TrainConfig, vocab: Vocab, counts: Counts,
                  keys: np.ndarray | None = None) -> None:
         self.config = config
         self.vocab = vocab
@@ -260,225 +184,24 @@ class Model:
     #: bits on WordNet glosses, where half the counts weaken both paths.
     gate_folds = 0
 
-    def _fold_counts(self, keep: np.ndarray, H: np.ndarray):
-        """B's and C's tables over the training events ``keep`` (bool [N]) alone."""
-        cfg, c = self.config, self.counts
-        s = c.stream[keep]
-        kn = KneserNey(self.V, "modified", cfg.b_order).add_history(H[keep], s).finalize()
-        table = WindowTable(self.V, cfg.window).add(H[keep, :cfg.window], s)
-        table.finalize(self.keys, self.weights, self.metric, self._index_factory())
-        return _Counts(kn, c.bank, table, c.middle, s, c.sentences, c.sent_offsets)
+    def _gate_pass(self, progress=None, cancel=None) -> None:
+        """Fit the gate (:func:`core.fit.fit_gate`)."""
+        fit_gate(self, progress, cancel)
 
-    def _gate_pass(self, progress=None, cancel=None, chunk: int = 4096) -> None:
-        """B and C predict training steps they did not count; wins make the gate.
+    def _memory_pass(self, progress=None, cancel=None) -> None:
+        """Fit the prompt memory's weights (:func:`core.fit.fit_memory`)."""
+        fit_memory(self, progress, cancel)
 
-        With :attr:`gate_folds` = F > 1 the stream is cut into F parts at
-        document ends; the steps of each part (:meth:`gate_sample`'s
-        positions in it) are predicted by B and C counted on the other parts
-        alone — held-out steps, as the test split's are. Leaving one step
-        out is not enough there: a training stream repeats its own phrases
-        (a corpus split by position sees far fewer of them), and a gate fitted
-        on in-sample steps may trust C's near-verbatim matches too much; but
-        each fold's tables hold less. With F = 0 or 1 (the default, see
-        :attr:`gate_folds`), every step is predicted leave-one-out by the
-        full counts (:meth:`_gate_pass_loo`).
-        """
-        F = int(self.gate_folds)
-        s_all = self.counts.stream
-        ends = np.flatnonzero(s_all == EOS)
-        if F <= 1 or ends.size < F:
-            return self._gate_pass_loo(progress, cancel, chunk)
-        _report(progress, "gate", 0.0)
-        c, cfg = self.counts, self.config
-        P = c.bank.prototypes.shape[0] // max(1, cfg.noise_stages)
-        gate = Gate(self.V, P, self.scale)
-        self.gate = gate
-        n_all = s_all.size
-        # part boundaries: the document end nearest each 1/F of the stream
-        cuts = [0] + [int(ends[np.argmin(np.abs(ends + 1 - n_all * f / F))]) + 1
-                      for f in range(1, F)] + [n_all]
-        part = np.searchsorted(np.asarray(cuts[1:-1]), np.arange(n_all), side="right")
-        Hall = history(s_all, history_width(cfg))
-        pos = self.gate_sample(n_all)
-        hits = {"B": 0, "C": 0, "mix": 0}
-        done = 0
-        t0 = time.perf_counter()
-        for f in range(F):
-            _check(cancel, "gate")
-            fc = self._fold_counts(part != f, Hall)
-            pf = pos[part[pos] == f]
-            for a in range(0, pf.size, chunk):
-                _check(cancel, "gate")
-                at = pf[a:a + chunk]
-                Hc = Hall[at]
-                tgt = s_all[at].astype(np.int64)
-                self._gate_count(gate, Hc, tgt, self.propose(Hc, 8, counts=fc), fc, hits)
-                done += at.size
-                _report(progress, "gate", done / max(pos.size, 1),
-                        {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / done})
-        n = pos.size
-        self.figures.update(
-            loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
-            loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
-            gate_seconds=time.perf_counter() - t0, gate_events=int(n))
-
-    def _gate_count(self, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
-                    proto=None, loo=False) -> None:
-        """Count one chunk of predicted steps into ``gate`` (hit rates and likelihoods)."""
-        b1, c1 = p.b_ids[:, 0], p.c_ids[:, 0]
-        kt = self.keys[tgt]
-        db = np.where(b1 >= 0, np.linalg.norm(self.keys[np.maximum(b1, 0)] - kt, axis=1), np.inf)
-        dcl = np.where(c1 >= 0, np.linalg.norm(self.keys[np.maximum(c1, 0)] - kt, axis=1),
-                       np.inf)
-        if proto is None:
-            bank = self.counts.bank
-            entry = bank.entry(Hc[:, 0], tgt)
-            proto = np.where(entry >= 0, bank.labels[np.maximum(entry, 0), 0], -1)
-        gate.update(Hc[:, 0], proto, tgt, p, db < dcl, dcl < db)
-        # the likelihood of every mixing weight: B's and C's mass of the target
-        # (C's from its top-8 list, a lower bound)
-        pb = counts.kn.prob_history(Hc, tgt, uniform=True, loo=loo)
-        pc = (p.c_probs.astype(np.float64) * (p.c_ids == tgt[:, None])).sum(1)
-        gate.update_ll(p.c_dist, p.b_support, p.c_support, pb, pc)
-        mi, _ = p.mix(p.gate_weight(gate, Hc[:, 0]), 1)
-        hits["B"] += int((b1 == tgt).sum())
-        hits["C"] += int((c1 == tgt).sum())
-        hits["mix"] += int((mi[:, 0] == tgt).sum())
-
-    def _gate_pass_loo(self, progress=None, cancel=None, chunk: int = 16384) -> None:
-        """Both B and C predict every training step (leave-one-out); wins make the gate.
-
-        Over :meth:`gate_sample`'s positions. C's neighbours are searched once
-        per distinct training window (the first half of the stage's
-        progress), then the steps are predicted in chunks.
-        """
-        _report(progress, "gate", 0.0)
-        c = self.counts
-        P = c.bank.prototypes.shape[0] // max(1, self.config.noise_stages)
-        gate = Gate(self.V, P, self.scale)
-        self.gate = gate
-        W = self.config.window
-        pos = self.gate_sample(c.stream.size)
-        H = history(c.stream, history_width(self.config))[pos]
-        s = c.stream[pos]
-        own_all = c.table.context_ids(H[:, :W])
-        entry = c.bank.entry(H[:, 0], s)
-        proto_all = np.where(entry >= 0, c.bank.labels[np.maximum(entry, 0), 0], -1)
-        n = s.size
-        hits = {"B": 0, "C": 0, "mix": 0}
-        t0 = time.perf_counter()
-        # C's neighbours: one search per distinct training window (leave-one-out)
-        tab = c.table
-        u_own = np.unique(own_all)
-        K = self.config.c_neighbours
-        nn_u = np.empty((u_own.size, K), np.int64)
-        nd_u = np.empty((u_own.size, K), np.float32)
-        step = 4096  # searches between cancel checks: about a second on two busy cores
-        for a in range(0, u_own.size, step):
-            _check(cancel, "gate")
-            u = u_own[a:a + step]
-            nn_u[a:a + step], nd_u[a:a + step] = tab.search(tab.ctx[u], tab.states[u], K,
-                                                            own=u, dedupe=False)
-            _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
-        slot = np.searchsorted(u_own, own_all)
-        for a in range(0, n, chunk):
-            _check(cancel, "gate")
-            b = min(n, a + chunk)
-            tgt = s[a:b].astype(np.int64)
-            Hc = H[a:b]
-            sl = slot[a:b]
-            p = self.propose(Hc, 8, own=own_all[a:b], target=tgt,
-                             neighbours=(nn_u[sl], nd_u[sl]))
-            self._gate_count(gate, Hc, tgt, p, c, hits, proto=proto_all[a:b], loo=True)
-            _report(progress, "gate", 0.5 + 0.5 * b / max(n, 1),
-                    {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
-        _check(cancel, "gate")
-        self.figures.update(
-            loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
-            loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
-            gate_seconds=time.perf_counter() - t0, gate_events=int(n))
-
-    # ------------------------------------------------------------------ prompt memory
-    def _sep_default(self) -> bool:
+    def sep_default(self) -> bool:
         return self.counts.pair_sep * 2 > self.counts.n_pairs
 
-    def _new_memory(self) -> PromptMemory | None:
+    def new_memory(self) -> PromptMemory | None:
         c = self.counts
         if (self.config.memory <= 0 or c.inputs is None or c.in_offsets is None
                 or c.in_offsets.size < 2):
             return None
         return PromptMemory(self.V, self.config.memory).fit(
             c.inputs, c.in_offsets, c.sentences, c.sent_offsets)
-
-    def _memory_pass(self, progress=None, cancel=None) -> None:
-        """Fit the prompt memory's mixing weights on training pairs (see :class:`PromptMemory`).
-
-        Up to ``config.memory_pairs`` pairs (seeded sample), cut so that at
-        most ``MEMORY_STEPS`` steps are predicted in all. For each, the
-        neighbours are searched with the pair left out, and every output
-        step (``<eos>`` after the last) is predicted by B/C — leave-one-out
-        where the step is a training event (all steps of ``<sep>`` pairs;
-        steps whose window lies inside the output for running text, whose
-        pairs are consecutive sentences) — and by the memory.
-        """
-        self.memory = mem = self._new_memory()
-        if mem is None:
-            return
-        _report(progress, "memory", 0.0)
-        c, cfg = self.counts, self.config
-        n_pairs = c.in_offsets.size - 1
-        rng = np.random.default_rng(cfg.seed)
-        pick = rng.choice(n_pairs, min(n_pairs, int(cfg.memory_pairs)), replace=False)
-        # at most MEMORY_STEPS predicted steps: long outputs (dictionary entries)
-        # would otherwise make this stage cost more than the rest of training
-        steps = np.diff(c.sent_offsets)[pick] + 1
-        pick = np.sort(pick[:max(1, int(np.searchsorted(np.cumsum(steps), MEMORY_STEPS,
-                                                        side="right")))])
-        sep = self._sep_default()
-        Wh = history_width(cfg)  # B and C read only output tokens from here on
-        for a in range(0, pick.size, 100):  # pairs between cancel checks
-            _check(cancel, "memory")
-            sel = pick[a:a + 100]
-            xs = [c.inputs[c.in_offsets[i]:c.in_offsets[i + 1]] for i in sel]
-            off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
-            flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)
-            nb, nw = mem.neighbours(flat, off, exclude=sel)
-            rows_h, rows_t, rows_g, stubs, rows_p = [], [], [], [], []
-            for r, i in enumerate(sel):
-                y = c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]
-                ctx = np.concatenate([xs[r], [SEP]]) if sep else xs[r]
-                full = np.concatenate([ctx, y]).astype(np.int32)
-                for t in range(y.size + 1):
-                    rows_h.append(self.history_of(full[:ctx.size + t]))
-                    rows_t.append(int(y[t]) if t < y.size else EOS)
-                    rows_g.append(sep or t >= Wh)
-                    stubs.append(y[:t])
-                    rows_p.append(r)
-            H = np.stack(rows_h).astype(np.int32)
-            tgt = np.asarray(rows_t, np.int64)
-            gen = np.asarray(rows_g, bool)
-            mi = np.full((H.shape[0], 8), -1, np.int64)
-            mp = np.zeros((H.shape[0], 8), np.float32)
-            W = cfg.window
-            for mask, loo in ((gen, True), (~gen, False)):
-                idx = np.flatnonzero(mask)
-                if not idx.size:
-                    continue
-                Hs = H[idx]
-                if loo:
-                    own = c.table.context_ids(Hs[:, :W])
-                    p = self.propose(Hs, 8, own=own, target=tgt[idx])
-                else:
-                    p = self.propose(Hs, 8)
-                mi[idx], mp[idx] = p.mix(p.gate_weight(self.gate, Hs[:, 0]), 8)
-            rp = np.asarray(rows_p, np.int64)
-            vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], 8)
-            rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
-                              GATE_GRID)
-            mem.update(cells, rank)
-            _report(progress, "memory", (a + sel.size) / max(pick.size, 1))
-        self.figures["memory_lambda_first"] = float(
-            (mem.table()[0] * mem.n[0]).sum() / max(mem.n[0].sum(), 1))
 
     def memory_for(self, prompt_ids: np.ndarray):
         """The prompt memory's neighbours of one prompt (``(nb, nw)`` rows) or None."""
@@ -828,17 +551,17 @@ class Model:
         through :class:`core.modelfile.Archive` (header, dtype, shape and
         size checked before decompressing; ids, counts and offsets checked
         against the vocabulary size ``V``, ``config.dim``, ``config.window``
-        and the other members; see :func:`_read_arrays`). Members the model
+        and the other members; see :func:`core.model_arrays.read_arrays`). Members the model
         does not use are never decompressed. Any violation raises
         :class:`core.modelfile.ModelFileError` naming the member.
         """
         with modelfile.Archive(path) as ar:
             meta = ar.meta
-            cfg, vocab, scalars = _read_settings(path, meta)
-            arrays = _read_arrays(ar, cfg, len(vocab), scalars)
+            cfg, vocab, scalars = read_settings(path, meta)
+            arrays = read_arrays(ar, cfg, len(vocab), scalars)
         try:
             V = len(vocab)
-            counts = _Counts(
+            counts = Counts(
                 KneserNey.from_arrays(arrays, "kn_", V, "modified", cfg.b_order),
                 NoiseBank.from_arrays(arrays, V, "bank_"),
                 WindowTable.from_arrays(arrays, V, cfg.window, "win_"),
@@ -855,7 +578,7 @@ class Model:
             figures = meta.get("figures", {})
             m.figures = dict(figures) if isinstance(figures, dict) else {}
             if "mem_hits" in arrays:
-                m.memory = m._new_memory()
+                m.memory = m.new_memory()
                 if m.memory is not None:
                     m.memory.load_arrays(arrays, "mem_")
             if "layers_signatures" in arrays:
@@ -972,219 +695,6 @@ class Model:
                 "tokens": int(n)}
 
 
-def merge_counts(parts: Sequence[_Counts], config: TrainConfig, V: int) -> _Counts:
-    """The counts of several shards added up, as one pass over them joined in order.
-
-    Every table is a sum of training events (trigram counts, bank counts,
-    window-successor counts, ridge sums); the streams and segments are
-    concatenated. No input is modified.
-    """
-    if not parts:
-        raise ValueError("nothing to merge")
-    kn, bank = KneserNey(V, "modified", config.b_order), NoiseBank(V)
-    table = WindowTable(V, config.window)
-    middle = MiddleKey(config.dim, config.ridge)
-    for c in parts:
-        kn.merge(c.kn)
-        bank.merge(c.bank)
-        table.merge(c.table)
-        middle.merge(c.middle)
-    out = parts[0]
-    stream, sent, sent_off = out.stream, out.sentences, out.sent_offsets
-    inputs, in_off = out.inputs, out.in_offsets
-    for c in parts[1:]:
-        stream = np.concatenate([stream, c.stream])
-        sent, sent_off = _join(sent, sent_off, c.sentences, c.sent_offsets)
-        inputs, in_off = _join(inputs, in_off, c.inputs, c.in_offsets)
-    return _Counts(kn, bank, table, middle, stream, sent, sent_off,
-                   sum(c.pair_sep for c in parts), sum(c.n_pairs for c in parts), inputs, in_off)
-
-
-def _join(ia, oa, ib, ob):
-    """Concatenated segments (ids, offsets); None where either side lacks them."""
-    if ia is None or ib is None or oa is None or ob is None:
-        return None, None
-    return np.concatenate([ia, ib]), np.concatenate([oa, ob[1:] + oa[-1]])
-
-
-def _read_settings(path, meta: dict) -> tuple[TrainConfig, Vocab, dict]:
-    """Settings, vocabulary and scalars (``n_pairs``, ``pair_sep``, ``scale``) of a model file.
-
-    The settings go through :class:`core.config.TrainConfig`'s range checks;
-    the vocabulary must be a list of distinct strings starting with the
-    specials. Anything else raises :class:`core.modelfile.ModelFileError`.
-    """
-    def bad(reason: str) -> modelfile.ModelFileError:
-        return modelfile.ModelFileError(path, f"metadata: {reason}")
-
-    try:
-        cfg = TrainConfig.from_json(meta["config"])
-    except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as exc:
-        raise bad(f"bad settings ({exc})") from None
-    voc = meta.get("vocab")
-    itos = voc.get("itos") if isinstance(voc, dict) else None
-    if not isinstance(itos, list) or not all(isinstance(t, str) for t in itos):
-        raise bad("the vocabulary is not a list of token strings")
-    try:
-        vocab = Vocab.from_json(voc)
-    except (KeyError, ValueError, TypeError, OverflowError) as exc:
-        raise bad(f"bad vocabulary ({exc})") from None
-    V = len(vocab)
-    if V ** 3 >= 2 ** 63:  # trigram keys (a·V + b)·V + c are int64
-        raise bad(f"a vocabulary of {V:,} tokens is more than a model holds")
-    out = {}
-    for name in ("n_pairs", "pair_sep"):
-        v = meta.get(name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise bad(f"{name} must be a count, found {v!r}")
-        out[name] = v
-    if out["pair_sep"] > out["n_pairs"]:
-        raise bad(f"pair_sep {out['pair_sep']} exceeds n_pairs {out['n_pairs']}")
-    scale = meta.get("scale")
-    if (not isinstance(scale, (int, float)) or isinstance(scale, bool)
-            or not np.isfinite(scale) or scale < 0):
-        raise bad(f"scale must be a finite number >= 0, found {scale!r}")
-    out["scale"] = float(scale)
-    return cfg, vocab, out
-
-
-def _increasing(ar: modelfile.Archive, name: str, what: str, key: np.ndarray) -> None:
-    """``key`` must be strictly increasing (sorted, distinct), as the writer leaves it."""
-    if key.size > 1 and not (key[1:] > key[:-1]).all():
-        raise ar.error(name, f"{what} are not sorted and distinct")
-
-
-def _rows_increasing(rows: np.ndarray) -> bool:
-    """Rows strictly increasing in lexicographic order."""
-    if rows.shape[0] < 2:
-        return True
-    diff = rows[1:].astype(np.int64) - rows[:-1]
-    nz = diff != 0
-    first = nz.argmax(1)
-    return bool(nz.any(1).all() and (diff[np.arange(first.size), first] > 0).all())
-
-
-def _read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> dict:
-    """Every array the model uses, checked against ``V``, the settings and each other.
-
-    * ``keys`` float32 [V, dim], finite;
-    * ``stream`` int32 [N] ids in ``0..V-1``; ``N`` bounds every other table
-      (each count is a sum over stream events);
-    * ``sentences``/``inputs`` ids, ``sent_offsets``/``in_offsets`` int64
-      [n_pairs + 1] from 0, non-decreasing, ending at the ids' length;
-    * ``kn_tri_keys`` in ``0..V³-1``, sorted and distinct, counts >= 1;
-    * ``bank_cur``/``bank_nxt`` ids, the pairs sorted and distinct, counts
-      >= 1; ``bank_prototypes`` float32 [S·P, dim] (S = noise stages), finite;
-      ``bank_labels`` int32 [E, S], stage ``s`` in ``s·P..(s+1)·P-1``;
-    * ``win_rows`` int32 [R, window + 1] ids, rows sorted and distinct,
-      ``win_cnt`` >= 1;
-    * ``kn_grams`` int32 [M, b_order] ids, rows sorted and distinct, and
-      ``kn_gram_counts`` >= 1 in place of ``kn_tri_*`` when ``b_order`` is not 3;
-    * ``mk_*``, ``gate_*``, ``mem_*``: the shapes a fresh table has, counts >= 0
-      (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files);
-    * ``layers_*``: one signature per sentence, ``rows · dim`` wide, a known op.
-
-    Members not listed (and ``mem_*`` with the prompt memory off) are not read.
-    """
-    d, W, S = cfg.dim, cfg.window, max(1, cfg.noise_stages)
-    a: dict[str, np.ndarray] = {}
-
-    def ids(name, shape=(None,), max_rows=None):
-        return ar.read(name, np.int32, shape, lo=0, hi=V, max_rows=max_rows)
-
-    a["keys"] = ar.read("keys", np.float32, (V, d), finite=True)
-    a["stream"] = ids("stream")
-    N = a["stream"].size
-    n = sc["n_pairs"]
-    if n > N:
-        raise modelfile.ModelFileError(ar.path, f"metadata: n_pairs {n} exceeds the "
-                                                f"{N} training tokens")
-    a["sentences"] = ids("sentences", max_rows=N)
-    a["sent_offsets"] = ar.offsets("sent_offsets", a["sentences"].size, n)
-    if ("inputs" in ar) != ("in_offsets" in ar):
-        raise ar.error("inputs" if "in_offsets" in ar else "in_offsets",
-                       "present without its pair (inputs, in_offsets)")
-    if "inputs" in ar:
-        a["inputs"] = ids("inputs", max_rows=N)
-        a["in_offsets"] = ar.offsets("in_offsets", a["inputs"].size, n)
-
-    if cfg.b_order == 3:
-        tk = ar.read("kn_tri_keys", np.int64, (None,), lo=0, hi=V ** 3, max_rows=N)
-        _increasing(ar, "kn_tri_keys", "trigram keys", tk)
-        a["kn_tri_keys"] = tk
-        a["kn_tri_counts"] = ar.read("kn_tri_counts", np.int64, (tk.size,), lo=1)
-    else:
-        g = ids("kn_grams", (None, cfg.b_order), max_rows=N)
-        if not _rows_increasing(g):
-            raise ar.error("kn_grams", f"{cfg.b_order}-grams are not sorted and distinct")
-        a["kn_grams"] = g
-        a["kn_gram_counts"] = ar.read("kn_gram_counts", np.int64, (g.shape[0],), lo=1)
-
-    cur = ids("bank_cur", max_rows=N)
-    E = cur.size
-    nxt = ids("bank_nxt", (E,))
-    _increasing(ar, "bank_cur", "bank entries (bank_cur, bank_nxt)",
-                cur.astype(np.int64) * V + nxt)
-    a["bank_cur"], a["bank_nxt"] = cur, nxt
-    a["bank_count"] = ar.read("bank_count", np.int64, (E,), lo=1)
-    protos = ar.read("bank_prototypes", np.float32, (None, d), finite=True,
-                     max_rows=S * cfg.prototypes)
-    if protos.shape[0] % S:
-        raise ar.error("bank_prototypes", f"{protos.shape[0]} rows, not a multiple of the "
-                                          f"{S} noise stages")
-    P = protos.shape[0] // S
-    if E and not P:
-        raise ar.error("bank_prototypes", f"no prototypes for {E} bank entries")
-    labels = ar.read("bank_labels", np.int32, (E, S))
-    if E and ((labels < np.arange(S) * P) | (labels >= np.arange(1, S + 1) * P)).any():
-        raise ar.error("bank_labels", f"labels of stage s must lie in s·{P}..(s+1)·{P}-1")
-    a["bank_prototypes"], a["bank_labels"] = protos, labels
-
-    rows = ids("win_rows", (None, W + 1), max_rows=N)
-    if not _rows_increasing(rows):
-        raise ar.error("win_rows", "training windows are not sorted and distinct")
-    a["win_rows"] = rows
-    a["win_cnt"] = ar.read("win_cnt", np.int64, (rows.shape[0],), lo=1)
-
-    ref_mk = MiddleKey(d, cfg.ridge).to_arrays("mk_")
-    for name, ref in ref_mk.items():
-        if name == "mk_count":
-            a[name] = ar.read(name, np.int64, (1,), lo=0, hi=n + 1, sparse=True)
-        else:
-            a[name] = ar.read(name, np.float64, ref.shape, finite=True, sparse=True)
-    for name, ref in Gate(V, P, 1.0).to_arrays("gate_").items():
-        if name in ("gate_ll_bin", "gate_ll_n"):
-            continue
-        a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)
-    if "gate_ll_bin" in ar or "gate_ll_n" in ar:  # files before the likelihood gate lack both
-        ref = Gate(V, P, 1.0)
-        a["gate_ll_n"] = ar.read("gate_ll_n", np.int64, ref.ll_n.shape, lo=0, hi=N + 1,
-                                 sparse=True)
-        a["gate_ll_bin"] = ar.read("gate_ll_bin", np.float64, ref.ll_bin.shape, finite=True,
-                                   sparse=True)
-        if (a["gate_ll_bin"] > 0).any():
-            raise ar.error("gate_ll_bin", "log-likelihoods must be <= 0")
-    if cfg.memory > 0 and "in_offsets" in a and n >= 1 and "mem_hits" in ar:
-        for name, ref in PromptMemory(V, cfg.memory).to_arrays("mem_").items():
-            a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)
-
-    if "layers_signatures" in ar:
-        from core.layers import OPS
-
-        st = ar.read("layers_settings", np.float64, (3,), finite=True)
-        code, nrows, _rho = st
-        if code not in OPS.values():
-            raise ar.error("layers_settings", f"unknown layer op code {code}")
-        if nrows != int(nrows) or not 1 <= nrows <= 1024:
-            raise ar.error("layers_settings", f"signature rows must be 1..1024, found {nrows}")
-        a["layers_settings"] = st
-        a["layers_signatures"] = ar.read("layers_signatures", np.float32, (n, int(nrows) * d),
-                                         finite=True)
-        a["layers_length"] = ar.read("layers_length", np.int32, (n,), lo=0, hi=N + 1)
-        a["layers_layer"] = ar.read("layers_layer", np.int32, (n,), lo=-2, hi=N + 1)
-    return a
-
-
 def _jsonable(d: dict) -> dict:
     return {k: (float(v) if isinstance(v, (np.floating, np.integer)) else v) for k, v in d.items()}
 
@@ -1202,7 +712,7 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), progress, cancel)
     t1 = time.perf_counter()
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
-    counts = _count(corpus, cfg, keys, progress, cancel)
+    counts = count(corpus, cfg, keys, progress, cancel)
     return from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
 
 
@@ -1225,7 +735,7 @@ def corpus_and_config(paths_or_corpus, cfg: TrainConfig, progress: ProgressFn | 
     return corpus, cfg
 
 
-def from_counts(cfg: TrainConfig, vocab: Vocab, counts: _Counts, keys: np.ndarray,
+def from_counts(cfg: TrainConfig, vocab: Vocab, counts: Counts, keys: np.ndarray,
                 progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                 load_seconds: float = 0.0, t1: float | None = None) -> Model:
     """The derived stages (prototypes, index, windows, gate, memory, signatures) once.

@@ -29,24 +29,18 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.corpus import Corpus
+from core.counting import Counts, count, merge_counts
+from core.counting import check_cancel as _check
+from core.counting import report_progress as _report
 from core.keys import KeyStore
-from core.model import (
-    Model,
-    _check,
-    _count,
-    _Counts,
-    _report,
-    corpus_and_config,
-    from_counts,
-    merge_counts,
-)
+from core.model import Model, corpus_and_config, from_counts
 
 __all__ = ["count_shard", "train_sharded"]
 
 
-def count_shard(shard: Corpus, config: TrainConfig, keys) -> _Counts:
+def count_shard(shard: Corpus, config: TrainConfig, keys) -> Counts:
     """The additive counts of one shard (runs on a worker)."""
-    return _count(shard, config, keys, None, None)
+    return count(shard, config, keys, None, None)
 
 
 def _dask_client(scheduler: str | None, n_workers: int):

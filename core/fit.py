@@ -1,0 +1,247 @@
+"""The stages fitted by predicting training steps: the gate and the prompt memory's weights.
+
+Both read a trained model's counts and ask B and C (and the memory) to
+predict steps of the training stream they did not count (DESIGN.md
+section 5):
+
+* :func:`fit_gate` — B and C predict a seeded sample of training steps
+  leave-one-out (or on held-out folds, :attr:`core.model.Model.gate_folds`);
+  which of them was right, by how much and with what support makes the
+  :class:`core.machine.Gate`.
+* :func:`fit_memory` — sampled training pairs are generated step by step
+  with the pair left out of the prompt memory's neighbours; the memory's
+  mixing weight per cell is fitted from where its vote would have put the
+  true token (:class:`core.memory.PromptMemory`).
+
+Both cost a bounded number of predicted steps (``gate_events`` and
+``MEMORY_STEPS``), so past that size training costs counting alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.baselines import KneserNey
+from core.counting import Counts, history_width
+from core.counting import check_cancel as _check
+from core.counting import report_progress as _report
+from core.machine import GATE_GRID, Gate, Proposals, WindowTable, _grid_hits, history
+from core.tokenize import EOS, SEP
+
+__all__ = ["fit_gate", "fit_memory", "MEMORY_STEPS"]
+
+#: Predicted steps the prompt memory's weights are fitted on, at most.
+MEMORY_STEPS = 40_000
+
+
+def _fold_counts(model, keep: np.ndarray, H: np.ndarray):
+    """B's and C's tables over the training events ``keep`` (bool [N]) alone."""
+    cfg, c = model.config, model.counts
+    s = c.stream[keep]
+    kn = KneserNey(model.V, "modified", cfg.b_order).add_history(H[keep], s).finalize()
+    table = WindowTable(model.V, cfg.window).add(H[keep, :cfg.window], s)
+    table.finalize(model.keys, model.weights, model.metric, model._index_factory())
+    return Counts(kn, c.bank, table, c.middle, s, c.sentences, c.sent_offsets)
+
+def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
+    """B and C predict training steps they did not count; wins make the gate.
+
+    With :attr:`core.model.Model.gate_folds` = F > 1 the stream is cut into F parts at
+    document ends; the steps of each part (:meth:`gate_sample`'s
+    positions in it) are predicted by B and C counted on the other parts
+    alone — held-out steps, as the test split's are. Leaving one step
+    out is not enough there: a training stream repeats its own phrases
+    (a corpus split by position sees far fewer of them), and a gate fitted
+    on in-sample steps may trust C's near-verbatim matches too much; but
+    each fold's tables hold less. With F = 0 or 1 (the default, see
+    :attr:`core.model.Model.gate_folds`), every step is predicted leave-one-out by the
+    full counts (:meth:`_gate_pass_loo`).
+    """
+    F = int(model.gate_folds)
+    s_all = model.counts.stream
+    ends = np.flatnonzero(s_all == EOS)
+    if F <= 1 or ends.size < F:
+        return _gate_pass_loo(model, progress, cancel, chunk)
+    _report(progress, "gate", 0.0)
+    c, cfg = model.counts, model.config
+    P = c.bank.prototypes.shape[0] // max(1, cfg.noise_stages)
+    gate = Gate(model.V, P, model.scale)
+    model.gate = gate
+    n_all = s_all.size
+    # part boundaries: the document end nearest each 1/F of the stream
+    cuts = [0] + [int(ends[np.argmin(np.abs(ends + 1 - n_all * f / F))]) + 1
+                  for f in range(1, F)] + [n_all]
+    part = np.searchsorted(np.asarray(cuts[1:-1]), np.arange(n_all), side="right")
+    Hall = history(s_all, history_width(cfg))
+    pos = model.gate_sample(n_all)
+    hits = {"B": 0, "C": 0, "mix": 0}
+    done = 0
+    t0 = time.perf_counter()
+    for f in range(F):
+        _check(cancel, "gate")
+        fc = _fold_counts(model, part != f, Hall)
+        pf = pos[part[pos] == f]
+        for a in range(0, pf.size, chunk):
+            _check(cancel, "gate")
+            at = pf[a:a + chunk]
+            Hc = Hall[at]
+            tgt = s_all[at].astype(np.int64)
+            _gate_count(model, gate, Hc, tgt, model.propose(Hc, 8, counts=fc), fc, hits)
+            done += at.size
+            _report(progress, "gate", done / max(pos.size, 1),
+                    {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / done})
+    n = pos.size
+    model.figures.update(
+        loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
+        loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
+        gate_seconds=time.perf_counter() - t0, gate_events=int(n))
+
+def _gate_count(model, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
+                proto=None, loo=False) -> None:
+    """Count one chunk of predicted steps into ``gate`` (hit rates and likelihoods)."""
+    b1, c1 = p.b_ids[:, 0], p.c_ids[:, 0]
+    kt = model.keys[tgt]
+    db = np.where(b1 >= 0, np.linalg.norm(model.keys[np.maximum(b1, 0)] - kt, axis=1), np.inf)
+    dcl = np.where(c1 >= 0, np.linalg.norm(model.keys[np.maximum(c1, 0)] - kt, axis=1),
+                   np.inf)
+    if proto is None:
+        bank = model.counts.bank
+        entry = bank.entry(Hc[:, 0], tgt)
+        proto = np.where(entry >= 0, bank.labels[np.maximum(entry, 0), 0], -1)
+    gate.update(Hc[:, 0], proto, tgt, p, db < dcl, dcl < db)
+    # the likelihood of every mixing weight: B's and C's mass of the target
+    # (C's from its top-8 list, a lower bound)
+    pb = counts.kn.prob_history(Hc, tgt, uniform=True, loo=loo)
+    pc = (p.c_probs.astype(np.float64) * (p.c_ids == tgt[:, None])).sum(1)
+    gate.update_ll(p.c_dist, p.b_support, p.c_support, pb, pc)
+    mi, _ = p.mix(p.gate_weight(gate, Hc[:, 0]), 1)
+    hits["B"] += int((b1 == tgt).sum())
+    hits["C"] += int((c1 == tgt).sum())
+    hits["mix"] += int((mi[:, 0] == tgt).sum())
+
+def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> None:
+    """Both B and C predict every training step (leave-one-out); wins make the gate.
+
+    Over :meth:`gate_sample`'s positions. C's neighbours are searched once
+    per distinct training window (the first half of the stage's
+    progress), then the steps are predicted in chunks.
+    """
+    _report(progress, "gate", 0.0)
+    c = model.counts
+    P = c.bank.prototypes.shape[0] // max(1, model.config.noise_stages)
+    gate = Gate(model.V, P, model.scale)
+    model.gate = gate
+    W = model.config.window
+    pos = model.gate_sample(c.stream.size)
+    H = history(c.stream, history_width(model.config))[pos]
+    s = c.stream[pos]
+    own_all = c.table.context_ids(H[:, :W])
+    entry = c.bank.entry(H[:, 0], s)
+    proto_all = np.where(entry >= 0, c.bank.labels[np.maximum(entry, 0), 0], -1)
+    n = s.size
+    hits = {"B": 0, "C": 0, "mix": 0}
+    t0 = time.perf_counter()
+    # C's neighbours: one search per distinct training window (leave-one-out)
+    tab = c.table
+    u_own = np.unique(own_all)
+    K = model.config.c_neighbours
+    nn_u = np.empty((u_own.size, K), np.int64)
+    nd_u = np.empty((u_own.size, K), np.float32)
+    step = 4096  # searches between cancel checks: about a second on two busy cores
+    for a in range(0, u_own.size, step):
+        _check(cancel, "gate")
+        u = u_own[a:a + step]
+        nn_u[a:a + step], nd_u[a:a + step] = tab.search(tab.ctx[u], tab.states[u], K,
+                                                        own=u, dedupe=False)
+        _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
+    slot = np.searchsorted(u_own, own_all)
+    for a in range(0, n, chunk):
+        _check(cancel, "gate")
+        b = min(n, a + chunk)
+        tgt = s[a:b].astype(np.int64)
+        Hc = H[a:b]
+        sl = slot[a:b]
+        p = model.propose(Hc, 8, own=own_all[a:b], target=tgt,
+                         neighbours=(nn_u[sl], nd_u[sl]))
+        _gate_count(model, gate, Hc, tgt, p, c, hits, proto=proto_all[a:b], loo=True)
+        _report(progress, "gate", 0.5 + 0.5 * b / max(n, 1),
+                {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / b})
+    _check(cancel, "gate")
+    model.figures.update(
+        loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
+        loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
+        gate_seconds=time.perf_counter() - t0, gate_events=int(n))
+
+# ------------------------------------------------------------------ prompt memory
+
+def fit_memory(model, progress=None, cancel=None) -> None:
+    """Fit the prompt memory's mixing weights on training pairs (see :class:`PromptMemory`).
+
+    Up to ``config.memory_pairs`` pairs (seeded sample), cut so that at
+    most ``MEMORY_STEPS`` steps are predicted in all. For each, the
+    neighbours are searched with the pair left out, and every output
+    step (``<eos>`` after the last) is predicted by B/C — leave-one-out
+    where the step is a training event (all steps of ``<sep>`` pairs;
+    steps whose window lies inside the output for running text, whose
+    pairs are consecutive sentences) — and by the memory.
+    """
+    model.memory = mem = model.new_memory()
+    if mem is None:
+        return
+    _report(progress, "memory", 0.0)
+    c, cfg = model.counts, model.config
+    n_pairs = c.in_offsets.size - 1
+    rng = np.random.default_rng(cfg.seed)
+    pick = rng.choice(n_pairs, min(n_pairs, int(cfg.memory_pairs)), replace=False)
+    # at most MEMORY_STEPS predicted steps: long outputs (dictionary entries)
+    # would otherwise make this stage cost more than the rest of training
+    steps = np.diff(c.sent_offsets)[pick] + 1
+    pick = np.sort(pick[:max(1, int(np.searchsorted(np.cumsum(steps), MEMORY_STEPS,
+                                                    side="right")))])
+    sep = model.sep_default()
+    Wh = history_width(cfg)  # B and C read only output tokens from here on
+    for a in range(0, pick.size, 100):  # pairs between cancel checks
+        _check(cancel, "memory")
+        sel = pick[a:a + 100]
+        xs = [c.inputs[c.in_offsets[i]:c.in_offsets[i + 1]] for i in sel]
+        off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
+        flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)
+        nb, nw = mem.neighbours(flat, off, exclude=sel)
+        rows_h, rows_t, rows_g, stubs, rows_p = [], [], [], [], []
+        for r, i in enumerate(sel):
+            y = c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]
+            ctx = np.concatenate([xs[r], [SEP]]) if sep else xs[r]
+            full = np.concatenate([ctx, y]).astype(np.int32)
+            for t in range(y.size + 1):
+                rows_h.append(model.history_of(full[:ctx.size + t]))
+                rows_t.append(int(y[t]) if t < y.size else EOS)
+                rows_g.append(sep or t >= Wh)
+                stubs.append(y[:t])
+                rows_p.append(r)
+        H = np.stack(rows_h).astype(np.int32)
+        tgt = np.asarray(rows_t, np.int64)
+        gen = np.asarray(rows_g, bool)
+        mi = np.full((H.shape[0], 8), -1, np.int64)
+        mp = np.zeros((H.shape[0], 8), np.float32)
+        W = cfg.window
+        for mask, loo in ((gen, True), (~gen, False)):
+            idx = np.flatnonzero(mask)
+            if not idx.size:
+                continue
+            Hs = H[idx]
+            if loo:
+                own = c.table.context_ids(Hs[:, :W])
+                p = model.propose(Hs, 8, own=own, target=tgt[idx])
+            else:
+                p = model.propose(Hs, 8)
+            mi[idx], mp[idx] = p.mix(p.gate_weight(model.gate, Hs[:, 0]), 8)
+        rp = np.asarray(rows_p, np.int64)
+        vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], 8)
+        rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
+                          GATE_GRID)
+        mem.update(cells, rank)
+        _report(progress, "memory", (a + sel.size) / max(pick.size, 1))
+    model.figures["memory_lambda_first"] = float(
+        (mem.table()[0] * mem.n[0]).sum() / max(mem.n[0].sum(), 1))
