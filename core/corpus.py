@@ -475,7 +475,8 @@ def load_corpus(
         Bad input, naming file, line and reason.
     Cancelled
     """
-    from core.readers import READERS, Builder, Reader, find_files, read_txt, sniff
+    from core.files import find_files, sniff
+    from core.readers import READERS, Builder, Reader, read_txt
 
     make_tokenizer(tokenizer)  # validates the name
     if min_count < 1:

@@ -439,7 +439,7 @@ HASH_BLOCK = 64 << 10
 def corpus_hash(paths: Sequence[str | os.PathLike], cancel: CancelFn | None = None) -> str:
     """Cache key of a corpus: bounded cost, cancellable.
 
-    BLAKE2b over every corpus file (as :func:`core.readers.find_files` lists
+    BLAKE2b over every corpus file (as :func:`core.files.find_files` lists
     them: a FIFO, socket or device is refused from its ``stat``, never
     opened): its name, size and modification time (ns), and its bytes when
     it holds at most ``2 * HASH_EDGE + HASH_SAMPLES * HASH_BLOCK`` (6 MiB);
@@ -449,7 +449,7 @@ def corpus_hash(paths: Sequence[str | os.PathLike], cancel: CancelFn | None = No
     sampled block would go unseen; saving a file changes its modification
     time. ``cancel()`` is polled before every read (:class:`Cancelled`).
     """
-    from core.readers import find_files, open_regular
+    from core.files import find_files, open_regular
 
     def check() -> None:
         if cancel is not None and cancel():

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import core.files as cf
 import core.readers as cc
 from core import modelfile
 from core.corpus import Cancelled, CorpusError, load_corpus
@@ -269,7 +270,7 @@ def test_fifo_swapped_in_after_the_stat_is_refused(tmp_path):
     fifo = tmp_path / "p.txt"
     os.mkfifo(fifo)
     with pytest.raises(CorpusError, match="FIFO"):
-        cc.sniff(fifo)  # opened non-blocking, then fstat-checked
+        cf.sniff(fifo)  # opened non-blocking, then fstat-checked
 
 
 def test_fifo_screenshot_refused_without_hanging(tmp_path):
@@ -356,7 +357,7 @@ def test_locked_folder_says_permission_denied_in_process(tmp_path, monkeypatch):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(path)
 
-    monkeypatch.setattr(cc.os, "scandir", scandir)
+    monkeypatch.setattr(cf.os, "scandir", scandir)
     with pytest.raises(CorpusError) as err:
         load_corpus(tmp_path)  # the locked folder is a subfolder here
     assert err.value.path == str(locked) and "permission denied" in err.value.reason
@@ -395,7 +396,7 @@ def test_corpus_hash_reads_a_bounded_amount(tmp_path, monkeypatch):
     with open(p, "wb") as f:  # 2 GiB, sparse: holes read as zeros
         f.truncate(2 << 30)
     read = {"bytes": 0}
-    real_open = cc.open_regular
+    real_open = cf.open_regular
 
     class Counting:
         def __init__(self, fh):
@@ -418,7 +419,7 @@ def test_corpus_hash_reads_a_bounded_amount(tmp_path, monkeypatch):
             read["bytes"] += len(b)
             return b
 
-    monkeypatch.setattr(cc, "open_regular", lambda path: Counting(real_open(path)))
+    monkeypatch.setattr(cf, "open_regular", lambda path: Counting(real_open(path)))
     key = worker.corpus_hash([p])
     limit = 2 * worker.HASH_EDGE + worker.HASH_SAMPLES * worker.HASH_BLOCK
     assert 0 < read["bytes"] <= limit
