@@ -89,6 +89,7 @@ from core.explain import Explanation, Generation, LayerInfo, StopBand
 from core.fit import fit_gate, fit_memory
 from core.index import HashIndex
 from core.keys import KeyStore
+from core.likelihood import logprob_stream
 from core.machine import (
     Gate,
     Proposals,
@@ -629,70 +630,7 @@ class Model:
             ``p_C(x_t) > 0``), ``zero`` (share with ``p = 0``),
             ``gate_mean``, ``tokens``.
         """
-        s = np.asarray(stream, np.int32)
-        n = s.size
-        cfg, c = self.config, self.counts
-        tab = c.table
-        W, V = cfg.window, np.int64(self.V)
-        H = history(s, history_width(cfg))
-        # every (window, successor) of C's table as one sorted key
-        owner = np.repeat(np.arange(tab.ctx.shape[0], dtype=np.int64), np.diff(tab.succ_off))
-        succ_key = owner * V + tab.rows[:, W].astype(np.int64)
-        succ_cnt = tab.cnt.astype(np.float64)
-        h = float(cfg.c_bandwidth * self.scale)
-        noise = cfg.c_mode == "noise"
-        p_all = np.zeros(n, np.float64)
-        pb_all = np.zeros(n, np.float64)
-        g_all = np.zeros(n, np.float64)
-        gr_all = np.zeros(n, np.float64)
-        pc_all = np.zeros(n, np.float64)
-        for a in range(0, n, chunk):
-            Hc = np.ascontiguousarray(H[a:a + chunk])
-            t = s[a:a + chunk].astype(np.int64)
-            rows = np.arange(t.size)
-            Q = window_states(Hc[:, :W], self.keys, self.weights)
-            nn, nd = tab.search(Hc[:, :W], Q, cfg.c_neighbours)
-            p = self.propose(Hc, 64 if noise else 8, neighbours=(nn, nd))
-            ci, cp = p.c_ids, p.c_probs
-            g = self.gate.prob_weight(p.c_dist, p.b_support, p.c_support)
-            g_rank = p.gate_weight(self.gate, Hc[:, 0]).astype(np.float64)
-            pb = c.kn.prob_history(Hc, t, uniform=True)
-            # C's vote mass of the target, every successor of every neighbour counted
-            u = np.maximum(nn, 0)
-            tu = np.where(nn >= 0, tab.tot[u], 0).astype(np.float64)
-            valid = tu > 0
-            has = valid.any(1)
-            d = nd.astype(np.float64)
-            d0 = d[rows, np.argmax(valid, 1)]
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                om = np.where(d == d0[:, None], 1.0, np.exp(-(d - d0[:, None]) / h))
-            om = np.where(valid, om, 0.0)
-            key = u * V + t[:, None]
-            pos = np.minimum(np.searchsorted(succ_key, key), max(succ_key.size - 1, 0))
-            found = valid & (succ_key[pos] == key) if succ_key.size else valid & False
-            ct = np.where(found, succ_cnt[pos] if succ_key.size else 0.0, 0.0)
-            mass = (om * ct / np.where(valid, tu, 1.0)).sum(1)
-            pc = np.where(has, mass / np.where(has, om.sum(1), 1.0), 0.0)
-            if noise:  # rows where C's noise moved the state: its snapped list
-                ok = nn[:, 0] >= 0
-                ncur = np.where(ok, tab.ctx[np.maximum(nn[:, 0], 0), 0], Hc[:, 0])
-                moved = ok & (ncur != Hc[:, 0])
-                pc = np.where(moved, (cp * (ci == t[:, None])).sum(1), pc)
-            sl = slice(a, a + t.size)
-            p_all[sl] = (1.0 - g) * pb + g * pc
-            pb_all[sl], g_all[sl], pc_all[sl], gr_all[sl] = pb, g, pc, g_rank
-        m = max(n, 1)
-        with np.errstate(divide="ignore"):
-            bits = float(-np.log2(p_all).sum() / m) if n else 0.0
-            gc = np.minimum(gr_all, 0.95)
-            capped = float(-np.log2((1.0 - gc) * pb_all + gc * pc_all).sum() / m) if n else 0.0
-            b_bits = float(-np.log2(pb_all).sum() / m) if n else 0.0
-        return {"bits": bits, "perplexity": float(2.0 ** bits), "b_bits": b_bits,
-                "bits_capped": capped,
-                "c_used": float((g_all > 0).sum() / m),
-                "c_hit": float(((g_all > 0) & (pc_all > 0)).sum() / m),
-                "zero": float((p_all <= 0).sum() / m), "gate_mean": float(g_all.sum() / m),
-                "tokens": int(n)}
+        return logprob_stream(self, stream, chunk)
 
 
 def _jsonable(d: dict) -> dict:
