@@ -592,8 +592,8 @@ class SvgDevice(QPaintDevice):
         return int(values.get(m, 0))
 
 
-def _scatter_items(widget: QWidget) -> list:
-    """pyqtgraph scatter items under ``widget`` (those that paint from a pixmap atlas)."""
+def _scene_items(widget: QWidget) -> list:
+    """The graphics items of every pyqtgraph view under ``widget``."""
     import sys
 
     pg = sys.modules.get("pyqtgraph")
@@ -604,10 +604,37 @@ def _scatter_items(widget: QWidget) -> list:
     views += widget.findChildren(pg.GraphicsView)
     for view in views:
         scene = view.scene()
-        if scene is None:
-            continue
-        items += [it for it in scene.items() if isinstance(it, pg.ScatterPlotItem)]
+        if scene is not None:
+            items += scene.items()
     return items
+
+
+def _scatter_items(widget: QWidget) -> list:
+    """pyqtgraph scatter items under ``widget`` (those that paint from a pixmap atlas)."""
+    import sys
+
+    pg = sys.modules.get("pyqtgraph")
+    if pg is None:
+        return []
+    return [it for it in _scene_items(widget) if isinstance(it, pg.ScatterPlotItem)]
+
+
+@contextmanager
+def _uncached(widget: QWidget):
+    """Items that paint from a pixmap cache on screen (axes, the key cloud) paint
+    themselves for the duration: through the cache they would reach the paint
+    engine as a pixmap, not as paths and glyphs."""
+    from PySide6.QtWidgets import QGraphicsItem
+
+    none = QGraphicsItem.CacheMode.NoCache
+    cached = [(it, it.cacheMode()) for it in _scene_items(widget) if it.cacheMode() != none]
+    for it, _ in cached:
+        it.setCacheMode(none)
+    try:
+        yield
+    finally:
+        for it, mode in cached:
+            it.setCacheMode(mode)
 
 
 @contextmanager
@@ -668,7 +695,7 @@ def svg_bytes(widget: QWidget, title: str = "NoiseKey Explorer") -> bytes:
     """The widget as an SVG document (see the module doc)."""
     size = widget.size()
     dev = SvgDevice(size)
-    with _vector_markers(widget):
+    with _uncached(widget), _vector_markers(widget):
         painter = QPainter(dev)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         widget.render(painter, QPoint(0, 0))

@@ -399,7 +399,12 @@ class BaseView(QWidget):
             if get_axis is None or not hasattr(item, "vb"):
                 continue
             for name in ("left", "bottom", "top", "right"):
-                get_axis(name).enableAutoSIPrefix(False)
+                axis = get_axis(name)
+                axis.enableAutoSIPrefix(False)
+                # painted from a pixmap while its range and size stay put: an axis
+                # (with its grid, which spans the plot) intersects every change in
+                # the plot, and replaying its tick texts cost more than the data
+                axis.setCacheMode(axis.CacheMode.DeviceCoordinateCache)
 
     def set_header(self, text: str) -> None:
         """The header's summary (plain text; elided to the header's width)."""
