@@ -117,7 +117,7 @@ def _residual_one(A, Y, keys, ids, R):
     return tot
 
 
-@batched()
+@batched(split=(0, 3))
 def _residuals(Y, A, keys, ids):
     """``res[b] = ||A K[ids[b]] - Y[b]||_F^2``; Y float32 [B, r, d], ids int64 [B, n]."""
     B = ids.shape[0]
@@ -130,7 +130,7 @@ def _residuals(Y, A, keys, ids):
     return res
 
 
-@batched()
+@batched(split=(0, 3, 4))
 def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
     """Exact coordinate descent on ``||A K[ids] - Y||_F^2`` over candidate keys.
 
