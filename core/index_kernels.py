@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from core.jit import batched
 from core.metric import (
     digit_of,
     digit_query_table,
@@ -84,7 +85,7 @@ def _cell_bins(p, edges_h, bins):
         bins[i] = c
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _project_keys(X, R):
     """Projections of every key under every function -> float32 [H, n, m]."""
     H, m, _ = R.shape
@@ -474,7 +475,7 @@ def _query_batch(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, 
     return ids, dists, ncand
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _brute(Q, X, Xd, code, f, lam, D, table, k):
     """Exact top-k of every query by scanning all keys; parallel over queries."""
     nq = Q.shape[0]

@@ -27,7 +27,7 @@ from math import comb
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from core.jit import batched
 
@@ -104,7 +104,7 @@ def layer(W: np.ndarray, m: int, op: str = "mean") -> np.ndarray:
     return hierarchy(W, op, top=m)[m]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _full_embedding(X, op):
     """``out[b] = mean_{i<j} op(X[b, i], X[b, j])``; X float32 [B, n, d] -> [B, d]."""
     B, n, d = X.shape
@@ -159,7 +159,7 @@ def scatter_subsets(n: int, n_subsets: int, size: int, seed: int = 0) -> np.ndar
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _subset_stats(X, subsets):
     """``mean[b,s] = mean_{i in S_s} X[b,i]``, ``var[b,s] = mean (X[b,i] - mean)^2`` per dim."""
     B, n, d = X.shape

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from core.jit import batched
+
 L2, L1, DIGIT = 0, 1, 2
 _CODES = {"l2": L2, "l1": L1, "digit": DIGIT}
 CLIP_HI = 1.0 - 1e-7
@@ -277,7 +279,7 @@ def digit_rank_q(tq, db):
     return acc
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _one_to_many(q, X, code, f, lam, D):
     """``out[i] = dist(q, X[i])`` for X float32 [n, d]; parallel over rows."""
     n = X.shape[0]
@@ -287,7 +289,7 @@ def _one_to_many(q, X, code, f, lam, D):
     return out
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _many_to_many(Q, X, code, f, lam, D):
     """``out[i, j] = dist(Q[i], X[j])``; parallel over query rows."""
     m = Q.shape[0]

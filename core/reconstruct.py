@@ -403,7 +403,7 @@ def _hg_next(keys, order, sorted0, prev, y, tol):
     return best
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched()
 def _hg_chain(Y, keys, order, sorted0, tol):
     """Decode halfgap L0 rows by chaining: ``|w_{i+1} - w_i| = 2 L0_i`` for all i.
 
@@ -449,7 +449,7 @@ def _hg_row(keys, ids, i, m, buf):
     return buf[0]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@batched(split=(0, 3))
 def _hg_descent(Y, m, keys, ids, pool, sweeps):
     """Coordinate descent on ``sum_i ||H_m(K[ids])_i - Y_i||^2`` over a key pool.
 

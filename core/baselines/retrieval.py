@@ -19,7 +19,7 @@ def _segments(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [ids[offsets[i]:offsets[i + 1]] for i in range(offsets.size - 1)]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _tfidf_best(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude_self):
     """Best training document per query by TF-IDF cosine (inverted index).
 
@@ -49,7 +49,7 @@ def _tfidf_best(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude_self):
     return best, best_s
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
     """The ``k`` best training documents per query by TF-IDF cosine (inverted index).
 
