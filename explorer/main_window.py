@@ -136,7 +136,8 @@ def explain_for_views(memo: ExplainMemo, prompt: str, **options) -> Explanation:
     The explainer's numba kernels leave a core to the GUI thread (one thread
     on this two-core machine): an explanation's batches are small, and a
     thread pool waiting on a core busy with painting or another process
-    cost more than it saved (fast explanation p50 24.7 -> 20 ms measured).
+    cost more than it saved (the fast explanation on a thread, p50 of 60
+    prompts in three runs each: 24-27 ms with two threads, 18-23 ms with one).
     """
     from core.explain import add_runners_up
 
