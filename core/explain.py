@@ -294,38 +294,6 @@ class Explanation:
                    partial=True)
 
 
-def _candidate_distances_py(q, keys, cand, code, f, lam, D):
-    """``out[i] = dist(q, keys[cand[i]])`` (:func:`core.metric.dist`), serially.
-
-    A probe gathers some tens of candidates: numba's thread pool (which
-    :func:`core.metric.distances` starts) cost more than the distances, about
-    0.7 ms a probe on a busy two-core machine against 0.02 ms here, for a
-    dozen probes per explanation. Same ``dist``, so the same values.
-    """
-    out = np.empty(cand.shape[0], np.float32)
-    for i in range(cand.shape[0]):
-        out[i] = _dist(q, keys[cand[i]], code, f, lam, D)
-    return out
-
-
-_dist = None  # core.metric.dist, bound when the kernel is first compiled
-_candidate_distances = None  # its numba kernel, compiled (or loaded) on first use
-
-
-def _distances_kernel():
-    """The compiled :func:`_candidate_distances_py`: numba is imported on first use,
-    so that importing this module (the window does, on its GUI thread) stays cheap."""
-    global _dist, _candidate_distances
-    if _candidate_distances is None:
-        from numba import njit
-
-        from core.metric import dist
-
-        _dist = dist
-        _candidate_distances = njit(cache=True, nogil=True)(_candidate_distances_py)
-    return _candidate_distances
-
-
 def runners_up(query: np.ndarray, candidates: np.ndarray, winner: int, keys: np.ndarray,
                metric, k: int = RUNNERS_UP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``k`` nearest of ``candidates`` to ``query`` other than ``winner``.
@@ -345,20 +313,18 @@ def runners_up(query: np.ndarray, candidates: np.ndarray, winner: int, keys: np.
     ids : int64 [r], distances : float32 [r], breakdowns : float32 [r, d, D]
         Nearest first, ties broken by id; ``r <= k``.
     """
-    from core.metric import as_metric, breakdown
+    from core.metric import as_metric, breakdown, distances
 
     m = as_metric(metric)
-    keys = np.ascontiguousarray(keys, np.float32)
+    keys = np.asarray(keys, np.float32)
     d = keys.shape[1] if keys.ndim == 2 else int(np.size(query))
     cand = np.unique(np.asarray(candidates, np.int64))
     cand = cand[(cand >= 0) & (cand < len(keys)) & (cand != int(winner))]
     if len(cand) == 0 or k <= 0:
         return (np.zeros(0, np.int64), np.zeros(0, np.float32),
                 np.zeros((0, d, int(m.D)), np.float32))
-    q = np.ascontiguousarray(query, np.float32).reshape(-1)
-    if q.shape[0] != d:
-        raise ValueError(f"dimension mismatch: {q.shape[0]} vs {d}")
-    dist = _distances_kernel()(q, keys, cand, m.code, float(m.f), float(m.lam), int(m.D))
+    q = np.asarray(query, np.float32)
+    dist = distances(q, keys[cand], m)
     order = np.lexsort((cand, dist))[:k]  # by distance, then id
     ids = cand[order]
     bds = np.stack([breakdown(q, keys[i], m) for i in ids]).astype(np.float32)

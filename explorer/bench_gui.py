@@ -48,8 +48,9 @@ previous code and this one interleaved in the same minutes)::
   other process). The SVG export paints cached items directly.
 * Explain: the runners-up of each probe went through numba's thread pool
   (0.7 ms a probe on the busy machine, 9 ms an explanation) for a few
-  dozen distances; one serial kernel now. The explainer's kernels run on
-  one core fewer than there are (one here), as training's do.
+  dozen distances; ``core.metric``'s one-to-many distances are serial now.
+  The explainer's kernels run on one core fewer than there are (one here),
+  as training's do.
 * Model-wide parts (vocabulary list, index statistics) are the first
   explanation's objects for every later one of the same model, so a view
   whose prompt parts are unchanged is not drawn again.
