@@ -352,13 +352,14 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
 
 
 def _spread(kernel, Q, qtoks, qprev, own, *rest):
-    """Run a :func:`_group_search` over queries in an interleaved order.
+    """Run a :func:`_group_search` over queries in a fixed shuffled order.
 
     Queries come sorted by window (training rows), so the costly ones (the
-    groups of frequent tokens) sit together and ``prange``'s static split
-    would hand them to one thread; a fixed stride order spreads them
-    (1.3x on two cores over a dictionary's gate queries). Results are
-    returned in the original order and do not depend on it.
+    groups of frequent tokens) sit together and a few row chunks
+    (:func:`core.jit.batched`) would hold them all; a seeded permutation
+    spreads them over the chunks (1.3x on two cores over a dictionary's gate
+    queries). Results are returned in the original order and do not depend
+    on it.
     """
     n = Q.shape[0]
     if n < 256:
