@@ -20,6 +20,7 @@ the on-disk cache is reused by the next process.
 
 from __future__ import annotations
 
+import gc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,28 @@ __all__ = ["batched"]
 
 _POOL: list[ThreadPoolExecutor] = []
 _POOL_LOCK = threading.Lock()
+_GC = {"depth": 0, "was_enabled": False}
+
+
+def _gc_paused(enter: bool) -> None:
+    """Pause Python's automatic collector while chunks run on the pool's threads.
+
+    A collection triggered by an allocation on a pool thread could free a Qt
+    object's wrapper off the GUI thread (see :mod:`explorer.worker`); the
+    chunks allocate little, so nothing is lost by collecting after them.
+    Nested and concurrent batches count; the last one out restores the state
+    the first one found (the window keeps it disabled and collects itself).
+    """
+    with _POOL_LOCK:
+        if enter:
+            if _GC["depth"] == 0:
+                _GC["was_enabled"] = gc.isenabled()
+                gc.disable()
+            _GC["depth"] += 1
+        else:
+            _GC["depth"] -= 1
+            if _GC["depth"] == 0 and _GC["was_enabled"]:
+                gc.enable()
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
@@ -74,9 +97,13 @@ def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
                     cut[i] = args[i][a:b]
                 return seq(*cut)
 
-            futures = [pool.submit(part, int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:],
-                                                                          strict=True)]
-            return _join([f.result() for f in futures])
+            _gc_paused(True)
+            try:
+                futures = [pool.submit(part, int(a), int(b))
+                           for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+                return _join([f.result() for f in futures])
+            finally:
+                _gc_paused(False)
 
         call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
         call.serial = seq
