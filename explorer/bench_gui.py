@@ -109,7 +109,7 @@ def typing_latency(app, win, text: str, n_keys: int) -> dict:
     from PySide6.QtCore import QCoreApplication, QEvent
     from PySide6.QtTest import QTest
 
-    from explorer.main_window import DEBOUNCE_MS
+    from explorer.explanation import DEBOUNCE_MS
 
     text = (text * (n_keys // max(len(text), 1) + 1))[:n_keys]
     lat: list[float] = []

@@ -9,20 +9,11 @@ Flow:
 
 * Training runs in a :class:`explorer.worker.TaskSlot`; the model in use is
   replaced only when a new one finishes (cancel or failure keep it).
-* A keystroke that finds the explainer idle is explained at once; while
-  an explanation is being computed, keystrokes are debounced (a
-  single-shot ``QTimer``, 30 ms) and only the newest prompt is asked for;
-  a result that arrives while a newer prompt waits for the debounce is
-  not drawn.
-  The explanation is computed by :class:`explorer.worker.Explainer` off the
-  GUI thread and only the newest result is drawn; a prompt whose token ids
-  were explained before reuses that explanation
-  (:class:`explorer.worker.ExplainMemo`). While typing, a cheaper
-  explanation is asked for (``max_len`` capped, narrower beam, fewer SMC
-  particles, no reconstruction above the first failed layer); when typing
-  pauses for :data:`FULL_AFTER_MS` the full one replaces it, unless the fast
-  one already equals it (greedy, nothing capped or left out).
-  A "computing…" note sits beside the prompt while a request is open.
+* When the prompt is explained (at once or debounced, fast while typing,
+  full after a pause) and which result is drawn is decided by
+  :class:`explorer.explanation.ExplanationScheduler`, which holds no
+  widget; the window draws what it hands over. A "computing…" note sits
+  beside the prompt while a request is open.
 * Start-up: with ``defer_views`` the window shows first (corpus panel,
   training panel, prompt, a start page with the training progress); the
   views, pyqtgraph and their palette are built after the first paint, and
@@ -41,14 +32,10 @@ Flow:
 
 from __future__ import annotations
 
-import threading
 import time
-import weakref
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -73,16 +60,14 @@ from PySide6.QtWidgets import (
 )
 
 from core.corpus import default_corpus_path
-from core.explain import Explanation
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
+from explorer.explanation import ExplanationScheduler, model_only_explanation
 from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState
 from explorer.training_panel import CACHED_CURVES, TrainingPanel
 from explorer.worker import (
-    Explainer,
-    ExplainMemo,
     TaskSlot,
     freeze_long_lived_objects,
     load_or_train,
@@ -93,15 +78,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CORPUS = default_corpus_path()
 DEFAULT_PROMPT = "Exceptions are raised when"
-DEBOUNCE_MS = 30  # QT-NOTES: 30-80 ms; an explanation costs about as much
-# (only keystrokes that arrive while an explanation is computed wait for it)
-FULL_AFTER_MS = 300  # typing pause after which the full explanation replaces the fast one
-# ``Model.explain`` options while typing (public keyword arguments of ``generate``):
-# a capped length, and narrower beams / fewer particles (greedy ignores width)
-FAST_MAX_LEN = 16
-FAST_WIDTH = {"beam": 2, "smc": 4}
-# and layers above the first reconstructed below this accuracy are left out
-FAST_LAYERS_STOP_BELOW = 0.5
 NEIGHBOURS_WIDTH = 290  # the neighbours dock's first width (pixels)
 VIEW_SLOTS = (("embeddings", 0), ("buckets", 0), ("trajectory", 1), ("layers", 1))
 
@@ -115,66 +91,6 @@ def generation_tooltip() -> str:
             f"beam — keep the best stubs; {setting('beam').describe()}\n"
             f"smc — sequential Monte Carlo with resampling; {setting('particles').describe()}\n"
             f"Every method: {setting('max_len').describe()}")
-
-
-_EXPLAINER_THREAD = threading.local()
-# the model-wide parts of the explanations of a model, as first published (see below)
-_MODEL_PARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def explain_for_views(memo: ExplainMemo, prompt: str, **options) -> Explanation:
-    """``memo(prompt, **options)`` with the runners-up of every lookup filled.
-
-    Runs on the explainer's thread; a remembered explanation has them already
-    (filled in place), so its objects stay the ones drawn.
-
-    Model-wide parts are published once per model: every explanation of a
-    model gets the vocabulary list and index statistics of its first one (a
-    fresh list and fresh occupancy arrays per call otherwise), so a view
-    whose prompt parts did not change sees nothing new.
-
-    The explainer's numba kernels leave a core to the GUI thread (one thread
-    on this two-core machine): an explanation's batches are small, and a
-    thread pool waiting on a core busy with painting or another process
-    cost more than it saved (the fast explanation on a thread, p50 of 60
-    prompts in three runs each: 24-27 ms with two threads, 18-23 ms with one).
-    """
-    from core.explain import add_runners_up
-
-    if not getattr(_EXPLAINER_THREAD, "cores_set", False):
-        from explorer.worker import leave_a_core_for_the_gui
-
-        try:
-            leave_a_core_for_the_gui()
-        except ImportError:  # no numba: nothing to set
-            pass
-        _EXPLAINER_THREAD.cores_set = True
-    ex = memo(prompt, **options)
-    model = memo.model
-    if ex is not None and not ex.partial:
-        try:
-            first = _MODEL_PARTS.get(model)
-        except TypeError:  # a model that takes no weak reference: nothing shared
-            first = ex
-        if first is None:
-            _MODEL_PARTS[model] = first = ex
-        if first is not ex and first.keys is ex.keys:
-            if ex.vocab is not first.vocab and ex.vocab == first.vocab:
-                ex.vocab = first.vocab
-            if ex.index_stats is not first.index_stats:
-                ex.index_stats = first.index_stats
-    index = getattr(model, "index", None)
-    metric = getattr(index, "metric", None)
-    if ex is not None and metric is not None:
-        add_runners_up(ex, metric)
-    return ex
-
-
-def model_only_explanation(model, prompt: str) -> Explanation:
-    """What the views can draw of ``model`` before any prompt is explained."""
-    return Explanation.model_only(
-        prompt, model.keys, list(model.vocab.itos), model.counts.bank.prototypes,
-        model.index.stats(), getattr(model.config, "op", "mean"))
 
 
 class MainWindow(QMainWindow):
@@ -225,16 +141,9 @@ class MainWindow(QMainWindow):
         self.model = None
         self.model_paths: list[str] = []
         self.last_error = ""
-        self.explain_seconds = float("nan")
         self.draw_seconds = float("nan")
-        self._typed_at: float | None = None
-        self.key_debounced = False  # the last keystroke waited for the debounce timer
-        self.stale_results = 0  # explanations not drawn: the prompt had moved on
-        self.latencies: list[float] = []
         self._painted = False
         self._defer_views = defer_views
-        self.explained_full = False  # the drawn explanation used the full options
-        self._explain_memo: ExplainMemo | None = None  # model.explain by token ids
 
         # -- left column ----------------------------------------------------------
         self.corpus_panel = CorpusPanel()
@@ -356,9 +265,15 @@ class MainWindow(QMainWindow):
         self.trainer.succeeded.connect(self._on_trained)
         self.trainer.failed.connect(self._on_train_failed)
         self.trainer.cancelled.connect(self._on_train_cancelled)
-        self.explainer = Explainer(self)
-        self.explainer.ready.connect(self._on_explained)
-        self.explainer.failed.connect(self._on_explain_failed)
+        # when the prompt is explained, fast or full: a widget-free controller
+        self.explanations = ExplanationScheduler(
+            self.state, model=lambda: self.model, prompt_text=self.prompt_box.text,
+            method=self.method_box.currentText, draw=self._draw_explanation,
+            drawn=self._explanation_drawn, parent=self)
+        self.explanations.busy.connect(
+            lambda on: self.busy_label.setText("computing…" if on else ""))
+        self.explanations.failed.connect(self._on_explain_failed)
+        self.explanations.shown.connect(self.viewsDrawn.emit)
 
         # -- wiring --------------------------------------------------------------
         self.training_panel.trainRequested.connect(self.train)
@@ -368,15 +283,7 @@ class MainWindow(QMainWindow):
         self.corpus_panel.corporaChanged.connect(settings.set_last_corpora)
         self.corpus_panel.corporaChanged.connect(lambda _: self._update_banner())
         self.corpus_panel.readsFinished.connect(self._on_corpora_read)
-        self.prompt_box.textChanged.connect(self._on_typed)
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(DEBOUNCE_MS)
-        self._debounce.timeout.connect(lambda: self._prompt_settled(self.prompt_box.text()))
-        self._full_timer = QTimer(self)
-        self._full_timer.setSingleShot(True)
-        self._full_timer.setInterval(FULL_AFTER_MS)
-        self._full_timer.timeout.connect(lambda: self.request_explanation(full=True))
+        self.prompt_box.textChanged.connect(self.explanations.on_typed)
         # start-up is over once views are drawn: the heap it built stays (see the worker)
         self.viewsDrawn.connect(lambda: QTimer.singleShot(0, freeze_long_lived_objects),
                                 Qt.ConnectionType.SingleShotConnection)
@@ -839,58 +746,25 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(msg, 15000)
 
     # -- prompt / explanation ---------------------------------------------------------
-    def _on_typed(self, text: str) -> None:
-        self._typed_at = time.perf_counter()
-        self._full_timer.stop()
-        self.key_debounced = not (self.model is not None and not self._debounce.isActive()
-                                  and not self.explainer.pending)
-        if not self.key_debounced:
-            # nothing computed or waiting: explain this keystroke now (leading edge)
-            self._prompt_settled(text)
-            return
-        self._debounce.start()  # restarts: fires DEBOUNCE_MS after the last keystroke
-
-    def _prompt_settled(self, text: str) -> None:
-        self.state.set_prompt(text)
+    # -- explanations (policy in explorer.explanation) ---------------------------
+    explainer = property(lambda self: self.explanations.explainer)
+    _full_timer = property(lambda self: self.explanations.full_timer)
+    explain_seconds = property(lambda self: self.explanations.explain_seconds)
+    explained_full = property(lambda self: self.explanations.explained_full)
+    key_debounced = property(lambda self: self.explanations.key_debounced)
+    stale_results = property(lambda self: self.explanations.stale_results)
+    latencies = property(lambda self: self.explanations.latencies)
 
     def explain_options(self, full: bool) -> dict:
         """Keyword arguments of ``Model.explain``: the user's method, fast or full."""
-        method = self.method_box.currentText()
-        kw: dict = {"method": method}
-        if not full:
-            kw["max_len"] = FAST_MAX_LEN
-            kw["layers_stop_below"] = FAST_LAYERS_STOP_BELOW
-            if method in FAST_WIDTH:
-                kw["width"] = FAST_WIDTH[method]
-        return kw
-
-    def _fast_is_full(self, ex) -> bool:
-        """The fast explanation equals the full one (greedy, no cut length or layers)."""
-        return "width" not in self.explain_options(False) and \
-            len(ex.generation.steps) < FAST_MAX_LEN and \
-            not np.isnan(np.asarray(ex.layers.accuracy)).any()
+        return self.explanations.options(full)
 
     def request_explanation(self, full: bool = True) -> None:
-        """Ask the explainer for the prompt's explanation (newest request wins)."""
-        self._full_timer.stop()
-        if self.model is None:
-            return
-        memo = self._explain_memo
-        if memo is None or memo.model is not self.model:
-            memo = self._explain_memo = ExplainMemo(self.model)
-        self.explainer.request(partial(explain_for_views, memo, **self.explain_options(full)),
-                               self.state.prompt, full)
-        self.busy_label.setText("computing…")
+        """Ask for the prompt's explanation (newest request wins)."""
+        self.explanations.request(full)
 
-    def _on_explained(self, ex, secs: float, full: bool = True) -> None:
-        if ex is not None and self._debounce.isActive() and ex.prompt != self.prompt_box.text():
-            # typed on while this was computed: the newer prompt is asked for when the
-            # debounce fires, and drawing this one now would only delay it
-            self.stale_results += 1
-            return
-        self.explain_seconds = secs
-        self.explained_full = full
-        self.busy_label.setText("")
+    def _draw_explanation(self, ex, secs: float, full: bool) -> None:
+        """Hand an explanation to the views and the labels (the scheduler decided to)."""
         t0 = time.perf_counter()
         self.state.set_explanation(ex)
         self.draw_seconds = time.perf_counter() - t0
@@ -899,16 +773,10 @@ class MainWindow(QMainWindow):
         self.model_label.setText(self.model_label.text().split("  ·")[0]
                                  + f"  · explain {1000 * secs:.0f} ms"
                                  + ("" if full else " (fast)"))
-        if not full and ex is not None and self._fast_is_full(ex):
-            self.explained_full = full = True
-        if not full and ex is not None and ex.prompt == self.prompt_box.text():
-            self._full_timer.start()  # typing paused: the full explanation follows
-        if not self.views:
-            return  # build_views draws it and emits viewsDrawn
-        if self._typed_at is not None:
-            self.latencies.append(time.perf_counter() - self._typed_at)
-            self._typed_at = None
-        self.viewsDrawn.emit()
+
+    def _explanation_drawn(self) -> bool:
+        """Whether the views drew it (else build_views does and emits viewsDrawn)."""
+        return bool(self.views)
 
     # -- token search ------------------------------------------------------------------
     def _set_vocabulary(self, model) -> None:
@@ -964,7 +832,6 @@ class MainWindow(QMainWindow):
         return True
 
     def _on_explain_failed(self, msg: str) -> None:
-        self.busy_label.setText("")
         self._show_error(f"could not explain the prompt: {msg}")
 
     # -- export ----------------------------------------------------------------------
