@@ -10,8 +10,10 @@ the stages, each reporting ``progress(stage, fraction, info)``:
 ``prototypes``   k-means of the bank's noises (P prototypes, seeded)
 ``index``        the hash index over the token keys
 ``windows``      C's window states and groups
-``gate``         both B and C predict every training step (leave-one-out);
-                 wins make the gate. Past ``gate_events`` (50,000) steps a
+``gate``         both B and C predict every training step (leave-one-out,
+                 or on held-out folds while the corpus is small, and not the
+                 steps inside duplicated text: :mod:`core.fit`); wins make
+                 the gate. Past ``gate_events`` (50,000) steps a
                  seeded sample of that many is read instead: on three corpora
                  (79k-316k training tokens) the sample gave validation top-1
                  within 0.0012 of the full pass (``bench/bench_gate_sample.py``),
@@ -178,12 +180,24 @@ class Model:
         rng = np.random.default_rng([int(self.config.seed), 0x6A7E])
         return np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
 
-    #: Folds of the gate's cross-fitting (0: leave-one-out over the whole stream).
-    #: Leave-one-out by measurement (``bench/bench_b_order.py --gate-folds 0,2``,
-    #: validation slices, B of order 4/5): two folds gained 0.1-0.2 points of
-    #: top-1 on the default corpus and fortunes but lost 0.55 points and 0.08
-    #: bits on WordNet glosses, where half the counts weaken both paths.
-    gate_folds = 0
+    #: Folds of the gate's cross-fitting (0: leave-one-out over the whole stream),
+    #: used while the stream is at most :attr:`gate_fold_tokens` long.
+    #: Leave-one-out steps flatter C: a training stream repeats its own
+    #: phrases, and the gate then trusts C more than held-out text repays.
+    #: Five folds, validation slices (``bench/bench_quality.py``), model vs
+    #: KN 5-gram top-1 / top-5 / bits, with the rest of the gate's changes
+    #: (:mod:`core.fit`): default corpus 0.2139 / 0.4013 / 7.1145 (leave-one-out
+    #: 0.2140 / 0.4013 / 7.1331; KN5 0.2133 / 0.4013 / 7.1152), fortunes
+    #: 0.1520 / 0.3070 / 8.4493 (leave-one-out 0.1515 / 0.3070 / 8.4557; KN5
+    #: 0.1525 / 0.3070 / 8.4507). On WordNet glosses five folds lost 0.014
+    #: bits to leave-one-out (each fold's tables hold less), but that corpus
+    #: (213k tokens) is past the limit anyway. Two folds, earlier
+    #: (``bench/bench_b_order.py --gate-folds 0,2``), lost 0.55 points there.
+    gate_folds = 5
+    #: Streams longer than this fit the gate leave-one-out: one counting pass
+    #: per fold is cheap only while the corpus is small (a few seconds at
+    #: 100k tokens), and a large corpus' counts change little without a fold.
+    gate_fold_tokens = 100_000
 
     def _gate_pass(self, progress=None, cancel=None) -> None:
         """Fit the gate (:func:`core.fit.fit_gate`)."""
