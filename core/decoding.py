@@ -119,30 +119,13 @@ class DecodingModel(Protocol):
 
 @dataclass
 class SpeculativeGeneration(Generation):
-    """A speculative generation: a :class:`Generation` (equal to greedy's) plus the drafts.
+    """A speculative generation: a :class:`Generation` (equal to greedy's) with the drafts.
 
-    Attributes (``T`` generated steps)
-    ----------
-    drafted : bool [T]
-        B had drafted a token for this position.
-    accepted : bool [T]
-        The token is B's draft, confirmed by the gated model.
-    rejected : bool [T]
-        B's draft here disagreed; the token is the gated model's own.
-    draft_ids : int32 [T]
-        B's drafted token at each position (-1 where none was drafted).
-    n_drafted, n_accepted, rounds : int
-        Tokens B drafted in all (discarded ones included), tokens kept of
-        them, and verification passes.
+    The per-step flags (``drafted``, ``accepted``, ``rejected``,
+    ``draft_ids``) and the counts (``n_drafted``, ``n_accepted``,
+    ``rounds``) are fields of :class:`core.explain.Generation`, so a view
+    draws them from the plain result; this class adds the acceptance rate.
     """
-
-    drafted: np.ndarray = None
-    accepted: np.ndarray = None
-    rejected: np.ndarray = None
-    draft_ids: np.ndarray = None
-    n_drafted: int = 0
-    n_accepted: int = 0
-    rounds: int = 0
 
     @property
     def acceptance_rate(self) -> float:
@@ -429,8 +412,9 @@ def _speculative(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, 
             if stub.done or not agree:
                 break
     gen = _generation(model, "speculative", prompt_ids, stub, run.band, score_rows, 1, probes)
+    extra = ("drafted", "accepted", "rejected", "draft_ids", "n_drafted", "n_accepted", "rounds")
     return SpeculativeGeneration(
-        **{f: getattr(gen, f) for f in Generation.__dataclass_fields__},
+        **{f: getattr(gen, f) for f in Generation.__dataclass_fields__ if f not in extra},
         drafted=np.asarray(drafted, bool), accepted=np.asarray(accepted, bool),
         rejected=np.asarray(rejected, bool), draft_ids=np.asarray(draft_ids, np.int32),
         n_drafted=int(n_drafted), n_accepted=int(n_accepted), rounds=int(rounds))

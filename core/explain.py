@@ -187,6 +187,15 @@ class Generation:
         Log-potential of every stub alive at each step (NaN once discarded).
     stopped_by : str
         ``"band"``, ``"eos"`` or ``"cap"``.
+    drafted, accepted, rejected : bool [T] or None
+        Speculative decoding only (:class:`core.decoding.SpeculativeGeneration`):
+        B drafted a token here; the kept token is B's draft, confirmed; B's
+        draft disagreed and the token is the gated model's own.
+    draft_ids : int32 [T] or None
+        B's drafted token at each position (-1 where none was drafted).
+    n_drafted, n_accepted, rounds : int
+        Tokens B drafted in all (discarded ones included), those kept, and
+        verification passes (0 for the other methods).
     """
 
     method: str
@@ -199,6 +208,13 @@ class Generation:
     running_std: np.ndarray
     stub_scores: np.ndarray
     stopped_by: str
+    drafted: np.ndarray | None = None
+    accepted: np.ndarray | None = None
+    rejected: np.ndarray | None = None
+    draft_ids: np.ndarray | None = None
+    n_drafted: int = 0
+    n_accepted: int = 0
+    rounds: int = 0
 
 
 @dataclass

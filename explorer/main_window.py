@@ -90,6 +90,8 @@ def generation_tooltip() -> str:
             "greedy — one stub, the best step each time\n"
             f"beam — keep the best stubs; {setting('beam').describe()}\n"
             f"smc — sequential Monte Carlo with resampling; {setting('particles').describe()}\n"
+            "speculative — greedy's output; B drafts tokens, the gated model verifies them "
+            "in one pass (the trajectory marks accepted and rejected drafts)\n"
             f"Every method: {setting('max_len').describe()}")
 
 
@@ -171,7 +173,7 @@ class MainWindow(QMainWindow):
         prow.addWidget(self.prompt_box, 1)
         prow.addWidget(QLabel("generation"))
         self.method_box = QComboBox()
-        self.method_box.addItems(["greedy", "beam", "smc"])
+        self.method_box.addItems(["greedy", "beam", "smc", "speculative"])
         self.method_box.setToolTip(generation_tooltip())
         prow.addWidget(self.method_box)
         self.busy_label = QLabel("")

@@ -16,6 +16,12 @@ Legends are rows outside the plots (path colours and stubs above, the
 running statistics and their bands below); the scores plot keeps a little
 headroom for the token labels only.
 
+Speculative decoding (method ``speculative``): B drafts tokens and the
+gated model verifies them; the output is greedy's. A green ring marks a
+token that was B's draft, accepted; a red cross a position where B's draft
+was rejected (the token is the gated model's own). The header counts the
+accepted drafts; a legend row for them shows only then.
+
 Play / pause: a button left of the slider (and Space while the views have
 focus, an action of the window) steps through the generation with a
 ``QTimer``, :data:`PLAY_INTERVAL_MS` per step, through
@@ -50,6 +56,7 @@ from explorer.view_base import (
     token_label,
 )
 
+DRAFT_OK, DRAFT_BAD = "#2ca02c", "#d62728"  # speculative drafts: accepted, rejected
 SELECT_LABEL = "#b0307f"  # the current step's label (darker than the ring: it is text)
 PLAY_INTERVAL_MS = 400  # one step per tick while playing
 MAX_LABELS = 200  # candidates for labels; those that would overlap are left out
@@ -92,7 +99,9 @@ class TrajectoryView(BaseView):
                                            brush=None)
         self.step_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,
                                                                style=Qt.PenStyle.DashLine))
-        for item in (self.stubs, self.kept, self.points, self.selected, self.step_line):
+        self.drafts = pg.ScatterPlotItem(size=17, brush=None)  # speculative: drafts kept / not
+        for item in (self.stubs, self.kept, self.drafts, self.points, self.selected,
+                     self.step_line):
             self.scores.addItem(item)
         self.points.sigClicked.connect(self._clicked)
         # token labels over the points, thinned so that none overlap (the step shown
@@ -129,6 +138,10 @@ class TrajectoryView(BaseView):
             [("━●", var_c, "running variance"), ("━■", std_c, "running std"),
              ("▬", QColor(var_c).lighter(150), "variance band (predicted)"),
              ("▬", QColor(std_c).lighter(150), "std band (predicted)")], below=True)
+        self.draft_legend = self.add_legend(
+            [("○", DRAFT_OK, "B's draft accepted"),
+             ("×", DRAFT_BAD, "B's draft rejected (the model's own token)")])
+        self.draft_legend.setVisible(False)
         self.glw.ci.layout.setRowStretchFactor(0, 3)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
         # fixed left axes: the linked x axes line up, and tick labels of a new width
@@ -235,6 +248,8 @@ class TrajectoryView(BaseView):
             self.run_var.setData([], [])
             self.run_std.setData([], [])
             self.points.clear()
+            self.drafts.clear()
+            self.draft_legend.setVisible(False)
             self.selected.clear()
             self.labels.set([])
             self.slider.setRange(0, 0)
@@ -254,6 +269,7 @@ class TrajectoryView(BaseView):
         self.kept.setData(x, cum)
         brushes = path_brushes([s.path for s in steps])
         self.points.setData(x=x, y=cum, brush=brushes, data=np.arange(T))
+        drafts = self._draw_drafts(g, x, cum)
         self._cum = cum
         st = g.stop
         xb = np.array([-0.5, max(T, 1) - 0.5], np.float32)
@@ -282,8 +298,25 @@ class TrajectoryView(BaseView):
         n_b = sum(s.path == "B" for s in steps)
         n_c = sum(s.path == "C" for s in steps)
         self.set_header(f"{g.method} · {T} steps (B {n_b}, C {n_c}, mix {T - n_b - n_c}) · "
-                        f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
+                        + drafts + f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
         self.on_step(self.state.step)
+
+    def _draw_drafts(self, g, x: np.ndarray, cum: np.ndarray) -> str:
+        """Rings on accepted drafts, crosses on rejected ones; the header's count."""
+        acc, rej = g.accepted, g.rejected
+        if acc is None or rej is None or len(acc) != len(x):
+            self.drafts.clear()
+            self.draft_legend.setVisible(False)
+            return ""
+        acc, rej = np.asarray(acc, bool), np.asarray(rej, bool)
+        ok, bad = np.flatnonzero(acc), np.flatnonzero(rej)
+        self.drafts.setData(
+            x=np.concatenate([x[ok], x[bad]]), y=np.concatenate([cum[ok], cum[bad]]),
+            symbol=["o"] * ok.size + ["x"] * bad.size,
+            pen=[pg.mkPen(DRAFT_OK, width=2)] * ok.size + [pg.mkPen(DRAFT_BAD, width=2)] * bad.size,
+            brush=[None] * ok.size + [brush(DRAFT_BAD)] * bad.size)
+        self.draft_legend.setVisible(True)
+        return f"drafts accepted {g.n_accepted}/{g.n_drafted} · "
 
     def drawn_from(self, ex: Explanation) -> tuple:
         return (ex.generation, ex.vocab, ex.partial)

@@ -265,3 +265,23 @@ def test_space_plays_in_the_views_and_types_in_the_prompt(make_window, qtbot):  
     qtbot.keyClick(w.prompt_box, Qt.Key.Key_Space)
     assert w.prompt_box.text() == PROMPT + " " and not traj.playing
     assert "Space" in w.shortcuts_text()
+
+
+def test_speculative_marks_accepted_and_rejected_drafts(make_window, qtbot):  # noqa: F811
+    """The trajectory of a speculative generation rings B's accepted drafts, crosses rejected."""
+    w = ready_window(make_window, qtbot, prompt=PROMPT)
+    traj = w.views["trajectory"]
+    assert not traj.draft_legend.isVisibleTo(traj)  # greedy: no drafts to mark
+    greedy = w.state.explanation.generation
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.state.explanation.generation.method
+                          == "speculative"):
+        w.method_box.setCurrentText("speculative")
+    g = w.state.explanation.generation
+    assert list(g.ids) == list(greedy.ids)  # speculative decoding keeps greedy's output
+    acc, rej = np.flatnonzero(g.accepted), np.flatnonzero(g.rejected)
+    assert acc.size + rej.size > 0
+    xs, _ = traj.drafts.getData()
+    assert sorted(xs.tolist()) == sorted(np.concatenate([acc, rej]).astype(float).tolist())
+    assert traj.draft_legend.isVisibleTo(traj)
+    assert f"drafts accepted {g.n_accepted}/{g.n_drafted}" in traj.header_text
