@@ -119,6 +119,9 @@ def test_legends_sit_outside_every_plot(make_window, qtbot):  # noqa: F811
         rects = plot_rects(view)
         glw = global_rect(view.glw)
         for row in view.legends:
+            if row is getattr(view, "draft_legend", None):
+                assert row.isHidden()  # shown for speculative decoding only
+                continue
             assert row.isVisible(), name
             r = global_rect(row)
             assert not r.intersects(glw), (name, row.plain_text())
