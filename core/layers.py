@@ -97,11 +97,22 @@ def hierarchy(W: np.ndarray, op: str = "mean", top: int | None = None) -> list[n
 
 
 def layer(W: np.ndarray, m: int, op: str = "mean") -> np.ndarray:
-    """Layer ``Lm`` only: float32 [n-1-m, d] (or [B, n-1-m, d])."""
-    n = np.asarray(W).shape[-2]
+    """Layer ``Lm`` only: float32 [n-1-m, d] (or [B, n-1-m, d]).
+
+    Only the current layer is held while climbing (a batch of long
+    sentences' whole pyramid up to ``m`` took 600 MB while signing a
+    glossary's definitions).
+    """
+    W = np.asarray(W, dtype=np.float32)
+    n = W.shape[-2]
     if not 0 <= m <= n - 2:
         raise ValueError(f"layer {m} does not exist for {n} tokens (0 <= m <= {n - 2})")
-    return hierarchy(W, op, top=m)[m]
+    code = _op_code(op)
+    single = W.ndim == 2
+    X = W[None] if single else W
+    for _ in range(m + 1):
+        X = _next_layer(np.ascontiguousarray(X), code)
+    return X[0] if single else X
 
 
 @batched()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from core.explain import LayerInfo
-from core.layers import OPS, _op_code, hierarchy
+from core.layers import OPS, _op_code, hierarchy, layer
 from core.reconstruct import layer_accuracy, most_compressible, reconstruct
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
@@ -63,8 +63,7 @@ def signatures(
         return np.zeros((B, rows * d), np.float32)
     X = np.asarray(keys, np.float32)[ids] - np.float32(0.5)
     if n >= 2:
-        m = signature_layer(n, rho)
-        X = hierarchy(X, op, top=m)[m]
+        X = layer(X, signature_layer(n, rho), op)
     S = np.einsum("kr,brd->bkd", _resample_matrix(X.shape[1], rows), X).reshape(B, -1)
     norm = np.linalg.norm(S, axis=1, keepdims=True)
     return (S / np.where(norm > 0, norm, 1.0)).astype(np.float32)
