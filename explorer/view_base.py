@@ -430,11 +430,6 @@ def scatter_count(item: pg.ScatterPlotItem) -> int:
     return int(len(item.data))
 
 
-def finite_pairs(points: np.ndarray) -> np.ndarray:
-    """Flatten ``[k, 2, 2]`` segment endpoints into ``[2k, 2]`` for connect='pairs'."""
-    return points.reshape(-1, 2)
-
-
 def display_token(text: str) -> str:
     """A token as a label: punctuation and symbols quoted so that "," or "." read."""
     if text and not any(c.isalnum() for c in text):
