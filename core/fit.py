@@ -62,7 +62,7 @@ from core.baselines import KneserNey
 from core.counting import Counts, history_width
 from core.counting import check_cancel as _check
 from core.counting import report_progress as _report
-from core.machine import GATE_GRID, Gate, Proposals, WindowTable, _grid_hits, history
+from core.machine import GATE_GRID, PROPOSAL_K, Gate, Proposals, WindowTable, _grid_hits, history
 from core.tokenize import EOS, SEP
 
 __all__ = ["fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_positions"]
@@ -167,7 +167,7 @@ def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
             at = pf[a:a + chunk]
             Hc = Hall[at]
             tgt = s_all[at].astype(np.int64)
-            _gate_count(model, gate, Hc, tgt, model.propose(Hc, 8, counts=fc), fc, hits)
+            _gate_count(model, gate, Hc, tgt, model.propose(Hc, PROPOSAL_K, counts=fc), fc, hits)
             done += at.size
             _report(progress, "gate", done / max(pos.size, 1),
                     {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / done})
@@ -191,7 +191,7 @@ def _gate_count(model, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
         proto = np.where(entry >= 0, bank.labels[np.maximum(entry, 0), 0], -1)
     gate.update(Hc[:, 0], proto, tgt, p, db < dcl, dcl < db)
     # the likelihood of every mixing weight: B's and C's mass of the target
-    # (C's from its top-8 list, a lower bound)
+    # (C's from its PROPOSAL_K list, a lower bound)
     pb = counts.kn.prob_history(Hc, tgt, uniform=True, loo=loo)
     pc = (p.c_probs.astype(np.float64) * (p.c_ids == tgt[:, None])).sum(1)
     gate.update_ll(p.c_dist, p.b_support, p.c_support, pb, pc)
@@ -242,7 +242,7 @@ def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> Non
         tgt = s[a:b].astype(np.int64)
         Hc = H[a:b]
         sl = slot[a:b]
-        p = model.propose(Hc, 8, own=own_all[a:b], target=tgt,
+        p = model.propose(Hc, PROPOSAL_K, own=own_all[a:b], target=tgt,
                          neighbours=(nn_u[sl], nd_u[sl]))
         _gate_count(model, gate, Hc, tgt, p, c, hits, proto=proto_all[a:b], loo=True)
         _report(progress, "gate", 0.5 + 0.5 * b / max(n, 1),
@@ -302,8 +302,8 @@ def fit_memory(model, progress=None, cancel=None) -> None:
         H = np.stack(rows_h).astype(np.int32)
         tgt = np.asarray(rows_t, np.int64)
         gen = np.asarray(rows_g, bool)
-        mi = np.full((H.shape[0], 8), -1, np.int64)
-        mp = np.zeros((H.shape[0], 8), np.float32)
+        mi = np.full((H.shape[0], PROPOSAL_K), -1, np.int64)
+        mp = np.zeros((H.shape[0], PROPOSAL_K), np.float32)
         W = cfg.window
         for mask, loo in ((gen, True), (~gen, False)):
             idx = np.flatnonzero(mask)
@@ -312,12 +312,12 @@ def fit_memory(model, progress=None, cancel=None) -> None:
             Hs = H[idx]
             if loo:
                 own = c.table.context_ids(Hs[:, :W])
-                p = model.propose(Hs, 8, own=own, target=tgt[idx])
+                p = model.propose(Hs, PROPOSAL_K, own=own, target=tgt[idx])
             else:
-                p = model.propose(Hs, 8)
-            mi[idx], mp[idx] = p.mix(p.gate_weight(model.gate, Hs[:, 0]), 8)
+                p = model.propose(Hs, PROPOSAL_K)
+            mi[idx], mp[idx] = p.mix(p.gate_weight(model.gate, Hs[:, 0]), PROPOSAL_K)
         rp = np.asarray(rows_p, np.int64)
-        vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], 8)
+        vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], PROPOSAL_K)
         rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
                           GATE_GRID)
         mem.update(cells, rank)

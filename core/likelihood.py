@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from core.counting import history_width
-from core.machine import history, window_states
+from core.machine import PROPOSAL_K, history, window_states
 
 __all__ = ["logprob_stream"]
 
@@ -44,7 +44,7 @@ def logprob_stream(model, stream: np.ndarray, chunk: int = 16384) -> dict:
         rows = np.arange(t.size)
         Q = window_states(Hc[:, :W], model.keys, model.weights)
         nn, nd = tab.search(Hc[:, :W], Q, cfg.c_neighbours)
-        p = model.propose(Hc, 64 if noise else 8, neighbours=(nn, nd))
+        p = model.propose(Hc, 64 if noise else PROPOSAL_K, neighbours=(nn, nd))
         ci, cp = p.c_ids, p.c_probs
         g = model.gate.prob_weight(p.c_dist, p.b_support, p.c_support)
         g_rank = p.gate_weight(model.gate, Hc[:, 0]).astype(np.float64)

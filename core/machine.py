@@ -54,9 +54,15 @@ from core.windows import WindowTable, history, window_states, window_weights
 __all__ = [
     "history", "window_weights", "window_states", "WindowTable", "Gate", "GATE_GRID",
     "Proposals",
-    "PROB_GRID",
+    "PROB_GRID", "PROPOSAL_K",
     "key_scale", "mix_topk",
 ]
+
+
+#: Length of B's and C's proposal lists that the gate, the mixture, the
+#: likelihood and the prompt-memory fit read (C's vote of K windows rarely
+#: names more successors with any mass; the top-5 figures need 5).
+PROPOSAL_K = 8
 
 
 def key_scale(keys: np.ndarray, metric: Metric) -> float:

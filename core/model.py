@@ -93,6 +93,7 @@ from core.index import HashIndex
 from core.keys import KeyStore
 from core.likelihood import logprob_stream
 from core.machine import (
+    PROPOSAL_K,
     Gate,
     Proposals,
     WindowTable,
@@ -297,7 +298,7 @@ class Model:
 
     def topk_histories(self, H: np.ndarray, k: int = 5) -> dict:
         """Gated top-k for history rows ``H``; also B's and C's own top-k and the gate."""
-        p = self.propose(H, max(k, 8))
+        p = self.propose(H, max(k, PROPOSAL_K))
         g = p.gate_weight(self.gate, H[:, 0])
         mi, mp = p.mix(g, k)
         return {"ids": mi, "probs": mp, "b_ids": p.b_ids[:, :k], "c_ids": p.c_ids[:, :k],
@@ -469,10 +470,8 @@ class Model:
 
     def layer_info(self, ids: np.ndarray, stop_below: float | None = None) -> LayerInfo:
         """The prompt's layers (:func:`core.signatures.layer_info`), similar training sentences."""
-        try:
-            from core.signatures import layer_info
-        except ImportError:  # pragma: no cover - layers module missing
-            return LayerInfo(self.config.op, [], np.zeros(0, np.float32), -1, [])
+        from core.signatures import layer_info
+
         # exact snapping: least-squares points lie far from every key, where the
         # hash index (tuned for queries near a key) loses recall
         return layer_info(ids, self.keys, self.nearest_keys, self.config.op,
@@ -508,10 +507,8 @@ class Model:
         return list(out.items())
 
     def _build_signatures(self, progress=None, cancel=None) -> None:
-        try:
-            from core.signatures import SignatureBank
-        except ImportError:  # pragma: no cover
-            return
+        from core.signatures import SignatureBank
+
         c = self.counts
         self.signature_bank = SignatureBank.build(
             (c.sentences, c.sent_offsets), self.keys, op=self.config.op,
