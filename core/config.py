@@ -28,9 +28,29 @@ import numpy as np
 
 from core.tokenize import TOKENIZERS
 
-__all__ = ["SCHEMA_VERSION", "SETTINGS", "Setting", "TrainConfig", "setting"]
+__all__ = ["SCHEMA_VERSION", "SETTINGS", "Setting", "TrainConfig", "TRAINING_STAGES",
+           "overall_progress", "setting"]
 
 SCHEMA_VERSION = 1
+
+#: The stages of :func:`core.model.train`, in order, as its ``progress`` names
+#: them (``corpus`` is skipped for a loaded corpus). Declared here, beside the
+#: settings, so the window can say "stage 3 of 8" without importing the model.
+TRAINING_STAGES = ("corpus", "counting", "prototypes", "index", "windows", "gate", "memory",
+                   "signatures")
+
+
+def overall_progress(stage: str, fraction: float) -> tuple[int, float] | None:
+    """``(stage number from 1, overall fraction)`` of a training stage, None for another name.
+
+    Each stage counts as one equal part of the whole: the bar moves inside
+    every stage, and its position says how many stages are behind.
+    """
+    if stage not in TRAINING_STAGES:
+        return None
+    i = TRAINING_STAGES.index(stage)
+    f = min(max(float(fraction), 0.0), 1.0)
+    return i + 1, (i + f) / len(TRAINING_STAGES)
 
 
 @dataclass(frozen=True)

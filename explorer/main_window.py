@@ -59,6 +59,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from core.config import overall_progress
 from core.corpus import default_corpus_path
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
@@ -66,7 +67,7 @@ from explorer.explanation import ExplanationScheduler, model_only_explanation
 from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState
-from explorer.training_panel import CACHED_CURVES, TrainingPanel
+from explorer.training_panel import CACHED_CURVES, TrainingPanel, progress_text
 from explorer.worker import (
     TaskSlot,
     freeze_long_lived_objects,
@@ -695,8 +696,10 @@ class MainWindow(QMainWindow):
             hint = ""
             if stage == "loading the model code":
                 hint = " (the first start compiles the kernels: a minute or two)"
-            self._set_start_text(f"first model: {stage} — {100 * fraction:.0f}%{hint}",
-                                 fraction if stage != "loading the model code" else None)
+            where = overall_progress(stage, fraction)
+            self._set_start_text(f"first model: {progress_text(stage, fraction)}{hint}",
+                                 None if stage == "loading the model code"
+                                 else where[1] if where else fraction)
 
     def _on_trained(self, result) -> None:
         model, cached = result

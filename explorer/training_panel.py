@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.config import SETTINGS, Setting, setting
+from core.config import SETTINGS, TRAINING_STAGES, Setting, overall_progress, setting
 
 PANEL_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.panel)
 FLOAT_DECIMALS = 3
@@ -94,6 +94,14 @@ def make_widget(s: Setting) -> QWidget:
     w.setObjectName(s.name)
     w.setToolTip(s.describe())
     return w
+
+
+def progress_text(stage: str, fraction: float, eta: float | None = None) -> str:
+    """"stage 6 of 8 · gate 40% · eta 12 s" for a training stage, else "stage 40%" (+ eta)."""
+    where = overall_progress(stage, fraction)
+    head = f"stage {where[0]} of {len(TRAINING_STAGES)} · " if where else ""
+    tail = "" if eta is None else f" · {format_eta(eta)}"
+    return f"{head}{stage} {100 * fraction:.0f}%{tail}"
 
 
 def format_eta(seconds: float) -> str:
@@ -236,8 +244,9 @@ class TrainingPanel(QWidget):
             self._stage, self._stage_t0 = stage, now
         el = now - self._stage_t0
         eta = el * (1 - fraction) / fraction if fraction > 0.01 else float("nan")
-        self.bar.setValue(int(1000 * max(0.0, min(1.0, fraction))))
-        self.bar.setFormat(f"{stage} — {100 * fraction:.0f}% — {format_eta(eta)}")
+        self.bar.setFormat(progress_text(stage, fraction, eta))
+        where = overall_progress(stage, fraction)
+        self.bar.setValue(int(1000 * (where[1] if where else max(0.0, min(1.0, fraction)))))
         if info:
             history = info.get("_history") or [(stage, fraction, info)]
             for st, fr, figures in history:

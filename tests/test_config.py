@@ -239,3 +239,34 @@ def test_panel_skips_saved_values_the_declaration_refuses(qtbot):
     v = p.values()
     assert (v["dim"], v["metric"], v["alpha"]) == (24, "digit", 0.25)
     assert v["window"] == setting("window").default and v["probes"] == setting("probes").default
+
+
+def test_training_stages_give_one_overall_progress():
+    """Each stage is one equal part of the bar; the text says which stage of how many."""
+    from core.config import TRAINING_STAGES, overall_progress
+    from core.model import train
+
+    seen = []
+    train(["resources/samples/python_docs.txt"],
+          TrainConfig(signatures=True, prototypes=16, memory=0),
+          progress=lambda st, fr, info=None: seen.append(st))
+    order = [st for i, st in enumerate(seen) if i == 0 or st != seen[i - 1]]
+    assert order == [st for st in TRAINING_STAGES if st in order]  # named in declared order
+    assert set(order) >= set(TRAINING_STAGES) - {"memory"}
+    assert overall_progress("counting", 0.0) == (2, 1 / 8)
+    assert overall_progress("signatures", 1.0) == (8, 1.0)
+    assert overall_progress("compiling kernels", 0.5) is None
+
+
+def test_panel_shows_the_stage_of_all_and_moves_the_bar_overall(qtbot):
+    from explorer.training_panel import TrainingPanel
+
+    p = TrainingPanel()
+    qtbot.addWidget(p)
+    p.set_running(True)
+    p.on_progress("gate", 0.4, None)
+    assert p.bar.format().startswith("stage 6 of 8 · gate 40% · eta")
+    assert p.bar.value() == int(1000 * 5.4 / 8)
+    p.on_progress("compiling kernels", 0.25, {"part": "gate"})
+    assert p.bar.format().startswith("compiling kernels 25%")
+    assert p.bar.value() == 250

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from core.config import TRAINING_STAGES, overall_progress
+
 __all__ = ["Progress", "UserError", "user_errors"]
 
 
@@ -18,6 +20,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from core.modelfile import ModelFileError
 
     return (UserError, FileNotFoundError, PermissionError, CorpusError, ModelFileError)
+
+
+def _label(stage: str) -> str:
+    """``[6/8] gate`` for a training stage (:data:`core.config.TRAINING_STAGES`), else the name."""
+    where = overall_progress(stage, 0.0)
+    return f"[{where[0]}/{len(TRAINING_STAGES)}] {stage}" if where else stage
 
 
 class Progress:
@@ -45,13 +53,13 @@ class Progress:
                 sys.stderr.write("\n")
             self._stage, self._t0, self._last = stage, now, 0.0
             if not self._tty:
-                sys.stderr.write(f"{stage} ...\n")
+                sys.stderr.write(f"{_label(stage)} ...\n")
         if not self._tty or (now - self._last < self.interval and fraction < 1.0):
             return
         self._last = now
         elapsed = now - self._t0
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else float("nan")
-        sys.stderr.write(f"\r{stage:<24} {100 * fraction:5.1f}%  eta {eta:5.1f} s ")
+        sys.stderr.write(f"\r{_label(stage):<30} {100 * fraction:5.1f}%  eta {eta:5.1f} s ")
         sys.stderr.flush()
 
     def done(self) -> None:

@@ -173,6 +173,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = _progress(args)
     if args.shards < 0:
         raise UserError(f"--shards must be at least 0, got {args.shards}")
+    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
+        from core.warmup import compile_kernels
+
+        compile_kernels(progress)  # a fresh install: compilation as its own stage
     if args.shards:
         from core.shard import train_sharded
 
