@@ -196,6 +196,10 @@ class Generation:
     n_drafted, n_accepted, rounds : int
         Tokens B drafted in all (discarded ones included), those kept, and
         verification passes (0 for the other methods).
+    retrieved : int
+        Beam and SMC: the training pair whose output is the kept stub, when
+        a retrieved stub (:func:`core.decoding._retrieved_stubs`) won; -1
+        for a generated stub.
     """
 
     method: str
@@ -215,6 +219,7 @@ class Generation:
     n_drafted: int = 0
     n_accepted: int = 0
     rounds: int = 0
+    retrieved: int = -1
 
 
 @dataclass

@@ -167,6 +167,19 @@ class PromptMemory:
         """Nearest training pairs of every input and their cosines ([q, k] each)."""
         return self.retrieval.topk(in_ids, in_offsets, self.k, exclude)
 
+    def outputs(self, nb: np.ndarray, nw: np.ndarray, n: int) -> list[tuple[int, np.ndarray]]:
+        """The outputs of the first ``n`` neighbours in one row ``nb``/``nw`` (``(pair, ids)``)."""
+        r = self.retrieval
+        out = []
+        for d, w in zip(np.ravel(nb), np.ravel(nw), strict=True):
+            if len(out) >= n:
+                break
+            if d < 0 or w <= 0:
+                continue
+            lo, hi = int(r.out_offsets[d]), int(r.out_offsets[d + 1])
+            out.append((int(d), np.asarray(r.out_ids[lo:hi], np.int32)))
+        return out
+
     def vote(self, stubs: list, nb: np.ndarray, nw: np.ndarray, k: int):
         """Vote for stubs (lists of ids) with neighbour rows ``nb``/``nw`` ([n, K]).
 

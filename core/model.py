@@ -229,6 +229,13 @@ class Model:
             return None
         return nb, nw
 
+    def retrieved_outputs(self, mem, n: int) -> list[tuple[int, np.ndarray]]:
+        """The outputs of the ``n`` nearest training pairs of a :meth:`memory_for` handle."""
+        if mem is None:
+            return []
+        nb, nw = mem
+        return self.memory.outputs(nb[0], nw[0], n)
+
     def apply_memory(self, out: dict, stubs: list, mem, k: int) -> dict:
         """Mix the prompt memory's vote into ``topk_histories`` output for ``stubs``."""
         nb, nw = mem

@@ -105,8 +105,8 @@ class _OnlyProtocol:
 
     def __init__(self, m: Model) -> None:
         self.config, self.keys = m.config, m.keys
-        for name in ("band", "memory_for", "history_of", "candidates", "draft", "probe",
-                     "prototypes_of", "decode"):
+        for name in ("band", "memory_for", "retrieved_outputs", "history_of", "candidates",
+                     "draft", "probe", "prototypes_of", "decode"):
             setattr(self, name, getattr(m, name))
 
 
@@ -154,3 +154,47 @@ def test_bench_generate_prints_a_row_per_corpus(capsys):
     assert r["prompts"] == 4 and r["equal"] == 4
     assert r["greedy_tokens_per_s"] > 0 and r["speculative_tokens_per_s"] > 0
     assert 0 <= r["acceptance_rate"] <= 1 and r["accepted"] <= r["drafted"]
+
+
+def test_retrieved_stubs_are_scored_like_generated_ones(pairs_model):
+    """A retrieved stub's score is the step-by-step score of forcing its tokens, one row a call."""
+    from core.decoding import FLOOR, TOP_K, _emit, _retrieved_stubs, _Run, _Stub
+    from core.stopping import RunningStats
+
+    m = pairs_model
+    ids = m.encode("abs")
+    mem = m.memory_for(ids)
+    assert mem is not None
+    run = _Run(m.band(ids), float(m.config.band_weight), 48, 0)
+    stubs = _retrieved_stubs(m, ids, mem, 2, run, TOP_K)
+    outs = m.retrieved_outputs(mem, 2)
+    assert [s.retrieved for s in stubs] == [d for d, _ in outs] and stubs
+    for s, (_, o) in zip(stubs, outs, strict=True):
+        assert s.ids == o.tolist() and s.done == "eos"
+        want = _Stub([], [], RunningStats.empty(m.keys.shape[1]))
+        for tok in o.tolist() + [EOS]:
+            H = m.history_of(np.concatenate([ids, np.asarray(want.ids, np.int32)]))[None]
+            cand = m.candidates(H, TOP_K, [want.ids], mem)
+            hit = np.flatnonzero(cand.ids[0] == tok)
+            rest = (1 - cand.probs[0][cand.ids[0] >= 0].astype(np.float64).sum()) / \
+                (m.V - (cand.ids[0] >= 0).sum())
+            p = float(cand.probs[0, hit[0]]) if hit.size else max(float(rest), FLOOR)
+            want = _emit(want, cand, 0, tok, p, m.keys, run)
+        assert s.logp == pytest.approx(want.logp, rel=1e-9)
+        assert s.phi == pytest.approx(want.phi, rel=1e-9)
+
+
+def test_generation_records_the_kept_retrieved_stub(pairs_model):
+    m = pairs_model
+    c = m.counts
+    ids = c.sentences[c.sent_offsets[0]:c.sent_offsets[1]][:6]
+    for method in ("greedy", "speculative"):
+        assert m.generate(ids, method=method, probes=False).retrieved == -1
+    outs = dict(m.retrieved_outputs(m.memory_for(ids), 4))
+    for method in ("beam", "smc"):
+        g = decode(m, ids, ids, method, 48, None, 0, probes=False)
+        if g.retrieved >= 0:
+            np.testing.assert_array_equal(g.ids, outs[g.retrieved])
+            assert len(g.steps) == len(g.ids)
+        off = decode(m, ids, ids, method, 48, None, 0, probes=False, retrieved=0)
+        assert off.retrieved == -1
