@@ -87,9 +87,6 @@ def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
             threads = get_num_threads()
             if n < min_parallel or threads < 2:
                 return seq(*args)
-            chunks = min(4 * threads, max(1, n // 64))
-            cuts = np.linspace(0, n, chunks + 1).astype(np.int64)
-            pool = _pool(threads)
 
             def part(a: int, b: int):
                 cut = list(args)
@@ -97,11 +94,17 @@ def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
                     cut[i] = args[i][a:b]
                 return seq(*cut)
 
+            # the first row runs here, in the calling thread: a kernel is compiled
+            # (or loaded) there, never by two pool threads at once
+            first = part(0, 1)
+            chunks = min(4 * threads, max(1, (n - 1) // 64))
+            cuts = np.linspace(1, n, chunks + 1).astype(np.int64)
+            pool = _pool(threads)
             _gc_paused(True)
             try:
                 futures = [pool.submit(part, int(a), int(b))
                            for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-                return _join([f.result() for f in futures])
+                return _join([first] + [f.result() for f in futures])
             finally:
                 _gc_paused(False)
 
