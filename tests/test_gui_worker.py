@@ -40,3 +40,17 @@ def test_cycles_made_on_a_worker_are_collected_on_the_gui_thread(qtbot):
     qtbot.waitUntil(lambda: bool(where), timeout=10000)
     assert where == [threading.get_ident()]
     slot.wait()
+
+
+def test_model_cache_key_follows_the_model_code(tmp_path, monkeypatch):
+    """Another release of the training code trains anew instead of showing an old model."""
+    from core.config import TrainConfig
+    from explorer import worker
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n")
+    cfg = TrainConfig()
+    first = worker.model_cache_path([str(corpus)], cfg)
+    assert worker.model_cache_path([str(corpus)], cfg) == first
+    monkeypatch.setattr(worker, "core_digest", lambda: "another release")
+    assert worker.model_cache_path([str(corpus)], cfg) != first
