@@ -508,7 +508,7 @@ class MainWindow(QMainWindow):
                 ("hash index", f"bucket size {cfg.bucket_size}, probes {cfg.probes}")]
         figs = m.figures or {}
         names = (("tokens", "training tokens", "{:,.0f}"),
-                 ("loo_top1_running", "held-out top-1", "{:.3f}"),
+                 ("loo_top1_running", "leave-one-out top-1", "{:.3f}"),
                  ("win_rate_c", "C wins, share of steps", "{:.3f}"),
                  ("train_seconds", "training time", "{:.1f} s"))
         for key, name, fmt in names:
@@ -706,7 +706,7 @@ class MainWindow(QMainWindow):
         self.training_panel.set_running(False)
         figs = getattr(model, "figures", None) or {}
         final = ", ".join(f"{name} {figs[k]:.2f}" for k, name in (
-            ("loo_top1_running", "held-out top-1"), ("win_rate_c", "C wins"))
+            ("loo_top1_running", "leave-one-out top-1"), ("win_rate_c", "C wins"))
             if isinstance(figs.get(k), (int, float)))
         self.training_panel.set_message(("loaded from cache" if cached else "trained")
                                         + (f" — {final}" if final else ""), 1.0)

@@ -4,9 +4,10 @@ The form is generated from the declared settings
 (:data:`core.config.SETTINGS`, those marked ``panel``): each widget's label,
 range, default and tooltip come from the declaration, so the panel accepts
 exactly what :class:`core.config.TrainConfig` accepts. Progress arrives as
-``(stage, fraction, info)``: the bar shows the stage, percentage and an ETA
-extrapolated within the stage; every numeric value in ``info`` (win rates,
-held-out accuracy, losses) becomes a live curve against training progress,
+``(stage, fraction, info)``: the bar shows "stage 6 of 8 · gate 40% · eta"
+(an ETA extrapolated within the stage) and moves over the whole run; every
+numeric value in ``info`` (win rates, the gated model's leave-one-out
+accuracy over the gate's steps, losses) becomes a live curve against training progress,
 the percentage of the stage that reported it (the gate stage, where B and
 C predict every training step), with every
 report the worker's throttle merged (``info["_history"]``). Names read as
@@ -48,14 +49,14 @@ from core.config import SETTINGS, TRAINING_STAGES, Setting, overall_progress, se
 PANEL_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.panel)
 FLOAT_DECIMALS = 3
 CURVE_REDRAW_S = 0.25
-NO_CURVES = "live curves of win rates and held-out accuracy appear while training"
+NO_CURVES = "live curves of win rates and leave-one-out accuracy appear while training"
 CACHED_CURVES = "loaded from cache; train to see live curves"
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 CURVE_NAMES = {
     "win_rate_c": "C wins, share of steps",
     "win_rate_b": "B wins, share of steps",
-    "heldout_top1": "held-out top-1",
-    "loo_top1_running": "held-out top-1",
+    "heldout_top1": "leave-one-out top-1",
+    "loo_top1_running": "leave-one-out top-1",
 }
 STAGE_AXIS = {"gate": "training progress: gate stage (%)"}
 

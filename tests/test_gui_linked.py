@@ -287,9 +287,9 @@ def test_training_curves_against_progress_with_readable_names(make_window, qtbot
         assert xs == sorted(xs) and len(xs) >= 1  # the sample is one chunk of the gate pass
         assert len(p.curves[key].xData) == len(xs)
     legend = p.curves_legend.text()
-    assert "C wins, share of steps" in legend and "held-out top-1" in legend
+    assert "C wins, share of steps" in legend and "leave-one-out top-1" in legend
     assert "_" not in legend.replace("&nbsp;", " ")
     assert p.curves_plot.getAxis("bottom").labelText == "training progress: gate stage (%)"
     # the final figures stay after training, and the bar says them
     assert p.curves_stack.currentWidget() is p.curves_page
-    assert "trained" in p.bar.format() and "held-out top-1" in p.bar.format()
+    assert "trained" in p.bar.format() and "leave-one-out top-1" in p.bar.format()

@@ -205,6 +205,6 @@ def test_every_view_has_help_and_the_help_menu_reads_the_model(make_window, qtbo
     w.act_about.trigger()
     text = w.last_message.text()
     assert __version__ in text and "python_docs.txt" in text
-    assert f"{w.model.V:,} tokens" in text and "held-out top-1" in text
+    assert f"{w.model.V:,} tokens" in text and "leave-one-out top-1" in text
     assert str(w.model_file()) in text
     w.last_message.close()
