@@ -1,115 +1,54 @@
 """Numba helpers shared by the core kernels.
 
-:func:`batched` runs a row-wise batch kernel over threads without numba's
-``parallel=True``: the kernel is compiled once, serially (``prange`` is then
-a plain ``range``), and a large batch is cut into row chunks that run on a
-thread pool; the kernel is ``nogil``, so the chunks run at once. Compiling
-each kernel a second time with ``parallel=True`` (as this module did) cost
-about 40% of a fresh install's compilation (the threaded variants of C's
-search, its vote and the Kneser-Ney walk took 7-8 s each), for the same
-speed: rows are independent, so chunks need no coordination, and several
-chunks per thread balance uneven rows (queries of frequent tokens cost
-100x others). Batches smaller than ``min_parallel`` rows run in the calling
-thread: a one-row call (one step of a generation typed in the window) would
-pay more for the pool than for its work. The thread count is numba's
-(:func:`numba.get_num_threads`), so a caller that lowered it (the window
-keeps a core for the GUI) gets fewer chunks. Kernels are ``cache=True,
-nogil=True`` module-level functions without closures or dynamic globals, so
-the on-disk cache is reused by the next process.
+:func:`batched` compiles a batch kernel twice, ``prange`` threads for large
+batches and serial for small ones. Launching numba's thread pool costs
+milliseconds on a busy machine, more than a whole one-row call (one step of
+a generation for a prompt typed in the window), so batches smaller than
+``min_parallel`` rows (the first argument's length) run serially. Both
+versions are ``cache=True, nogil=True``: they are module-level functions
+without closures or dynamic globals, so the on-disk cache is reused by the
+next process.
+
+Tried and reverted: running the serial kernel in row chunks on a Python
+thread pool instead of compiling a ``parallel=True`` twin. It halved a fresh
+install's compilation (58 s to 30 s for the first training of the default
+corpus) at the same speed, but the full test suite then crashed now and
+then inside the GUI thread's garbage collection (3 of about 10 runs, one a
+fresh-clone CI run), and numba's own threads never run Python. ``split``
+(the positions of the per-row arguments) is kept on the kernels for when
+that is taken up again.
 """
 
 from __future__ import annotations
 
-import gc
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import types
 
 import numpy as np
-from numba import get_num_threads, njit
+from numba import njit
 
 __all__ = ["batched"]
 
-_POOL: list[ThreadPoolExecutor] = []
-_POOL_LOCK = threading.Lock()
-_GC = {"depth": 0, "was_enabled": False}
-
-
-def _gc_paused(enter: bool) -> None:
-    """Pause Python's automatic collector while chunks run on the pool's threads.
-
-    A collection triggered by an allocation on a pool thread could free a Qt
-    object's wrapper off the GUI thread (see :mod:`explorer.worker`); the
-    chunks allocate little, so nothing is lost by collecting after them.
-    Nested and concurrent batches count; the last one out restores the state
-    the first one found (the window keeps it disabled and collects itself).
-    """
-    with _POOL_LOCK:
-        if enter:
-            if _GC["depth"] == 0:
-                _GC["was_enabled"] = gc.isenabled()
-                gc.disable()
-            _GC["depth"] += 1
-        else:
-            _GC["depth"] -= 1
-            if _GC["depth"] == 0 and _GC["was_enabled"]:
-                gc.enable()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The shared worker threads of :func:`batched` (made once, on first use)."""
-    with _POOL_LOCK:
-        if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max(2, workers), thread_name_prefix="noisekey-kernel"))
-        return _POOL[0]
-
-
-def _join(parts: list):
-    """Concatenate chunk results (an array or a tuple of arrays) along rows."""
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-    return np.concatenate(parts)
-
 
 def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
-    """Decorator: ``fn(*args)`` runs in row chunks on threads when ``len(args[0]) >= min_parallel``.
+    """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``.
 
-    ``split`` lists the positions of the arguments that hold one row per
-    query (cut with the first); the others are shared. Results (an array or a
-    tuple of arrays, one row per query) are joined in order, so the output
-    equals a single call's.
+    ``split`` names the arguments that hold one row per query (documentation
+    of the kernel's shape contract; numba's ``prange`` splits the rows).
     """
 
     def wrap(fn):
-        seq = njit(cache=True, nogil=True)(fn)
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                    fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"
+        serial.__module__ = fn.__module__
+        par = njit(cache=True, nogil=True, parallel=True)(fn)
+        seq = njit(cache=True, nogil=True)(serial)
 
         def call(*args):
-            n = args[0].shape[0]
-            threads = get_num_threads()
-            if n < min_parallel or threads < 2:
-                return seq(*args)
-
-            def part(a: int, b: int):
-                cut = list(args)
-                for i in split:
-                    cut[i] = args[i][a:b]
-                return seq(*cut)
-
-            # the first row runs here, in the calling thread: a kernel is compiled
-            # (or loaded) there, never by two pool threads at once
-            first = part(0, 1)
-            chunks = min(4 * threads, max(1, (n - 1) // 64))
-            cuts = np.linspace(1, n, chunks + 1).astype(np.int64)
-            pool = _pool(threads)
-            _gc_paused(True)
-            try:
-                futures = [pool.submit(part, int(a), int(b))
-                           for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-                return _join([first] + [f.result() for f in futures])
-            finally:
-                _gc_paused(False)
+            return (par if args[0].shape[0] >= min_parallel else seq)(*args)
 
         call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        call.serial = seq
+        call.parallel, call.serial, call.split = par, seq, split
         return call
 
     return wrap

@@ -355,11 +355,10 @@ def _spread(kernel, Q, qtoks, qprev, own, *rest):
     """Run a :func:`_group_search` over queries in a fixed shuffled order.
 
     Queries come sorted by window (training rows), so the costly ones (the
-    groups of frequent tokens) sit together and a few row chunks
-    (:func:`core.jit.batched`) would hold them all; a seeded permutation
-    spreads them over the chunks (1.3x on two cores over a dictionary's gate
-    queries). Results are returned in the original order and do not depend
-    on it.
+    groups of frequent tokens) sit together and ``prange``'s static split
+    would hand them all to one thread; a seeded permutation spreads them
+    (1.3x on two cores over a dictionary's gate queries). Results are
+    returned in the original order and do not depend on it.
     """
     n = Q.shape[0]
     if n < 256:
