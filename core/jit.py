@@ -29,12 +29,8 @@ from numba import njit
 __all__ = ["batched"]
 
 
-def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
-    """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``.
-
-    ``split`` names the arguments that hold one row per query (documentation
-    of the kernel's shape contract; numba's ``prange`` splits the rows).
-    """
+def batched(min_parallel: int = 256):
+    """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``."""
 
     def wrap(fn):
         serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
@@ -48,7 +44,7 @@ def batched(min_parallel: int = 256, split: tuple[int, ...] = (0,)):
             return (par if args[0].shape[0] >= min_parallel else seq)(*args)
 
         call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        call.parallel, call.serial, call.split = par, seq, split
+        call.parallel, call.serial = par, seq
         return call
 
     return wrap

@@ -135,7 +135,7 @@ PROB_GRID = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6,
                       0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999])
 
 
-@batched(split=(0, 1, 2, 3, 4))
+@batched()
 def _grid_hits(bi, bp, ci, cp, target, grid):
     """``rank[i, r]``: rank of step ``i``'s target under ``(1−g_r)·p_B + g_r·p_C``.
 
@@ -429,7 +429,7 @@ class Gate:
         return g
 
 
-@batched(split=(0, 1, 2, 3, 4))
+@batched()
 def _mix(bi, bp, ci, cp, g, k):
     """Top-k of ``(1−g)·p_B + g·p_C`` over the union of both candidate lists."""
     n = bi.shape[0]

@@ -92,7 +92,7 @@ def _topk_direct(Q, KT, k2, k):
     return ids, dist
 
 
-@batched(min_parallel=16, split=(0, 2))
+@batched(min_parallel=16)
 def _topk_rows(G, k2, q2, k):
     """Top-k smallest ``d2[b, v] = q2[b] - 2 G[b, v] + k2[v]`` per row (ties: smaller id).
 

@@ -117,7 +117,7 @@ def _residual_one(A, Y, keys, ids, R):
     return tot
 
 
-@batched(split=(0, 3))
+@batched()
 def _residuals(Y, A, keys, ids):
     """``res[b] = ||A K[ids[b]] - Y[b]||_F^2``; Y float32 [B, r, d], ids int64 [B, n]."""
     B = ids.shape[0]
@@ -130,7 +130,7 @@ def _residuals(Y, A, keys, ids):
     return res
 
 
-@batched(split=(0, 3, 4))
+@batched()
 def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
     """Exact coordinate descent on ``||A K[ids] - Y||_F^2`` over candidate keys.
 
@@ -449,7 +449,7 @@ def _hg_row(keys, ids, i, m, buf):
     return buf[0]
 
 
-@batched(split=(0, 3))
+@batched()
 def _hg_descent(Y, m, keys, ids, pool, sweeps):
     """Coordinate descent on ``sum_i ||H_m(K[ids])_i - Y_i||^2`` over a key pool.
 

@@ -12,8 +12,7 @@ see :mod:`core.jit`), generates with every method and builds one
 explanation, reporting ``progress("compiling kernels", fraction, info)``
 from the stages of that run. Whether the kernels are already compiled is
 read from a marker file (:func:`marker_path`) keyed by numba's version, the
-CPU, the cache folder and the size and modification time of every core
-source file (numba's own cache is keyed by those source files too), so a
+CPU, the cache folder and the core sources (:func:`source_digest`), so a
 warm start skips the warm-up entirely; an edited kernel makes the marker
 stale and the warm-up runs once more.
 
@@ -23,6 +22,7 @@ it is visible, counted and cancellable between stages.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["compile_kernels", "kernels_ready", "marker_path"]
+__all__ = ["compile_kernels", "kernels_ready", "marker_path", "source_digest"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
@@ -40,6 +40,22 @@ CancelFn = Callable[[], bool]
 #: so the gate's batches pass :func:`core.jit.batched`'s threshold.
 WARMUP_LINES = 400
 STAGE = "compiling kernels"
+
+
+@functools.lru_cache(maxsize=1)
+def source_digest() -> str:
+    """BLAKE2b of every ``core`` source file's path and bytes (read once per process).
+
+    What the model code is: the warm-up marker and the window's model cache
+    (:func:`explorer.worker.model_cache_path`) are keyed by it, so an edited
+    kernel compiles again and a new release trains anew. About 5 ms.
+    """
+    h = hashlib.blake2b(digest_size=12)
+    root = Path(__file__).resolve().parent
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def _fingerprint() -> str:
@@ -51,10 +67,7 @@ def _fingerprint() -> str:
     h.update(platform.processor().encode())
     h.update(str(os.environ.get("NUMBA_CACHE_DIR", "")).encode())
     h.update(str(numba.config.NUMBA_NUM_THREADS).encode())
-    core = Path(__file__).resolve().parent
-    for p in sorted(core.rglob("*.py")):
-        st = p.stat()
-        h.update(f"{p.relative_to(core)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(source_digest().encode())
     return h.hexdigest()
 
 

@@ -254,7 +254,7 @@ def _centres(states, off, code, f, lam, D):
     return C, R
 
 
-@batched(split=(0, 1, 2, 3))
+@batched()
 def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT,
                   sub_r, grp_c, grp_r, tot, K, code, f, lam, D):
     """K nearest training windows among those whose current token is in ``qtoks[i]``.
@@ -299,7 +299,7 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
     return ids, ds
 
 
-@batched(split=(0, 1, 2, 3))
+@batched()
 def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
     """C's distribution from neighbour lists.
 

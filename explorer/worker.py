@@ -38,14 +38,13 @@ Patterns (Orange's ``ConcurrentMixin``, superqt's thread workers):
   then caches trained models in the user cache directory
   under a bounded, cancellable hash of the corpus files (:func:`corpus_hash`),
   the training config, the model-file format version and the model code
-  (:func:`core_digest`), so a warm start
+  (:func:`core.warmup.source_digest`), so a warm start
   loads instead of training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
 import hashlib
 import json
@@ -499,33 +498,15 @@ def model_cache_path(paths: Sequence[str | os.PathLike], config: object,
     """Cache file for a model of ``paths`` trained with ``config`` (``cancel``: see
     :func:`corpus_hash`)."""
     from core.modelfile import FORMAT_VERSION
+    from core.warmup import source_digest
 
     cfg = json.dumps(config_dict(config), sort_keys=True, default=str)
     h = hashlib.blake2b(digest_size=12)
     h.update(corpus_hash(paths, cancel).encode())
     h.update(cfg.encode())
     h.update(str(FORMAT_VERSION).encode())
-    h.update(core_digest().encode())  # a new release trains anew: its model may differ
+    h.update(source_digest().encode())  # a new release trains anew: its model may differ
     return cache_dir() / f"{h.hexdigest()}.nkm"
-
-
-@functools.lru_cache(maxsize=1)
-def core_digest() -> str:
-    """BLAKE2b of the model code (every ``core`` source file): part of the cache key.
-
-    The same corpus and settings give another model when the training code
-    changes (a new gate, say); a model cached by an earlier release would
-    otherwise be shown as if this one had trained it. About 40 files, read
-    once per process.
-    """
-    import core
-
-    h = hashlib.blake2b(digest_size=12)
-    root = Path(core.__file__).resolve().parent
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def make_config(cls: type, config: object) -> object:

@@ -52,5 +52,5 @@ def test_model_cache_key_follows_the_model_code(tmp_path, monkeypatch):
     cfg = TrainConfig()
     first = worker.model_cache_path([str(corpus)], cfg)
     assert worker.model_cache_path([str(corpus)], cfg) == first
-    monkeypatch.setattr(worker, "core_digest", lambda: "another release")
+    monkeypatch.setattr("core.warmup.source_digest", lambda: "another release")
     assert worker.model_cache_path([str(corpus)], cfg) != first

@@ -259,7 +259,7 @@ def _kn_query_ta(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx
     return tot[n]
 
 
-@batched(split=(0, 1))
+@batched()
 def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
                  disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
     rows = H.shape[0]
@@ -278,7 +278,7 @@ def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx
     return ids, probs, support
 
 
-@batched(split=(0, 1))
+@batched()
 def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
               uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
     rows = H.shape[0]
@@ -297,7 +297,7 @@ def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_of
     return ids, probs, support
 
 
-@batched(split=(0, 1))
+@batched()
 def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
              uni_cont, uni_total, uni_dsum, uniform):
     """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`.
