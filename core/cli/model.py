@@ -262,6 +262,9 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
         raise UserError("--prompts and --repeat must be at least 1")
     if not 0 < args.split < 1:
         raise UserError(f"--split must be between 0 and 1, got {args.split}")
+    from core.files import find_files
+
+    find_files(args.corpus)  # a missing or unreadable corpus: one line, before any output
     if not args.json:
         print(f"greedy vs speculative (B drafts {args.draft}); tokens/s include the per-prompt "
               "setup both share; accept = accepted / drafted tokens", flush=True)
