@@ -399,12 +399,10 @@ class BaseView(QWidget):
             if get_axis is None or not hasattr(item, "vb"):
                 continue
             for name in ("left", "bottom", "top", "right"):
-                axis = get_axis(name)
-                axis.enableAutoSIPrefix(False)
-                # painted from a pixmap while its range and size stay put: an axis
-                # (with its grid, which spans the plot) intersects every change in
-                # the plot, and replaying its tick texts cost more than the data
-                axis.setCacheMode(axis.CacheMode.DeviceCoordinateCache)
+                # not painted from a pixmap cache (DeviceCoordinateCache): it cut a
+                # keystroke's paint from 33 to 14 ms of CPU, but the suite then
+                # crashed now and then inside Qt's event processing between GUI tests
+                get_axis(name).enableAutoSIPrefix(False)
 
     def set_header(self, text: str) -> None:
         """The header's summary (plain text; elided to the header's width)."""
