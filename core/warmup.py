@@ -16,8 +16,11 @@ CPU, the cache folder and the core sources (:func:`source_digest`), so a
 warm start skips the warm-up entirely; an edited kernel makes the marker
 stale and the warm-up runs once more.
 
-Compilation is not faster for this (it is CPU-bound and holds the GIL);
-it is visible, counted and cancellable between stages.
+Compilation holds the GIL, so one process compiles on one core. With more
+cores the kernels recorded in :mod:`core.precompile`'s list are first
+compiled by one process per core into numba's cache, and the workload
+(:func:`run_workload`) then loads them and compiles only what the list
+missed (2.3 s when it missed nothing).
 """
 
 from __future__ import annotations
@@ -96,19 +99,65 @@ def _warmup_corpus(folder: Path) -> Path:
     return out
 
 
+def run_workload(progress: Callable[[str, float], None] | None = None,
+                 cancel: CancelFn | None = None) -> None:
+    """Train on the first lines of the bundled corpus, generate, explain.
+
+    Every kernel a first start needs is called once, with the argument types
+    a real run gives it. ``progress(part, fraction)`` reports the fraction of
+    the workload done: the training stages fill the first 80%, the four
+    decoding methods the rest.
+    """
+    from core.config import TrainConfig
+    from core.model import train
+
+    order = ["counting", "prototypes", "index", "windows", "gate", "memory", "signatures"]
+
+    def inner(stage: str, frac: float, info=None) -> None:
+        if progress is None or stage not in order:
+            return
+        progress(stage, 0.8 * (order.index(stage) + min(max(frac, 0.0), 1.0)) / len(order))
+
+    with tempfile.TemporaryDirectory(prefix="noisekey-warmup-") as tmp:
+        model = train([str(_warmup_corpus(Path(tmp)))], TrainConfig(), progress=inner,
+                      cancel=cancel)
+    for i, method in enumerate(("greedy", "beam", "smc", "speculative")):
+        if cancel is not None and cancel():
+            from core.corpus import Cancelled
+
+            raise Cancelled("cancelled while compiling kernels")
+        model.generate("the", method=method, max_len=6)
+        if progress:
+            progress(method, 0.8 + 0.05 * (i + 1))
+    model.explain("the function")
+    model.similar("the function")
+
+
+def _workers() -> int:
+    """Compiling processes: one per core, at most 8; 1 means compile here."""
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
 def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                    force: bool = False) -> float:
+                    force: bool = False, workers: int | None = None) -> float:
     """Compile (or load from numba's cache) the kernels of training and generation.
+
+    With more than one core the recorded kernels are first compiled by one
+    process per core (:func:`core.precompile.compile_parallel`, the first
+    75% of the bar); the workload (:func:`run_workload`) then loads them
+    from numba's cache and compiles whatever the list missed.
 
     Parameters
     ----------
     progress : callable, optional
-        ``progress("compiling kernels", fraction, {"part": stage})``.
+        ``progress("compiling kernels", fraction, {"part": what})``.
     cancel : callable, optional
-        Polled between and inside the warm-up's training stages; raises
-        :class:`core.corpus.Cancelled`.
+        Polled while the workers compile and between and inside the
+        warm-up's training stages; raises :class:`core.corpus.Cancelled`.
     force : bool
         Run even if :func:`kernels_ready` says the kernels are compiled.
+    workers : int, optional
+        Compiling processes (default: one per core, at most 8; 1: none).
 
     Returns
     -------
@@ -117,34 +166,27 @@ def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None 
     """
     if not force and kernels_ready():
         return 0.0
-    from core.config import TrainConfig
-    from core.model import train
+    from core.precompile import compile_parallel
 
     t0 = time.perf_counter()
-    # the warm-up's training stages map onto the first 80% of the bar
-    order = ["counting", "prototypes", "index", "windows", "gate", "memory", "signatures"]
-
-    def inner(stage: str, frac: float, info=None) -> None:
-        if progress is None or stage not in order:
-            return
-        done = (order.index(stage) + min(max(frac, 0.0), 1.0)) / len(order)
-        progress(STAGE, 0.8 * done, {"part": stage})
-
+    workers = _workers() if workers is None else workers
     if progress:
         progress(STAGE, 0.0, {"part": "loading"})
-    with tempfile.TemporaryDirectory(prefix="noisekey-warmup-") as tmp:
-        model = train([str(_warmup_corpus(Path(tmp)))], TrainConfig(), progress=inner,
-                      cancel=cancel)
-    for i, method in enumerate(("greedy", "beam", "smc")):
-        if cancel is not None and cancel():
-            from core.corpus import Cancelled
+    lo = 0.0
+    if workers > 1:
+        lo = 0.75
 
-            raise Cancelled("cancelled while compiling kernels")
-        model.generate("the", method=method, max_len=6)
+        def par(frac: float) -> None:
+            if progress:
+                progress(STAGE, lo * frac, {"part": f"{workers} processes"})
+
+        compile_parallel(workers, par, cancel)
+
+    def inner(part: str, frac: float) -> None:
         if progress:
-            progress(STAGE, 0.8 + 0.05 * (i + 1), {"part": method})
-    model.explain("the function")
-    model.similar("the function")
+            progress(STAGE, lo + (1.0 - lo) * 0.99 * frac, {"part": part})
+
+    run_workload(inner, cancel)
     if progress:
         progress(STAGE, 1.0, {"part": "done"})
     try:

@@ -12,6 +12,7 @@ from core.corpus import Cancelled
 def small(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # platformdirs' cache on Linux
     monkeypatch.setattr(warmup, "WARMUP_LINES", 120)
+    monkeypatch.setattr(warmup, "_workers", lambda: 1)  # the workload alone, in this process
     return tmp_path
 
 
@@ -42,3 +43,74 @@ def test_cancel_stops_the_warm_up(small):
     with pytest.raises(Cancelled):
         warmup.compile_kernels(cancel=lambda: True)
     assert not warmup.kernels_ready()
+
+
+def test_every_recorded_signature_names_a_kernel_of_that_arity():
+    import base64
+    import inspect
+    import pickle
+
+    from core import precompile
+
+    entries = precompile.load_manifest()
+    assert len(entries) > 20
+    for e in entries:
+        disp = precompile.resolve(e["kernel"])
+        n_args = len(inspect.signature(disp.py_func).parameters)
+        for s in e["sigs"]:
+            sig = pickle.loads(base64.b64decode(s))
+            assert len(sig) == n_args, e["kernel"]
+
+
+def test_assign_balances_the_recorded_seconds():
+    from core.precompile import assign
+
+    entries = [{"kernel": str(i), "seconds": s} for i, s in enumerate([5, 4, 3, 3, 1, 1])]
+    parts = assign(entries, 2)
+    loads = sorted(sum(e["seconds"] for e in p) for p in parts)
+    assert loads == [8, 9]
+    assert sorted(e["kernel"] for p in parts for e in p) == sorted(e["kernel"] for e in entries)
+
+
+def _cheap_entries(n):
+    from core.precompile import load_manifest
+
+    return sorted(load_manifest(), key=lambda e: e["seconds"])[:n]
+
+
+def test_workers_compile_into_numba_cache(monkeypatch, tmp_path):
+    from core.precompile import compile_parallel
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))  # the workers inherit it
+    seen = []
+    done = compile_parallel(2, seen.append, entries=_cheap_entries(3))
+    assert done == 3
+    assert seen[-1] == 1.0
+    assert len(list(tmp_path.rglob("*.nbi"))) >= 3  # one index per kernel compiled
+
+
+def test_cancel_kills_the_workers(monkeypatch, tmp_path):
+    import time
+
+    from core.precompile import compile_parallel
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    t0 = time.perf_counter()
+    with pytest.raises(Cancelled):
+        compile_parallel(2, cancel=lambda: True, entries=_cheap_entries(3))
+    assert time.perf_counter() - t0 < 10  # not waiting for the workers to finish
+
+
+def test_parallel_compilation_then_the_workload_report_one_rising_bar(small, monkeypatch):
+    from core import precompile
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(small / "numba"))
+    cheap = _cheap_entries(2)
+    monkeypatch.setattr(precompile, "load_manifest", lambda path=None: cheap)
+    seen = []
+    warmup.compile_kernels(lambda st, fr, info=None: seen.append((fr, (info or {})["part"])),
+                           workers=2)
+    fr = [f for f, _ in seen]
+    assert all(a <= b for a, b in zip(fr, fr[1:], strict=False))
+    assert "2 processes" in {p for _, p in seen} and fr[-1] == 1.0
+    assert warmup.kernels_ready()

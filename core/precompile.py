@@ -1,0 +1,240 @@
+"""Compiling the numba kernels in parallel processes, from a list of signatures.
+
+Numba compiles in Python (typing and lowering; LLVM's optimiser is a small
+part: ``NUMBA_OPT=1`` saves nothing here) and holds the GIL, so a first start
+compiles on one core however many it has: 47 s of compilation for the
+bundled corpus's first training on the 2-core development machine, spread
+over about 90 kernels, none above 3 s. Processes do not share a GIL. Every
+kernel is ``cache=True``, and numba loads a cached kernel in milliseconds, so
+other processes can compile while this one waits and then load what they
+wrote.
+
+What to compile is not known without running the model: the kernels are
+typed by their arguments on first call. :func:`record` runs the warm-up
+workload (:func:`core.warmup.run_workload`) with a fresh numba cache and
+writes every kernel signature compiled from Python (not the callees numba
+compiles inside them) with its seconds to ``kernel_signatures.json`` beside
+this module (signatures pickled: numba's own cache index stores them the
+same way). :func:`compile_parallel` splits the entries over ``workers``
+processes (``python -m core.precompile --part i --of n``; the longest first,
+each to the least loaded process, every signature of a kernel in the same
+process so that two never write one kernel's cache index at once) and
+reports progress from the files they append to.
+
+The list only makes compilation earlier: an entry that no longer matches its
+kernel (a renamed kernel, other argument types) is skipped, a kernel missing
+from the list compiles on first call as before, and anything a worker failed
+at is compiled by the warm-up workload that runs after it. After a change to
+the kernels' arguments, refresh the list with ``python -m core.precompile
+--record`` (about a minute); tests/test_warmup.py checks that every entry
+still names a kernel with that many arguments.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["MANIFEST", "assign", "compile_parallel", "load_manifest", "record",
+           "resolve"]
+
+#: The recorded kernel signatures (written by :func:`record`).
+MANIFEST = Path(__file__).with_name("kernel_signatures.json")
+POLL_S = 0.1
+
+
+def resolve(name: str):
+    """The numba dispatcher named ``"module:attr"`` or ``"module:attr.parallel|serial"``."""
+    mod, _, attr = name.partition(":")
+    attr, _, twin = attr.partition(".")
+    obj = getattr(importlib.import_module(mod), attr)
+    return getattr(obj, twin) if twin else obj
+
+
+def _dispatcher_names() -> dict[int, str]:
+    """id(dispatcher) -> name, for every kernel of the loaded ``core`` modules."""
+    from numba.core.dispatcher import Dispatcher
+
+    names: dict[int, str] = {}
+    for mod_name, mod in list(sys.modules.items()):
+        if not (mod_name == "core" or mod_name.startswith("core.")) or mod is None:
+            continue
+        for attr, obj in vars(mod).items():
+            for twin in ("", ".parallel", ".serial"):
+                d = getattr(obj, twin[1:], None) if twin else obj
+                if isinstance(d, Dispatcher) and d.py_func.__module__ == mod_name:
+                    names.setdefault(id(d), f"{mod_name}:{attr}{twin}")
+    return names
+
+
+def _record_here(out: Path) -> None:
+    """Run the warm-up workload here and write what it compiled from Python."""
+    from numba.core import event
+
+    from core.warmup import run_workload
+
+    seen: list[tuple[object, tuple, float]] = []
+    depth = [0]
+    started: list[float] = []
+
+    class _Top(event.Listener):
+        def on_start(self, e):
+            depth[0] += 1
+            started.append(time.perf_counter())
+
+        def on_end(self, e):
+            depth[0] -= 1
+            dt = time.perf_counter() - started.pop()
+            if depth[0] == 0:
+                seen.append((e.data["dispatcher"], tuple(e.data["args"]), dt))
+
+    event.register("numba:compile", _Top())
+    run_workload()
+    names = _dispatcher_names()
+    entries: dict[str, dict] = {}
+    for disp, sig, dt in seen:
+        name = names.get(id(disp))
+        if name is None:
+            continue  # not a core kernel (none are expected at the top level)
+        e = entries.setdefault(name, {"kernel": name, "seconds": 0.0, "sigs": []})
+        e["seconds"] = round(e["seconds"] + dt, 3)
+        e["sigs"].append(base64.b64encode(pickle.dumps(sig, protocol=4)).decode())
+    import numba
+
+    doc = {"numba": numba.__version__,
+           "entries": sorted(entries.values(), key=lambda e: -e["seconds"])}
+    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
+def record(out: Path = MANIFEST) -> None:
+    """Rewrite the signature list from a warm-up run with an empty numba cache."""
+    with tempfile.TemporaryDirectory(prefix="noisekey-record-") as tmp:
+        env = dict(os.environ, NUMBA_CACHE_DIR=tmp, XDG_CACHE_HOME=tmp)
+        subprocess.run([sys.executable, "-m", "core.precompile", "--record-here", str(out)],
+                       env=env, check=True)
+
+
+def load_manifest(path: Path = MANIFEST) -> list[dict]:
+    """The recorded entries (``kernel``, ``seconds``, ``sigs``); [] if unreadable."""
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["entries"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def assign(entries: list[dict], n: int) -> list[list[dict]]:
+    """Longest-processing-time split of ``entries`` over ``n`` workers."""
+    parts: list[list[dict]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for e in sorted(entries, key=lambda e: -float(e.get("seconds", 0.0))):
+        i = load.index(min(load))
+        parts[i].append(e)
+        load[i] += float(e.get("seconds", 0.0))
+    return parts
+
+
+def _compile_part(part: int, of: int, log: Path, manifest: Path) -> int:
+    """Worker: compile this part's entries, one line per kernel to ``log``."""
+    entries = assign(load_manifest(manifest), of)[part]
+    with open(log, "a", encoding="utf-8", buffering=1) as fh:
+        for e in entries:
+            try:
+                disp = resolve(e["kernel"])
+                for s in e["sigs"]:
+                    disp.compile(pickle.loads(base64.b64decode(s)))
+                fh.write(f"ok {e['seconds']} {e['kernel']}\n")
+            except Exception as exc:  # noqa: BLE001 - a stale entry: the workload compiles it
+                fh.write(f"skip {e['seconds']} {e['kernel']} {type(exc).__name__}\n")
+    return 0
+
+
+def compile_parallel(workers: int, progress: Callable[[float], None] | None = None,
+                     cancel: Callable[[], bool] | None = None,
+                     entries: list[dict] | None = None) -> int:
+    """Compile the recorded kernels in ``workers`` processes into numba's cache.
+
+    Parameters
+    ----------
+    workers : int
+        Processes to start (each compiles about 1/workers of the seconds).
+    progress : callable, optional
+        ``progress(fraction)``, the recorded seconds done over all, every 0.1 s.
+    cancel : callable, optional
+        Polled every 0.1 s; the workers are killed and
+        :class:`core.corpus.Cancelled` raised.
+    entries : list of dict, optional
+        The list to compile (default: :func:`load_manifest`).
+
+    Returns
+    -------
+    int
+        Kernels compiled (or found in the cache) by the workers.
+    """
+    from core.corpus import Cancelled
+
+    entries = load_manifest() if entries is None else entries
+    if not entries or workers < 1:
+        return 0
+    total = sum(float(e["seconds"]) for e in entries) or 1.0
+    with tempfile.TemporaryDirectory(prefix="noisekey-compile-") as tmp:
+        man = Path(tmp) / "signatures.json"
+        man.write_text(json.dumps({"entries": entries}), encoding="utf-8")
+        logs = [Path(tmp) / f"part-{i}.log" for i in range(workers)]
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "core.precompile", "--part", str(i), "--of", str(workers),
+             "--manifest", str(man), "--log", str(log)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, log in enumerate(logs)]
+        try:
+            while True:
+                running = any(p.poll() is None for p in procs)
+                lines = [ln for log in logs if log.exists()
+                         for ln in log.read_text(encoding="utf-8").splitlines()]
+                if progress is not None:
+                    done = sum(float(ln.split()[1]) for ln in lines if len(ln.split()) > 1)
+                    progress(min(done / total, 1.0))
+                if not running:
+                    return sum(ln.startswith("ok ") for ln in lines)
+                if cancel is not None and cancel():
+                    raise Cancelled("cancelled while compiling kernels")
+                time.sleep(POLL_S)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m core.precompile", description=__doc__.split(
+        "\n")[0])
+    ap.add_argument("--record", action="store_true",
+                    help=f"rewrite {MANIFEST.name} from a warm-up with an empty numba cache")
+    ap.add_argument("--record-here", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--part", type=int)
+    ap.add_argument("--of", type=int)
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
+    ap.add_argument("--log", type=Path)
+    a = ap.parse_args(argv)
+    if a.record:
+        record()
+        return 0
+    if a.record_here:
+        _record_here(a.record_here)
+        return 0
+    return _compile_part(a.part, a.of, a.log or Path(os.devnull), a.manifest)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
