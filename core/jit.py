@@ -9,14 +9,24 @@ versions are ``cache=True, nogil=True``: they are module-level functions
 without closures or dynamic globals, so the on-disk cache is reused by the
 next process.
 
+Row kernels with a thin threaded driver. ``parallel=True`` compilation
+costs more the larger the function: the threaded twin of C's vote took
+2.5 s to compile where the same rows serially took 0.7 s, and a driver
+whose ``prange`` body only calls a serial kernel on a block of rows takes
+about 0.5 s. The busiest kernels are therefore written as
+``name_rows(lo, hi, ..., out)`` (serial, outputs passed in) with a
+``name_threads(..., out)`` driver over blocks of :data:`ROW_BLOCK` rows, and
+a Python function that allocates the outputs and calls one or the other
+(:data:`MIN_THREADED` rows and up go threaded). Each driver is written out,
+not generated: numba caches only functions defined in a source file, and a
+driver taking the kernel as an argument is not cacheable.
+
 Tried and reverted: running the serial kernel in row chunks on a Python
 thread pool instead of compiling a ``parallel=True`` twin. It halved a fresh
 install's compilation (58 s to 30 s for the first training of the default
 corpus) at the same speed, but the full test suite then crashed now and
 then inside the GUI thread's garbage collection (3 of about 10 runs, one a
-fresh-clone CI run), and numba's own threads never run Python. ``split``
-(the positions of the per-row arguments) is kept on the kernels for when
-that is taken up again.
+fresh-clone CI run), and numba's own threads never run Python.
 """
 
 from __future__ import annotations
@@ -26,10 +36,15 @@ import types
 import numpy as np
 from numba import njit
 
-__all__ = ["batched"]
+__all__ = ["MIN_THREADED", "ROW_BLOCK", "batched"]
+
+#: Batches this long and longer run on numba's threads (see :func:`batched`).
+MIN_THREADED = 256
+#: Rows per block of a threaded driver: one set of scratch per block.
+ROW_BLOCK = 64
 
 
-def batched(min_parallel: int = 256):
+def batched(min_parallel: int = MIN_THREADED):
     """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``."""
 
     def wrap(fn):

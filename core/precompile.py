@@ -17,8 +17,9 @@ compiles inside them) with its seconds to ``kernel_signatures.json`` beside
 this module (signatures pickled: numba's own cache index stores them the
 same way). :func:`compile_parallel` splits the entries over ``workers``
 processes (``python -m core.precompile --part i --of n``; the longest first,
-each to the least loaded process, every signature of a kernel in the same
-process so that two never write one kernel's cache index at once) and
+each to the least loaded process, every signature of a kernel and its
+serial/threaded twin in the same process, so that two never write one
+kernel's cache index at once and shared inner kernels compile once) and
 reports progress from the files they append to.
 
 The list only makes compilation earlier: an entry that no longer matches its
@@ -132,13 +133,25 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
 
 
 def assign(entries: list[dict], n: int) -> list[list[dict]]:
-    """Longest-processing-time split of ``entries`` over ``n`` workers."""
+    """Longest-processing-time split of ``entries`` over ``n`` workers.
+
+    A batch kernel's serial and threaded twins (``name.serial``,
+    ``name.parallel``) go to the same worker: they call the same inner
+    kernels, which a process compiles once.
+    """
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(e["kernel"].split(".serial")[0].split(".parallel")[0], []).append(e)
+
+    def secs(g: list[dict]) -> float:
+        return sum(float(e.get("seconds", 0.0)) for e in g)
+
     parts: list[list[dict]] = [[] for _ in range(n)]
     load = [0.0] * n
-    for e in sorted(entries, key=lambda e: -float(e.get("seconds", 0.0))):
+    for g in sorted(groups.values(), key=lambda g: -secs(g)):
         i = load.index(min(load))
-        parts[i].append(e)
-        load[i] += float(e.get("seconds", 0.0))
+        parts[i].extend(g)
+        load[i] += secs(g)
     return parts
 
 

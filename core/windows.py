@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched, insert_bottomk, merge_topk
+from core.jit import MIN_THREADED, ROW_BLOCK, insert_bottomk, merge_topk
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -66,17 +66,33 @@ def window_weights(W: int, alpha: float) -> np.ndarray:
     return (w / w.sum()).astype(np.float32)
 
 
-@batched()
-def _window_states(H, keys, w):
-    """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
-    n, W = H.shape
+@njit(cache=True, nogil=True)
+def _window_states_rows(lo, hi, H, keys, w, out):
+    """``out[r] = Σ_i w_i · keys[H[r, i]]`` for rows ``lo:hi`` (float32)."""
+    W = H.shape[1]
     d = keys.shape[1]
-    out = np.zeros((n, d), np.float32)
-    for r in prange(n):
+    for r in range(lo, hi):
         for i in range(W):
             t = H[r, i]
             for j in range(d):
                 out[r, j] += w[i] * keys[t, j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _window_states_threads(H, keys, w, out):
+    """:func:`_window_states_rows` over all rows, in blocks over numba's threads."""
+    n = H.shape[0]
+    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        _window_states_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), H, keys, w, out)
+
+
+def _window_states(H, keys, w):
+    """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
+    out = np.zeros((H.shape[0], keys.shape[1]), np.float32)
+    if H.shape[0] >= MIN_THREADED:
+        _window_states_threads(H, keys, w, out)
+    else:
+        _window_states_rows(0, H.shape[0], H, keys, w, out)
     return out
 
 
@@ -254,7 +270,47 @@ def _centres(states, off, code, f, lam, D):
     return C, R
 
 
-@batched()
+@njit(cache=True, nogil=True)
+def _group_search_rows(lo, hi, Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev,
+                       sub_c, sub_cT, sub_r, grp_c, grp_r, tot, K, code, f, lam, D, ids, ds):
+    """Queries ``lo:hi`` of :func:`_group_search`, into ``ids`` / ``ds`` (one set of scratch)."""
+    M = qtoks.shape[1]
+    smax = 1
+    for t in range(sub_grp_off.shape[0] - 1):
+        smax = max(smax, sub_grp_off[t + 1] - sub_grp_off[t])
+    acc = np.empty(smax, np.float32)
+    br = np.empty(K)
+    bi = np.empty(K, np.int64)
+    for i in range(lo, hi):
+        br[:] = np.inf
+        bi[:] = -1
+        skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
+        for j in range(M):
+            t = qtoks[i, j]
+            if t < 0:
+                continue
+            if br[K - 1] < np.inf and _beyond(Q[i], grp_c[t], grp_r[t],
+                                              finish(br[K - 1], code), code, f, lam, D):
+                continue
+            _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev,
+                        sub_c, sub_cT, sub_r, tot, br, bi, K, code, f, lam, D, acc)
+        for j in range(K):
+            ids[i, j] = bi[j]
+            if bi[j] >= 0:
+                ds[i, j] = finish(br[j], code)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _group_search_threads(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c,
+                          sub_cT, sub_r, grp_c, grp_r, tot, K, code, f, lam, D, ids, ds):
+    """:func:`_group_search_rows` over all queries, in blocks over numba's threads."""
+    n = Q.shape[0]
+    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        _group_search_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), Q, qtoks, qprev,
+                           own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
+                           grp_c, grp_r, tot, K, code, f, lam, D, ids, ds)
+
+
 def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT,
                   sub_r, grp_c, grp_r, tot, K, code, f, lam, D):
     """K nearest training windows among those whose current token is in ``qtoks[i]``.
@@ -268,53 +324,23 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
     pad) and distances (inf pad).
     """
     n = Q.shape[0]
-    M = qtoks.shape[1]
     ids = np.full((n, K), -1, np.int64)
     ds = np.full((n, K), np.inf, np.float32)
-    smax = 1
-    for t in range(sub_grp_off.shape[0] - 1):
-        smax = max(smax, sub_grp_off[t + 1] - sub_grp_off[t])
-    B = 64  # queries per block: one set of scratch per block
-    for blk in prange((n + B - 1) // B):
-        acc = np.empty(smax, np.float32)
-        br = np.empty(K)
-        bi = np.empty(K, np.int64)
-        for i in range(blk * B, min(n, blk * B + B)):
-            br[:] = np.inf
-            bi[:] = -1
-            skip = own[i] if (own[i] >= 0 and tot[own[i]] <= 1) else -1
-            for j in range(M):
-                t = qtoks[i, j]
-                if t < 0:
-                    continue
-                if br[K - 1] < np.inf and _beyond(Q[i], grp_c[t], grp_r[t],
-                                                  finish(br[K - 1], code), code, f, lam, D):
-                    continue
-                _scan_group(Q[i], t, qprev[i], skip, states, sub_off, sub_grp_off, sub_prev,
-                            sub_c, sub_cT, sub_r, tot, br, bi, K, code, f, lam, D, acc)
-            for j in range(K):
-                ids[i, j] = bi[j]
-                if bi[j] >= 0:
-                    ds[i, j] = finish(br[j], code)
+    args = (Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
+            grp_c, grp_r, tot, K, code, f, lam, D, ids, ds)
+    if n >= MIN_THREADED:
+        _group_search_threads(*args)
+    else:
+        _group_search_rows(0, n, *args)
     return ids, ds
 
 
-@batched()
-def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
-    """C's distribution from neighbour lists.
-
-    ``p(w) ∝ Σ_j ω_j · c_j(w) / c_j``, ``ω_j = exp(−(δ_j − δ_1)/h)``, counts
-    of the left-out context ``own`` reduced by one at ``target``; only the
-    ``max_vote`` most frequent successors of each window vote (the rest share
-    too little mass to reach a top-k list).
-    Returns top-k ids, probs, the nearest valid distance and its support.
-    """
-    n, K = nn.shape
-    ids = np.full((n, k), -1, np.int64)
-    probs = np.zeros((n, k), np.float32)
-    dmin = np.full(n, np.inf, np.float32)
-    sup = np.zeros(n, np.float32)
-    for i in prange(n):
+@njit(cache=True, nogil=True)
+def _c_vote_rows(lo, hi, nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote,
+                 ids, probs, dmin, sup):
+    """Rows ``lo:hi`` of :func:`_c_vote`, into ``ids``, ``probs``, ``dmin``, ``sup``."""
+    K = nn.shape[1]
+    for i in range(lo, hi):
         # gather candidate successors with weights
         m = 0
         for j in range(K):
@@ -348,6 +374,38 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
         if r == 0:
             continue
         merge_topk(cw, cp, r, total_w, k, ids[i], probs[i])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _c_vote_threads(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote,
+                    ids, probs, dmin, sup):
+    """:func:`_c_vote_rows` over all rows, in blocks over numba's threads."""
+    n = nn.shape[0]
+    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        _c_vote_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), nn, nd, own, target,
+                     succ_off, succ_ids, succ_cnt, tot, h, k, max_vote, ids, probs, dmin, sup)
+
+
+def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
+    """C's distribution from neighbour lists.
+
+    ``p(w) ∝ Σ_j ω_j · c_j(w) / c_j``, ``ω_j = exp(−(δ_j − δ_1)/h)``, counts
+    of the left-out context ``own`` reduced by one at ``target``; only the
+    ``max_vote`` most frequent successors of each window vote (the rest share
+    too little mass to reach a top-k list).
+    Returns top-k ids, probs, the nearest valid distance and its support.
+    """
+    n = nn.shape[0]
+    ids = np.full((n, k), -1, np.int64)
+    probs = np.zeros((n, k), np.float32)
+    dmin = np.full(n, np.inf, np.float32)
+    sup = np.zeros(n, np.float32)
+    args = (nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote,
+            ids, probs, dmin, sup)
+    if n >= MIN_THREADED:
+        _c_vote_threads(*args)
+    else:
+        _c_vote_rows(0, n, *args)
     return ids, probs, dmin, sup
 
 
@@ -370,12 +428,11 @@ def _spread(kernel, Q, qtoks, qprev, own, *rest):
     return nn[back], nd[back]
 
 
-@batched()
-def _find_rows(H, ctx):
-    """Index of each row of ``H`` in the lexicographically sorted rows ``ctx``, -1 if absent."""
-    n, W = H.shape
-    out = np.full(n, -1, np.int64)
-    for i in prange(n):
+@njit(cache=True, nogil=True)
+def _find_rows_rows(lo, hi, H, ctx, out):
+    """Rows ``lo:hi`` of :func:`_find_rows` (binary search), into ``out``."""
+    W = H.shape[1]
+    for i in range(lo, hi):
         a, b = 0, ctx.shape[0]
         while a < b:  # first row >= H[i]
             mid = (a + b) // 2
@@ -396,6 +453,23 @@ def _find_rows(H, ctx):
                     break
             if same:
                 out[i] = a
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _find_rows_threads(H, ctx, out):
+    """:func:`_find_rows_rows` over all rows, in blocks over numba's threads."""
+    n = H.shape[0]
+    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
+        _find_rows_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), H, ctx, out)
+
+
+def _find_rows(H, ctx):
+    """Index of each row of ``H`` in the lexicographically sorted rows ``ctx``, -1 if absent."""
+    out = np.full(H.shape[0], -1, np.int64)
+    if H.shape[0] >= MIN_THREADED:
+        _find_rows_threads(H, ctx, out)
+    else:
+        _find_rows_rows(0, H.shape[0], H, ctx, out)
     return out
 
 

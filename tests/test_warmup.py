@@ -70,6 +70,10 @@ def test_assign_balances_the_recorded_seconds():
     loads = sorted(sum(e["seconds"] for e in p) for p in parts)
     assert loads == [8, 9]
     assert sorted(e["kernel"] for p in parts for e in p) == sorted(e["kernel"] for e in entries)
+    twins = [{"kernel": "m:k.parallel", "seconds": 3}, {"kernel": "m:k.serial", "seconds": 3},
+             {"kernel": "m:j", "seconds": 4}, {"kernel": "m:i", "seconds": 1}]
+    parts = assign(twins, 2)
+    assert {e["kernel"] for e in parts[0]} == {"m:k.parallel", "m:k.serial"}
 
 
 def _cheap_entries(n):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import batched, insert_topk
+from core.jit import MIN_THREADED, ROW_BLOCK, insert_topk
 
 
 @njit(cache=True, nogil=True)
@@ -259,58 +259,102 @@ def _kn_query_ta(h, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx
     return tot[n]
 
 
-@batched()
-def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
-                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
-    rows = H.shape[0]
-    ids = np.full((rows, k), -1, np.int64)
-    probs = np.zeros((rows, k), np.float32)
-    support = np.zeros(rows, np.float32)
-    for i in prange(rows):
-        oi = np.empty(k, np.int64)
-        op = np.empty(k, np.float64)
+@njit(cache=True, nogil=True)
+def _kn_batch_ta_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank,
+                      ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_order, uni_dsum, uniform,
+                      k, ids, probs, support):
+    """Rows ``lo:hi`` of :func:`_kn_batch_ta` (:func:`_kn_query_ta` each), into the outputs."""
+    oi = np.empty(k, np.int64)
+    op = np.empty(k, np.float64)
+    for i in range(lo, hi):
         support[i] = _kn_query_ta(H[i], target[i], loo, V, n, lvl_keys, lvl_off, lvl_cnt,
                                   lvl_rank, ctx_keys, ctx_off, disc, uni_cont, uni_total,
                                   uni_order, uni_dsum, uniform, k, oi, op)
         for j in range(k):
             ids[i, j] = oi[j]
             probs[i, j] = max(op[j], 0.0)
-    return ids, probs, support
 
 
-@batched()
-def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-              uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+@njit(cache=True, nogil=True, parallel=True)
+def _kn_batch_ta_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys,
+                         ctx_off, disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k,
+                         ids, probs, support):
+    """:func:`_kn_batch_ta_rows` over all rows, in blocks over numba's threads."""
+    rows = H.shape[0]
+    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        _kn_batch_ta_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo,
+                          V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc,
+                          uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs,
+                          support)
+
+
+def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
+                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+    """Top-k of every row of ``H`` by :func:`_kn_query_ta`: ids, probs (float32), support."""
     rows = H.shape[0]
     ids = np.full((rows, k), -1, np.int64)
     probs = np.zeros((rows, k), np.float32)
     support = np.zeros(rows, np.float32)
-    for i in prange(rows):
-        oi = np.empty(k, np.int64)
-        op = np.empty(k, np.float64)
+    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc,
+            uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
+    if rows >= MIN_THREADED:
+        _kn_batch_ta_threads(*args)
+    else:
+        _kn_batch_ta_rows(0, rows, *args)
+    return ids, probs, support
+
+
+@njit(cache=True, nogil=True)
+def _kn_batch_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
+                   disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs,
+                   support):
+    """Rows ``lo:hi`` of :func:`_kn_batch` (:func:`_kn_query` each), into the outputs."""
+    oi = np.empty(k, np.int64)
+    op = np.empty(k, np.float64)
+    for i in range(lo, hi):
         support[i] = _kn_query(H[i], target[i], loo, V, n, lvl_keys, lvl_off, lvl_cnt,
                                ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_order,
                                uni_dsum, uniform, k, oi, op)
         for j in range(k):
             ids[i, j] = oi[j]
             probs[i, j] = max(op[j], 0.0)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _kn_batch_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+                      uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support):
+    """:func:`_kn_batch_rows` over all rows, in blocks over numba's threads."""
+    rows = H.shape[0]
+    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        _kn_batch_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo, V,
+                       n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
+                       uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
+
+
+def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+              uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+    """Top-k of every row of ``H`` by :func:`_kn_query`: ids, probs (float32), support."""
+    rows = H.shape[0]
+    ids = np.full((rows, k), -1, np.int64)
+    probs = np.zeros((rows, k), np.float32)
+    support = np.zeros(rows, np.float32)
+    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
+            uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
+    if rows >= MIN_THREADED:
+        _kn_batch_threads(*args)
+    else:
+        _kn_batch_rows(0, rows, *args)
     return ids, probs, support
 
 
-@batched()
-def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-             uni_cont, uni_total, uni_dsum, uniform):
-    """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`.
-
-    With ``loo`` every event ``(H[i], target[i])`` is a training occurrence,
-    left out of the counts first (as :func:`_kn_query` does).
-    """
-    rows = H.shape[0]
-    out = np.zeros(rows, np.float64)
-    for i in prange(rows):
+@njit(cache=True, nogil=True)
+def _kn_prob_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off,
+                  disc, uni_cont, uni_total, uni_dsum, uniform, out):
+    """Rows ``lo:hi`` of :func:`_kn_prob`, into ``out``."""
+    for i in range(lo, hi):
         w = target[i]
-        lo, hi, base, tot, gam, dec, ud = _levels(H[i], w, loo, V, n, lvl_keys, lvl_off, lvl_cnt,
-                                                  ctx_keys, ctx_off, disc)
+        lo_, hi_, base, tot, gam, dec, ud = _levels(H[i], w, loo, V, n, lvl_keys, lvl_off,
+                                                    lvl_cnt, ctx_keys, ctx_off, disc)
         u_total = uni_total - ud
         d1 = disc[1]
         g1 = _unigram_weight(w, ud, uni_cont, u_total, uni_dsum, d1) if uniform else 0.0
@@ -318,11 +362,38 @@ def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off
         for m in range(2, n + 1):
             p = gam[m] * p
             if tot[m] > 0:
-                j = _find(lvl_keys, lo[m], hi[m], base[m] + w)
+                j = _find(lvl_keys, lo_[m], hi_[m], base[m] + w)
                 if j >= 0:
                     c = lvl_cnt[j] - (1 if dec[m] else 0)
                     if c > 0:
                         p += max(c - disc[m, min(c, 3)], 0.0) / tot[m]
         out[i] = p
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _kn_prob_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+                     uni_cont, uni_total, uni_dsum, uniform, out):
+    """:func:`_kn_prob_rows` over all rows, in blocks over numba's threads."""
+    rows = H.shape[0]
+    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
+        _kn_prob_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo, V, n,
+                      lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total,
+                      uni_dsum, uniform, out)
+
+
+def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
+             uni_cont, uni_total, uni_dsum, uniform):
+    """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`.
+
+    With ``loo`` every event ``(H[i], target[i])`` is a training occurrence,
+    left out of the counts first (as :func:`_kn_query` does).
+    """
+    out = np.zeros(H.shape[0], np.float64)
+    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
+            uni_total, uni_dsum, uniform, out)
+    if H.shape[0] >= MIN_THREADED:
+        _kn_prob_threads(*args)
+    else:
+        _kn_prob_rows(0, H.shape[0], *args)
     return out
 
