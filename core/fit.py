@@ -63,6 +63,7 @@ from core.counting import Counts, history_width
 from core.counting import check_cancel as _check
 from core.counting import report_progress as _report
 from core.machine import GATE_GRID, PROPOSAL_K, Gate, Proposals, WindowTable, _grid_hits, history
+from core.memory import pair_steps
 from core.tokenize import EOS, SEP
 
 __all__ = ["fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_positions"]
@@ -288,20 +289,11 @@ def fit_memory(model, progress=None, cancel=None) -> None:
         off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
         flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)
         nb, nw = mem.neighbours(flat, off, exclude=sel)
-        rows_h, rows_t, rows_g, stubs, rows_p = [], [], [], [], []
-        for r, i in enumerate(sel):
-            y = c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]]
-            ctx = np.concatenate([xs[r], [SEP]]) if sep else xs[r]
-            full = np.concatenate([ctx, y]).astype(np.int32)
-            for t in range(y.size + 1):
-                rows_h.append(model.history_of(full[:ctx.size + t]))
-                rows_t.append(int(y[t]) if t < y.size else EOS)
-                rows_g.append(sep or t >= Wh)
-                stubs.append(y[:t])
-                rows_p.append(r)
-        H = np.stack(rows_h).astype(np.int32)
-        tgt = np.asarray(rows_t, np.int64)
-        gen = np.asarray(rows_g, bool)
+        ys = [c.sentences[c.sent_offsets[i]:c.sent_offsets[i + 1]] for i in sel]
+        ctxs = [np.concatenate([x, [SEP]]).astype(np.int32) if sep else x for x in xs]
+        ps = pair_steps(ctxs, ys, Wh)
+        H, tgt = ps.H, ps.target
+        gen = np.full(tgt.size, True) if sep else ps.t >= Wh
         mi = np.full((H.shape[0], PROPOSAL_K), -1, np.int64)
         mp = np.zeros((H.shape[0], PROPOSAL_K), np.float32)
         W = cfg.window
@@ -316,8 +308,8 @@ def fit_memory(model, progress=None, cancel=None) -> None:
             else:
                 p = model.propose(Hs, PROPOSAL_K)
             mi[idx], mp[idx] = p.mix(p.gate_weight(model.gate, Hs[:, 0]), PROPOSAL_K)
-        rp = np.asarray(rows_p, np.int64)
-        vi, vp, cells = mem.vote(stubs, nb[rp], nw[rp], PROPOSAL_K)
+        vi, vp, cells = mem.vote_flat(ps.stub_flat, ps.stub_off, nb[ps.pair], nw[ps.pair],
+                                      PROPOSAL_K)
         rank = _grid_hits(mi, mp.astype(np.float64), vi, vp.astype(np.float64), tgt,
                           GATE_GRID)
         mem.update(cells, rank)

@@ -10,6 +10,8 @@ pairs (:func:`core.fit.fit_memory`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
@@ -17,7 +19,56 @@ from core.jit import merge_topk
 from core.machine import GATE_GRID, _bin
 from core.tokenize import EOS
 
-__all__ = ["PromptMemory"]
+__all__ = ["PairSteps", "PromptMemory", "pair_steps"]
+
+
+class PairSteps(NamedTuple):
+    """Every output step of a set of pairs, as flat arrays (see :func:`pair_steps`)."""
+
+    H: np.ndarray  # int32 [S, W]: history row before the step
+    target: np.ndarray  # int64 [S]: y[t], <eos> after the last
+    pair: np.ndarray  # int64 [S]: which pair (0..n-1)
+    t: np.ndarray  # int64 [S]: step within the output
+    stub_flat: np.ndarray  # int64: the stubs y[:t], concatenated
+    stub_off: np.ndarray  # int64 [S + 1]
+
+
+def pair_steps(ctxs: list[np.ndarray], ys: list[np.ndarray], W: int) -> PairSteps:
+    """History rows, targets and stubs of every step ``t = 0..|y|`` of pairs ``ctx -> y``.
+
+    Step ``t`` of pair ``r`` predicts ``y[t]`` (``<eos>`` at ``t = |y|``)
+    from the ``W`` tokens before it in ``ctx + y``, newest first, with
+    ``<bos>`` padding and a reset after an ``<eos>``: the row
+    ``Model.history_of(ctx + y[:t])`` gives. Built for all steps at once:
+    each pair's ``ctx + y + <eos>`` is one segment of a stream read by
+    :func:`core.windows.history` (the ``<eos>`` closing a segment also
+    starts the next pair afresh); the stub ``y[:t]`` of every step is
+    gathered by index arithmetic. No Python loop over steps.
+    """
+    from core.windows import history
+
+    n = len(ys)
+    ylen = np.array([len(y) for y in ys], np.int64)
+    clen = np.array([len(c) for c in ctxs], np.int64)
+    seg = clen + ylen + 1
+    seg_off = np.concatenate(([0], np.cumsum(seg)))
+    parts = []
+    for c, y in zip(ctxs, ys, strict=True):
+        parts += [np.asarray(c, np.int32), np.asarray(y, np.int32), np.array([EOS], np.int32)]
+    stream = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    steps = ylen + 1
+    pair = np.repeat(np.arange(n, dtype=np.int64), steps)
+    step_off = np.concatenate(([0], np.cumsum(steps)))
+    t = np.arange(pair.size, dtype=np.int64) - step_off[pair]
+    pos = seg_off[pair] + clen[pair] + t  # stream position of the predicted token
+    H = history(stream, W)[pos] if pair.size else np.zeros((0, W), np.int32)
+    target = np.where(t < ylen[pair], stream[np.minimum(pos, max(stream.size - 1, 0))],
+                      EOS).astype(np.int64)
+    stub_off = np.concatenate(([0], np.cumsum(t))).astype(np.int64)
+    within = np.arange(stub_off[-1], dtype=np.int64) - np.repeat(stub_off[:-1], t)
+    ystart = seg_off[pair] + clen[pair]
+    stub_flat = stream[np.repeat(ystart, t) + within].astype(np.int64)
+    return PairSteps(H.astype(np.int32), target, pair, t, stub_flat, stub_off)
 
 
 @njit(cache=True, nogil=True)
@@ -189,6 +240,12 @@ class PromptMemory:
         off = np.concatenate(([0], np.cumsum(lens))).astype(np.int64)
         flat = (np.concatenate([np.asarray(s, np.int64) for s in stubs]) if off[-1]
                 else np.zeros(0, np.int64))
+        return self.vote_flat(flat, off, nb, nw, k)
+
+    def vote_flat(self, flat: np.ndarray, off: np.ndarray, nb: np.ndarray, nw: np.ndarray,
+                  k: int):
+        """:meth:`vote` for stubs given flat: stub ``i`` is ``flat[off[i]:off[i+1]]``."""
+        lens = np.diff(off)
         r = self.retrieval
         ids, probs, match = _memory_vote(flat, off, np.ascontiguousarray(nb, np.int64),
                                          np.ascontiguousarray(nw, np.float64),

@@ -1,0 +1,49 @@
+"""The prompt memory's step builder against the per-step loop it replaced."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.memory import pair_steps
+from core.tokenize import BOS, EOS
+
+
+def _history_of(ids, W):  # Model.history_of, written out
+    ids = np.asarray(ids, np.int32)
+    eos = np.flatnonzero(ids == EOS)
+    if eos.size:
+        ids = ids[eos[-1] + 1:]
+    row = np.full(W, BOS, np.int32)
+    tail = ids[::-1][:W]
+    row[:tail.size] = tail
+    return row
+
+
+tokens = st.lists(st.sampled_from([EOS, 5, 6, 7, 8, 9]), max_size=7)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(tokens, tokens), max_size=5), st.integers(1, 5))
+def test_pair_steps_equal_the_step_by_step_rows(pairs, W):
+    ctxs = [np.array(c, np.int32) for c, _ in pairs]
+    ys = [np.array(y, np.int32) for _, y in pairs]
+    got = pair_steps(ctxs, ys, W)
+    rows, tg, pr, tt, stubs = [], [], [], [], []
+    for r, (c, y) in enumerate(zip(ctxs, ys, strict=True)):
+        full = np.concatenate([c, y])
+        for t in range(y.size + 1):
+            rows.append(_history_of(full[:c.size + t], W))
+            tg.append(int(y[t]) if t < y.size else EOS)
+            pr.append(r)
+            tt.append(t)
+            stubs.append(y[:t])
+    assert got.H.shape == (len(rows), W)
+    if rows:
+        np.testing.assert_array_equal(got.H, np.stack(rows))
+    np.testing.assert_array_equal(got.target, tg)
+    np.testing.assert_array_equal(got.pair, pr)
+    np.testing.assert_array_equal(got.t, tt)
+    for i, s in enumerate(stubs):
+        np.testing.assert_array_equal(got.stub_flat[got.stub_off[i]:got.stub_off[i + 1]], s)
