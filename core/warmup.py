@@ -34,7 +34,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["compile_kernels", "kernels_ready", "marker_path", "source_digest"]
+__all__ = ["compile_kernels", "kernels_ready", "marker_path", "precompile_once",
+           "source_digest"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
 CancelFn = Callable[[], bool]
@@ -196,3 +197,32 @@ def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None 
     except OSError:
         pass  # no cache folder: the warm-up runs again next time, nothing is lost
     return time.perf_counter() - t0
+
+
+def precompile_once(workers: int | None = None) -> bool:
+    """Compile the recorded kernels in parallel unless done for these sources.
+
+    For a test run or a script about to call many kernels: it fills numba's
+    cache from one process per core (:func:`core.precompile.compile_parallel`)
+    and leaves a marker beside :func:`marker_path`'s, so the next run with
+    the same sources does nothing. Returns whether it compiled.
+    """
+    from core.precompile import compile_parallel
+
+    workers = _workers() if workers is None else workers
+    try:
+        mark = marker_path().with_suffix(".pre")
+        if mark.is_file() or workers < 2:
+            return False
+    except OSError:
+        return False
+    try:
+        compile_parallel(workers)
+    except OSError:  # no process could start: kernels compile on first call instead
+        return False
+    try:
+        mark.parent.mkdir(parents=True, exist_ok=True)
+        mark.touch()
+    except OSError:
+        pass
+    return True

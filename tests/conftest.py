@@ -13,6 +13,13 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 os.environ.setdefault("NOISEKEY_NO_WARMUP", "1")  # tests compile on first use; test_warmup runs it
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session):
+    """A fresh clone compiles its kernels in one process per core first (30 s, not 60, on 2)."""
+    from core.warmup import precompile_once
+
+    precompile_once()
 SAMPLES = REPO / "resources" / "samples"
 
 

@@ -118,3 +118,13 @@ def test_parallel_compilation_then_the_workload_report_one_rising_bar(small, mon
     assert all(a <= b for a, b in zip(fr, fr[1:], strict=False))
     assert "2 processes" in {p for _, p in seen} and fr[-1] == 1.0
     assert warmup.kernels_ready()
+
+
+def test_precompile_once_leaves_a_marker(small, monkeypatch):
+    from core import precompile
+
+    cheap = _cheap_entries(1)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(small / "numba"))
+    monkeypatch.setattr(precompile, "load_manifest", lambda path=None: cheap)
+    assert warmup.precompile_once(workers=2)
+    assert not warmup.precompile_once(workers=2)  # done for these sources
