@@ -181,7 +181,10 @@ def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None 
             if progress:
                 progress(STAGE, lo * frac, {"part": f"{workers} processes"})
 
-        compile_parallel(workers, par, cancel)
+        try:
+            compile_parallel(workers, par, cancel)
+        except OSError:
+            pass  # no process could start: the workload below compiles everything here
 
     def inner(part: str, frac: float) -> None:
         if progress:
