@@ -120,6 +120,11 @@ _EMPTY = np.empty(0, np.int64)
 # per-call allocation of stamp arrays); larger ones go parallel in chunks of
 # at least this many queries
 _SMALL_BATCH = 32
+# ... and so do batches of up to this many probed buckets per function
+# (queries x (1 + probes)): waking numba's threads cost 10-20 ms on the two
+# busy cores, as much as 1,000 near-key queries at probes=2 take serially
+# (the layer recursion of core.reconstruct queries a few hundred at a time)
+_SERIAL_WORK = 2048
 
 
 def _check_rows(X: np.ndarray, what: str) -> None:
@@ -411,8 +416,9 @@ class HashIndex:
         ``probes`` overrides the index's own probe count for this call (queries
         far from every key, such as least-squares layer estimates, need more).
 
-        Batches of up to 32 queries run sequentially on the index's own scratch
-        arrays under its lock (cheapest for generation steps); larger ones run
+        Batches of up to 32 queries, or of up to 2,048 probed cells per
+        function in all, run sequentially on the index's own scratch arrays
+        under its lock (cheapest for generation steps); larger ones run
         in parallel chunks (``prange``, one per thread) with per-chunk
         scratch. Concurrent calls from several threads are safe.
 
@@ -425,7 +431,7 @@ class HashIndex:
         Q = _as_queries(Q, self.d)
         nq = Q.shape[0]
         pr = self.probes if probes is None else self._parse_probes(probes)
-        if nq <= _SMALL_BATCH:
+        if nq <= _SMALL_BATCH or (pr >= 0 and nq * (1 + pr) <= _SERIAL_WORK):
             with self._lock:
                 ids, dists, ncand = _query_seq(Q, *self._argt, pr, self._mode(),
                                                self._stamp, self._bstamp, self._counter, int(k))
@@ -435,6 +441,20 @@ class HashIndex:
         if return_candidates:
             return ids, dists, ncand
         return ids, dists
+
+    def exact_search(self):
+        """Exact l2 search over the same keys (:class:`core.nearest.NearestKeys`), built once.
+
+        For queries far from every key (least-squares points of the layers):
+        there the buckets hold the nearest key only after many probes, and one
+        BLAS product over all keys is cheaper (:mod:`core.reconstruct`).
+        """
+        nk = self.__dict__.get("_exact")
+        if nk is None:
+            from core.nearest import NearestKeys
+
+            nk = self._exact = NearestKeys(self.keys)
+        return nk
 
     def explain(self, q) -> ProbeInfo:
         """What answering ``q`` involved: buckets probed, candidates, winner, breakdown."""
@@ -501,6 +521,7 @@ class HashIndex:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["_lock"]  # locks do not pickle; a copy gets its own
+        state.pop("_exact", None)  # rebuilt on demand
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -479,9 +479,9 @@ class Model:
         """The prompt's layers (:func:`core.signatures.layer_info`), similar training sentences."""
         from core.signatures import layer_info
 
-        # exact snapping: least-squares points lie far from every key, where the
-        # hash index (tuned for queries near a key) loses recall
-        return layer_info(ids, self.keys, self.nearest_keys, self.config.op,
+        # the hash index snaps the queries near a key, its exact search the
+        # least-squares start (core.reconstruct.reconstruct_linear)
+        return layer_info(ids, self.keys, self.index, self.config.op,
                           similar=lambda q, k: self.similar(q, k), k=5, stop_below=stop_below)
 
     @property

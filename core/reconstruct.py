@@ -57,6 +57,7 @@ L4: 1.4-2.3 s (best of 3; load average ~4 on the 2 cores), accuracy 1.000.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from math import comb
 from typing import NamedTuple
@@ -66,18 +67,29 @@ from numba import njit, prange
 
 from core.jit import batched
 from core.layers import _op_code, hierarchy, mean_layer_matrix
-from core.nearest import NearestKeys
 
 
-def _candidates(index, X: np.ndarray, k: int) -> np.ndarray:
-    """Top-``k`` key ids for every row of X [..., d] -> int64 [..., k]."""
+def _is_hash(index) -> bool:
+    """Whether ``index`` is a hash index: per-call ``probes`` and an ``exact_search()``."""
+    return hasattr(index, "probe_mode") and hasattr(index, "exact_search")
+
+
+def _candidates(index, X: np.ndarray, k: int, probes=None) -> np.ndarray:
+    """Top-``k`` key ids for every row of X [..., d] -> int64 [..., k].
+
+    ``probes`` goes to a hash index's ``query_batch`` (ignored by other searches).
+    """
     shape = X.shape[:-1]
-    ids, _ = index.query_batch(np.ascontiguousarray(X.reshape(-1, X.shape[-1]), np.float32), k)
+    Q = np.ascontiguousarray(X.reshape(-1, X.shape[-1]), np.float32)
+    if probes is not None and _is_hash(index):
+        ids, _ = index.query_batch(Q, k, probes=probes)
+    else:
+        ids, _ = index.query_batch(Q, k)
     ids = np.asarray(ids, np.int64)
     return ids.reshape(*shape, ids.shape[-1])
 
 
-def _moved_candidates(index, X, Kc, ids, k, radius):
+def _moved_candidates(index, X, Kc, ids, k, radius, probes=None):
     """Candidates for proposals ``X`` [b, n, d], querying only positions that moved.
 
     A position whose proposal lies within ``radius`` of its current key keeps
@@ -90,7 +102,7 @@ def _moved_candidates(index, X, Kc, ids, k, radius):
     out[..., 0] = ids
     moved = ((X - Kc) ** 2).sum(-1) > radius * radius
     if moved.any():
-        c = _candidates(index, X[moved].astype(np.float32), k)
+        c = _candidates(index, X[moved].astype(np.float32), k, probes)
         out[moved, : c.shape[1]] = c
     return out
 
@@ -227,48 +239,99 @@ class Reconstruction(NamedTuple):
     iterations: int
 
 
-def _propagate(Y, band, keys, ids, index, A):
-    """Rebuild sentences from each seed block of ``m+1`` consecutive current keys.
+def _propagate(Y, band, keys, ids, index, A, starts=None, probes=None):
+    """Rebuild sentences from seed blocks of ``m+1`` consecutive current keys.
 
     For a banded map ``Y_i = sum_j band_j w_{i+j}`` (j = 0..m+1), a block of
     ``m+1`` correct keys determines the next key exactly,
     ``w_{i+m+1} = (Y_i - sum_{j<=m} band_j w_{i+j}) / band_{m+1}``, and the one
     before it, ``w_i = (Y_i - sum_{j>=1} band_j w_{i+j}) / band_0``; each value
     is snapped to its nearest key (through ``index``) so errors do not build
-    up. Every seed block ``[s, s+m]`` is tried (vectorised over sentences and
-    seeds, one index query per position step) and the sequence with the
-    smallest residual returned: the repair for stalled sentences whose wrong
-    keys cluster at an end, where the least-squares start is weakest.
+    up. From a correct block every value lies on a key (up to float32
+    rounding times ``2^(m+1)``): the queries a hash index answers best. The
+    seed blocks ``[s, s+m]`` are ``starts`` int64 [b, S] per sentence (default:
+    every block), vectorised over sentences and seeds with one index query per
+    position step, and the sequence with the smallest residual returned: the
+    repair for sentences whose wrong keys cluster at an end, where the
+    least-squares start is weakest.
 
     Y float32 [b, r, d]; ids int64 [b, n] -> (ids int64 [b, n], residual float64 [b]).
     """
     b, n = ids.shape
     L = band.shape[0]  # m + 2
     m = L - 2
-    starts = np.arange(0, n - m)
-    S = starts.shape[0]
+    if starts is None:
+        starts = np.broadcast_to(np.arange(0, n - m), (b, n - m))
+    S = starts.shape[1]
     cand = np.repeat(ids[:, None, :], S, axis=1)  # [b, S, n]
     Y64 = Y.astype(np.float64)
     for p in range(m + 1, n):  # forward fill
-        mask = np.flatnonzero(starts + m < p)
-        if mask.size == 0:
+        bi, si = np.nonzero(starts + m < p)
+        if bi.size == 0:
             continue
         i = p - m - 1
-        K = keys[cand[:, mask, i:p]].astype(np.float64)
-        x = (Y64[:, None, i] - np.einsum("j,bsjd->bsd", band[: m + 1], K)) / band[m + 1]
-        cand[:, mask, p] = _candidates(index, x.astype(np.float32), 1)[..., 0]
+        K = keys[cand[bi, si, i:p]].astype(np.float64)
+        x = (Y64[bi, i] - K.transpose(0, 2, 1) @ band[: m + 1]) / band[m + 1]
+        cand[bi, si, p] = _candidates(index, x.astype(np.float32), 1, probes)[..., 0]
     for p in range(n - m - 2, -1, -1):  # backward fill
-        mask = np.flatnonzero(starts > p)
-        if mask.size == 0:
+        bi, si = np.nonzero(starts > p)
+        if bi.size == 0:
             continue
-        K = keys[cand[:, mask, p + 1 : p + m + 2]].astype(np.float64)
-        x = (Y64[:, None, p] - np.einsum("j,bsjd->bsd", band[1:], K)) / band[0]
-        cand[:, mask, p] = _candidates(index, x.astype(np.float32), 1)[..., 0]
+        K = keys[cand[bi, si, p + 1 : p + m + 2]].astype(np.float64)
+        x = (Y64[bi, p] - K.transpose(0, 2, 1) @ band[1:]) / band[0]
+        cand[bi, si, p] = _candidates(index, x.astype(np.float32), 1, probes)[..., 0]
     flat = np.ascontiguousarray(cand.reshape(b * S, n))
     Yr = np.ascontiguousarray(np.repeat(Y, S, axis=0))
     res = _residuals(Yr, A, keys, flat).reshape(b, S)
     best = np.argmin(res, axis=1)
     return cand[np.arange(b), best], res[np.arange(b), best]
+
+
+_DEFAULT: dict = {}
+# probes of a hash index's queries that lie on a key (the layer recursion from
+# right keys) or need not be good (the outer positions of the start): fixed,
+# so every index built the same way answers the same whatever its own probes
+_NEAR_PROBES = 2
+
+
+def default_index(keys: np.ndarray):
+    """The search reconstruction uses when none is given: ``HashIndex(keys, "l2")``.
+
+    Built once per key set (cached by a digest of the keys, four sets at
+    most), so repeated calls on the same keys pay for one build.
+    """
+    from core.index import HashIndex
+
+    keys = np.ascontiguousarray(keys, dtype=np.float32)
+    tag = (keys.shape, hashlib.blake2b(keys, digest_size=16).digest())
+    ix = _DEFAULT.get(tag)
+    if ix is None:
+        if len(_DEFAULT) >= 4:
+            _DEFAULT.pop(next(iter(_DEFAULT)))
+        ix = _DEFAULT[tag] = HashIndex(keys, "l2")
+    return ix
+
+
+def _grow(Y, band, keys, ids, res, index, A, probes, act):
+    """Rebuild sentences ``act`` by the layer recursion from their smallest residual row.
+
+    A row with (near) zero residual holds ``m + 2`` right keys, enough to seed
+    :func:`_propagate` (one seed per sentence: ``2 n`` queries that lie on a
+    key). ``ids`` [B, n] and ``res`` [B] are updated in place where it helps.
+    """
+    for c0 in range(0, act.size, 4096):
+        st = act[c0 : c0 + 4096]
+        Rw = np.einsum("rn,bnd->brd", A, keys[ids[st]].astype(np.float64)) - Y[st]
+        seed = np.argmin((Rw * Rw).sum(-1), axis=1)[:, None]
+        prop, rp = _propagate(Y[st], band, keys, ids[st], index, A, seed, probes)
+        ok = rp < res[st]
+        ids[st[ok]] = prop[ok]
+        res[st[ok]] = rp[ok]
+
+
+def _exact_search(index):
+    """The exact l2 search for the least-squares start: ``index`` itself unless it hashes."""
+    return index.exact_search() if _is_hash(index) else index
 
 
 def reconstruct_linear(
@@ -282,6 +345,10 @@ def reconstruct_linear(
     tol: float = 1e-13,
     band: np.ndarray | None = None,
     radius: float = 0.25,
+    probes: int | None = 16,
+    first_k: int | None = None,
+    grow: bool | None = None,
+    margin: int | None = 1,
 ) -> Reconstruction:
     """Discrete least squares: token ids whose keys best explain ``Y = A K[ids]``.
 
@@ -293,7 +360,12 @@ def reconstruct_linear(
         The linear map (:func:`mean_layer_matrix`, :func:`subset_matrix`).
     keys : float32 [V, d]
     index : object with ``query_batch(Q, k) -> (ids, dists)``, optional
-        Nearest-key search (the hash index); exact :class:`NearestKeys` if None.
+        Nearest-key search; :func:`default_index` (the hash index) if None,
+        :class:`NearestKeys` for the exact search throughout. A hash index
+        (l2) answers the refinement and recursion queries, which lie near a
+        key once the neighbours are right; the least-squares start, far from
+        every key, is snapped by its exact search (``exact_search()``). A hash
+        index under another metric is only used through its exact search.
     iters : int
         Rounds of candidate proposal + descent after the first descent.
     k : int
@@ -313,25 +385,75 @@ def reconstruct_linear(
     radius : float
         Refinement proposals within this l2 distance of a position's current
         key are not looked up (:func:`_moved_candidates`).
+    probes : int or None
+        Probes of a hash index's refinement queries (None: the index's own).
+    first_k : int or None
+        Candidates per position of the least-squares start (None: ``k``).
+    grow : bool or None
+        After the first descent, rebuild every unsolved sentence by the layer
+        recursion from the block of its smallest residual row (band only);
+        None: when ``index`` hashes (its recursion queries are cheap).
+    margin : int or None
+        With ``grow``, only the middle ``m + 2 + 2 margin`` positions are
+        snapped by the exact search, the others through ``index`` (then
+        ``naive`` is the index's snap there); None: every position exactly.
     """
     keys = np.ascontiguousarray(keys, dtype=np.float32)
     Y = np.ascontiguousarray(Y, dtype=np.float32)
     A = np.ascontiguousarray(A, dtype=np.float64)
-    if index is None:
-        index = NearestKeys(keys)
+    near = default_index(keys) if index is None else index
+    metric = getattr(near, "metric", None)
+    if _is_hash(near) and metric is not None and getattr(metric, "code", 0) != 0:
+        near = near.exact_search()  # least squares is l2: another metric ranks wrongly
+    far = _exact_search(near)
+    hashed = _is_hash(near)
+    pr = probes if hashed else None
+    pn = _NEAR_PROBES if hashed else None
+    if grow is None:
+        grow = hashed
     B, r, d = Y.shape
     P = _pinv(A)  # [n, r]
     a2 = (A * A).sum(0)
     a2 = np.where(a2 > 0, a2, 1.0)
-    mu = getattr(index, "key_mean", None)
+    mu = getattr(far, "key_mean", None)
     if mu is None:
         mu = keys.mean(0, dtype=np.float64)
     X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
-    cand = _candidates(index, X0.astype(np.float32), k)
+    kf = k if first_k is None else first_k
+    n = A.shape[1]
+    w = n if band is None or not grow or margin is None else min(n, band.shape[0] + 2 * margin)
+    X0 = X0.astype(np.float32)
+    if w < n:
+        # the recursion needs one block of m+2 right keys: snap only the middle
+        # exactly (where the least-squares start is best), the rest through the index
+        c0 = (n - w) // 2
+        mid = np.zeros(n, bool)
+        mid[c0 : c0 + w] = True
+        cand = np.empty((B, n, kf), np.int64)
+        cand[:, mid] = _candidates(far, X0[:, mid], kf)
+        cand[:, ~mid] = _candidates(near, X0[:, ~mid], kf, pn)
+        miss = cand[..., 0] < 0
+        if miss.any():
+            cand[miss] = _candidates(far, X0[miss], kf)
+    else:
+        cand = _candidates(far, X0, kf)
     naive = cand[..., 0].copy()
     ids = naive.copy()
     res = _coordinate_descent(Y, A, keys, ids, cand, sweeps)
     thresh = tol * r * d
+    if grow and band is not None:
+        _grow(Y, band, keys, ids, res, near, A, pn, np.flatnonzero(res > thresh))
+        act = np.flatnonzero(res > thresh)
+        if w < n and act.size:
+            # no right block in the middle: snap the rest exactly too, descend, grow again
+            ca = cand[act]
+            ca[:, ~mid] = _candidates(far, X0[act][:, ~mid], kf)
+            ida = ids[act]
+            ra = _coordinate_descent(Y[act], A, keys, ida, ca, sweeps)
+            better = ra < res[act]
+            ids[act[better]] = ida[better]
+            res[act[better]] = ra[better]
+            _grow(Y, band, keys, ids, res, near, A, pn, act[res[act] > thresh])
     prev = np.full(B, np.inf)
     stuck = np.zeros(B, bool)  # a round changed nothing: the next would repeat it
     it = 0
@@ -346,8 +468,8 @@ def reconstruct_linear(
         AK = np.einsum("rn,bnd->brd", A, Kc)
         Xp = Kc + np.einsum("nr,brd->bnd", P, Ya - AK)  # projection onto A X = Y
         Xc = Kc - np.einsum("rn,brd->bnd", A, AK - Ya) / a2[None, :, None]
-        cp = _moved_candidates(index, Xp, Kc, ida, k, radius)
-        cc = _moved_candidates(index, Xc, Kc, ida, k, radius)
+        cp = _moved_candidates(near, Xp, Kc, ida, k, radius, pr)
+        cc = _moved_candidates(near, Xc, Kc, ida, k, radius, pr)
         # monotone alternating projection: adopt the snapped projection if better
         jump = np.ascontiguousarray(cp[..., 0])
         rj = _residuals(Ya, A, keys, jump)
@@ -360,7 +482,7 @@ def reconstruct_linear(
         if band is not None and stalled.any():
             for c0 in range(0, int(stalled.sum()), 256):  # bounded memory
                 st = np.flatnonzero(stalled)[c0 : c0 + 256]
-                prop, rp = _propagate(Ya[st], band, keys, ida[st], index, A)
+                prop, rp = _propagate(Ya[st], band, keys, ida[st], near, A, probes=pn)
                 ok = rp < ra[st]
                 ida[st[ok]] = prop[ok]
         cand = np.ascontiguousarray(np.concatenate([cp, cc], axis=2))
@@ -564,7 +686,7 @@ def reconstruct(
     m, n : int
         Layer number and sentence length.
     keys : float32 [V, d]
-    index : nearest-key search with ``query_batch`` (hash index), optional
+    index : nearest-key search with ``query_batch``; None: :func:`default_index`
     iters, k : refinement rounds and candidates per position (mean only).
     op : "mean" | "halfgap"
 
@@ -615,7 +737,7 @@ def layer_accuracy(
     if n < 2:
         return np.zeros(0, np.float32)
     if index is None:
-        index = NearestKeys(keys)
+        index = default_index(keys)
     ms = list(range(n - 1) if layers is None else layers)
     halfgap = _op_code(op) == 1
     top = min(max(ms), halfgap_max) if halfgap else max(ms)

@@ -242,14 +242,41 @@ def test_empty_query_batch():
 
 def test_small_and_large_batches_agree():
     X = _keys(2000, 8, 9)
-    Q = (X[:300] + np.random.default_rng(1).normal(0, 0.03, (300, 8))).astype(np.float32)
+    Q = (X[:600] + np.random.default_rng(1).normal(0, 0.03, (600, 8))).astype(np.float32)
     ix = HashIndex(X, probes=3)
-    big_ids, big_d = ix.query_batch(Q, 3)  # parallel chunks
-    small = [ix.query_batch(Q[i:i + 7], 3) for i in range(0, 300, 7)]  # sequential path
+    big_ids, big_d = ix.query_batch(Q, 3)  # 600 x (1 + 3) cells > 2048: parallel chunks
+    mid_ids, mid_d = ix.query_batch(Q[:500], 3)  # 2000 cells: one serial call
+    small = [ix.query_batch(Q[i:i + 7], 3) for i in range(0, 600, 7)]  # sequential path
     np.testing.assert_array_equal(np.concatenate([s[0] for s in small]), big_ids)
     np.testing.assert_array_equal(np.concatenate([s[1] for s in small]), big_d)
-    one = np.array([ix.query(q, 3)[0] for q in Q])
-    np.testing.assert_array_equal(one, big_ids)
+    np.testing.assert_array_equal(mid_ids, big_ids[:500])
+    np.testing.assert_array_equal(mid_d, big_d[:500])
+    one = np.array([ix.query(q, 3)[0] for q in Q[:100]])
+    np.testing.assert_array_equal(one, big_ids[:100])
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 300), d=st.integers(1, 12), seed=st.integers(0, 2**16),
+       k=st.integers(1, 6), nq=st.integers(1, 400), scale=st.sampled_from([0.01, 1.0, 3.0]))
+def test_exact_search_equals_brute_force(n, d, seed, k, nq, scale):
+    """``exact_search()`` (the far-query search of reconstruction) is brute force.
+
+    Queries from near a key (scale 0.01) to far outside the keys' cube (3.0);
+    both batch paths (below and above 256 queries). Distances agree to float32
+    rounding of the BLAS product; ids wherever the neighbours' distances differ.
+    """
+    rng = np.random.default_rng(seed)
+    X = _keys(n, d, seed)
+    Q = (X[rng.integers(0, n, nq)] + rng.normal(0, scale, (nq, d))).astype(np.float32)
+    ix = HashIndex(X, seed=seed)
+    k = min(k, n)
+    ids, dists = ix.exact_search().query_batch(Q, k)
+    bids, bdists = brute_force(Q, X, min(k + 1, n))  # one more: a tie at the k-th
+    np.testing.assert_allclose(dists, bdists[:, :k], rtol=1e-4, atol=1e-4)
+    clear = (np.diff(bdists, axis=1) > 1e-3).all(1)
+    np.testing.assert_array_equal(ids[clear], bids[clear, :k])
+    assert ix.exact_search() is ix.exact_search()  # built once
+    assert "_exact" not in pickle.loads(pickle.dumps(ix)).__dict__
 
 
 def test_probes_override_per_call():
