@@ -160,6 +160,7 @@ def _compile_part(part: int, of: int, log: Path, manifest: Path) -> int:
     entries = assign(load_manifest(manifest), of)[part]
     with open(log, "a", encoding="utf-8", buffering=1) as fh:
         for e in entries:
+            fh.write(f"begin {e['seconds']} {e['kernel']}\n")
             try:
                 disp = resolve(e["kernel"])
                 for s in e["sigs"]:
@@ -180,7 +181,9 @@ def compile_parallel(workers: int, progress: Callable[[float], None] | None = No
     workers : int
         Processes to start (each compiles about 1/workers of the seconds).
     progress : callable, optional
-        ``progress(fraction)``, the recorded seconds done over all, every 0.1 s.
+        ``progress(fraction)`` every 0.1 s: the recorded seconds of the kernels
+        compiled, plus the time so far of those being compiled (each up to its
+        recorded seconds), over the recorded total.
     cancel : callable, optional
         Polled every 0.1 s; the workers are killed and
         :class:`core.corpus.Cancelled` raised.
@@ -207,16 +210,31 @@ def compile_parallel(workers: int, progress: Callable[[float], None] | None = No
              "--manifest", str(man), "--log", str(log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, log in enumerate(logs)]
+        begun: dict[tuple[int, str], float] = {}  # (worker, kernel) -> when first seen
         try:
             while True:
                 running = any(p.poll() is None for p in procs)
-                lines = [ln for log in logs if log.exists()
-                         for ln in log.read_text(encoding="utf-8").splitlines()]
+                done, ok = 0.0, 0
+                now = time.perf_counter()
+                for w, log in enumerate(logs):
+                    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+                    finished = {ln.split()[2] for ln in lines
+                                if ln.startswith(("ok ", "skip ")) and len(ln.split()) > 2}
+                    for ln in lines:
+                        word = ln.split()
+                        if len(word) < 3:
+                            continue
+                        if word[0] in ("ok", "skip"):
+                            done += float(word[1])
+                            ok += word[0] == "ok"
+                        elif word[2] not in finished:
+                            # in flight: count its time so far, up to its recorded seconds
+                            t0 = begun.setdefault((w, word[2]), now)
+                            done += min(now - t0, 0.95 * float(word[1]))
                 if progress is not None:
-                    done = sum(float(ln.split()[1]) for ln in lines if len(ln.split()) > 1)
                     progress(min(done / total, 1.0))
                 if not running:
-                    return sum(ln.startswith("ok ") for ln in lines)
+                    return ok
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled while compiling kernels")
                 time.sleep(POLL_S)
