@@ -131,6 +131,9 @@ def run_workload(progress: Callable[[str, float], None] | None = None,
         if progress:
             progress(method, 0.8 + 0.05 * (i + 1))
     model.explain("the function")
+    # the window's fast explanation while typing (explorer.explanation.options)
+    model.explain("the function returns a new list of", method="greedy", max_len=16,
+                  layers_stop_below=0.5)
     model.similar("the function")
 
 
