@@ -7,12 +7,14 @@ a discrete least-squares problem ``min_ids ||A K[ids] - Lm||_F``:
 
   1. start from the least-squares solution regularised toward the key mean
      ``X0 = mu + A^+ (Lm - A mu)`` (minimum-norm deviation from the mean key);
-  2. snap every position to its nearest keys through the index (top ``k``);
-     the top-1 snap is the *naive baseline*;
+  2. snap every position to its nearest keys (top ``k``; with the hash index
+     see *Snapping index* below); the top-1 snap is the *naive baseline*;
   3. exact coordinate descent over each position's candidates (the change of
      the squared residual of swapping one key is ``2 g.(k_c - k_a) +
      ||A_:p||^2 ||k_c - k_a||^2`` with ``g = R^T A_:p``);
-  4. while the residual is not zero: propose new candidates from the
+  4. with the hash index: rebuild each unsolved sentence by the layer
+     recursion from its best row (see below);
+  5. while the residual is not zero: propose new candidates from the
      projection of the current keys onto ``{X : A X = Lm}`` and from each
      position's continuous coordinate optimum ``k_a - g / ||A_:p||^2``
      (query the index at both), accept the snapped projection if it lowers
@@ -34,18 +36,56 @@ through nested absolute values); the best we do is coordinate descent on the
 exact halfgap residual over a seeded random pool of keys, which measures how
 little is left (near chance).
 
-Snapping index. Any object with ``query_batch(Q, k)`` works; the default
-is :class:`NearestKeys` (exact l2), and the model uses it. The hash index
-is built for queries near a key; least-squares points lie far from every
-key. With more probes per call (``HashIndex.query_batch(..., probes=P)``)
-it reaches the accuracy but not the speed: 200 sentences, m = 0.35 n,
-d = 32, 2 busy cores, exact vs P = 32 / 64 —
-V = 5,000: n = 16 1.000 in 0.67 s vs 0.999 / 1.000 in 1.25 / 0.84 s;
-n = 32 1.000 in 1.34 s vs 0.993 / 0.997 in 5.7 / 5.8 s;
-V = 50,000: n = 16 1.000 in 6.4 s vs 0.920 / 0.977 in 5.7 / 6.5 s;
-n = 32 1.000 in 13.3 s vs 0.807 / 0.932 in 13.7 / 17.2 s.
-Weaker candidates cost more refinement rounds than the exact BLAS search
-costs in the first place.
+Snapping index. Any object with ``query_batch(Q, k)`` works. The default
+(:func:`default_index`; the model's layer view passes its own index) is the
+hash index (l2): its buckets answer the queries that lie near a key, its
+exact search (``HashIndex.exact_search()``: one BLAS product over all keys)
+the least-squares start, which lies far from every key (the true key at
+~0.8, the next at ~1.3, d = 32). There the buckets find the nearest key only
+among hundreds of candidates (recall@1 0.79 at 64 probes for V = 5,000, 0.53
+for V = 50,000), and an exact scan of the index's key copy with early exit
+on partial distances was 2-4x slower than the BLAS product. So:
+
+  a. only the middle ``m + 2 + 2`` positions are snapped exactly (the others
+     through the buckets): the recursion below needs one block of ``m + 2``
+     right keys, and the middle is where the start is best (the true key is
+     its nearest key in >= 92% of cases there, 0-5% at the two ends);
+  b. after the first descent every unsolved sentence is rebuilt by the layer
+     recursion (:func:`_propagate`) from the block under its smallest
+     residual row. From right keys every recursion value lies on a key (up to
+     float32 rounding times 2^(m+1)), where the buckets answer exactly at 2
+     probes: 2n cheap queries per sentence instead of the refinement rounds;
+  c. a sentence still unsolved gets the exact snap at every position, a
+     second descent and recursion; the refinement rounds (rarely reached at
+     m <= 0.35 n) query the buckets at 16 probes.
+
+Index vs exact (``python bench/bench_layers.py --versus``: 200 random-key
+sentences, m = int(0.35 n), d = 32, best of 3 timed alternately in one
+process, 2 cores at load ~4; the index's build, 0.1-0.5 s, not timed):
+
+  ========  ===  ==============  ==============  ===========
+  V         n    exact s (acc)   index s (acc)   index/exact
+  ========  ===  ==============  ==============  ===========
+  5,000     8    0.220 (1.000)   0.117 (1.000)   0.53
+  5,000     16   0.411 (1.000)   0.201 (1.000)   0.49
+  5,000     32   1.123 (1.000)   0.362 (1.000)   0.32
+  50,000    8    1.120 (1.000)   0.332 (1.000)   0.30
+  50,000    16   0.858 (1.000)   0.331 (1.000)   0.39
+  50,000    32   4.543 (1.000)   1.068 (1.000)   0.24
+  ========  ===  ==============  ==============  ===========
+
+(another run: 0.23-0.57). 1,000 sentences (``noisekey bench layers`` cases,
+V = 5,000): n = 16 m = 4 0.75 vs 1.48 s, n = 8 m = 2 0.59 vs 1.24 s,
+n = 32 m = 11 2.32 vs 4.58 s, accuracy 1.000 both; n = 16 m = 7 (0.44 n)
+0.98 vs 2.48 s at 0.999 vs 1.000. Beyond 0.35 n both fail at about the same
+layers: over every m of 100 sentences the two accuracies differ by at most
+0.03 (the index lower at n = 16, m = 8-9, higher at n = 32, m = 18). One
+prompt in the window (``layer_accuracy``, stop below 0.99, V = 5,000):
+median 8 / 24 / 41 ms vs 11 / 36 / 74 ms at n = 8 / 16 / 24, about equal at
+n = 32. Before this scheme the buckets alone, with more probes per call,
+reached the accuracy but not the speed (exact vs 32 / 64 probes, V = 50,000,
+n = 32: 1.000 in 13.3 s vs 0.807 / 0.932 in 13.7 / 17.2 s): weak candidates
+cost more refinement rounds than the exact search costs.
 
 Figures (``noisekey layers``, ``noisekey bench layers``, 2 shared cores)
 ------------------------------------------------------------------------
