@@ -480,7 +480,7 @@ def reconstruct_linear(
     if mu is None:
         mu = keys.mean(0, dtype=np.float64)
     X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
-    kf = k if first_k is None else first_k
+    kf = min(k if first_k is None else first_k, keys.shape[0])  # the exact search's width
     n = A.shape[1]
     w = n if band is None or not grow or margin is None else min(n, band.shape[0] + 2 * margin)
     X0 = X0.astype(np.float32)

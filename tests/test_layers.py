@@ -142,6 +142,19 @@ def test_reconstruction_through_the_hash_index(keys, index, n):
                                   reconstruct(L[:8], m, n, keys, index))
 
 
+def test_fewer_keys_than_candidates():
+    """Five keys (fewer than the 16 candidates): both searches still run and decode."""
+    from core.index import HashIndex
+
+    small = np.random.default_rng(0).random((5, D), dtype=np.float32)
+    ids = np.random.default_rng(1).integers(0, 5, (3, 12))
+    for m in (0, 1, 3):
+        L = layer(small[ids], m)
+        for ix in (HashIndex(small), NearestKeys(small)):
+            np.testing.assert_array_equal(reconstruct(L, m, 12, small, ix), ids)
+    assert layer_accuracy(ids[0], small).shape == (11,)
+
+
 def test_reconstruction_beats_naive(keys, index):
     n, m = 16, 6
     ids = np.random.default_rng(3).integers(0, V, (60, n))
