@@ -1,15 +1,25 @@
-"""The model against the modified Kneser-Ney 5-gram on validation slices.
+"""The model against the modified Kneser-Ney n-gram on validation slices.
 
 For each corpus: the training part of the usual 90/10 split (seed 0) is split
-again 90/10 (seed 1) into a fit part and a validation slice — the test split
+again 90/10 (seed 1; ``--fit-fraction``) into a fit part and a validation
+slice — the test split
 is never read, so settings chosen here do not look at it. A model is trained
-on the fit part (prompt memory and signatures off) for each number of gate
-folds given (``core.model.Model.gate_folds``; ``--fold-tokens`` is the
-stream length past which the gate falls back to leave-one-out), and its
-next-token top-1 / top-5 and bits per token on the slice are printed beside
-the modified Kneser-Ney 5-gram counted on the same fit part.
+on the fit part (prompt memory and signatures off) for each model seed and
+each number of gate folds given (``core.model.Model.gate_folds``;
+``--fold-tokens`` is the stream length past which the gate falls back to
+leave-one-out), and its next-token top-1 / top-5 and bits per token on the
+slice are printed beside the modified Kneser-Ney n-gram (order ``--kn-order``,
+default 5 for words and 8 for bytes) counted on the same fit part, with the
+differences in tokens of the slice (top-1, top-5) and in bits per token.
 
-    python bench/bench_quality.py CORPUS... [--folds 0,5] [--fold-tokens 100000]
+The gate's rule (:class:`core.machine.Gate`) reads its settings at
+prediction time, so one trained model is scored under every combination of
+``--sign-z``, ``--min-events`` and ``--ll-z`` given (comma-separated lists;
+defaults: the gate's own).
+
+    python bench/bench_quality.py CORPUS... [--seeds 0,1,2] [--folds 5]
+        [--tokenizer byte] [--b-order 8] [--sign-z 0,1] [--min-events 0,100]
+        [--ll-z 0,1] [--fit-fraction 0.8]
 
 Figures, not pass/fail.
 """
@@ -17,43 +27,81 @@ Figures, not pass/fail.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
 import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",")]
+
+
 def main() -> None:
     from core.baselines import KneserNey
     from core.corpus import load_corpus
+    from core.machine import Gate
     from core.model import Model, TrainConfig, train
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", nargs="+")
     ap.add_argument("--folds", default=str(Model.gate_folds))
     ap.add_argument("--fold-tokens", type=int, default=Model.gate_fold_tokens)
+    ap.add_argument("--seeds", default="0", help="model seeds (keys, gate sample)")
+    ap.add_argument("--tokenizer", default="word", choices=("word", "byte"))
+    ap.add_argument("--b-order", type=int, default=None, help="B's order (default: the setting's)")
+    ap.add_argument("--kn-order", type=int, default=None,
+                    help="the baseline's order (default 5 for words, 8 for bytes)")
+    ap.add_argument("--sign-z", default=str(Gate.sign_z))
+    ap.add_argument("--min-events", default=str(Gate.min_events))
+    ap.add_argument("--ll-z", default=str(Gate.ll_z))
+    ap.add_argument("--fit-fraction", type=float, default=0.9,
+                    help="share of the training part fitted on; the rest is the slice (0.9)")
     args = ap.parse_args()
     folds = [int(x) for x in args.folds.split(",")]
-    cfg = TrainConfig(signatures=False, memory=0)
-    print(f"{'corpus':24s} {'':10s} {'top1':>7s} {'top5':>7s} {'bits':>7s} {'train s':>8s}")
-    for path in args.corpus:
-        corpus = load_corpus([path], cfg.tokenizer, cfg.min_count)
-        train_part, _ = corpus.split(0.9, 0)
-        fit, val = train_part.split(0.9, 1)
-        name = os.path.basename(path)
-        kn = KneserNey(len(fit.vocab), "modified", 5).add_stream(fit.stream).finalize()
-        r = kn.evaluate(val.stream, 5)
-        bits = kn.perplexity(val.stream)["bits"]
-        print(f"{name:24s} {'KN 5-gram':10s} {r['top1']:7.4f} {r['top5']:7.4f} {bits:7.4f}")
-        for f in folds:
-            Model.gate_folds, Model.gate_fold_tokens = f, args.fold_tokens
-            t0 = time.perf_counter()
-            m = train(fit, cfg)
-            dt = time.perf_counter() - t0
-            e = m.evaluate_stream(val.stream, 5)
-            lp = m.logprob_stream(val.stream)
-            print(f"{name:24s} {f'folds {f}':10s} {e['top1']:7.4f} {e['top5']:7.4f} "
-                  f"{lp['bits']:7.4f} {dt:8.1f}", flush=True)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    rules = list(itertools.product(_floats(args.sign_z), _floats(args.min_events),
+                                   _floats(args.ll_z)))
+    kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
+    if args.b_order is not None:
+        kw["b_order"] = args.b_order
+    cfg = TrainConfig(**kw)
+    kn_order = args.kn_order or (8 if args.tokenizer == "byte" else 5)
+    print(f"{'corpus':20s} {'':34s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "
+          f"{'Δ top1':>6s} {'Δ top5':>6s} {'Δ bits':>7s} {'train s':>7s}")
+    saved = Gate.sign_z, Gate.min_events, Gate.ll_z
+    try:
+        for path in args.corpus:
+            corpus = load_corpus([path], cfg.tokenizer, cfg.min_count)
+            train_part, _ = corpus.split(0.9, 0)
+            fit, val = train_part.split(args.fit_fraction, 1)
+            name = os.path.basename(path)[:20]
+            n = len(val.stream)
+            kn = KneserNey(len(fit.vocab), "modified", kn_order).add_stream(fit.stream).finalize()
+            r = kn.evaluate(val.stream, 5)
+            bits = kn.perplexity(val.stream)["bits"]
+            print(f"{name:20s} {f'KN {kn_order}-gram':34s} {r['top1']:7.4f} {r['top5']:7.4f} "
+                  f"{bits:7.4f}", flush=True)
+            for f, seed in itertools.product(folds, seeds):
+                Model.gate_folds, Model.gate_fold_tokens = f, args.fold_tokens
+                t0 = time.perf_counter()
+                m = train(fit, dataclasses.replace(cfg, seed=seed))
+                dt = time.perf_counter() - t0
+                for z, me, llz in rules:
+                    Gate.sign_z, Gate.min_events, Gate.ll_z = z, int(me), llz
+                    e = m.evaluate_stream(val.stream, 5)
+                    lp = m.logprob_stream(val.stream)
+                    d1 = round((e["top1"] - r["top1"]) * n)
+                    d5 = round((e["top5"] - r["top5"]) * n)
+                    db = lp["bits"] - bits
+                    label = f"s{seed} f{f} z={z:g} min={int(me)} llz={llz:g}"
+                    print(f"{name:20s} {label:34s} {e['top1']:7.4f} {e['top5']:7.4f} "
+                          f"{lp['bits']:7.4f}   {d1:+6d} {d5:+6d} {db:+7.4f} {dt:7.1f}",
+                          flush=True)
+    finally:
+        Gate.sign_z, Gate.min_events, Gate.ll_z = saved
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
     * ``kn_grams`` int32 [M, b_order] ids, rows sorted and distinct, and
       ``kn_gram_counts`` >= 1 in place of ``kn_tri_*`` when ``b_order`` is not 3;
     * ``mk_*``, ``gate_*``, ``mem_*``: the shapes a fresh table has, counts >= 0
-      (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files);
+      (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files,
+      ``gate_disc_bin``, ``gate_won5_bin`` and ``gate_lost5_bin`` too);
     * ``layers_*``: one signature per sentence, ``rows · dim`` wide, a known op.
 
     Members not listed (and ``mem_*`` with the prompt memory off) are not read.
@@ -171,6 +172,8 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
     for name, ref in Gate(V, P, 1.0).to_arrays("gate_").items():
         if name in ("gate_ll_bin", "gate_ll_n"):
             continue
+        if name in ("gate_disc_bin", "gate_won5_bin", "gate_lost5_bin") and name not in ar:
+            continue  # files before the gate's sign test lack them
         a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)
     if "gate_ll_bin" in ar or "gate_ll_n" in ar:  # files before the likelihood gate lack both
         ref = Gate(V, P, 1.0)

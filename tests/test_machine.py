@@ -199,6 +199,10 @@ def test_gate_keeps_b_when_c_wins_within_noise():
     args = (np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))
     assert g.weight(*args)[0] == 0.0
     g.se_rule = 0.0
+    assert g.weight(*args)[0] == 0.0  # 40 events: fewer than Gate.min_events
+    g.min_events = 0
+    assert g.weight(*args)[0] == 0.0  # 21 against 19: no sign test passes
+    g.sign_z = 0.0
     assert g.weight(*args)[0] >= 0.5
 
 
