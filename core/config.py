@@ -69,6 +69,8 @@ class Setting:
     flag : command-line flag (``--no-NAME`` for a boolean that defaults on)
     panel : shown in the training panel's form
     step : spin-box step of a ``float`` in the panel
+    by_tokenizer : ``(tokenizer, default)`` pairs that replace ``default`` for
+        those tokenizers when the setting is not given
     """
 
     name: str
@@ -83,6 +85,11 @@ class Setting:
     flag: str = ""
     panel: bool = False
     step: float = 0.1
+    by_tokenizer: tuple[tuple[str, object], ...] = ()
+
+    def default_for(self, tokenizer: str) -> object:
+        """The default with tokenizer ``tokenizer`` (:attr:`by_tokenizer`, else :attr:`default`)."""
+        return dict(self.by_tokenizer).get(tokenizer, self.default)
 
     def __post_init__(self) -> None:
         if not self.flag:
@@ -104,7 +111,8 @@ class Setting:
         """The help text: meaning, allowed values and default."""
         d = self.default
         shown = ("on" if d else "off") if self.type is bool else d
-        return f"{self.help} — {self.range_text}, default {shown}"
+        extra = "".join(f", {t} tokens: {v}" for t, v in self.by_tokenizer)
+        return f"{self.help} — {self.range_text}, default {shown}{extra}"
 
     def check(self, value: object, name: str | None = None) -> object:
         """``value`` as this setting's type, or ``ValueError`` naming ``name``.
@@ -182,9 +190,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("seed", "seed", "seed of keys, k-means, index and SMC", int, 0, 0, 2**31 - 1, panel=True),
     _s("op", "layer op", "layer op of the signatures", str, "mean",
        choices=("mean", "halfgap"), panel=True),
+    # bytes: 8, the order of the byte baseline; at 5, B trailed the modified
+    # 8-gram on validation slices (docs -907 / -130 tokens of top-1 / top-5 and
+    # +0.076 bits, quotations -70 / +15 and +0.020); at 8 it ties it on both
     _s("b_order", "B order",
        "order of B's Kneser-Ney transition over the noise bank (2..8; files without it: 3)",
-       int, 5, 2, 8),
+       int, 5, 2, 8, by_tokenizer=(("byte", 8),)),
     _s("c_neighbours", "C neighbours", "nearest training windows that vote in C", int, 4, 1, 256),
     _s("c_bandwidth", "C bandwidth",
        "C's vote weight exp(-Δδ / (bandwidth · key scale))", float, 0.05, 0.0, 100.0,
@@ -219,9 +230,21 @@ def setting(name: str) -> Setting:
     return _BY_NAME[name]
 
 
+class _TokenizerDefault:
+    """Field default of a setting with per-tokenizer defaults: not given yet."""
+
+    def __repr__(self) -> str:
+        return "<the tokenizer's default>"
+
+
+_BY_TOKENIZER = _TokenizerDefault()
+
 _Fields = make_dataclass(
     "_Fields",
-    [(s.name, s.type, field(default=s.default)) for s in SETTINGS]
+    # a setting with per-tokenizer defaults starts as _BY_TOKENIZER:
+    # __post_init__ fills in the tokenizer's default unless a value was given
+    [(s.name, s.type, field(default=_BY_TOKENIZER if s.by_tokenizer else s.default))
+     for s in SETTINGS]
     + [("schema", int, field(default=SCHEMA_VERSION))],
 )
 _Fields.__module__ = __name__
@@ -233,12 +256,18 @@ class TrainConfig(_Fields):
 
     One field per entry of :data:`SETTINGS` (its help says what each means)
     plus ``schema``. Construction checks every value against its declared
-    range and raises ``ValueError`` naming the first bad setting.
+    range and raises ``ValueError`` naming the first bad setting. A setting
+    not given takes its tokenizer's default (:meth:`Setting.default_for`:
+    ``b_order`` is 8 for byte tokens, 5 for words); ``dataclasses.replace``
+    copies the resolved value, so change the tokenizer by constructing anew.
     """
 
     def __post_init__(self) -> None:
-        for s in SETTINGS:
-            setattr(self, s.name, s.check(getattr(self, s.name)))
+        for s in SETTINGS:  # ``tokenizer`` is first: checked before the defaults that read it
+            v = getattr(self, s.name)
+            if v is _BY_TOKENIZER:
+                v = s.default_for(self.tokenizer)
+            setattr(self, s.name, s.check(v))
 
     @property
     def metric_obj(self):

@@ -270,3 +270,23 @@ def test_panel_shows_the_stage_of_all_and_moves_the_bar_overall(qtbot):
     p.on_progress("compiling kernels", 0.25, {"part": "gate"})
     assert p.bar.format().startswith("compiling kernels 25%")
     assert p.bar.value() == 250
+
+
+def test_b_order_defaults_by_tokenizer():
+    """One declaration: 5 for words, 8 for bytes unless given; the flag still overrides."""
+    from core.cli.model import _settings_args, config_from_args
+
+    s = setting("b_order")
+    assert (s.default, s.default_for("word"), s.default_for("byte")) == (5, 5, 8)
+    assert TrainConfig().b_order == 5
+    assert TrainConfig(tokenizer="byte").b_order == 8
+    assert TrainConfig(tokenizer="byte", b_order=5).b_order == 5
+    assert "byte tokens: 8" in s.describe()
+    # files without the setting keep the trigram B they were trained with
+    assert TrainConfig.from_json({"tokenizer": "byte"}).b_order == 3
+    p = argparse.ArgumentParser()
+    _settings_args(p)
+    assert config_from_args(p.parse_args(["--tokenizer", "byte"])).b_order == 8
+    assert config_from_args(p.parse_args(["--tokenizer", "byte", "--b-order", "6"])).b_order == 6
+    with pytest.raises(ValueError, match="b_order"):
+        TrainConfig(tokenizer="byte", b_order=9)
