@@ -34,7 +34,7 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import Qt, Signal  # noqa: E402
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QApplication,
@@ -145,6 +145,27 @@ class IntegerAxis(pg.AxisItem):
             lo, hi = int(np.ceil(minVal)), int(np.floor(maxVal))
             out.append((1.0, list(range(lo, hi + 1))))
         return out
+
+
+class EventImageItem(pg.ImageItem):
+    """An image item that hands its hover and click events to signals.
+
+    A view's bound method assigned to ``item.hoverEvent`` put the view into
+    the item's ``__dict__``: a reference cycle through Qt objects. When the
+    garbage collector broke it, deleting the item could delete the view,
+    and with it the scene that still held the item, from inside the item's
+    own destructor (a segfault in ``QGraphicsScene::clear``, seen now and
+    then in the test suite). A signal keeps no reference to its receiver.
+    """
+
+    sigHover = Signal(object)
+    sigClick = Signal(object)
+
+    def hoverEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph's name
+        self.sigHover.emit(ev)
+
+    def mouseClickEvent(self, ev) -> None:  # noqa: N802 - pyqtgraph's name
+        self.sigClick.emit(ev)
 
 
 class ElidedHeader(QLabel):

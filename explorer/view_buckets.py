@@ -47,6 +47,7 @@ from explorer.view_base import (
     PENDING_TEXT,
     SELECT_COLOUR,
     BaseView,
+    EventImageItem,
     brush,
     display_token,
     foreground,
@@ -119,9 +120,9 @@ class BucketsView(BaseView):
         self.heat_plot = self.glw.addPlot(row=1, col=0)
         self.heat_plot.setLabel("bottom", "digit k (1 = leftmost)")
         self.heat_plot.setLabel("left", "coordinate j")
-        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat = EventImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
-        self.heat.hoverEvent = self._heat_hover
+        self.heat.sigHover.connect(self._heat_hover)
         self.cbar = pg.ColorBarItem(
             values=(0, 1), colorMap=pg.colormap.get("viridis"), label="distance term",
             interactive=False, width=12,

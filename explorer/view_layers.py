@@ -35,6 +35,7 @@ from explorer.view_base import (
     PATH_COLOURS,
     SELECT_COLOUR,
     BaseView,
+    EventImageItem,
     IntegerAxis,
     brush,
     display_token,
@@ -72,7 +73,7 @@ class LayersView(BaseView):
         self.heat_plot = self.glw.addPlot(row=0, col=0)
         self.heat_plot.setLabel("bottom", "key dimension")
         self.heat_plot.invertY(True)
-        self.heat = pg.ImageItem(axisOrder="row-major")
+        self.heat = EventImageItem(axisOrder="row-major")
         self.heat_plot.addItem(self.heat)
         self.sel_region = pg.LinearRegionItem(
             orientation="horizontal", movable=False, brush=brush(SELECT_COLOUR, 50),
@@ -87,8 +88,8 @@ class LayersView(BaseView):
                                     label="value", interactive=False, width=12)
         self.cbar.setImageItem(self.heat, insert_in=None)
         self.glw.addItem(self.cbar, row=0, col=1)
-        self.heat.mouseClickEvent = self._heat_click
-        self.heat.hoverEvent = self._heat_hover
+        self.heat.sigClick.connect(self._heat_click)
+        self.heat.sigHover.connect(self._heat_hover)
 
         self.acc_plot = self.glw.addPlot(row=1, col=0, colspan=2,
                                          axisItems={"bottom": IntegerAxis("bottom")})
