@@ -484,16 +484,6 @@ class Model:
         return layer_info(ids, self.keys, self.index, self.config.op,
                           similar=lambda q, k: self.similar(q, k), k=5, stop_below=stop_below)
 
-    @property
-    def nearest_keys(self):
-        """Exact nearest-key search over the keys (:class:`core.nearest.NearestKeys`), cached."""
-        nk = self.__dict__.get("_nearest_keys")
-        if nk is None or nk.keys.shape != self.keys.shape:
-            from core.nearest import NearestKeys
-
-            nk = self._nearest_keys = NearestKeys(self.keys)
-        return nk
-
     def similar(self, prompt: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """Nearest training outputs by layer signature: ``[(text, cosine), ...]``, best first."""
         if self.signature_bank is None:
