@@ -66,7 +66,7 @@ from explorer.corpus_panel import CorpusPanel
 from explorer.explanation import ExplanationScheduler, model_only_explanation
 from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
-from explorer.state import ExplorerState
+from explorer.state import ExplorerState, weak_method
 from explorer.training_panel import CACHED_CURVES, TrainingPanel, progress_text
 from explorer.worker import (
     TaskSlot,
@@ -269,10 +269,13 @@ class MainWindow(QMainWindow):
         self.trainer.failed.connect(self._on_train_failed)
         self.trainer.cancelled.connect(self._on_train_cancelled)
         # when the prompt is explained, fast or full: a widget-free controller
+        # (weak callbacks: the scheduler is the window's child, see view_base.weak_method)
         self.explanations = ExplanationScheduler(
-            self.state, model=lambda: self.model, prompt_text=self.prompt_box.text,
-            method=self.method_box.currentText, draw=self._draw_explanation,
-            drawn=self._explanation_drawn, parent=self)
+            self.state, model=weak_method(self._current_model),
+            prompt_text=weak_method(self.prompt_box.text, ""),
+            method=weak_method(self.method_box.currentText, "greedy"),
+            draw=weak_method(self._draw_explanation),
+            drawn=weak_method(self._explanation_drawn, True), parent=self)
         self.explanations.busy.connect(
             lambda on: self.busy_label.setText("computing…" if on else ""))
         self.explanations.failed.connect(self._on_explain_failed)
@@ -767,6 +770,9 @@ class MainWindow(QMainWindow):
     def request_explanation(self, full: bool = True) -> None:
         """Ask for the prompt's explanation (newest request wins)."""
         self.explanations.request(full)
+
+    def _current_model(self):
+        return self.model
 
     def _draw_explanation(self, ex, secs: float, full: bool) -> None:
         """Hand an explanation to the views and the labels (the scheduler decided to)."""

@@ -26,6 +26,8 @@ Design choices (the spec is silent):
 
 from __future__ import annotations
 
+import weakref
+
 from PySide6.QtCore import QObject, Signal
 
 from core.explain import Explanation
@@ -206,3 +208,23 @@ class ExplorerState(QObject):
             self.stepChanged.emit(self._step)
         if self._layer != old_layer:
             self.layerChanged.emit(self._layer)
+
+
+def weak_method(method, default=None):
+    """A function that calls the bound ``method`` while its object lives, else gives ``default``.
+
+    For callbacks stored inside Qt objects (a scatter item's ``tip``, the
+    explanation scheduler's getters): a bound method there keeps its widget
+    alive from inside one of the widget's own items, a reference cycle whose
+    collection can delete the widget, and the scene holding the item, from
+    inside that item's destructor (see :class:`explorer.view_base.EventImageItem`).
+    """
+    owner = weakref.ref(method.__self__)  # a Python method or a bound Qt (builtin) one
+    name = method.__name__
+
+    def call(*args, **kwargs):
+        obj = owner()
+        return default if obj is None else getattr(obj, name)(*args, **kwargs)
+
+    call.__name__ = getattr(method, "__name__", "weak_method")
+    return call

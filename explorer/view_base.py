@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 )
 
 from core.explain import Explanation  # noqa: E402
-from explorer.state import ExplorerState  # noqa: E402
+from explorer.state import ExplorerState, weak_method  # noqa: E402, F401 - views import it here
 
 PATH_COLOURS = {"B": "#1f77b4", "C": "#ff7f0e", "mix": "#9467bd"}
 CONTEXT_COLOUR = "#2ca02c"

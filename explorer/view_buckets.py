@@ -54,6 +54,7 @@ from explorer.view_base import (
     same_arrays,
     scatter_count,
     token_label,
+    weak_method,
 )
 
 RUNNER_COLOURS = ("#ff7f0e", "#2ca02c", "#8c564b", "#17becf")  # runners-up 1, 2, 3, 4
@@ -98,15 +99,16 @@ class BucketsView(BaseView):
         self.occupancy.setCacheMode(pg.QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
         self.probed = pg.ScatterPlotItem(
             size=9, symbol="s", pen=None, brush=brush(PATH_COLOURS["B"], 170),
-            hoverable=True, tip=self._bucket_tip, name="probed buckets",
+            hoverable=True, tip=weak_method(self._bucket_tip, ""),
+            name="probed buckets",
         )
         self.candidates = pg.ScatterPlotItem(
             size=8, symbol="o", pen=None, brush=brush(PATH_COLOURS["C"], 200),
-            hoverable=True, tip=self._cand_tip, name="candidates",
+            hoverable=True, tip=weak_method(self._cand_tip, ""), name="candidates",
         )
         self.winner = pg.ScatterPlotItem(
             size=18, symbol="star", pen=pg.mkPen(foreground(230)), brush=brush(SELECT_COLOUR),
-            hoverable=True, tip=self._cand_tip, name="winner",
+            hoverable=True, tip=weak_method(self._cand_tip, ""), name="winner",
         )
         self.strip.addItem(self.occupancy)
         self.legend = self.add_legend([

@@ -46,6 +46,7 @@ from explorer.view_base import (
     pen,
     scatter_count,
     token_label,
+    weak_method,
 )
 
 SELECT_LABEL = "#b0307f"  # label colours: the selection, prompt tokens, generated ones
@@ -138,7 +139,7 @@ class EmbeddingsView(BaseView):
         self.plot.setLabel("left", "component 2")
         self.plot.setAspectLocked(True)
         self.plot.showGrid(x=True, y=True, alpha=0.15)
-        vocab_tip = self._tip
+        vocab_tip = weak_method(self._tip, "")
 
         self.all_keys = pg.ScatterPlotItem(
             size=3, pen=None, brush=pg.mkBrush(foreground(45)), hoverable=True,
@@ -151,7 +152,8 @@ class EmbeddingsView(BaseView):
             hoverable=True, tip=vocab_tip, name="prompt context keys",
         )
         self.encoder = pg.ScatterPlotItem(
-            size=9, symbol="x", pen=None, hoverable=True, tip=self._enc_tip,
+            size=9, symbol="x", pen=None, hoverable=True,
+            tip=weak_method(self._enc_tip, ""),
             name="encoder embeddings",
         )
         self.snapped = pg.ScatterPlotItem(
@@ -160,7 +162,7 @@ class EmbeddingsView(BaseView):
         )
         self.protos = pg.ScatterPlotItem(
             size=6, symbol="t", pen=None, brush=brush(PROTO_COLOUR, 110), hoverable=True,
-            tip=self._proto_tip, name="noise prototypes (offset)",
+            tip=weak_method(self._proto_tip, ""), name="noise prototypes (offset)",
         )
         self.selected = pg.ScatterPlotItem(
             size=20, symbol="o", pen=pg.mkPen(SELECT_COLOUR, width=2.5), brush=None,

@@ -54,6 +54,7 @@ from explorer.view_base import (
     path_brushes,
     scatter_count,
     token_label,
+    weak_method,
 )
 
 DRAFT_OK, DRAFT_BAD = "#2ca02c", "#d62728"  # speculative drafts: accepted, rejected
@@ -94,7 +95,8 @@ class TrajectoryView(BaseView):
         self.stubs = pg.PlotCurveItem(pen=pg.mkPen(foreground(70), width=1), connect="finite",
                                       name="stubs")
         self.kept = pg.PlotCurveItem(pen=pg.mkPen(foreground(200), width=2), name="kept stub")
-        self.points = pg.ScatterPlotItem(size=11, pen=None, hoverable=True, tip=self._tip)
+        self.points = pg.ScatterPlotItem(size=11, pen=None, hoverable=True,
+                                         tip=weak_method(self._tip, ""))
         self.selected = pg.ScatterPlotItem(size=20, pen=pg.mkPen(SELECT_COLOUR, width=2.5),
                                            brush=None)
         self.step_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,

@@ -38,5 +38,24 @@ def _collect_cycles_on_the_main_thread():
     free their reference cycles.
     """
     yield
+    _delete_closed_widgets()
     if not gc.isenabled():
         gc.collect()
+
+
+def _delete_closed_widgets() -> None:
+    """Run the deletions pytest-qt asked for (``deleteLater``) before collecting cycles.
+
+    ``processEvents`` leaves deferred deletions queued, so closed windows
+    lived on in C++ while the collector freed their Python wrappers; Qt
+    deleting the widget trees itself, parents first, leaves the collector
+    only wrappers of objects already gone.
+    """
+    import sys
+
+    if "PySide6.QtWidgets" not in sys.modules:
+        return
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    if QCoreApplication.instance() is not None:
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
