@@ -24,7 +24,7 @@ from core.noise import NoiseBank
 from core.stopping import MiddleKey, segment_stats
 from core.tokenize import EOS
 
-__all__ = ["Counts", "count", "merge_counts", "history_width", "check_cancel",
+__all__ = ["Counts", "closed_stream", "count", "merge_counts", "history_width", "check_cancel",
            "report_progress"]
 
 ProgressFn = Callable[[str, float, "dict | None"], None]
@@ -76,11 +76,21 @@ class Counts:
     in_offsets: np.ndarray | None = None
 
 
-def count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel) -> Counts:
-    V = len(corpus.vocab)
-    s = corpus.stream
+def closed_stream(stream: np.ndarray) -> np.ndarray:
+    """The training stream with its last document closed by ``<eos>`` (int32).
+
+    What the model counts; the baselines of ``noisekey eval`` count the same
+    stream, so that B alone and the n-gram of its order are the same model.
+    """
+    s = np.asarray(stream, np.int32)
     if s.size and s[-1] != EOS:
         s = np.concatenate([s, [EOS]]).astype(np.int32)
+    return s
+
+
+def count(corpus: Corpus, cfg: TrainConfig, keys: np.ndarray, progress, cancel) -> Counts:
+    V = len(corpus.vocab)
+    s = closed_stream(corpus.stream)
     W = cfg.window
     H = history(s, history_width(cfg))
     report_progress(progress, "counting", 0.1)

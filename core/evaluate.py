@@ -106,6 +106,7 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     for bytes).
     """
     from core.baselines import KneserNey, Retrieval, trigram_contexts
+    from core.counting import closed_stream
     from core.model import train
 
     tr, te = corpus.split(split, seed)
@@ -122,7 +123,8 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     te = te.with_vocab(model.vocab)
     # Kneser-Ney trigram: counting pass timed in this process
     t0 = time.perf_counter()
-    kn = KneserNey(model.V, 0.75).add(*trigram_contexts(tr.stream)).finalize()
+    stream = closed_stream(tr.stream)  # the events the model counted
+    kn = KneserNey(model.V, 0.75).add(*trigram_contexts(stream)).finalize()
     out["kn_count_seconds"] = time.perf_counter() - t0
     out["kn_tokens_per_s"] = tr.stream.size / max(out["kn_count_seconds"], 1e-9)
     r = kn.evaluate(te.stream, 5)
@@ -131,7 +133,7 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     # the n-gram a KenLM user would build: modified discounts, order 5 (8 for bytes)
     order = int(kn_order or (8 if cfg.tokenizer == "byte" else 5))
     t0 = time.perf_counter()
-    kno = KneserNey(model.V, "modified", order).add_stream(tr.stream).finalize()
+    kno = KneserNey(model.V, "modified", order).add_stream(stream).finalize()
     out["kn_order"] = order
     out["kn_order_count_seconds"] = time.perf_counter() - t0
     r = kno.evaluate(te.stream, 5)
