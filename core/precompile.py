@@ -45,8 +45,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["MANIFEST", "assign", "compile_parallel", "load_manifest", "record",
-           "resolve"]
+__all__ = ["MANIFEST", "Recorder", "assign", "compile_parallel", "load_manifest",
+           "merge_entries", "record", "resolve"]
 
 #: The recorded kernel signatures (written by :func:`record`).
 MANIFEST = Path(__file__).with_name("kernel_signatures.json")
@@ -77,43 +77,66 @@ def _dispatcher_names() -> dict[int, str]:
     return names
 
 
+class Recorder:
+    """Listens to numba's compile events: the kernel signatures compiled from Python.
+
+    ``start()`` before the work, ``write(path)`` after it (the entries of
+    :func:`load_manifest`'s format; callees numba compiles inside a kernel
+    are not listed, they come with it). Numba compiles under one lock, so
+    events nest only within a thread.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[object, tuple, float]] = []
+        self._depth = 0
+        self._started: list[float] = []
+
+    def start(self) -> Recorder:
+        from numba.core import event
+
+        rec = self
+
+        class _Top(event.Listener):
+            def on_start(self, e):
+                rec._depth += 1
+                rec._started.append(time.perf_counter())
+
+            def on_end(self, e):
+                rec._depth -= 1
+                dt = time.perf_counter() - rec._started.pop()
+                if rec._depth == 0:
+                    rec.seen.append((e.data["dispatcher"], tuple(e.data["args"]), dt))
+
+        event.register("numba:compile", _Top())
+        return self
+
+    def entries(self) -> list[dict]:
+        """One entry per core kernel compiled from Python, the longest first."""
+        names = _dispatcher_names()
+        entries: dict[str, dict] = {}
+        for disp, sig, dt in self.seen:
+            name = names.get(id(disp))
+            if name is None:
+                continue  # not a core kernel
+            e = entries.setdefault(name, {"kernel": name, "seconds": 0.0, "sigs": []})
+            e["seconds"] = round(e["seconds"] + dt, 3)
+            e["sigs"].append(base64.b64encode(pickle.dumps(sig, protocol=4)).decode())
+        return sorted(entries.values(), key=lambda e: -e["seconds"])
+
+    def write(self, out: Path) -> None:
+        import numba
+
+        doc = {"numba": numba.__version__, "entries": self.entries()}
+        Path(out).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+
+
 def _record_here(out: Path) -> None:
     """Run the warm-up workload here and write what it compiled from Python."""
-    from numba.core import event
-
     from core.warmup import run_workload
 
-    seen: list[tuple[object, tuple, float]] = []
-    depth = [0]
-    started: list[float] = []
-
-    class _Top(event.Listener):
-        def on_start(self, e):
-            depth[0] += 1
-            started.append(time.perf_counter())
-
-        def on_end(self, e):
-            depth[0] -= 1
-            dt = time.perf_counter() - started.pop()
-            if depth[0] == 0:
-                seen.append((e.data["dispatcher"], tuple(e.data["args"]), dt))
-
-    event.register("numba:compile", _Top())
+    rec = Recorder().start()
     run_workload()
-    names = _dispatcher_names()
-    entries: dict[str, dict] = {}
-    for disp, sig, dt in seen:
-        name = names.get(id(disp))
-        if name is None:
-            continue  # not a core kernel (none are expected at the top level)
-        e = entries.setdefault(name, {"kernel": name, "seconds": 0.0, "sigs": []})
-        e["seconds"] = round(e["seconds"] + dt, 3)
-        e["sigs"].append(base64.b64encode(pickle.dumps(sig, protocol=4)).decode())
-    import numba
-
-    doc = {"numba": numba.__version__,
-           "entries": sorted(entries.values(), key=lambda e: -e["seconds"])}
-    out.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    rec.write(out)
 
 
 def record(out: Path = MANIFEST) -> None:
@@ -130,6 +153,17 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
         return list(json.loads(path.read_text(encoding="utf-8"))["entries"])
     except (OSError, ValueError, KeyError, TypeError):
         return []
+
+
+def merge_entries(*lists: list[dict]) -> list[dict]:
+    """One entry per kernel over several lists: the union of signatures, the most seconds."""
+    out: dict[str, dict] = {}
+    for entries in lists:
+        for e in entries:
+            m = out.setdefault(e["kernel"], {"kernel": e["kernel"], "seconds": 0.0, "sigs": []})
+            m["seconds"] = max(float(m["seconds"]), float(e.get("seconds", 0.0)))
+            m["sigs"] += [sig for sig in e["sigs"] if sig not in m["sigs"]]
+    return sorted(out.values(), key=lambda e: -e["seconds"])
 
 
 def assign(entries: list[dict], n: int) -> list[list[dict]]:

@@ -205,15 +205,17 @@ def compile_kernels(progress: ProgressFn | None = None, cancel: CancelFn | None 
     return time.perf_counter() - t0
 
 
-def precompile_once(workers: int | None = None) -> bool:
+def precompile_once(workers: int | None = None, extra: Path | None = None) -> bool:
     """Compile the recorded kernels in parallel unless done for these sources.
 
     For a test run or a script about to call many kernels: it fills numba's
     cache from one process per core (:func:`core.precompile.compile_parallel`)
     and leaves a marker beside :func:`marker_path`'s, so the next run with
-    the same sources does nothing. Returns whether it compiled.
+    the same sources does nothing. ``extra``: a further signature list
+    (the test suite's, ``tests/kernel_signatures.json``) compiled with the
+    warm-up's. Returns whether it compiled.
     """
-    from core.precompile import compile_parallel
+    from core.precompile import compile_parallel, load_manifest, merge_entries
 
     workers = _workers() if workers is None else workers
     try:
@@ -222,8 +224,9 @@ def precompile_once(workers: int | None = None) -> bool:
             return False
     except OSError:
         return False
+    entries = merge_entries(load_manifest(), load_manifest(extra) if extra else [])
     try:
-        compile_parallel(workers)
+        compile_parallel(workers, entries=entries)
     except OSError:  # no process could start: kernels compile on first call instead
         return False
     try:

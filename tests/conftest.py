@@ -15,11 +15,29 @@ os.environ.setdefault("NOISEKEY_NO_WARMUP", "1")  # tests compile on first use; 
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: The kernel signatures the suite compiles, beyond the warm-up's: written by
+#: ``NOISEKEY_RECORD_KERNELS=tests/kernel_signatures.json NUMBA_CACHE_DIR=$(mktemp -d)
+#: python -m pytest`` (a run that records compiles everything itself).
+TEST_KERNELS = REPO / "tests" / "kernel_signatures.json"
+
+
 def pytest_sessionstart(session):
-    """A fresh clone compiles its kernels in one process per core first (30 s, not 60, on 2)."""
+    """A fresh clone compiles its kernels in one process per core first."""
+    record = os.environ.get("NOISEKEY_RECORD_KERNELS")
+    if record:
+        from core.precompile import Recorder
+
+        session.config._kernel_recorder = Recorder().start()
+        return
     from core.warmup import precompile_once
 
-    precompile_once()
+    precompile_once(extra=TEST_KERNELS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    rec = getattr(session.config, "_kernel_recorder", None)
+    if rec is not None:
+        rec.write(Path(os.environ["NOISEKEY_RECORD_KERNELS"]))
 SAMPLES = REPO / "resources" / "samples"
 
 
