@@ -272,3 +272,51 @@ def test_bucket_probe_items_set_only_when_the_probe_changes(views, monkeypatch):
     assert buckets.summary()["winner"] == 1
     assert buckets.summary()["breakdown_cells"] == np.asarray(
         ex.generation.steps[1].probe.breakdown).size
+
+
+class _Ev:
+    """The parts of a pyqtgraph hover/click event the heat maps read."""
+
+    def __init__(self, x, y):
+        from PySide6.QtCore import QPointF
+
+        self._p = QPointF(x, y)
+        self.accepted = False
+
+    def pos(self):
+        return self._p
+
+    def isExit(self):  # noqa: N802 - pyqtgraph's name
+        return False
+
+    def accept(self):
+        self.accepted = True
+
+
+def test_heat_maps_hover_and_click_through_their_signals(views):
+    state, vs = views
+    ex = make_explanation(T=6, seed=2)
+    state.set_explanation(ex)
+    state.set_step(0)
+    buckets, layers = vs[1], vs[3]
+    buckets.heat.hoverEvent(_Ev(0.5, 0.5))
+    assert "coordinate 0, digit 1" in buckets.heat_plot.vb.toolTip()
+    ev = _Ev(0.5, 0.5)
+    layers.heat.mouseClickEvent(ev)
+    assert ev.accepted  # a row of the heat map was hit: a token or a layer selected
+
+
+def test_no_item_holds_a_bound_method_of_its_view(views):
+    """The suite's segfault: a view's method inside one of its own items made a Qt cycle."""
+    import types
+
+    state, vs = views
+    state.set_explanation(make_explanation(T=6, seed=2))
+    for v in vs:
+        for item in v.glw.scene().items():
+            found = list(getattr(item, "__dict__", {}).values())
+            found += list(getattr(item, "opts", {}).values()) if isinstance(
+                getattr(item, "opts", None), dict) else []
+            for val in found:
+                assert not (isinstance(val, types.MethodType) and val.__self__ is v), \
+                    (type(v).__name__, type(item).__name__)
