@@ -17,7 +17,7 @@ about 0.5 s. The busiest kernels are therefore written as
 ``name_rows(lo, hi, ..., out)`` (serial, outputs passed in) with a
 ``name_threads(..., out)`` driver over blocks of :data:`ROW_BLOCK` rows, and
 a Python function that allocates the outputs and calls one or the other
-(:data:`MIN_THREADED` rows and up go threaded). Each driver is written out,
+(:func:`run_rows`: :data:`MIN_THREADED` rows and up go threaded). Each driver is written out,
 not generated: numba caches only functions defined in a source file, and a
 driver taking the kernel as an argument is not cacheable.
 
@@ -36,12 +36,20 @@ import types
 import numpy as np
 from numba import njit
 
-__all__ = ["MIN_THREADED", "ROW_BLOCK", "batched"]
+__all__ = ["MIN_THREADED", "ROW_BLOCK", "batched", "run_rows"]
 
 #: Batches this long and longer run on numba's threads (see :func:`batched`).
 MIN_THREADED = 256
 #: Rows per block of a threaded driver: one set of scratch per block.
 ROW_BLOCK = 64
+
+
+def run_rows(rows_kernel, threads_kernel, n: int, *args) -> None:
+    """``threads_kernel(*args)`` for n >= MIN_THREADED rows, else ``rows_kernel(0, n, *args)``."""
+    if n >= MIN_THREADED:
+        threads_kernel(*args)
+    else:
+        rows_kernel(0, n, *args)
 
 
 def batched(min_parallel: int = MIN_THREADED):

@@ -323,26 +323,21 @@ class Gate:
         hits5 = (rank >= 0) & (rank < 5)
         i, j, k = self._cells(dist_c, sup_b, sup_c)
         flat = np.ravel_multi_index((i, j, k), self.n_bin.shape)
-        G = GATE_GRID.size
-        self.n_bin += np.bincount(flat, minlength=self.n_bin.size).reshape(self.n_bin.shape)
-        for r in range(G):
-            self.hits_bin[..., r] += np.bincount(flat, weights=hits[:, r],
-                                                 minlength=self.n_bin.size).astype(
-                np.int64).reshape(self.n_bin.shape)
-            self.hits5_bin[..., r] += np.bincount(flat, weights=hits5[:, r],
-                                                  minlength=self.n_bin.size).astype(
-                np.int64).reshape(self.n_bin.shape)
-            self.disc_bin[..., r] += np.bincount(flat, weights=hits[:, r] != hits[:, 0],
-                                                 minlength=self.n_bin.size).astype(
-                np.int64).reshape(self.n_bin.shape)
+        shape = self.n_bin.shape
+
+        def per_cell(weights: np.ndarray) -> np.ndarray:
+            """Steps per gate cell where ``weights`` holds (int64, the table's shape)."""
+            return np.bincount(flat, weights=weights, minlength=self.n_bin.size).astype(
+                np.int64).reshape(shape)
+
+        self.n_bin += np.bincount(flat, minlength=self.n_bin.size).reshape(shape)
         won5, lost5 = _list_top5(bi, bp, ci, cp, np.asarray(target, np.int64))
-        for r in range(G):
-            self.won5_bin[..., r] += np.bincount(flat, weights=won5[:, r],
-                                                 minlength=self.n_bin.size).astype(
-                np.int64).reshape(self.n_bin.shape)
-            self.lost5_bin[..., r] += np.bincount(flat, weights=lost5[:, r],
-                                                  minlength=self.n_bin.size).astype(
-                np.int64).reshape(self.n_bin.shape)
+        for r in range(GATE_GRID.size):
+            self.hits_bin[..., r] += per_cell(hits[:, r])
+            self.hits5_bin[..., r] += per_cell(hits5[:, r])
+            self.disc_bin[..., r] += per_cell(hits[:, r] != hits[:, 0])
+            self.won5_bin[..., r] += per_cell(won5[:, r])
+            self.lost5_bin[..., r] += per_cell(lost5[:, r])
             self.hits_tok[:, r] += np.bincount(cur, weights=hits[:, r],
                                                minlength=self.V).astype(np.int64)
         self.n_tok += np.bincount(cur, minlength=self.V)

@@ -108,6 +108,7 @@ from core.model_arrays import read_arrays, read_settings
 from core.noise import NoiseBank
 from core.stopping import MiddleKey
 from core.tokenize import BOS, EOS, SEP, Vocab, make_tokenizer
+from core.windows import history_row
 
 __all__ = ["TrainConfig", "Model", "Proposals", "train", "from_counts", "merge_counts",
            "SCHEMA_VERSION"]
@@ -293,15 +294,7 @@ class Model:
 
     def history_of(self, ids: np.ndarray) -> np.ndarray:
         """History row (newest first, <bos> padded, reset after <eos>) after ``ids``."""
-        W = history_width(self.config)
-        ids = np.asarray(ids, np.int32)
-        eos = np.flatnonzero(ids == EOS)
-        if eos.size:
-            ids = ids[eos[-1] + 1:]
-        row = np.full(W, BOS, np.int32)
-        tail = ids[::-1][:W]
-        row[:tail.size] = tail
-        return row
+        return history_row(ids, history_width(self.config))
 
     def topk_histories(self, H: np.ndarray, k: int = 5) -> dict:
         """Gated top-k for history rows ``H``; also B's and C's own top-k and the gate."""

@@ -298,6 +298,8 @@ def _main(argv: list[str]) -> int:
     if a.record_here:
         _record_here(a.record_here)
         return 0
+    if a.part is None or a.of is None or not 0 <= a.part < a.of:
+        ap.error("give --record, or --part I --of N with 0 <= I < N")
     return _compile_part(a.part, a.of, a.log or Path(os.devnull), a.manifest)
 
 

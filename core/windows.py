@@ -33,11 +33,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import MIN_THREADED, ROW_BLOCK, insert_bottomk, merge_topk
+from core.jit import ROW_BLOCK, insert_bottomk, merge_topk, run_rows
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
-__all__ = ["history", "window_weights", "window_states", "WindowTable"]
+__all__ = ["history", "history_row", "window_weights", "window_states", "WindowTable"]
 
 
 def history(stream: np.ndarray, W: int) -> np.ndarray:
@@ -58,6 +58,22 @@ def history(stream: np.ndarray, W: int) -> np.ndarray:
         if n > lag:
             H[lag:, i] = np.where(pos[lag:] >= lag, s[:-lag], BOS)
     return H
+
+
+def history_row(ids: np.ndarray, W: int) -> np.ndarray:
+    """The history row after ``ids``: its last ``W`` tokens newest first (int32 [W]).
+
+    ``<bos>`` pads; only the tokens after the last ``<eos>`` count, as in
+    :func:`history`.
+    """
+    ids = np.asarray(ids, np.int32)
+    eos = np.flatnonzero(ids == EOS)
+    if eos.size:
+        ids = ids[eos[-1] + 1:]
+    row = np.full(W, BOS, np.int32)
+    tail = ids[::-1][:W]
+    row[:tail.size] = tail
+    return row
 
 
 def window_weights(W: int, alpha: float) -> np.ndarray:
@@ -89,10 +105,7 @@ def _window_states_threads(H, keys, w, out):
 def _window_states(H, keys, w):
     """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
     out = np.zeros((H.shape[0], keys.shape[1]), np.float32)
-    if H.shape[0] >= MIN_THREADED:
-        _window_states_threads(H, keys, w, out)
-    else:
-        _window_states_rows(0, H.shape[0], H, keys, w, out)
+    run_rows(_window_states_rows, _window_states_threads, H.shape[0], H, keys, w, out)
     return out
 
 
@@ -326,12 +339,9 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
     n = Q.shape[0]
     ids = np.full((n, K), -1, np.int64)
     ds = np.full((n, K), np.inf, np.float32)
-    args = (Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
-            grp_c, grp_r, tot, K, code, f, lam, D, ids, ds)
-    if n >= MIN_THREADED:
-        _group_search_threads(*args)
-    else:
-        _group_search_rows(0, n, *args)
+    run_rows(_group_search_rows, _group_search_threads, n, Q, qtoks, qprev, own, states, sub_off,
+             sub_grp_off, sub_prev, sub_c, sub_cT, sub_r, grp_c, grp_r, tot, K, code, f, lam, D,
+             ids, ds)
     return ids, ds
 
 
@@ -400,12 +410,8 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
     probs = np.zeros((n, k), np.float32)
     dmin = np.full(n, np.inf, np.float32)
     sup = np.zeros(n, np.float32)
-    args = (nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote,
-            ids, probs, dmin, sup)
-    if n >= MIN_THREADED:
-        _c_vote_threads(*args)
-    else:
-        _c_vote_rows(0, n, *args)
+    run_rows(_c_vote_rows, _c_vote_threads, n, nn, nd, own, target, succ_off, succ_ids, succ_cnt,
+             tot, h, k, max_vote, ids, probs, dmin, sup)
     return ids, probs, dmin, sup
 
 
@@ -466,10 +472,7 @@ def _find_rows_threads(H, ctx, out):
 def _find_rows(H, ctx):
     """Index of each row of ``H`` in the lexicographically sorted rows ``ctx``, -1 if absent."""
     out = np.full(H.shape[0], -1, np.int64)
-    if H.shape[0] >= MIN_THREADED:
-        _find_rows_threads(H, ctx, out)
-    else:
-        _find_rows_rows(0, H.shape[0], H, ctx, out)
+    run_rows(_find_rows_rows, _find_rows_threads, H.shape[0], H, ctx, out)
     return out
 
 

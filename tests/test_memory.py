@@ -1,4 +1,4 @@
-"""The prompt memory's step builder against the per-step loop it replaced."""
+"""The prompt memory's step builder against the per-step loop it replaced (Model.history_of)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.memory import pair_steps
-from core.tokenize import BOS, EOS
-
-
-def _history_of(ids, W):  # Model.history_of, written out
-    ids = np.asarray(ids, np.int32)
-    eos = np.flatnonzero(ids == EOS)
-    if eos.size:
-        ids = ids[eos[-1] + 1:]
-    row = np.full(W, BOS, np.int32)
-    tail = ids[::-1][:W]
-    row[:tail.size] = tail
-    return row
-
+from core.tokenize import EOS
+from core.windows import history_row
 
 tokens = st.lists(st.sampled_from([EOS, 5, 6, 7, 8, 9]), max_size=7)
 
@@ -34,7 +23,7 @@ def test_pair_steps_equal_the_step_by_step_rows(pairs, W):
     for r, (c, y) in enumerate(zip(ctxs, ys, strict=True)):
         full = np.concatenate([c, y])
         for t in range(y.size + 1):
-            rows.append(_history_of(full[:c.size + t], W))
+            rows.append(history_row(full[:c.size + t], W))
             tg.append(int(y[t]) if t < y.size else EOS)
             pr.append(r)
             tt.append(t)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from core.jit import MIN_THREADED, ROW_BLOCK, insert_topk
+from core.jit import ROW_BLOCK, insert_topk, run_rows
 
 
 @njit(cache=True, nogil=True)
@@ -288,20 +288,22 @@ def _kn_batch_ta_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_r
                           support)
 
 
-def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
-                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
-    """Top-k of every row of ``H`` by :func:`_kn_query_ta`: ids, probs (float32), support."""
-    rows = H.shape[0]
+def _topk_rows(rows_kernel, threads_kernel, H, *args):
+    """Allocate a top-k batch's outputs (ids, probs float32, support) and fill them."""
+    rows, k = H.shape[0], args[-1]
     ids = np.full((rows, k), -1, np.int64)
     probs = np.zeros((rows, k), np.float32)
     support = np.zeros(rows, np.float32)
-    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc,
-            uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
-    if rows >= MIN_THREADED:
-        _kn_batch_ta_threads(*args)
-    else:
-        _kn_batch_ta_rows(0, rows, *args)
+    run_rows(rows_kernel, threads_kernel, rows, H, *args, ids, probs, support)
     return ids, probs, support
+
+
+def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
+                 disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
+    """Top-k of every row of ``H`` by :func:`_kn_query_ta`: ids, probs (float32), support."""
+    return _topk_rows(_kn_batch_ta_rows, _kn_batch_ta_threads, H, target, loo, V, n, lvl_keys,
+                      lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc, uni_cont, uni_total,
+                      uni_order, uni_dsum, uniform, k)
 
 
 @njit(cache=True, nogil=True)
@@ -334,17 +336,9 @@ def _kn_batch_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys
 def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
               uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
     """Top-k of every row of ``H`` by :func:`_kn_query`: ids, probs (float32), support."""
-    rows = H.shape[0]
-    ids = np.full((rows, k), -1, np.int64)
-    probs = np.zeros((rows, k), np.float32)
-    support = np.zeros(rows, np.float32)
-    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
-            uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
-    if rows >= MIN_THREADED:
-        _kn_batch_threads(*args)
-    else:
-        _kn_batch_rows(0, rows, *args)
-    return ids, probs, support
+    return _topk_rows(_kn_batch_rows, _kn_batch_threads, H, target, loo, V, n, lvl_keys, lvl_off,
+                      lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_order, uni_dsum,
+                      uniform, k)
 
 
 @njit(cache=True, nogil=True)
@@ -389,11 +383,7 @@ def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off
     left out of the counts first (as :func:`_kn_query` does).
     """
     out = np.zeros(H.shape[0], np.float64)
-    args = (H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
-            uni_total, uni_dsum, uniform, out)
-    if H.shape[0] >= MIN_THREADED:
-        _kn_prob_threads(*args)
-    else:
-        _kn_prob_rows(0, H.shape[0], *args)
+    run_rows(_kn_prob_rows, _kn_prob_threads, H.shape[0], H, target, loo, V, n, lvl_keys, lvl_off,
+             lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_dsum, uniform, out)
     return out
 
