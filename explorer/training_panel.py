@@ -51,6 +51,26 @@ FLOAT_DECIMALS = 3
 CURVE_REDRAW_S = 0.25
 NO_CURVES = "live curves of win rates and leave-one-out accuracy appear while training"
 CACHED_CURVES = "loaded from cache; train to see live curves"
+
+
+class ElidedProgressBar(QProgressBar):
+    """A progress bar whose text is elided to one line of its width.
+
+    ``format()`` keeps the whole message (and so does the tooltip); only the
+    drawn text is cut, where a style would otherwise wrap it onto two
+    clipped lines (a cached model's figures in the narrow side panel).
+    """
+
+    def text(self) -> str:  # noqa: D102 (QProgressBar.text, read by the style)
+        full = super().text()
+        room = max(24, self.contentsRect().width() - 8)
+        return self.fontMetrics().elidedText(full, Qt.TextElideMode.ElideRight, room)
+
+    def setFormat(self, fmt: str) -> None:  # noqa: N802 (Qt's name)
+        super().setFormat(fmt)
+        self.setToolTip(fmt)
+
+
 CURVE_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 CURVE_NAMES = {
     "win_rate_c": "C wins, share of steps",
@@ -152,7 +172,7 @@ class TrainingPanel(QWidget):
         row.addWidget(self.train_btn)
         row.addWidget(self.cancel_btn)
         lay.addLayout(row)
-        self.bar = QProgressBar()
+        self.bar = ElidedProgressBar()
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(True)
         self.bar.setFormat("idle")

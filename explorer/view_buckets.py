@@ -302,11 +302,12 @@ class BucketsView(BaseView):
             heat, totals = rbd[0], rbd.sum(axis=1)  # [r, D]
             colours = RUNNER_COLOURS[:len(runners)]
             self.breakdown_of = runners
-            entries = [("★", SELECT_COLOUR, f"{name}: exact match (δ = 0); runners-up:")]
+            # short entries: two caption lines hold four runners-up at a view's width
+            # (the heatmap is the first one's, as the help and the tooltip say)
+            entries = [("★", SELECT_COLOUR, f"{name}: exact match, next:")]
             for i, (tid, dist) in enumerate(zip(runners, probe.runner_distances, strict=True)):
-                tag = " (heatmap)" if i == 0 else ""
                 entries.append(("■", colours[i], f"{display_token(token_label(ex.vocab, tid))}"
-                                f" δ = {float(dist):.3f}{tag}"))
+                                f" {float(dist):.3f}"))
         else:
             heat, totals, colours = bd, bd.sum(axis=0)[None, :], (PATH_COLOURS["B"],)
             self.breakdown_of = [w] if w >= 0 else []
@@ -315,7 +316,9 @@ class BucketsView(BaseView):
                         + (" (exact match, no other candidate)" if exact else ""))]
         self._breakdown = heat
         self.caption.set_entries(entries)
-        self.caption.setToolTip("the breakdown shows: " + "; ".join(n for *_, n in entries))
+        heat_of = "; the heatmap is the first runner-up's terms" if exact and runners else ""
+        self.caption.setToolTip("the breakdown shows: " + "; ".join(n for *_, n in entries)
+                                + heat_of)
         drawn = (heat, totals, np.array([len(colours)]))
         if heat.size and not same_arrays(self._drawn.get("breakdown"), drawn):
             # the heatmap, its colour bar and the bars change with the breakdown only
