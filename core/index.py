@@ -97,7 +97,6 @@ import math
 import threading
 
 import numpy as np
-from numba import get_num_threads
 
 from core.explain import IndexStats, ProbeInfo
 from core.index_kernels import (
@@ -105,11 +104,12 @@ from core.index_kernels import (
     _cuckoo,
     _hash_keys,
     _project_keys,
-    _query_batch,
+    _query_batch_rows,
     _query_seq,
     _query_single,
     _replicate,
 )
+from core.jit import run_rows
 from core.metric import (
     Metric,
     as_metric,
@@ -122,7 +122,7 @@ from core.metric import (
 
 _EMPTY = np.empty(0, np.int64)
 # batches up to this size run sequentially on the persistent scratch (no
-# per-call allocation of stamp arrays); larger ones go parallel in chunks of
+# per-call allocation of stamp arrays); larger ones run threaded in chunks of
 # at least this many queries
 _SMALL_BATCH = 32
 # ... and so do batches of up to this many probed buckets per function
@@ -173,7 +173,7 @@ def _key_digits(X: np.ndarray, metric: Metric) -> np.ndarray:
 
 
 def brute_force(Q, keys, k: int = 1, metric: str | Metric = "l2") -> tuple[np.ndarray, np.ndarray]:
-    """Exact nearest keys by scanning all of them (numba, parallel over queries).
+    """Exact nearest keys by scanning all of them (numba, threaded over queries).
 
     Parameters
     ----------
@@ -424,8 +424,9 @@ class HashIndex:
         Batches of up to 32 queries, or of up to 2,048 probed cells per
         function in all, run sequentially on the index's own scratch arrays
         under its lock (cheapest for generation steps); larger ones run
-        in parallel chunks (``prange``, one per thread) with per-chunk
-        scratch. Concurrent calls from several threads are safe.
+        in row chunks on threads (:func:`core.jit.run_rows`, at least
+        ``_SMALL_BATCH`` queries each) with per-chunk scratch. Concurrent
+        calls from several threads are safe.
 
         Returns ``ids`` int64 [nq, k] and ``dists`` float32 [nq, k] (padding as
         in :meth:`query`); with ``return_candidates`` also int64 [nq], the
@@ -441,8 +442,11 @@ class HashIndex:
                 ids, dists, ncand = _query_seq(Q, *self._argt, pr, self._mode(),
                                                self._stamp, self._bstamp, self._counter, int(k))
         else:
-            n_chunks = max(1, min(nq // _SMALL_BATCH, get_num_threads()))
-            ids, dists, ncand = _query_batch(Q, *self._argt, pr, self._mode(), int(k), n_chunks)
+            ids = np.full((nq, k), -1, np.int64)
+            dists = np.full((nq, k), np.inf, np.float32)
+            ncand = np.zeros(nq, np.int64)
+            run_rows(_query_batch_rows, nq, Q, *self._argt, pr, self._mode(), int(k), ids, dists,
+                     ncand, min_rows=2 * _SMALL_BATCH, min_chunk=_SMALL_BATCH)
         if return_candidates:
             return ids, dists, ncand
         return ids, dists

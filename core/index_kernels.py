@@ -9,7 +9,7 @@ The structure and the measured choices are described in :mod:`core.index`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from core.jit import batched
 from core.metric import (
@@ -91,7 +91,7 @@ def _project_keys(X, R):
     H, m, _ = R.shape
     n = X.shape[0]
     P = np.empty((H, n, m), np.float32)
-    for i in prange(n):
+    for i in range(n):
         for h in range(H):
             _project(X[i], R[h], P[h, i])
     return P
@@ -409,7 +409,7 @@ def _query_seq(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
                probes, mode, stamp, bstamp, counter, k):
     """Small batches: the queries one after another on the index's persistent scratch.
 
-    Same results as :func:`_query_batch` without allocating stamp arrays of
+    Same results as :func:`_query_batch_rows` without allocating stamp arrays of
     size n per call (the caller holds the lock).
     """
     nq = Q.shape[0]
@@ -438,51 +438,44 @@ def _query_seq(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
     return ids, dists, ncand
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _query_batch(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
-                 probes, mode, k, n_chunks):
-    """All queries ``Q`` [nq, d] -> ids int64 [nq, k], dists float32 [nq, k], candidates [nq].
+@njit(cache=True, nogil=True)
+def _query_batch_rows(lo, hi, Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
+                      table, probes, mode, k, ids, dists, ncand):
+    """Queries ``lo:hi`` of ``Q`` [nq, d] into ids int64 [nq, k], dists float32 [nq, k], ncand.
 
-    Parallel over ``n_chunks`` contiguous chunks of queries; each chunk owns
-    its stamp arrays, so no query allocates anything of size n.
+    One chunk of a threaded batch (:func:`core.jit.run_rows`): it owns its
+    stamp arrays, so no query allocates anything of size n. ``ids``/``dists``
+    come filled with -1/inf.
     """
-    nq = Q.shape[0]
     n = X.shape[0]
     nb_total = slots.shape[0]
-    ids = np.full((nq, k), -1, np.int64)
-    dists = np.full((nq, k), np.inf, np.float32)
-    ncand = np.zeros(nq, np.int64)
     empty_b = np.empty(0, np.int64)
     empty_c = np.empty(0, np.int64)
-    for c in prange(n_chunks):
-        lo = c * nq // n_chunks
-        hi = (c + 1) * nq // n_chunks
-        stamp = np.zeros(n, np.int32)
-        bstamp = np.zeros(nb_total, np.int32)
-        best_r = np.empty(k, np.float64)
-        best_id = np.empty(k, np.int64)
-        best_pos = np.empty(k, np.int64)
-        for qi in range(lo, hi):
-            sv = np.int32(qi - lo + 1)
-            _, nc = _query_one(Q[qi], R, edges, Nb, lb, slots, stash, X, Xd, order, code, f,
-                               lam, D, table, probes, mode, stamp, bstamp, sv, best_r,
-                               best_id, best_pos, empty_b, empty_c)
-            ncand[qi] = nc
-            for j in range(k):
-                if best_id[j] >= 0:
-                    ids[qi, j] = best_id[j]
-                    dists[qi, j] = finish(best_r[j], code)
-    return ids, dists, ncand
+    stamp = np.zeros(n, np.int32)
+    bstamp = np.zeros(nb_total, np.int32)
+    best_r = np.empty(k, np.float64)
+    best_id = np.empty(k, np.int64)
+    best_pos = np.empty(k, np.int64)
+    for qi in range(lo, hi):
+        sv = np.int32(qi - lo + 1)
+        _, nc = _query_one(Q[qi], R, edges, Nb, lb, slots, stash, X, Xd, order, code, f,
+                           lam, D, table, probes, mode, stamp, bstamp, sv, best_r,
+                           best_id, best_pos, empty_b, empty_c)
+        ncand[qi] = nc
+        for j in range(k):
+            if best_id[j] >= 0:
+                ids[qi, j] = best_id[j]
+                dists[qi, j] = finish(best_r[j], code)
 
 
-@batched()
+@batched(rows=(0,))
 def _brute(Q, X, Xd, code, f, lam, D, table, k):
-    """Exact top-k of every query by scanning all keys; parallel over queries."""
+    """Exact top-k of every query by scanning all keys; threaded over queries (``batched``)."""
     nq = Q.shape[0]
     n = X.shape[0]
     ids = np.full((nq, k), -1, np.int64)
     dists = np.full((nq, k), np.inf, np.float32)
-    for qi in prange(nq):
+    for qi in range(nq):
         q = Q[qi]
         if code == 2:
             qd = digit_query_table(_query_digits(q, D), table, D)

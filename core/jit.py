@@ -1,73 +1,196 @@
 """Numba helpers shared by the core kernels.
 
-:func:`batched` compiles a batch kernel twice, ``prange`` threads for large
-batches and serial for small ones. Launching numba's thread pool costs
-milliseconds on a busy machine, more than a whole one-row call (one step of
-a generation for a prompt typed in the window), so batches smaller than
-``min_parallel`` rows (the first argument's length) run serially. Both
-versions are ``cache=True, nogil=True``: they are module-level functions
-without closures or dynamic globals, so the on-disk cache is reused by the
-next process.
+Threaded batches without ``parallel=True``. Every batch kernel is compiled
+once, serially, ``cache=True, nogil=True``; a large batch is cut into row
+chunks that run at once on a shared :class:`~concurrent.futures.ThreadPoolExecutor`
+(:data:`numba.config.NUMBA_NUM_THREADS` workers, made on first use) while the
+calling thread works through chunks too. The kernels release the GIL, rows
+are independent and every chunk writes only its own rows, so the result is
+the serial call's, bit for bit, whatever the chunking. Two forms:
 
-Row kernels with a thin threaded driver. ``parallel=True`` compilation
-costs more the larger the function: the threaded twin of C's vote took
-2.5 s to compile where the same rows serially took 0.7 s, and a driver
-whose ``prange`` body only calls a serial kernel on a block of rows takes
-about 0.5 s. The busiest kernels are therefore written as
-``name_rows(lo, hi, ..., out)`` (serial, outputs passed in) with a
-``name_threads(..., out)`` driver over blocks of :data:`ROW_BLOCK` rows, and
-a Python function that allocates the outputs and calls one or the other
-(:func:`run_rows`: :data:`MIN_THREADED` rows and up go threaded). Each driver is written out,
-not generated: numba caches only functions defined in a source file, and a
-driver taking the kernel as an argument is not cacheable.
+* row kernels ``name_rows(lo, hi, ..., out)`` (outputs passed in, one set of
+  scratch per call) go through :func:`run_rows`;
+* ``@batched`` kernels (one loop over the first argument's rows, arrays
+  returned) get the row-aligned arguments cut into chunks and the chunks'
+  results joined in order (a ``prange`` loop is a plain ``range`` in the
+  serial compilation).
 
-Tried and reverted: running the serial kernel in row chunks on a Python
-thread pool instead of compiling a ``parallel=True`` twin. It halved a fresh
-install's compilation (58 s to 30 s for the first training of the default
-corpus) at the same speed, but the full test suite then crashed now and
-then inside the GUI thread's garbage collection (3 of about 10 runs, one a
-fresh-clone CI run), and numba's own threads never run Python.
+Compiling a ``parallel=True`` twin cost more the larger the function (the
+threaded drivers of C's search and the Kneser-Ney walk 3.6 and 3.0 s, C's
+vote 1.7 s, about 17 s of the 59 s a fresh install compiled) and bought no
+speed over the chunks. Chunks are handed out dynamically (:data:`CHUNKS`
+per thread), so uneven rows (queries of frequent tokens cost 100x others)
+keep every core busy to the end. Batches under :data:`MIN_THREADED` rows
+(``min_parallel`` of :func:`batched`) run in the calling thread: one step of
+a generation typed in the window would pay more for the pool than for its
+work. The first row always runs in the calling thread, so a kernel is
+compiled (or loaded from the cache) there, and a typing error is raised
+there. An exception in any chunk stops the hand-out, waits for the chunks
+already running and is raised in the caller. The thread count is
+:data:`NUMBA_NUM_THREADS`, or the calling thread's
+:func:`numba.get_num_threads` once numba's threading layer is up (the
+window's worker keeps a core for the GUI with :func:`numba.set_num_threads`);
+a chunk running on the pool runs any nested batch serially.
+
+Numba's workqueue threading layer must not be entered from several Python
+threads at once; no kernel on the training or explain path is
+``parallel=True`` any more. Kernels are module-level functions without
+closures or dynamic globals, so the on-disk cache is reused by the next
+process.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 import types
+from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from numba import njit
 
-__all__ = ["MIN_THREADED", "ROW_BLOCK", "batched", "run_rows"]
+__all__ = ["CHUNKS", "MIN_THREADED", "batched", "run_chunks", "run_rows", "threads"]
 
-#: Batches this long and longer run on numba's threads (see :func:`batched`).
+#: Batches this long and longer run threaded (see :func:`run_rows`, :func:`batched`).
 MIN_THREADED = 256
-#: Rows per block of a threaded driver: one set of scratch per block.
-ROW_BLOCK = 64
+#: Chunks per thread of a threaded batch (handed out dynamically).
+CHUNKS = 8
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_local = threading.local()
 
 
-def run_rows(rows_kernel, threads_kernel, n: int, *args) -> None:
-    """``threads_kernel(*args)`` for n >= MIN_THREADED rows, else ``rows_kernel(0, n, *args)``."""
-    if n >= MIN_THREADED:
-        threads_kernel(*args)
-    else:
-        rows_kernel(0, n, *args)
+def _mark_worker() -> None:
+    _local.in_pool = True
 
 
-def batched(min_parallel: int = MIN_THREADED):
-    """Decorator: ``fn(*args)`` runs threaded when ``len(args[0]) >= min_parallel``."""
+def _executor() -> ThreadPoolExecutor:
+    """The shared worker threads (made once, on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, numba.config.NUMBA_NUM_THREADS),
+                                       thread_name_prefix="noisekey-rows",
+                                       initializer=_mark_worker)
+        return _pool
+
+
+def threads() -> int:
+    """Threads a batch started on this thread may use (1 on the pool's own threads)."""
+    if getattr(_local, "in_pool", False):
+        return 1
+    n = numba.config.NUMBA_NUM_THREADS
+    # numba.get_num_threads() would start numba's threading layer: ask only once it is up
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        n = min(n, numba.get_num_threads())
+    return max(1, n)
+
+
+def run_chunks(part, n: int, min_rows: int = MIN_THREADED, min_chunk: int = 1) -> None:
+    """``part(lo, hi)`` over row chunks covering ``0:n``, threaded from ``min_rows`` rows on.
+
+    ``part`` must touch only its own rows. Row 0 runs first in the calling
+    thread (compiling the kernel there); the rest is cut into about
+    ``CHUNKS`` chunks per thread (of at least ``min_chunk`` rows), taken in
+    order by the calling thread and
+    ``threads() - 1`` pool workers. The first exception stops the hand-out
+    and is raised here once every running chunk has finished.
+    """
+    t = threads() if n >= min_rows else 1
+    if t <= 1 or n < 2:
+        part(0, n)
+        return
+    part(0, 1)
+    size = max(min_chunk, -(-(n - 1) // (t * CHUNKS)))
+    n_chunks = -(-(n - 1) // size)
+    nxt = itertools.count()  # next() is atomic under the GIL
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        while not failed:
+            c = next(nxt)
+            if c >= n_chunks:
+                return
+            lo = 1 + c * size
+            try:
+                part(lo, min(n, lo + size))
+            except BaseException as e:
+                failed.append(e)
+                return
+
+    futures = [_executor().submit(drain) for _ in range(min(t, n_chunks) - 1)]
+    try:
+        drain()
+    finally:
+        for f in futures:
+            f.cancel()  # not started yet: the chunks are all taken or failed
+        for f in futures:
+            if not f.cancelled():
+                f.result()
+    if failed:
+        raise failed[0]
+
+
+def run_rows(rows_kernel, n: int, *args, min_rows: int = MIN_THREADED,
+             min_chunk: int = 1) -> None:
+    """``rows_kernel(lo, hi, *args)`` over rows ``0:n`` (:func:`run_chunks`)."""
+    run_chunks(lambda lo, hi: rows_kernel(lo, hi, *args), n, min_rows, min_chunk)
+
+
+def _join(parts: list):
+    """Concatenate chunk results (an array or a tuple of arrays) along rows."""
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
+    return np.concatenate(parts)
+
+
+def batched(min_parallel: int = MIN_THREADED, rows: tuple[int, ...] | None = None):
+    """Decorator: ``fn(*args)`` runs in row chunks (:func:`run_chunks`) when
+    ``len(args[0]) >= min_parallel``.
+
+    ``rows`` lists the positions of the arguments that hold one row per row
+    of the first (cut with it; in-place updates of them reach the caller's
+    arrays through the slices); the others are shared. ``None``: every
+    array whose first dimension equals the first argument's (name ``rows``
+    where a shared array may have that length). Results, an array or a
+    tuple of arrays with one row per row, are joined in order. The serial
+    compilation is named ``name_serial`` (``call.serial``): cache entries
+    of the ``parallel=True`` twin this decorator once compiled under the
+    plain name are never loaded for it.
+    """
 
     def wrap(fn):
         serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                     fn.__defaults__, fn.__closure__)
         serial.__qualname__ = fn.__qualname__ + "_serial"
         serial.__module__ = fn.__module__
-        par = njit(cache=True, nogil=True, parallel=True)(fn)
         seq = njit(cache=True, nogil=True)(serial)
 
         def call(*args):
-            return (par if args[0].shape[0] >= min_parallel else seq)(*args)
+            n = args[0].shape[0]
+            if n < min_parallel or threads() <= 1:
+                return seq(*args)
+            cut = rows if rows is not None else tuple(
+                i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim > 0
+                and a.shape[0] == n)
+            parts: dict[int, object] = {}
+
+            def part(lo: int, hi: int) -> None:
+                a = list(args)
+                for i in cut:
+                    a[i] = args[i][lo:hi]
+                parts[lo] = seq(*a)
+
+            run_chunks(part, n, min_parallel)
+            return _join([parts[lo] for lo in sorted(parts)])
 
         call.__name__, call.__qualname__, call.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
-        call.parallel, call.serial = par, seq
+        call.__module__ = fn.__module__
+        call.serial = seq
         return call
 
     return wrap

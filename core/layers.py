@@ -27,7 +27,6 @@ from math import comb
 from typing import NamedTuple
 
 import numpy as np
-from numba import prange
 
 from core.jit import batched
 
@@ -46,7 +45,7 @@ def _op_code(op: str) -> int:
 # ---------------------------------------------------------------------------
 
 
-@batched()
+@batched(rows=(0,))
 def _next_layer(X, op):
     """One level of the pyramid for a batch.
 
@@ -57,7 +56,7 @@ def _next_layer(X, op):
     """
     B, r, d = X.shape
     out = np.empty((B, r - 1, d), np.float32)
-    for b in prange(B):
+    for b in range(B):
         for i in range(r - 1):
             for j in range(d):
                 if op == 0:
@@ -115,13 +114,13 @@ def layer(W: np.ndarray, m: int, op: str = "mean") -> np.ndarray:
     return X[0] if single else X
 
 
-@batched()
+@batched(rows=(0,))
 def _full_embedding(X, op):
     """``out[b] = mean_{i<j} op(X[b, i], X[b, j])``; X float32 [B, n, d] -> [B, d]."""
     B, n, d = X.shape
     out = np.zeros((B, d), np.float32)
     npairs = n * (n - 1) // 2
-    for b in prange(B):
+    for b in range(B):
         acc = np.zeros(d, np.float64)
         for i in range(n):
             for k in range(i + 1, n):
@@ -170,14 +169,14 @@ def scatter_subsets(n: int, n_subsets: int, size: int, seed: int = 0) -> np.ndar
     return out
 
 
-@batched()
+@batched(rows=(0,))
 def _subset_stats(X, subsets):
     """``mean[b,s] = mean_{i in S_s} X[b,i]``, ``var[b,s] = mean (X[b,i] - mean)^2`` per dim."""
     B, n, d = X.shape
     S, size = subsets.shape
     mean = np.empty((B, S, d), np.float32)
     var = np.empty((B, S, d), np.float32)
-    for b in prange(B):
+    for b in range(B):
         for s in range(S):
             for j in range(d):
                 acc = 0.0

@@ -33,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from core.jit import batched
 
@@ -281,21 +281,21 @@ def digit_rank_q(tq, db):
 
 @njit(cache=True, nogil=True)
 def _one_to_many(q, X, code, f, lam, D):
-    """``out[i] = dist(q, X[i])`` for X float32 [n, d]; parallel over rows."""
+    """``out[i] = dist(q, X[i])`` for X float32 [n, d], row by row."""
     n = X.shape[0]
     out = np.empty(n, np.float32)
-    for i in prange(n):
+    for i in range(n):
         out[i] = dist(q, X[i], code, f, lam, D)
     return out
 
 
-@batched()
+@batched(rows=(0,))
 def _many_to_many(Q, X, code, f, lam, D):
-    """``out[i, j] = dist(Q[i], X[j])``; parallel over query rows."""
+    """``out[i, j] = dist(Q[i], X[j])``; threaded over query rows (``batched``)."""
     m = Q.shape[0]
     n = X.shape[0]
     out = np.empty((m, n), np.float32)
-    for i in prange(m):
+    for i in range(m):
         for j in range(n):
             out[i, j] = dist(Q[i], X[j], code, f, lam, D)
     return out

@@ -10,7 +10,7 @@ same search for every metric (numba, no BLAS).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from core.jit import batched, insert_bottomk
 
@@ -92,7 +92,7 @@ def _topk_direct(Q, KT, k2, k):
     return ids, dist
 
 
-@batched(min_parallel=16)
+@batched(min_parallel=16, rows=(0, 2))
 def _topk_rows(G, k2, q2, k):
     """Top-k smallest ``d2[b, v] = q2[b] - 2 G[b, v] + k2[v]`` per row (ties: smaller id).
 
@@ -109,7 +109,7 @@ def _topk_rows(G, k2, q2, k):
     dist = np.empty((b, k), np.float32)
     ns = min(V, 128 * k)
     stride = max(1, V // ns)
-    for i in prange(b):
+    for i in range(b):
         bv = np.full(k, np.inf)
         bi = np.full(k, -1, np.int64)
         for j in range(ns):

@@ -111,7 +111,7 @@ from math import comb
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from core.jit import batched
 from core.layers import _op_code, hierarchy, mean_layer_matrix
@@ -177,20 +177,20 @@ def _residual_one(A, Y, keys, ids, R):
     return tot
 
 
-@batched()
+@batched(rows=(0, 3))
 def _residuals(Y, A, keys, ids):
     """``res[b] = ||A K[ids[b]] - Y[b]||_F^2``; Y float32 [B, r, d], ids int64 [B, n]."""
     B = ids.shape[0]
     r = A.shape[0]
     d = keys.shape[1]
     res = np.empty(B, np.float64)
-    for b in prange(B):
+    for b in range(B):
         R = np.empty((r, d), np.float64)
         res[b] = _residual_one(A, Y[b], keys, ids[b], R)
     return res
 
 
-@batched()
+@batched(rows=(0, 3, 4))
 def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
     """Exact coordinate descent on ``||A K[ids] - Y||_F^2`` over candidate keys.
 
@@ -212,7 +212,7 @@ def _coordinate_descent(Y, A, keys, ids, cand, sweeps):
         for i in range(r):
             a2[p] += A[i, p] * A[i, p]
     res = np.empty(B, np.float64)
-    for b in prange(B):
+    for b in range(B):
         R = np.empty((r, d), np.float64)
         _residual_one(A, Y[b], keys, ids[b], R)
         g = np.empty(d, np.float64)
@@ -595,7 +595,7 @@ def _hg_next(keys, order, sorted0, prev, y, tol):
     return best
 
 
-@batched()
+@batched(rows=(0,))
 def _hg_chain(Y, keys, order, sorted0, tol):
     """Decode halfgap L0 rows by chaining: ``|w_{i+1} - w_i| = 2 L0_i`` for all i.
 
@@ -606,7 +606,7 @@ def _hg_chain(Y, keys, order, sorted0, tol):
     B, r, d = Y.shape
     V = keys.shape[0]
     out = np.full((B, r + 1), -1, np.int64)
-    for b in prange(B):
+    for b in range(B):
         chain = np.empty(r + 1, np.int64)
         bestlen = 0
         for a in range(V):
@@ -641,7 +641,7 @@ def _hg_row(keys, ids, i, m, buf):
     return buf[0]
 
 
-@batched()
+@batched(rows=(0, 3))
 def _hg_descent(Y, m, keys, ids, pool, sweeps):
     """Coordinate descent on ``sum_i ||H_m(K[ids])_i - Y_i||^2`` over a key pool.
 
@@ -652,7 +652,7 @@ def _hg_descent(Y, m, keys, ids, pool, sweeps):
     B, r, d = Y.shape
     n = ids.shape[1]
     res = np.empty(B, np.float64)
-    for b in prange(B):
+    for b in range(B):
         buf = np.empty((m + 2, d), np.float64)
         idb = ids[b].copy()
         for _ in range(sweeps):

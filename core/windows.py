@@ -31,9 +31,9 @@ over shards (:meth:`WindowTable.add`, :meth:`WindowTable.merge`).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from core.jit import ROW_BLOCK, insert_bottomk, merge_topk, run_rows
+from core.jit import insert_bottomk, merge_topk, run_rows
 from core.metric import Metric, finish, rank_dist
 from core.tokenize import BOS, EOS
 
@@ -94,18 +94,10 @@ def _window_states_rows(lo, hi, H, keys, w, out):
                 out[r, j] += w[i] * keys[t, j]
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _window_states_threads(H, keys, w, out):
-    """:func:`_window_states_rows` over all rows, in blocks over numba's threads."""
-    n = H.shape[0]
-    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _window_states_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), H, keys, w, out)
-
-
 def _window_states(H, keys, w):
     """``c = Σ_i w_i · keys[H[:, i]]`` row by row (float32 [n, d])."""
     out = np.zeros((H.shape[0], keys.shape[1]), np.float32)
-    run_rows(_window_states_rows, _window_states_threads, H.shape[0], H, keys, w, out)
+    run_rows(_window_states_rows, H.shape[0], H, keys, w, out)
     return out
 
 
@@ -313,17 +305,6 @@ def _group_search_rows(lo, hi, Q, qtoks, qprev, own, states, sub_off, sub_grp_of
                 ds[i, j] = finish(br[j], code)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _group_search_threads(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c,
-                          sub_cT, sub_r, grp_c, grp_r, tot, K, code, f, lam, D, ids, ds):
-    """:func:`_group_search_rows` over all queries, in blocks over numba's threads."""
-    n = Q.shape[0]
-    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _group_search_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), Q, qtoks, qprev,
-                           own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT, sub_r,
-                           grp_c, grp_r, tot, K, code, f, lam, D, ids, ds)
-
-
 def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, sub_c, sub_cT,
                   sub_r, grp_c, grp_r, tot, K, code, f, lam, D):
     """K nearest training windows among those whose current token is in ``qtoks[i]``.
@@ -339,7 +320,7 @@ def _group_search(Q, qtoks, qprev, own, states, sub_off, sub_grp_off, sub_prev, 
     n = Q.shape[0]
     ids = np.full((n, K), -1, np.int64)
     ds = np.full((n, K), np.inf, np.float32)
-    run_rows(_group_search_rows, _group_search_threads, n, Q, qtoks, qprev, own, states, sub_off,
+    run_rows(_group_search_rows, n, Q, qtoks, qprev, own, states, sub_off,
              sub_grp_off, sub_prev, sub_c, sub_cT, sub_r, grp_c, grp_r, tot, K, code, f, lam, D,
              ids, ds)
     return ids, ds
@@ -386,16 +367,6 @@ def _c_vote_rows(lo, hi, nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot,
         merge_topk(cw, cp, r, total_w, k, ids[i], probs[i])
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _c_vote_threads(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote,
-                    ids, probs, dmin, sup):
-    """:func:`_c_vote_rows` over all rows, in blocks over numba's threads."""
-    n = nn.shape[0]
-    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _c_vote_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), nn, nd, own, target,
-                     succ_off, succ_ids, succ_cnt, tot, h, k, max_vote, ids, probs, dmin, sup)
-
-
 def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vote):
     """C's distribution from neighbour lists.
 
@@ -410,7 +381,7 @@ def _c_vote(nn, nd, own, target, succ_off, succ_ids, succ_cnt, tot, h, k, max_vo
     probs = np.zeros((n, k), np.float32)
     dmin = np.full(n, np.inf, np.float32)
     sup = np.zeros(n, np.float32)
-    run_rows(_c_vote_rows, _c_vote_threads, n, nn, nd, own, target, succ_off, succ_ids, succ_cnt,
+    run_rows(_c_vote_rows, n, nn, nd, own, target, succ_off, succ_ids, succ_cnt,
              tot, h, k, max_vote, ids, probs, dmin, sup)
     return ids, probs, dmin, sup
 
@@ -419,10 +390,11 @@ def _spread(kernel, Q, qtoks, qprev, own, *rest):
     """Run a :func:`_group_search` over queries in a fixed shuffled order.
 
     Queries come sorted by window (training rows), so the costly ones (the
-    groups of frequent tokens) sit together and ``prange``'s static split
-    would hand them all to one thread; a seeded permutation spreads them
-    (1.3x on two cores over a dictionary's gate queries). Results are
-    returned in the original order and do not depend on it.
+    groups of frequent tokens) sit together: a few row chunks
+    (:func:`core.jit.run_rows`) would hold them all, and the last of those
+    keep one core busy alone; a seeded permutation spreads them (1.3x on
+    two cores over a dictionary's gate queries, measured with a static
+    split). Results are returned in the original order and do not depend on it.
     """
     n = Q.shape[0]
     if n < 256:
@@ -461,18 +433,10 @@ def _find_rows_rows(lo, hi, H, ctx, out):
                 out[i] = a
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _find_rows_threads(H, ctx, out):
-    """:func:`_find_rows_rows` over all rows, in blocks over numba's threads."""
-    n = H.shape[0]
-    for b in prange((n + ROW_BLOCK - 1) // ROW_BLOCK):
-        _find_rows_rows(b * ROW_BLOCK, min(n, b * ROW_BLOCK + ROW_BLOCK), H, ctx, out)
-
-
 def _find_rows(H, ctx):
     """Index of each row of ``H`` in the lexicographically sorted rows ``ctx``, -1 if absent."""
     out = np.full(H.shape[0], -1, np.int64)
-    run_rows(_find_rows_rows, _find_rows_threads, H.shape[0], H, ctx, out)
+    run_rows(_find_rows_rows, H.shape[0], H, ctx, out)
     return out
 
 

@@ -9,9 +9,9 @@ in :mod:`core.baselines`.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from core.jit import ROW_BLOCK, insert_topk, run_rows
+from core.jit import insert_topk, run_rows
 
 
 @njit(cache=True, nogil=True)
@@ -275,33 +275,20 @@ def _kn_batch_ta_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, 
             probs[i, j] = max(op[j], 0.0)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _kn_batch_ta_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys,
-                         ctx_off, disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k,
-                         ids, probs, support):
-    """:func:`_kn_batch_ta_rows` over all rows, in blocks over numba's threads."""
-    rows = H.shape[0]
-    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        _kn_batch_ta_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo,
-                          V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc,
-                          uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs,
-                          support)
-
-
-def _topk_rows(rows_kernel, threads_kernel, H, *args):
+def _topk_rows(rows_kernel, H, *args):
     """Allocate a top-k batch's outputs (ids, probs float32, support) and fill them."""
     rows, k = H.shape[0], args[-1]
     ids = np.full((rows, k), -1, np.int64)
     probs = np.zeros((rows, k), np.float32)
     support = np.zeros(rows, np.float32)
-    run_rows(rows_kernel, threads_kernel, rows, H, *args, ids, probs, support)
+    run_rows(rows_kernel, rows, H, *args, ids, probs, support)
     return ids, probs, support
 
 
 def _kn_batch_ta(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off,
                  disc, uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
     """Top-k of every row of ``H`` by :func:`_kn_query_ta`: ids, probs (float32), support."""
-    return _topk_rows(_kn_batch_ta_rows, _kn_batch_ta_threads, H, target, loo, V, n, lvl_keys,
+    return _topk_rows(_kn_batch_ta_rows, H, target, loo, V, n, lvl_keys,
                       lvl_off, lvl_cnt, lvl_rank, ctx_keys, ctx_off, disc, uni_cont, uni_total,
                       uni_order, uni_dsum, uniform, k)
 
@@ -322,21 +309,10 @@ def _kn_batch_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx
             probs[i, j] = max(op[j], 0.0)
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _kn_batch_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-                      uni_cont, uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support):
-    """:func:`_kn_batch_rows` over all rows, in blocks over numba's threads."""
-    rows = H.shape[0]
-    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        _kn_batch_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo, V,
-                       n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont,
-                       uni_total, uni_order, uni_dsum, uniform, k, ids, probs, support)
-
-
 def _kn_batch(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
               uni_cont, uni_total, uni_order, uni_dsum, uniform, k):
     """Top-k of every row of ``H`` by :func:`_kn_query`: ids, probs (float32), support."""
-    return _topk_rows(_kn_batch_rows, _kn_batch_threads, H, target, loo, V, n, lvl_keys, lvl_off,
+    return _topk_rows(_kn_batch_rows, H, target, loo, V, n, lvl_keys, lvl_off,
                       lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_order, uni_dsum,
                       uniform, k)
 
@@ -364,17 +340,6 @@ def _kn_prob_rows(lo, hi, H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_
         out[i] = p
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def _kn_prob_threads(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
-                     uni_cont, uni_total, uni_dsum, uniform, out):
-    """:func:`_kn_prob_rows` over all rows, in blocks over numba's threads."""
-    rows = H.shape[0]
-    for b in prange((rows + ROW_BLOCK - 1) // ROW_BLOCK):
-        _kn_prob_rows(b * ROW_BLOCK, min(rows, b * ROW_BLOCK + ROW_BLOCK), H, target, loo, V, n,
-                      lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total,
-                      uni_dsum, uniform, out)
-
-
 def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off, disc,
              uni_cont, uni_total, uni_dsum, uniform):
     """``P(target | H[i])`` for every row (float64), the recursion of :func:`_kn_query`.
@@ -383,7 +348,7 @@ def _kn_prob(H, target, loo, V, n, lvl_keys, lvl_off, lvl_cnt, ctx_keys, ctx_off
     left out of the counts first (as :func:`_kn_query` does).
     """
     out = np.zeros(H.shape[0], np.float64)
-    run_rows(_kn_prob_rows, _kn_prob_threads, H.shape[0], H, target, loo, V, n, lvl_keys, lvl_off,
+    run_rows(_kn_prob_rows, H.shape[0], H, target, loo, V, n, lvl_keys, lvl_off,
              lvl_cnt, ctx_keys, ctx_off, disc, uni_cont, uni_total, uni_dsum, uniform, out)
     return out
 
