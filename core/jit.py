@@ -18,7 +18,16 @@ the serial call's, bit for bit, whatever the chunking. Two forms:
 Compiling a ``parallel=True`` twin cost more the larger the function (the
 threaded drivers of C's search and the Kneser-Ney walk 3.6 and 3.0 s, C's
 vote 1.7 s, about 17 s of the 59 s a fresh install compiled) and bought no
-speed over the chunks. Chunks are handed out dynamically (:data:`CHUNKS`
+speed over the chunks. Measured on the 2-core development machine, busy
+with other work (three runs each, alternated): the warm-up workload with
+an empty cache took 63.4 / 65.5 / 65.1 s of CPU (user + sys) with the
+twins and 48.5 / 41.7 / 49.4 s with the pool; training on
+``gcide_250k.tsv`` took 26.4 / 23.4 / 15.3 / 25.3 / 26.3 s before and
+18.0 / 20.8 / 16.6 / 20.9 / 26.8 s after, the model bit-identical. The
+pool was tried once before and reverted when the full test suite crashed
+now and then in the GUI thread's garbage collection; that crash was a Qt
+bug of its own (view bound methods held by scene items, fixed since).
+Chunks are handed out dynamically (:data:`CHUNKS`
 per thread), so uneven rows (queries of frequent tokens cost 100x others)
 keep every core busy to the end. Batches under :data:`MIN_THREADED` rows
 (``min_parallel`` of :func:`batched`) run in the calling thread: one step of
