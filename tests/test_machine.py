@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.index import brute_force
 from core.keys import KeyStore
@@ -215,3 +217,143 @@ def test_repeated_spans_mark_duplicated_text():
     rep = repeated_spans(s, span=8)
     assert rep[60 + 60 + 8:].all() and rep[8:30].all()
     assert not rep[30:120].any()
+
+
+def _null_cells(g: Gate, rng, n: int = 200, p_b: float = 0.3, p_c: float = 0.3,
+                strong: tuple[int, int, int] | None = None) -> None:
+    """Fill ``g``'s ranking tables with simulated cells of ``n`` fitted events each.
+
+    Per event B is right with ``p_b``, C with ``p_c`` (independently: no
+    cell truly favours C), and the mixture switches from B's first token to
+    C's at a random grid weight, so the grid's tests are nested as a real
+    cell's are. The ``strong`` cell's C is right with 0.6.
+    """
+    from core.machine import GATE_GRID
+
+    shape = g.n_bin.shape
+    G = GATE_GRID.size
+    for cell in np.ndindex(*shape):
+        pc = 0.6 if cell == strong else p_c
+        b = rng.random(n) < p_b
+        c = rng.random(n) < pc
+        switch = rng.integers(1, G, n)  # first grid index at which C's token leads
+        at = np.arange(G)[None, :] >= switch[:, None]
+        hit = np.where(at, c[:, None], b[:, None])
+        g.hits_bin[cell] = hit.sum(0)
+        g.disc_bin[cell] = (hit != hit[:, :1]).sum(0)
+        g.n_bin[cell] = n
+    g._derived = g._crit = None
+
+
+def _opened(g: Gate) -> np.ndarray:
+    return g.eligible(*np.indices(g.n_bin.shape).reshape(3, -1))[:, 1:].any(1)
+
+
+def test_gate_correction_keeps_null_cells_shut_and_opens_a_strong_one():
+    """Every test at 1%: false openings. Corrected (Holm, BH): rarely any; the strong cell opens.
+
+    Twenty gates of 308 null cells each (C no better than B anywhere) and
+    one cell where C is right twice as often.
+    """
+    rng = np.random.default_rng(5)
+    strong = (0, 2, 3)
+    counts = {"none": 0, "holm": 0, "bh": 0}
+    gates_with_false = dict.fromkeys(counts, 0)
+    for _ in range(20):
+        g = Gate(V=10, P=4, scale=1.0)
+        _null_cells(g, rng, strong=strong)
+        flat = np.ravel_multi_index(strong, g.n_bin.shape)
+        for fam in counts:
+            g.family = fam
+            op = _opened(g)
+            assert op[flat], fam  # the real win still passes
+            op[flat] = False
+            counts[fam] += int(op.sum())
+            gates_with_false[fam] += int(op.any())
+    assert counts["none"] >= 20  # about 4% of the cells open by chance
+    # the family-wise error at 1%: at most one of 20 gates opens any null cell
+    for fam in ("holm", "bh"):
+        assert gates_with_false[fam] <= 1, (fam, gates_with_false)
+
+
+def _cell_queries(g: Gate):
+    """A query (C's distance, B's support, C's support) in every gate cell, ``ll_n``'s order."""
+    i, j, k = np.indices(g.ll_n.shape).reshape(3, -1)
+    edges = (np.r_[0.0, g.DIST_EDGES], np.r_[0.0, g.SUPB_EDGES], np.r_[0.0, g.SUPC_EDGES])
+    return edges[0][i] * g.scale, edges[1][j], edges[2][k]
+
+
+def test_likelihood_correction_keeps_null_cells_shut():
+    """The z-tests of the summed gain: null cells pass 8 + 1·√n bits; corrected, none opens.
+
+    Null here: a per-step gain of mean 0 and spread 1 bit (no weight helps
+    on average), which the likelihood-ratio bar of ``"mdl"`` does not test.
+    """
+    from core.machine import PROB_GRID
+
+    rng = np.random.default_rng(6)
+    g = Gate(V=10, P=4, scale=1.0)
+    shape = g.ll_n.shape
+    n = 400
+    for cell in np.ndindex(*shape):
+        # per-step gain of every weight over B alone: spread 1 bit, mean 0
+        step = rng.normal(0.0, 1.0, n)
+        gain = np.outer(step, np.minimum(PROB_GRID, 0.5) * 2.0)
+        g.ll_bin[cell] = -3.0 * n + gain.sum(0)
+        g.ll_n[cell] = n
+    strong = (1, 1, 1)
+    g.ll_bin[strong] = -3.0 * n + np.minimum(PROB_GRID, 0.5) * 2.0 * 0.5 * n  # 200 bits
+    g._crit = None
+    q = _cell_queries(g)
+    flat = np.ravel_multi_index(strong, shape)
+    g.ll_family = "none"
+    loose = g.prob_weight(*q) > 0
+    for fam in ("holm", "bh", "holm-cell"):
+        g.ll_family = fam
+        w = g.prob_weight(*q)
+        assert w[flat] > 0, fam
+        assert (w > 0).sum() == 1, fam
+    assert loose.sum() > 10  # about 16% of the null cells clear 8 + 1·√n bits
+
+
+def test_likelihood_weight_pays_for_the_pairs_tried():
+    """``"mdl"``: the bar is log2(K/α) bits, K the (cell, weight) pairs tried.
+
+    A cell whose mixture shortens the code of its 3 events by about 17 bits
+    opens where it is the only cell tried (K = 20: 11 bits) and not among 300
+    (K = 6,000: 19 bits); where B is the truth (targets drawn from B) none of
+    308 cells opens.
+    """
+    g = Gate(V=10, P=4, scale=1.0)
+    assert g.ll_family == "mdl"
+    q = _cell_queries(g)
+    lone = np.array([0.0]), np.array([3.0]), np.array([3.0])
+    g.update_ll(*[np.repeat(x, 3) for x in lone], np.full(3, 0.01), np.full(3, 0.5))
+    assert g.prob_weight(*lone)[0] > 0
+    rest = [x[1:300] for x in q]  # other cells, three events each, C = B there
+    g.update_ll(*[np.repeat(x, 3) for x in rest], np.full(897, 0.2), np.full(897, 0.2))
+    assert g.prob_weight(*lone)[0] == 0.0
+    # B the truth: the targets drawn from B's distribution, C's another
+    rng = np.random.default_rng(7)
+    h = Gate(V=10, P=4, scale=1.0)
+    n, V = 200, 20
+    for c in range(q[0].size):
+        p_b, p_c = rng.dirichlet(np.ones(V)), rng.dirichlet(np.full(V, 0.3))
+        x = rng.choice(V, n, p=p_b)
+        h.update_ll(*[np.full(n, a[c]) for a in q], p_b[x], p_c[x])
+    assert not (h.prob_weight(*q) > 0).any()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), st.sampled_from([0.01, 0.05]))
+def test_family_thresholds_nest(p, alpha):
+    """Bonferroni's rejections lie within Holm's, Holm's within BH's; order does not matter."""
+    p = np.array(p)
+    rej = {m: Gate.family_thresholds(p, alpha, m) > 0 for m in ("holm", "bh", "none")}
+    bonf = p <= alpha / p.size
+    assert not (bonf & ~rej["holm"]).any()
+    assert not (rej["holm"] & ~rej["bh"]).any()
+    assert not (rej["bh"] & ~rej["none"]).any()
+    perm = np.random.default_rng(len(p)).permutation(p.size)
+    for m in ("holm", "bh"):
+        np.testing.assert_array_equal(Gate.family_thresholds(p[perm], alpha, m) > 0, rej[m][perm])
