@@ -1,0 +1,65 @@
+"""C's window search in large groups: the matrix-product path equals the exact scans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import core.windows as cw
+from core.index import brute_force
+from core.keys import KeyStore
+from core.machine import WindowTable, history, window_states, window_weights
+from core.metric import Metric
+
+
+def _table(seed: int, V: int = 80, W: int = 3, n: int = 30000, keys=None):
+    rng = np.random.default_rng(seed)
+    s = rng.zipf(1.2, n).clip(4, V - 1).astype(np.int32)  # a few groups of thousands
+    keys = KeyStore(V, 16, seed).keys if keys is None else keys
+    H = history(s, W)
+    t = WindowTable(V, W).add(H, s)
+    t.finalize(keys, window_weights(W, 0.4), Metric("l2"))
+    return t, H, keys, rng
+
+
+def _search(t, Hq, Q, K, own, dense: bool, monkeypatch):
+    monkeypatch.setattr(cw, "DENSE_WINDOWS", 64 if dense else 1 << 62)
+    return t.search(Hq, Q, K, own=own, dedupe=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dense_search_equals_the_exact_scans(seed, monkeypatch):
+    """Training windows left out (the gate's queries) and unseen ones: same ids and distances."""
+    t, H, keys, rng = _table(seed)
+    K = 4
+    u = np.unique(rng.integers(0, t.ctx.shape[0], 600))
+    Hu, Qu = t.ctx[u], t.states[u]
+    Hn = t.ctx[rng.integers(0, t.ctx.shape[0], 300)].copy()
+    Hn[:, 2] = rng.integers(4, 80, 300)  # mostly windows never seen
+    Qn = window_states(Hn, keys, window_weights(3, 0.4))
+    for Hq, Q, own in ((Hu, Qu, u.astype(np.int64)), (Hn, Qn, None)):
+        ref = _search(t, Hq, Q, K, own, False, monkeypatch)
+        got = _search(t, Hq, Q, K, own, True, monkeypatch)
+        assert np.array_equal(got[0], ref[0])
+        assert np.array_equal(got[1], ref[1])
+    sizes = np.diff(t.grp_off)[Hu[:, 0]]
+    assert (sizes >= 64).mean() > 0.5  # most queries did take the dense path
+
+
+def test_dense_search_with_near_ties_is_exact(monkeypatch):
+    """Many windows at the same distance (tokens sharing one key): every tie is scored."""
+    V = 80
+    keys = KeyStore(V, 16, 7).keys
+    keys[10:60] = keys[10]  # 50 tokens, one key: their windows' states coincide
+    t, H, keys, rng = _table(7, V=V, keys=keys)
+    K = 4
+    u = np.unique(rng.integers(0, t.ctx.shape[0], 400))
+    nn, nd = _search(t, t.ctx[u], t.states[u], K, u.astype(np.int64), True, monkeypatch)
+    ref = _search(t, t.ctx[u], t.states[u], K, u.astype(np.int64), False, monkeypatch)
+    assert np.array_equal(nd, ref[1])
+    for i, w in enumerate(u):  # the exact K nearest of the group, the left-out window out
+        lo, hi = t.grp_off[t.ctx[w, 0]], t.grp_off[t.ctx[w, 0] + 1]
+        rows = np.arange(lo, hi)
+        rows = rows[(rows != w) | (t.tot[w] > 1)]
+        _, bd = brute_force(t.states[w:w + 1], t.states[rows], K, Metric("l2"))
+        np.testing.assert_allclose(nd[i], bd[0], rtol=1e-5, atol=1e-6)
