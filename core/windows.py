@@ -35,6 +35,7 @@ from numba import njit
 
 from core.jit import insert_bottomk, merge_topk, run_rows
 from core.metric import Metric, finish, rank_dist
+from core.rows import unique_rows
 from core.tokenize import BOS, EOS
 
 __all__ = ["history", "history_row", "window_weights", "window_states", "WindowTable"]
@@ -546,16 +547,11 @@ class WindowTable:
         self.cnt = np.zeros(0, np.int64)
         self.index = None
 
-    @staticmethod
-    def _reduce(rows: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _reduce(self, rows: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distinct (window, successor) rows, sorted, counts summed (core.rows)."""
         if rows.shape[0] == 0:
             return rows, cnt
-        order = np.lexsort(rows.T[::-1])
-        rows, cnt = rows[order], cnt[order]
-        new = np.ones(rows.shape[0], bool)
-        new[1:] = (rows[1:] != rows[:-1]).any(1)
-        start = np.flatnonzero(new)
-        return rows[start], np.add.reduceat(cnt, start)
+        return unique_rows(rows, cnt, self.V)
 
     def add(self, H: np.ndarray, target: np.ndarray) -> WindowTable:
         """Count events ``(window H[i], successor target[i])``."""

@@ -14,6 +14,7 @@ from core.baselines.kn_kernels import (
     _kn_batch_ta,
     _kn_prob,
 )
+from core.rows import unique_rows
 from core.tokenize import BOS, EOS
 
 __all__ = ["KneserNey", "trigram_contexts", "ngram_history", "modified_discounts"]
@@ -95,30 +96,6 @@ def modified_discounts(counts: np.ndarray) -> np.ndarray:
 
 
 
-def _unique_rows(rows: np.ndarray, counts: np.ndarray, V: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct rows of an int matrix, sorted lexicographically, with summed counts.
-
-    Rows are ranked through one int64 key: the ids read as base-``V``
-    digits where ``V^width`` fits in int64, else column by column, each
-    prefix replaced by its rank among the distinct prefixes before the next
-    column joins (ranks keep the lexicographic order).
-    """
-    M, width = rows.shape
-    if M == 0:
-        return rows.astype(np.int32), counts.astype(np.int64)
-    key = rows[:, 0].astype(np.int64)
-    fits = int(V) ** width < 2 ** 63
-    for j in range(1, width):
-        if not fits:
-            key = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
-        key = key * V + rows[:, j]
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    start = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
-    return (np.ascontiguousarray(rows[order[start]], np.int32),
-            np.add.reduceat(counts[order].astype(np.int64), start))
-
-
 class KneserNey:
     """Interpolated (modified) Kneser-Ney n-gram over integer symbols ``0..V-1``.
 
@@ -186,7 +163,7 @@ class KneserNey:
         t = np.asarray(target).astype(np.int32).reshape(-1, 1)
         w = self.order - 1
         rows = np.concatenate([np.asarray(H)[:, :w].astype(np.int32), t], 1)
-        r, c = _unique_rows(rows, np.ones(rows.shape[0], np.int64), self.V)
+        r, c = unique_rows(rows, np.ones(rows.shape[0], np.int64), self.V)
         self._add_counts(r, c)
         return self
 
@@ -197,7 +174,7 @@ class KneserNey:
 
     def _add_counts(self, rows: np.ndarray, counts: np.ndarray) -> None:
         if self.gram_counts.size:
-            rows, counts = _unique_rows(np.concatenate([self.grams, rows]),
+            rows, counts = unique_rows(np.concatenate([self.grams, rows]),
                                         np.concatenate([self.gram_counts, counts]), self.V)
         self.grams, self.gram_counts = rows, counts
         self._final = False
@@ -441,9 +418,9 @@ class KneserNey:
             c = np.asarray(arrays[f"{prefix}tri_counts"], np.int64)
             Vi = np.int64(V)
             rows = np.stack([(k // Vi) % Vi, k // (Vi * Vi), k % Vi], 1)
-            m.grams, m.gram_counts = _unique_rows(rows, c, V)
+            m.grams, m.gram_counts = unique_rows(rows, c, V)
         else:
-            m.grams, m.gram_counts = _unique_rows(
+            m.grams, m.gram_counts = unique_rows(
                 np.asarray(arrays[f"{prefix}grams"], np.int32).reshape(-1, order),
                 np.asarray(arrays[f"{prefix}gram_counts"], np.int64), V)
         return m.finalize()
