@@ -130,13 +130,14 @@ def freeze_long_lived_objects() -> None:
 
 
 def leave_a_core_for_the_gui() -> None:
-    """Run numba's parallel kernels on this thread with one core fewer than there are.
+    """Run core's threaded batches on this thread with one core fewer than there are.
 
-    Core's training kernels release the GIL, but ``parallel=True`` kernels
-    on every core starve the GUI thread of CPU (stalls of up to a second on
-    a two-core machine). ``numba.set_num_threads`` is per calling thread, so
-    this touches only the worker's kernels (call it on the worker thread,
-    after ``core.model`` has imported numba).
+    Core's training kernels release the GIL, but batches threaded over
+    every core (:func:`core.jit.run_rows`) starve the GUI thread of CPU
+    (stalls of up to a second on a two-core machine). ``run_rows`` reads
+    ``numba.set_num_threads``, which is per calling thread, so this touches
+    only the worker's batches (call it on the worker thread, after
+    ``core.model`` has imported numba).
     """
     import numba
 
