@@ -648,11 +648,37 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     ``progress(stage, fraction, info)`` as in the module docstring.
     """
     t0 = time.perf_counter()
-    corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), progress, cancel)
+    clock = StageClock(progress)
+    corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), clock, cancel)
     t1 = time.perf_counter()
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
-    counts = count(corpus, cfg, keys, progress, cancel)
-    return from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
+    counts = count(corpus, cfg, keys, clock, cancel)
+    model = from_counts(cfg, corpus.vocab, counts, keys, clock, cancel, t1 - t0, t1)
+    model.figures["stage_seconds"] = clock.seconds()
+    return model
+
+
+class StageClock:
+    """A progress callback that passes reports on and times the stages.
+
+    A stage runs from its first report to the next stage's first report (the
+    last one to :meth:`seconds`), so the stages' seconds add up to the run's.
+    """
+
+    def __init__(self, progress: ProgressFn | None = None) -> None:
+        self.progress = progress
+        self.starts: dict[str, float] = {}
+
+    def __call__(self, stage: str, fraction: float, info: dict | None = None) -> None:
+        self.starts.setdefault(stage, time.perf_counter())
+        if self.progress is not None:
+            self.progress(stage, fraction, info)
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage, in the order they ran."""
+        names = list(self.starts)
+        ends = [self.starts[n] for n in names[1:]] + [time.perf_counter()]
+        return {n: round(e - self.starts[n], 3) for n, e in zip(names, ends, strict=True)}
 
 
 def corpus_and_config(paths_or_corpus, cfg: TrainConfig, progress: ProgressFn | None = None,

@@ -120,6 +120,19 @@ def test_progress_reports_live_figures(docs):
     assert all(0.0 <= f <= 1.0 for _, f, _ in seen)
 
 
+def test_stage_seconds_follow_the_stages_and_add_up(docs, model, tmp_path):
+    """figures["stage_seconds"]: every stage reported, in order, summing to the run's time."""
+    st = model.figures["stage_seconds"]
+    order = [s for s in ("corpus", "counting", "prototypes", "index", "windows", "gate")
+             if s in st]
+    assert order == [s for s in st if s in order] and len(order) >= 5
+    assert all(v >= 0 for v in st.values())
+    total = model.figures["train_seconds"] + model.figures["signature_seconds"]
+    assert sum(st.values()) == pytest.approx(total, rel=0.2, abs=0.5)
+    back = Model.load(model.save(tmp_path / "m.npz"))
+    assert back.figures["stage_seconds"] == st  # kept in the model file
+
+
 def test_save_load_round_trip(tmp_path, model):
     path = model.save(tmp_path / "m.npz")
     back = Model.load(path)

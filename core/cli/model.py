@@ -194,6 +194,9 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{len(model.counts.bank)}   training windows {model.counts.table.ctx.shape[0]}")
     print(f"training        {f['train_seconds']:.2f} s   {f['tokens_per_second']:,.0f} tokens/s"
           f"   (signatures {f['signature_seconds']:.2f} s)")
+    if f.get("stage_seconds"):
+        print("stages          " + " · ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
+              + " s")
     print(f"leave-one-out   top-1  B {f['loo_top1_b']:.4f}   C {f['loo_top1_c']:.4f}   "
           f"gated {f['loo_top1_running']:.4f}")
     print(f"B-vs-C          C wins {100 * f['win_rate_c']:.1f}% of decided steps")
