@@ -14,15 +14,16 @@ differences in tokens of the slice (top-1, top-5) and in bits per token.
 
 The gate's rule (:class:`core.machine.Gate`) reads its settings at
 prediction time, so one trained model is scored under every combination of
-``--sign-z``, ``--min-events``, ``--ll-z``, ``--family`` and ``--ll-family``
-given (comma-separated lists; defaults: the gate's own). The last column
+``--sign-z``, ``--min-events``, ``--ll-z``, ``--family``, ``--ll-family`` and
+``--ll-spread-z`` (the test on the spread of a cell's per-step gains) given
+(comma-separated lists; defaults: the gate's own). The last column
 counts the gate's cells where rank 1 may leave B / where the likelihood
 weight is above 0.
 
     python bench/bench_quality.py CORPUS... [--seeds 0,1,2] [--folds 5]
         [--tokenizer byte] [--b-order 8] [--sign-z 0,1] [--min-events 0,100]
         [--ll-z 0,1] [--family none,holm,bh,holm-cell,bh-cell]
-        [--ll-family none,mdl,holm] [--fit-fraction 0.8]
+        [--ll-family none,mdl,holm] [--ll-spread-z 0,1,1.64,2.33] [--fit-fraction 0.8]
 
 Figures, not pass/fail.
 """
@@ -76,6 +77,8 @@ def main() -> None:
                          "bh, holm, bh-cell, holm-cell, none")
     ap.add_argument("--ll-family", default=Gate.ll_family,
                     help="likelihood tests' correction: mdl, holm, bh, holm-cell, bh-cell, none")
+    ap.add_argument("--ll-spread-z", default=str(Gate.ll_spread_z),
+                    help="z of the test on the spread of the per-step gains (0: off)")
     ap.add_argument("--fit-fraction", type=float, default=0.9,
                     help="share of the training part fitted on; the rest is the slice (0.9)")
     args = ap.parse_args()
@@ -83,15 +86,16 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     rules = list(itertools.product(_floats(args.sign_z), _floats(args.min_events),
                                    _floats(args.ll_z), args.family.split(","),
-                                   args.ll_family.split(",")))
+                                   args.ll_family.split(","), _floats(args.ll_spread_z)))
     kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
     if args.b_order is not None:
         kw["b_order"] = args.b_order
     cfg = TrainConfig(**kw)
     kn_order = args.kn_order or (8 if args.tokenizer == "byte" else 5)
-    print(f"{'corpus':20s} {'':44s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "
+    print(f"{'corpus':20s} {'':52s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "
           f"{'Δ top1':>6s} {'Δ top5':>6s} {'Δ bits':>7s} {'train s':>7s} {'cells':>7s}")
-    saved = Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family
+    saved = (Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family,
+             Gate.ll_spread_z)
     try:
         for path in args.corpus:
             corpus = load_corpus([path], cfg.tokenizer, cfg.min_count)
@@ -102,29 +106,31 @@ def main() -> None:
             kn = KneserNey(len(fit.vocab), "modified", kn_order).add_stream(fit.stream).finalize()
             r = kn.evaluate(val.stream, 5)
             bits = kn.perplexity(val.stream)["bits"]
-            print(f"{name:20s} {f'KN {kn_order}-gram':44s} {r['top1']:7.4f} {r['top5']:7.4f} "
+            print(f"{name:20s} {f'KN {kn_order}-gram':52s} {r['top1']:7.4f} {r['top5']:7.4f} "
                   f"{bits:7.4f}", flush=True)
             for f, seed in itertools.product(folds, seeds):
                 Model.gate_folds, Model.gate_fold_tokens = f, args.fold_tokens
                 t0 = time.perf_counter()
                 m = train(fit, dataclasses.replace(cfg, seed=seed))
                 dt = time.perf_counter() - t0
-                for z, me, llz, fam, llfam in rules:
+                for z, me, llz, fam, llfam, sz in rules:
                     Gate.sign_z, Gate.min_events, Gate.ll_z = z, int(me), llz
-                    Gate.family, Gate.ll_family = fam, llfam
+                    Gate.family, Gate.ll_family, Gate.ll_spread_z = fam, llfam, sz
                     e = m.evaluate_stream(val.stream, 5)
                     lp = m.logprob_stream(val.stream)
                     d1 = round((e["top1"] - r["top1"]) * n)
                     d5 = round((e["top5"] - r["top5"]) * n)
                     db = lp["bits"] - bits
                     opened = _opened(m.gate)
-                    label = f"s{seed} f{f} z={z:g} min={int(me)} llz={llz:g} {fam}/{llfam}"
-                    print(f"{name:20s} {label:44s} {e['top1']:7.4f} {e['top5']:7.4f} "
+                    label = (f"s{seed} f{f} z={z:g} min={int(me)} llz={llz:g} {fam}/{llfam}"
+                             f" sz={sz:g}")
+                    print(f"{name:20s} {label:52s} {e['top1']:7.4f} {e['top5']:7.4f} "
                           f"{lp['bits']:7.4f}   {d1:+6d} {d5:+6d} {db:+7.4f} {dt:7.1f} "
                           f"{opened:>7s}",
                           flush=True)
     finally:
-        Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family = saved
+        (Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family,
+         Gate.ll_spread_z) = saved
 
 
 if __name__ == "__main__":

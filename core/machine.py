@@ -207,8 +207,10 @@ class Gate:
       for the reported win rate;
     * ``ll_bin`` [n_dist, n_supb, n_supc, len(PROB_GRID)]: the summed
       ``log2((1 − g)·p_B(x) + g·p_C(x))`` of the true token for every weight
-      ``g`` of :data:`PROB_GRID` (both probabilities leave-one-out), and
-      ``ll_n`` the steps counted.
+      ``g`` of :data:`PROB_GRID` (both probabilities leave-one-out),
+      ``ll2_bin`` (same shape) the summed square of the per-step gain over
+      B alone, ``(log2((1 − g)·p_B + g·p_C) − log2 p_B)²``, and ``ll_n`` the
+      steps counted.
 
     The gate of a step is the smallest grid weight whose smoothed score is
     within ``se_rule`` binomial standard errors (of the cell's rate, over its
@@ -269,6 +271,13 @@ class Gate:
       α: the family-wise error without any assumption on the per-step
       spread. ``"holm"``, ``"bh"``, ``"*-cell"``: the z-tests ``gain/√n``
       (a spread of one bit per step assumed) corrected as for the ranking.
+    * the spread of the likelihood weight's gain (``ll_spread_z``): the
+      ratio bar bounds the summed gain, not how it is made; a sum carried
+      by a few large steps among many losing ones is no steady gain. A
+      weight above 0 must also pass the one-sided test on the cell's own
+      per-step gains ``gain ≥ ll_spread_z·√(n·var)``, ``var`` their
+      empirical variance (``ll2_bin/n − (ll_bin gain/n)²``). 0 turns it
+      off, as does a gate read from a file written before ``ll2_bin``.
     """
 
     #: Sign-test margin (standard errors of the disagreeing steps) and least
@@ -302,6 +311,13 @@ class Gate:
     #: of ``ll_cost`` (:meth:`prob_weight`): a per-step spread of about one
     #: bit, so a cell's gain must stand about one standard error above 0.
     ll_z = 1.0
+    #: One-sided z of the test on the spread of a cell's per-step gains
+    #: (:meth:`prob_weight`: ``gain ≥ ll_spread_z·√(n·var)``); 0: no test.
+    #: Validation slices (90/10, seeds 0/1/2, docs, quotations, WordNet
+    #: glosses; ``bench/bench_quality.py --ll-spread-z 0,1,1.64,2.33``): no
+    #: figure moved at any of them — every weight the other bars open stands
+    #: 2.7 or more standard errors of its per-step gains above 0 — so off.
+    ll_spread_z = 0.0
 
     DIST_EDGES = np.array([1e-6, 0.03, 0.06, 0.1, 0.15, 0.2, 0.3, 0.45, 0.65, 1.0])
     SUPB_EDGES = np.array([0.5, 1.5, 2.5, 4.5, 9.5, 29.5])
@@ -331,7 +347,11 @@ class Gate:
         self.by_proto = np.zeros((max(self.P, 1), 2), np.int64)
         self.steps = np.zeros(4, np.int64)
         self.ll_bin = np.zeros((nd, nb, nc, PROB_GRID.size), np.float64)
+        self.ll2_bin = np.zeros((nd, nb, nc, PROB_GRID.size), np.float64)
         self.ll_n = np.zeros((nd, nb, nc), np.int64)
+        #: ``ll2_bin`` was counted (False for a gate read from a file written
+        #: before it: no spread test)
+        self.has_ll2 = True
         self._derived = None
         self._crit = None
 
@@ -411,12 +431,15 @@ class Gate:
         with np.errstate(divide="ignore"):
             ll = np.log2((1.0 - PROB_GRID) * pb + PROB_GRID * pc)
         ll = np.maximum(ll, -1e4)  # p_B = 0 only for a symbol B never saw: bounded, not -inf
+        d2 = (ll - ll[:, :1]) ** 2  # squared per-step gain over B alone (of the bounded ll)
         i, j, k = self._cells(dist_c, sup_b, sup_c)
         flat = np.ravel_multi_index((i, j, k), self.ll_n.shape)
         self.ll_n += np.bincount(flat, minlength=self.ll_n.size).reshape(self.ll_n.shape)
         for r in range(PROB_GRID.size):
             self.ll_bin[..., r] += np.bincount(flat, weights=ll[:, r],
                                                minlength=self.ll_n.size).reshape(self.ll_n.shape)
+            self.ll2_bin[..., r] += np.bincount(flat, weights=d2[:, r],
+                                                minlength=self.ll_n.size).reshape(self.ll_n.shape)
 
     def prob_weight(self, dist_c, sup_b, sup_c) -> np.ndarray:
         """Weight of C in the mixture's probabilities (float64 [n]); 0 where C found nothing.
@@ -424,7 +447,10 @@ class Gate:
         Per cell the :data:`PROB_GRID` weight with the best mean
         log-likelihood, smoothed toward its distance bin's
         (``(ll_cell + κ·ll_dist) / (n_cell + κ)``), a weight above 0 less
-        ``ll_cost + ll_z·√n_cell`` bits over the cell. A gate without
+        ``ll_cost + ll_z·√n_cell`` bits over the cell; and where
+        ``ll_spread_z`` > 0 its unsmoothed gain over B must pass the
+        one-sided test ``gain ≥ ll_spread_z·√(n·var)`` on the spread of the
+        cell's per-step gains (:meth:`_tables`). A gate without
         likelihood counts (model files written before them) uses the ranking
         weight capped at 0.95.
         """
@@ -455,6 +481,8 @@ class Gate:
 
     def merge(self, other: Gate) -> Gate:
         self.ll_bin = self.ll_bin + other.ll_bin
+        self.ll2_bin = self.ll2_bin + other.ll2_bin
+        self.has_ll2 = self.has_ll2 and other.has_ll2
         self.ll_n = self.ll_n + other.ll_n
         for name in ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                      "steps", "disc_bin", "won5_bin", "lost5_bin"):
@@ -581,11 +609,12 @@ class Gate:
         each test at its own level (the rule before the correction);
         ``ll_family = "mdl"`` — the likelihood-ratio bar of ``log2(K/α)``
         bits, then ``ll_z`` as before. The likelihood's critical z is inf for
-        a (cell, weight) that did not pass. Cached until the counts or these
-        settings change.
+        a (cell, weight) that did not pass, or (``ll_spread_z`` > 0, ``ll2_bin``
+        counted) whose gain failed the test on its per-step spread. Cached
+        until the counts or these settings change.
         """
         key = (self.sign_z, self.min_events, self.family, self.ll_z, self.ll_family,
-               self.ll_cost, self.has_disc)
+               self.ll_cost, self.has_disc, self.ll_spread_z, self.has_ll2)
         if self._crit is not None and self._crit[0] == key:
             return self._crit[1]
         big = self.n_bin >= self.min_events
@@ -645,6 +674,15 @@ class Gate:
                                                self.ll_family)[..., None], zl.shape[-1], -1)
         else:
             crit_ll = self._critical(zl, fam, self.ll_z, self.ll_family)
+        if self.ll_spread_z > 0 and self.has_ll2:
+            # the one-sided test on the spread of the per-step gains: the
+            # cell's summed gain at least ``ll_spread_z`` of its standard
+            # errors, from the empirical variance of the steps
+            nn = np.maximum(n, 1.0)
+            var = np.maximum(self.ll2_bin / nn - (s / nn) ** 2, 0.0)
+            steady = (n > 0) & (s >= self.ll_spread_z * np.sqrt(n * var))
+            steady[..., 0] = True
+            crit_ll = np.where(steady, crit_ll, np.inf)
         out = (ok, crit_ll)
         self._crit = (key, out)
         return out
@@ -670,11 +708,13 @@ class Gate:
         return np.where(np.isfinite(np.asarray(dist_c)), g, 0.0).astype(np.float32)
 
     def to_arrays(self, prefix: str = "gate_") -> dict[str, np.ndarray]:
-        """Count tables (int64) and ``ll_bin`` (float64, ``<= 0``)."""
+        """Count tables (int64), ``ll_bin`` (float64, ``<= 0``), ``ll2_bin`` (float64, ``>= 0``)."""
         out = {f"{prefix}{name}": getattr(self, name) for name in
                ("hits_bin", "hits5_bin", "n_bin", "hits_tok", "n_tok", "by_token", "by_proto",
                 "steps", "ll_n")}
         out[f"{prefix}ll_bin"] = self.ll_bin
+        if self.has_ll2:
+            out[f"{prefix}ll2_bin"] = self.ll2_bin
         if self.has_disc:
             for name in ("disc_bin", "won5_bin", "lost5_bin"):
                 out[f"{prefix}{name}"] = getattr(self, name)
@@ -690,6 +730,12 @@ class Gate:
         if f"{prefix}ll_bin" in arrays and f"{prefix}ll_n" in arrays:  # absent in older files
             g.ll_bin = np.asarray(arrays[f"{prefix}ll_bin"], np.float64)
             g.ll_n = np.asarray(arrays[f"{prefix}ll_n"], np.int64)
+            if f"{prefix}ll2_bin" in arrays:
+                g.ll2_bin = np.asarray(arrays[f"{prefix}ll2_bin"], np.float64)
+            else:  # files before the spread of the gains: no spread test
+                g.has_ll2 = False
+        else:
+            g.has_ll2 = False
         if all(f"{prefix}{name}" in arrays for name in ("disc_bin", "won5_bin", "lost5_bin")):
             for name in ("disc_bin", "won5_bin", "lost5_bin"):
                 setattr(g, name, np.asarray(arrays[f"{prefix}{name}"], np.int64))

@@ -98,7 +98,9 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
       ``kn_gram_counts`` >= 1 in place of ``kn_tri_*`` when ``b_order`` is not 3;
     * ``mk_*``, ``gate_*``, ``mem_*``: the shapes a fresh table has, counts >= 0
       (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files,
-      ``gate_disc_bin``, ``gate_won5_bin`` and ``gate_lost5_bin`` too);
+      ``gate_disc_bin``, ``gate_won5_bin`` and ``gate_lost5_bin`` too;
+      ``gate_ll2_bin``: finite, >= 0, absent in older files, read only beside
+      ``gate_ll_bin``);
     * ``layers_*``: one signature per sentence, ``rows · dim`` wide, a known op.
 
     Members not listed (and ``mem_*`` with the prompt memory off) are not read.
@@ -170,7 +172,7 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
         else:
             a[name] = ar.read(name, np.float64, ref.shape, finite=True, sparse=True)
     for name, ref in Gate(V, P, 1.0).to_arrays("gate_").items():
-        if name in ("gate_ll_bin", "gate_ll_n"):
+        if name in ("gate_ll_bin", "gate_ll_n", "gate_ll2_bin"):
             continue
         if name in ("gate_disc_bin", "gate_won5_bin", "gate_lost5_bin") and name not in ar:
             continue  # files before the gate's sign test lack them
@@ -183,6 +185,11 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
                                    sparse=True)
         if (a["gate_ll_bin"] > 0).any():
             raise ar.error("gate_ll_bin", "log-likelihoods must be <= 0")
+        if "gate_ll2_bin" in ar:  # files before the spread of the gains lack it
+            a["gate_ll2_bin"] = ar.read("gate_ll2_bin", np.float64, ref.ll2_bin.shape,
+                                        finite=True, sparse=True)
+            if (a["gate_ll2_bin"] < 0).any():
+                raise ar.error("gate_ll2_bin", "sums of squares must be >= 0")
     if cfg.memory > 0 and "in_offsets" in a and n >= 1 and "mem_hits" in ar:
         for name, ref in PromptMemory(V, cfg.memory).to_arrays("mem_").items():
             a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)

@@ -344,6 +344,89 @@ def test_likelihood_weight_pays_for_the_pairs_tried():
     assert not (h.prob_weight(*q) > 0).any()
 
 
+def _one_cell_ll(g: Gate, p_b, p_c):
+    """Count the likelihood steps ``p_b``, ``p_c`` into one cell; that cell's query."""
+    q = np.array([0.0]), np.array([3.0]), np.array([3.0])
+    n = len(p_b)
+    g.update_ll(*[np.repeat(x, n) for x in q], np.asarray(p_b, np.float64),
+                np.asarray(p_c, np.float64))
+    return q
+
+
+def _huge_step(n: int = 400):
+    """One step where B gave the token 1e-30 and C 0.9, the rest C a little worse than B."""
+    p_b, p_c = np.full(n, 0.2), np.full(n, 0.15)
+    p_b[0], p_c[0] = 1e-30, 0.9
+    return p_b, p_c
+
+
+def test_spread_test_refuses_a_gain_made_by_one_huge_step():
+    """About 90 bits from one step, 399 steps each losing: the ratio bar passes, the spread not.
+
+    With one step carrying the sum the gain is about one standard error of
+    itself (``s ≈ √(n·var)``), whatever its size.
+    """
+    g = Gate(V=10, P=4, scale=1.0)
+    q = _one_cell_ll(g, *_huge_step())
+    g.ll_spread_z = 0.0
+    assert g.prob_weight(*q)[0] > 0  # the summed gain alone clears every other bar
+    g.ll_spread_z = 1.64
+    assert g.prob_weight(*q)[0] == 0.0
+    s = g.ll_bin[0, 3, 2] - g.ll_bin[0, 3, 2, 0]
+    n = g.ll_n[0, 3, 2]
+    t = s[1:] / np.sqrt(n * (g.ll2_bin[0, 3, 2, 1:] / n - (s[1:] / n) ** 2))
+    assert (t < 1.05).all()
+
+
+def test_spread_test_keeps_steady_small_gains():
+    """Every step gains a little (C twice to seven times B's mass): kept at z = 2.33."""
+    rng = np.random.default_rng(3)
+    n = 400
+    p_b = np.full(n, 0.1)
+    p_c = rng.choice([0.2, 0.5, 0.7], n)
+    g = Gate(V=10, P=4, scale=1.0)
+    q = _one_cell_ll(g, p_b, p_c)
+    g.ll_spread_z = 0.0
+    off = g.prob_weight(*q)[0]
+    g.ll_spread_z = 2.33
+    assert g.prob_weight(*q)[0] == off > 0
+
+
+def test_merge_adds_the_squared_gains_and_they_round_trip():
+    from core.machine import PROB_GRID
+
+    p_b, p_c = _huge_step(50)
+    a, b, both = (Gate(V=10, P=4, scale=1.0) for _ in range(3))
+    _one_cell_ll(a, p_b[:20], p_c[:20])
+    _one_cell_ll(b, p_b[20:], p_c[20:])
+    _one_cell_ll(both, p_b, p_c)
+    a.merge(b)
+    np.testing.assert_allclose(a.ll2_bin, both.ll2_bin, rtol=1e-12)
+    np.testing.assert_allclose(a.ll_bin, both.ll_bin, rtol=1e-12)
+    gain = (np.log2((1 - PROB_GRID) * p_b[:, None] + PROB_GRID * p_c[:, None])
+            - np.log2(p_b)[:, None])
+    np.testing.assert_allclose(both.ll2_bin[0, 3, 2], (gain ** 2).sum(0), rtol=1e-9)
+    assert a.has_ll2
+    back = Gate.from_arrays(a.to_arrays("gate_"), 10, 4, 1.0, "gate_")
+    assert back.has_ll2 and np.array_equal(back.ll2_bin, a.ll2_bin)
+
+
+def test_a_gate_without_squared_gains_behaves_as_before():
+    """A file written before ``ll2_bin``: no spread test at any z, and none written back."""
+    g = Gate(V=10, P=4, scale=1.0)
+    q = _one_cell_ll(g, *_huge_step())
+    arrays = {k: v for k, v in g.to_arrays("gate_").items() if k != "gate_ll2_bin"}
+    old = Gate.from_arrays(arrays, 10, 4, 1.0, "gate_")
+    assert not old.has_ll2 and "gate_ll2_bin" not in old.to_arrays("gate_")
+    g.ll_spread_z = 0.0
+    before = g.prob_weight(*q)[0]
+    for z in (0.0, 1.0, 1.64, 2.33):
+        old.ll_spread_z = z
+        assert old.prob_weight(*q)[0] == before > 0
+    # merged with a new gate, the sum is old too
+    assert not Gate(V=10, P=4, scale=1.0).merge(old).has_ll2
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40), st.sampled_from([0.01, 0.05]))
 def test_family_thresholds_nest(p, alpha):
