@@ -315,6 +315,8 @@ DENSE_QUERIES = 8
 DENSE_BLOCK = 1 << 23
 #: Candidates kept by the product pass beyond K (near-ties within its rounding).
 DENSE_EXTRA = 12
+#: Batches of held-out rows at least this long search each distinct window once.
+DEDUPE_ROWS = 256
 
 
 @njit(cache=True, nogil=True)
@@ -645,6 +647,15 @@ class WindowTable:
             u, first, inv = np.unique(own, return_index=True, return_inverse=True)
             nn, nd = self.search(H[first], Q[first], K, own=u, dedupe=False)
             return nn[inv], nd[inv]
+        if dedupe and own is None and H.shape[0] >= DEDUPE_ROWS:
+            # held-out rows: frequent windows recur in running text (a third of a
+            # 16k-token chunk of a dictionary); one search per distinct window
+            _, first, inv = np.unique(np.ascontiguousarray(H, np.int64), axis=0,
+                                      return_index=True, return_inverse=True)
+            inv = inv.reshape(-1)
+            if first.size < 0.9 * H.shape[0] and np.array_equal(Q[first][inv], Q):
+                nn, nd = self.search(H[first], Q[first], K, dedupe=False)
+                return nn[inv], nd[inv]
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
         qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
         args = (own, self.states, self.sub_off, self.sub_grp_off, self.sub_prev, self.sub_c,

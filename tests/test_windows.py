@@ -63,3 +63,17 @@ def test_dense_search_with_near_ties_is_exact(monkeypatch):
         rows = rows[(rows != w) | (t.tot[w] > 1)]
         _, bd = brute_force(t.states[w:w + 1], t.states[rows], K, Metric("l2"))
         np.testing.assert_allclose(nd[i], bd[0], rtol=1e-5, atol=1e-6)
+
+
+def test_held_out_rows_searched_once_per_distinct_window():
+    """Repeated held-out windows: one search each, every row's result as if searched alone."""
+    t, H, keys, rng = _table(3)
+    rows = H[rng.integers(0, H.shape[0], 2000)]  # running text: frequent windows recur
+    Q = window_states(rows, keys, window_weights(3, 0.4))
+    assert np.unique(rows, axis=0).shape[0] < 0.9 * rows.shape[0]
+    once = t.search(rows, Q, 4)
+    each = t.search(rows, Q, 4, dedupe=False)
+    assert np.array_equal(once[0], each[0]) and np.array_equal(once[1], each[1])
+    # states that do not follow from the rows are searched as given
+    Q2 = Q + rng.normal(0, 1e-3, Q.shape).astype(np.float32)
+    assert np.array_equal(t.search(rows, Q2, 4)[1], t.search(rows, Q2, 4, dedupe=False)[1])
