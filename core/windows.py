@@ -30,6 +30,8 @@ over shards (:meth:`WindowTable.add`, :meth:`WindowTable.merge`).
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from numba import njit
 
@@ -317,6 +319,8 @@ DENSE_BLOCK = 1 << 23
 DENSE_EXTRA = 12
 #: Batches of held-out rows at least this long search each distinct window once.
 DEDUPE_ROWS = 256
+#: Held-out batches whose results are kept for the next pass (16k rows: 0.8 MB each).
+MEMO_BATCHES = 64
 
 
 @njit(cache=True, nogil=True)
@@ -545,6 +549,7 @@ class WindowTable:
         self.miss_groups = int(miss_groups)
         self._group_nn = None
         self.win_s2 = None
+        self._memo: dict = {}  # held-out batch -> its neighbours (search)
         self.rows = np.zeros((0, W + 1), np.int32)  # window + successor
         self.cnt = np.zeros(0, np.int64)
         self.index = None
@@ -601,6 +606,7 @@ class WindowTable:
         self.index_factory = index_factory
         self.index = None
         self._group_nn = None
+        self._memo = {}
         return self
 
     def _bounds(self, metric: Metric) -> None:
@@ -648,14 +654,28 @@ class WindowTable:
             nn, nd = self.search(H[first], Q[first], K, own=u, dedupe=False)
             return nn[inv], nd[inv]
         if dedupe and own is None and H.shape[0] >= DEDUPE_ROWS:
-            # held-out rows: frequent windows recur in running text (a third of a
-            # 16k-token chunk of a dictionary); one search per distinct window
+            # held-out rows, searched again by the next pass over the same stream
+            # (noisekey eval: top-k, bits, the other C mode): kept per batch
+            key = (int(K), H.shape, hashlib.blake2b(np.ascontiguousarray(H).tobytes()
+                                                    + Q.tobytes(), digest_size=16).digest())
+            if key in self._memo:
+                nn, nd = self._memo[key]
+                return nn.copy(), nd.copy()
+            # frequent windows recur in running text (a third of a 16k-token chunk
+            # of a dictionary); one search per distinct window
             _, first, inv = np.unique(np.ascontiguousarray(H, np.int64), axis=0,
                                       return_index=True, return_inverse=True)
             inv = inv.reshape(-1)
             if first.size < 0.9 * H.shape[0] and np.array_equal(Q[first][inv], Q):
                 nn, nd = self.search(H[first], Q[first], K, dedupe=False)
-                return nn[inv], nd[inv]
+                nn, nd = nn[inv], nd[inv]
+            else:
+                nn, nd = self.search(H, Q, K, dedupe=False)
+            while self._memo and len(self._memo) >= MEMO_BATCHES:
+                self._memo.pop(next(iter(self._memo)))  # the oldest batch
+            if MEMO_BATCHES > 0:
+                self._memo[key] = (nn.copy(), nd.copy())
+            return nn, nd
         own = np.full(H.shape[0], -1, np.int64) if own is None else own.astype(np.int64)
         qprev = H[:, 1].astype(np.int64) if H.shape[1] > 1 else np.zeros(H.shape[0], np.int64)
         args = (own, self.states, self.sub_off, self.sub_grp_off, self.sub_prev, self.sub_c,

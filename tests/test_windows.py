@@ -77,3 +77,17 @@ def test_held_out_rows_searched_once_per_distinct_window():
     # states that do not follow from the rows are searched as given
     Q2 = Q + rng.normal(0, 1e-3, Q.shape).astype(np.float32)
     assert np.array_equal(t.search(rows, Q2, 4)[1], t.search(rows, Q2, 4, dedupe=False)[1])
+
+
+def test_a_second_pass_over_the_same_rows_reuses_the_first():
+    """The same held-out batch searched again (another pass of eval): same results, no search."""
+    t, H, keys, rng = _table(5)
+    rows = H[rng.integers(0, H.shape[0], 1000)]
+    Q = window_states(rows, keys, window_weights(3, 0.4))
+    first = t.search(rows, Q, 4)
+    first[0][:] = -7  # the caller's arrays are its own
+    again = t.search(rows, Q, 4)
+    assert len(t._memo) == 1 and (again[0] >= -1).all()
+    assert np.array_equal(again[0], t.search(rows, Q, 4, dedupe=False)[0])
+    assert np.array_equal(t.search(rows, Q, 3)[1], t.search(rows, Q, 3, dedupe=False)[1])
+    assert len(t._memo) == 2  # K is part of the key
