@@ -41,7 +41,7 @@ def exact_window_neighbours(table, Q: np.ndarray, K: int, metric,
     float32 [n, K]. Under l2, from :data:`TILED_ENTRIES` query-window pairs
     on (2,000 queries over 3.2M windows: minutes one query at a time), the
     candidates come from BLAS products of tiles of the windows' states
-    against all queries (:func:`core.windows._dense_tile_rows`, the K + 13
+    against all queries (:func:`core.windows.dense_candidates`, the K + 13
     smallest kept) and are then measured exactly; a row with more
     candidates within the products' rounding of its K-th than were kept is
     measured one query at a time.
@@ -52,26 +52,18 @@ def exact_window_neighbours(table, Q: np.ndarray, K: int, metric,
 
 
 def _tiled_neighbours(table, Q, K, metric, own):
-    from core.jit import run_rows
-    from core.windows import DENSE_BLOCK, DENSE_EXTRA, _dense_tile_rows
+    from core.windows import DENSE_EXTRA, dense_candidates, dense_slack
 
     S = table.states
     Q = np.ascontiguousarray(Q, np.float32)
-    n = Q.shape[0]
-    s2 = np.einsum("ij,ij->i", S, S, dtype=np.float64)
+    s2 = table.state_norms()
     q2 = np.einsum("ij,ij->i", Q, Q, dtype=np.float64)
-    skip = np.full(n, -1, np.int64)
+    skip = np.full(Q.shape[0], -1, np.int64)
     if own is not None:
         single = (own >= 0) & (table.tot[np.maximum(own, 0)] <= 1)
         skip[single] = own[single]
     KC = K + 1 + DENSE_EXTRA
-    av = np.full((n, KC), np.inf, np.float32)
-    ai = np.full((n, KC), -1, np.int64)
-    s2f, q2f = s2.astype(np.float32), q2.astype(np.float32)
-    tile = max(1024, DENSE_BLOCK // max(n, 1))
-    for a in range(0, S.shape[0], tile):
-        b = min(S.shape[0], a + tile)
-        run_rows(_dense_tile_rows, n, q2f, skip, Q @ S[a:b].T, s2f[a:b], a, av, ai, min_rows=2)
+    av, ai = dense_candidates(Q, q2, S, s2, skip, KC)
     ok = ai >= 0
     diff = S[np.maximum(ai, 0)].astype(np.float64) - Q[:, None, :].astype(np.float64)
     d = np.where(ok, np.sqrt((diff * diff).sum(2)), np.inf)
@@ -79,8 +71,8 @@ def _tiled_neighbours(table, Q, K, metric, own):
     bi = np.take_along_axis(ai, order, 1)
     bd = np.take_along_axis(d, order, 1).astype(np.float32)
     bi[~np.isfinite(bd)] = -1
-    # more windows within the rounding (2e-5 (|q|^2 + |s|^2)) of the K-th than were kept
-    unsure = av[:, KC - 1] <= av[:, K - 1] + 2e-5 * (q2 + s2.max()) + 1e-6
+    # more windows within the products' rounding of the K-th than were kept
+    unsure = av[:, KC - 1] <= av[:, K - 1] + dense_slack(q2, s2.max())
     if unsure.any():
         o = None if own is None else own[unsure]
         bi[unsure], bd[unsure] = _brute_neighbours(table, Q[unsure], K, metric, o)
