@@ -40,7 +40,21 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 
 def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",")]
+    """A comma-separated list of numbers (an argparse type: a bad one is a usage error)."""
+    try:
+        return [float(x) for x in str(text).split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    """A comma-separated list of whole numbers (an argparse type)."""
+    vals = _floats(text)
+    if not all(v.is_integer() for v in vals):
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, got {text!r}")
+    return [int(v) for v in vals]
 
 
 def _opened(gate) -> str:
@@ -62,31 +76,30 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", nargs="+")
-    ap.add_argument("--folds", default=str(Model.gate_folds))
+    ap.add_argument("--folds", type=_ints, default=str(Model.gate_folds))
     ap.add_argument("--fold-tokens", type=int, default=Model.gate_fold_tokens)
-    ap.add_argument("--seeds", default="0", help="model seeds (keys, gate sample)")
+    ap.add_argument("--seeds", type=_ints, default="0", help="model seeds (keys, gate sample)")
     ap.add_argument("--tokenizer", default="word", choices=("word", "byte"))
     ap.add_argument("--b-order", type=int, default=None, help="B's order (default: the setting's)")
     ap.add_argument("--kn-order", type=int, default=None,
                     help="the baseline's order (default 5 for words, 8 for bytes)")
-    ap.add_argument("--sign-z", default=str(Gate.sign_z))
-    ap.add_argument("--min-events", default=str(Gate.min_events))
-    ap.add_argument("--ll-z", default=str(Gate.ll_z))
+    ap.add_argument("--sign-z", type=_floats, default=str(Gate.sign_z))
+    ap.add_argument("--min-events", type=_floats, default=str(Gate.min_events))
+    ap.add_argument("--ll-z", type=_floats, default=str(Gate.ll_z))
     ap.add_argument("--family", default=Gate.family,
                     help="ranking tests' multiple-comparison correction: "
                          "bh, holm, bh-cell, holm-cell, none")
     ap.add_argument("--ll-family", default=Gate.ll_family,
                     help="likelihood tests' correction: mdl, holm, bh, holm-cell, bh-cell, none")
-    ap.add_argument("--ll-spread-z", default=str(Gate.ll_spread_z),
+    ap.add_argument("--ll-spread-z", type=_floats, default=str(Gate.ll_spread_z),
                     help="z of the test on the spread of the per-step gains (0: off)")
     ap.add_argument("--fit-fraction", type=float, default=0.9,
                     help="share of the training part fitted on; the rest is the slice (0.9)")
     args = ap.parse_args()
-    folds = [int(x) for x in args.folds.split(",")]
-    seeds = [int(x) for x in args.seeds.split(",")]
-    rules = list(itertools.product(_floats(args.sign_z), _floats(args.min_events),
-                                   _floats(args.ll_z), args.family.split(","),
-                                   args.ll_family.split(","), _floats(args.ll_spread_z)))
+    folds, seeds = args.folds, args.seeds
+    rules = list(itertools.product(args.sign_z, args.min_events, args.ll_z,
+                                   args.family.split(","), args.ll_family.split(","),
+                                   args.ll_spread_z))
     kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
     if args.b_order is not None:
         kw["b_order"] = args.b_order
