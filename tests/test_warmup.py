@@ -77,6 +77,23 @@ def test_assign_balances_the_recorded_seconds():
     assert {e["kernel"] for e in parts[0]} == {"m:k.parallel", "m:k.serial"}
 
 
+def test_assign_keeps_kernels_sharing_a_large_callee_in_one_process():
+    from core.precompile import assign
+
+    own = {"query": 6.0, "seq": 1.0, "single": 1.0, "kn": 5.0, "vote": 2.0, "small": 0.5}
+    entries = [{"kernel": "m:single", "seconds": 7, "closure": ["query", "single"]},
+               {"kernel": "m:seq", "seconds": 7, "closure": ["query", "seq"]},
+               {"kernel": "m:kn", "seconds": 5, "closure": ["kn"]},
+               {"kernel": "m:vote", "seconds": 2, "closure": ["vote", "small"]}]
+    parts = assign(entries, 2, own)
+    together = [p for p in parts if {"m:single", "m:seq"} & {e["kernel"] for e in p}]
+    assert len(together) == 1  # the 6 s callee compiles once
+    loads = sorted(sum(e["cost"] for e in p) for p in parts)
+    assert loads == [7.5, 8.0]  # marginal costs: the second query kernel costs 1 s
+    # without recorded closures an entry costs its recorded seconds
+    assert sorted(sum(e["cost"] for e in p) for p in assign(entries, 2)) == [9, 12]
+
+
 def _cheap_entries(n):
     from core.precompile import load_manifest
 
