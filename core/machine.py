@@ -806,27 +806,55 @@ def _mix(bi, bp, ci, cp, g, k):
     return ids, probs
 
 
+@batched()
+def _first_then_b(mi, bi, bp, ci, cp, g, k):
+    """Rows of :func:`first_then_b`: ``mi[i, 0]``, ``bi[i]``, ``mi[i, 1:]``, each id once."""
+    n = mi.shape[0]
+    nb = bi.shape[1]
+    ids = np.full((n, k), -1, np.int64)
+    probs = np.zeros((n, k), np.float32)
+    for i in prange(n):
+        r = 0
+        for t in range(nb + mi.shape[1]):
+            if r == k:
+                break
+            c = mi[i, 0] if t == 0 else (bi[i, t - 1] if t <= nb else mi[i, t - nb])
+            if c < 0:
+                continue
+            seen = False
+            for j in range(r):
+                if ids[i, j] == c:
+                    seen = True
+                    break
+            if seen:
+                continue
+            pb = 0.0
+            for j in range(nb):
+                if bi[i, j] == c:
+                    pb += bp[i, j]
+            pc = 0.0
+            for j in range(ci.shape[1]):
+                if ci[i, j] == c:
+                    pc += cp[i, j]
+            ids[i, r] = c
+            probs[i, r] = (1.0 - g[i]) * pb + g[i] * pc
+            r += 1
+    return ids, probs
+
+
 def first_then_b(mi, bi, bp, ci, cp, g, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``mi``'s first id, then ``bi``'s ids, then ``mi``'s rest, each once: k per row.
 
     Returns ids (int64 [n, k], -1 padded) and their probabilities under
-    ``(1−g)·p_B + g·p_C`` read from both lists (float32, 0 for padding).
+    ``(1−g)·p_B + g·p_C`` read from both lists (float32, 0 for padding). A
+    numba row kernel: the numpy form it replaced (a column loop over
+    ``[n, 2k, k]`` comparisons) took 150 µs a row of a typed prompt's
+    generation step, a sixth of the step.
     """
-    mi = np.asarray(mi, np.int64)
-    bi = np.asarray(bi, np.int64)
-    ci = np.asarray(ci, np.int64)
-    cand = np.concatenate([mi[:, :1], bi, mi[:, 1:]], axis=1)
-    ok = cand >= 0
-    for j in range(1, cand.shape[1]):
-        ok[:, j] &= ~(cand[:, j:j + 1] == cand[:, :j]).any(1)
-    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
-    valid = np.take_along_axis(ok, order, 1)
-    ids = np.where(valid, np.take_along_axis(cand, order, 1), -1)
-    gg = np.asarray(g, np.float64)[:, None]
-    pb = ((bi[:, None, :] == ids[:, :, None]) * np.asarray(bp, np.float64)[:, None, :]).sum(2)
-    pc = ((ci[:, None, :] == ids[:, :, None]) * np.asarray(cp, np.float64)[:, None, :]).sum(2)
-    probs = np.where(valid, (1.0 - gg) * pb + gg * pc, 0.0).astype(np.float32)
-    return ids, probs
+    return _first_then_b(np.ascontiguousarray(mi, np.int64), np.ascontiguousarray(bi, np.int64),
+                         np.ascontiguousarray(bp, np.float64), np.ascontiguousarray(ci, np.int64),
+                         np.ascontiguousarray(cp, np.float64), np.ascontiguousarray(g, np.float64),
+                         int(k))
 
 
 def mix_topk(bi, bp, ci, cp, g, k: int) -> tuple[np.ndarray, np.ndarray]:

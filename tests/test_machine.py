@@ -13,6 +13,7 @@ from core.machine import (
     Gate,
     Proposals,
     WindowTable,
+    first_then_b,
     history,
     mix_topk,
     window_states,
@@ -440,3 +441,40 @@ def test_family_thresholds_nest(p, alpha):
     perm = np.random.default_rng(len(p)).permutation(p.size)
     for m in ("holm", "bh"):
         np.testing.assert_array_equal(Gate.family_thresholds(p[perm], alpha, m) > 0, rej[m][perm])
+
+
+def _first_then_b_numpy(mi, bi, bp, ci, cp, g, k):
+    """The column-loop numpy form :func:`core.machine.first_then_b` had (the reference)."""
+    cand = np.concatenate([mi[:, :1], bi, mi[:, 1:]], axis=1)
+    ok = cand >= 0
+    for j in range(1, cand.shape[1]):
+        ok[:, j] &= ~(cand[:, j:j + 1] == cand[:, :j]).any(1)
+    order = np.argsort(~ok, axis=1, kind="stable")[:, :k]
+    valid = np.take_along_axis(ok, order, 1)
+    ids = np.where(valid, np.take_along_axis(cand, order, 1), -1)
+    gg = np.asarray(g, np.float64)[:, None]
+    pb = ((bi[:, None, :] == ids[:, :, None]) * np.asarray(bp, np.float64)[:, None, :]).sum(2)
+    pc = ((ci[:, None, :] == ids[:, :, None]) * np.asarray(cp, np.float64)[:, None, :]).sum(2)
+    return ids, np.where(valid, (1.0 - gg) * pb + gg * pc, 0.0).astype(np.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), kb=st.integers(1, 6), kc=st.integers(1, 6), k=st.integers(1, 8),
+       V=st.integers(2, 12), seed=st.integers(0, 2**31 - 1))
+def test_first_then_b_equals_the_numpy_reference(n, kb, kc, k, V, seed):
+    rng = np.random.default_rng(seed)
+
+    def lists(width):  # distinct ids per row, some rows padded with -1
+        ids = np.argsort(rng.random((n, V)), 1)[:, :width].astype(np.int64) if width <= V \
+            else np.full((n, width), -1, np.int64)
+        ids[rng.random((n, width)) < 0.2] = -1
+        return ids, rng.random((n, width)).astype(np.float32)
+
+    bi, bp = lists(kb)
+    ci, cp = lists(kc)
+    mi, _ = lists(k)
+    g = rng.random(n)
+    ids, probs = first_then_b(mi, bi, bp, ci, cp, g, k)
+    ref_ids, ref_probs = _first_then_b_numpy(mi, bi, bp, ci, cp, g, k)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(probs, ref_probs)
