@@ -136,6 +136,21 @@ def test_parallel_compilation_then_the_workload_report_one_rising_bar(small, mon
     assert all(a <= b for a, b in zip(fr, fr[1:], strict=False))
     assert "2 processes" in {p for _, p in seen} and fr[-1] == 1.0
     assert warmup.kernels_ready()
+    assert "counting" not in {p for _, p in seen}  # the list compiled: no workload
+
+
+def test_a_stale_list_entry_makes_the_workload_run(small, monkeypatch):
+    from core import precompile
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(small / "numba"))
+    stale = _cheap_entries(1) + [{"kernel": "core.metric:no_such_kernel", "seconds": 0.1,
+                                  "sigs": []}]
+    monkeypatch.setattr(precompile, "load_manifest", lambda path=None: stale)
+    seen = []
+    warmup.compile_kernels(lambda st, fr, info=None: seen.append((fr, (info or {})["part"])),
+                           workers=2)
+    parts = {p for _, p in seen}
+    assert "2 processes" in parts and "counting" in parts and seen[-1][0] == 1.0
 
 
 def test_precompile_once_leaves_a_marker(small, monkeypatch):
