@@ -263,3 +263,50 @@ def insert_bottomk(ids, vals, k, w, x):
         j -= 1
     vals[j] = x
     ids[j] = w
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(ids, vals, n, j):
+    """Restore the max-heap on ``(vals, ids)`` below slot ``j`` (the first ``n`` slots)."""
+    while True:
+        c = 2 * j + 1
+        if c >= n:
+            return
+        r = c + 1
+        if r < n and (vals[r] > vals[c] or (vals[r] == vals[c] and ids[r] > ids[c])):
+            c = r
+        if vals[c] > vals[j] or (vals[c] == vals[j] and ids[c] > ids[j]):
+            vals[j], vals[c] = vals[c], vals[j]
+            ids[j], ids[c] = ids[c], ids[j]
+            j = c
+        else:
+            return
+
+
+@njit(cache=True, nogil=True)
+def heap_bottomk(ids, vals, k, w, x):
+    """Offer item ``w`` with value ``x`` to a bottom-k max-heap, in place.
+
+    The heap orders ``(value, id)`` pairs, so ``vals[0]`` is the largest kept
+    and ``x`` enters iff ``(x, w) < (vals[0], ids[0])``: O(log k) against
+    :func:`insert_bottomk`'s O(k) shifts. Start from ``vals = inf`` and ids
+    larger than any item; :func:`heap_ascending` then gives the list
+    :func:`insert_bottomk` would hold had the items come in increasing id
+    (ties: the smaller id first).
+    """
+    if x > vals[0] or (x == vals[0] and w >= ids[0]):
+        return
+    vals[0] = x
+    ids[0] = w
+    _sift_down(ids, vals, k, 0)
+
+
+@njit(cache=True, nogil=True)
+def heap_ascending(ids, vals, k):
+    """Sort a :func:`heap_bottomk` heap in place into ascending ``(value, id)``."""
+    n = k
+    while n > 1:
+        n -= 1
+        vals[0], vals[n] = vals[n], vals[0]
+        ids[0], ids[n] = ids[n], ids[0]
+        _sift_down(ids, vals, n, 0)

@@ -132,10 +132,15 @@ def _update(X, w, labels, dist, P):
     return out
 
 
-def assign(X: np.ndarray, C: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centre (l2) of every row: ``argmin_p ||x − c_p||²`` via one BLAS product.
+def assign(X: np.ndarray, C: np.ndarray, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centre (l2) of every row: ``argmin_p ||x − c_p||²`` via BLAS products.
 
-    Returns ``labels`` int32 [n] and squared distances float32 [n].
+    Returns ``labels`` int32 [n] and squared distances float32 [n]. Rows go
+    in chunks of ``chunk`` so that the distance block (``chunk × P`` float32,
+    2 MB for 256 centres) stays in cache for the argmin that reads it: 65,536
+    points against 256 centres (d = 32) took 44-49 ms in chunks of 65,536
+    and 18-20 ms in chunks of 2,048, the same labels (the k-means of the
+    prototypes stage calls this 14 times).
     """
     n = X.shape[0]
     labels = np.empty(n, np.int32)
