@@ -6,3 +6,8 @@ checks it).
 """
 
 __version__ = "0.1.0"
+
+from core.kernel_cache import use_source_keyed_cache
+
+# before any module of core defines a kernel: numba reads the folder then
+use_source_keyed_cache()

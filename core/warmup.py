@@ -28,7 +28,6 @@ A kernel the list lacks compiles on its first call, as without the list.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import platform
@@ -36,6 +35,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from core.kernel_cache import source_digest
 
 __all__ = ["compile_kernels", "kernels_ready", "marker_path", "precompile_once",
            "source_digest"]
@@ -47,22 +48,6 @@ CancelFn = Callable[[], bool]
 #: so the gate's batches pass :func:`core.jit.batched`'s threshold.
 WARMUP_LINES = 400
 STAGE = "compiling kernels"
-
-
-@functools.lru_cache(maxsize=1)
-def source_digest() -> str:
-    """BLAKE2b of every ``core`` source file's path and bytes (read once per process).
-
-    What the model code is: the warm-up marker and the window's model cache
-    (:func:`explorer.worker.model_cache_path`) are keyed by it, so an edited
-    kernel compiles again and a new release trains anew. About 5 ms.
-    """
-    h = hashlib.blake2b(digest_size=12)
-    root = Path(__file__).resolve().parent
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _fingerprint() -> str:
