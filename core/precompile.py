@@ -199,18 +199,25 @@ def load_manifest(path: Path = MANIFEST) -> list[dict]:
 
 
 def merge_entries(*lists: list[dict]) -> list[dict]:
-    """One entry per kernel over several lists: the union of signatures, the most seconds."""
+    """One entry per kernel over several lists: the union of signatures and of closures
+    (where recorded), the most seconds."""
     out: dict[str, dict] = {}
     for entries in lists:
         for e in entries:
             m = out.setdefault(e["kernel"], {"kernel": e["kernel"], "seconds": 0.0, "sigs": []})
             m["seconds"] = max(float(m["seconds"]), float(e.get("seconds", 0.0)))
             m["sigs"] += [sig for sig in e["sigs"] if sig not in m["sigs"]]
+            if e.get("closure"):
+                m["closure"] = sorted(set(m.get("closure", [])) | set(e["closure"]))
     return sorted(out.values(), key=lambda e: -e["seconds"])
 
 
 def load_own_seconds(path: Path = MANIFEST) -> dict[str, float]:
-    """Each core kernel's own compile seconds (its callees' excluded); {} if not recorded."""
+    """Own compile seconds (callees excluded) of every function a recorded kernel links.
+
+    Keyed as in the entries' ``closure``: core kernels and numba's own
+    overloads, per signature. {} for a list recorded without them.
+    """
     try:
         return {k: float(v) for k, v in
                 json.loads(path.read_text(encoding="utf-8"))["own_seconds"].items()}
