@@ -30,7 +30,7 @@ def test_numba_caches_under_the_source_digest_and_children_keep_the_folder(tmp_p
 def test_numba_imported_first_still_gets_the_keyed_folder(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     code = ("import numba; import core.jit; print(numba.core.config.CACHE_DIR); "
-            "print(core.jit.insert_bottomk._cache._cache_path)")
+            "print(core.jit.insert_bottomk.stats.cache_path)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     config_dir, kernel_dir = out.stdout.split()
