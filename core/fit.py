@@ -336,7 +336,9 @@ def fit_memory(model, progress=None, cancel=None) -> None:
     step (``<eos>`` after the last) is predicted by B/C — leave-one-out
     where the step is a training event (all steps of ``<sep>`` pairs;
     steps whose window lies inside the output for running text, whose
-    pairs are consecutive sentences) — and by the memory.
+    pairs are consecutive sentences) — and by the memory. Last, the
+    fallback output of prompts without a neighbour
+    (:meth:`PromptMemory.choose_fallback`).
     """
     model.memory = mem = model.new_memory()
     if mem is None:
@@ -385,5 +387,8 @@ def fit_memory(model, progress=None, cancel=None) -> None:
                           GATE_GRID)
         mem.update(cells, rank)
         _report(progress, "memory", (a + sel.size) / max(pick.size, 1))
+    _check(cancel, "memory")
+    mem.choose_fallback(lambda i: model.decode(c.sentences[c.sent_offsets[i]:
+                                                            c.sent_offsets[i + 1]]), cfg.seed)
     model.figures["memory_lambda_first"] = float(
         (mem.table()[0] * mem.n[0]).sum() / max(mem.n[0].sum(), 1))

@@ -195,6 +195,10 @@ class PromptMemory:
     COS_EDGES = np.array([0.2, 0.4, 0.6, 0.8, 0.95])
     CONF_EDGES = np.array([0.5, 0.8, 0.99])
     MAX_MATCH = 4
+    #: The fallback's MBR sample. Chosen on validation slices of the
+    #: training part (see :meth:`choose_fallback`).
+    FALLBACK_CANDIDATES = 64
+    FALLBACK_REFS = 256
 
     def __init__(self, V: int, k: int = 8, sharp: float = 2.0, kappa: float = 20.0) -> None:
         self.V, self.k, self.sharp, self.kappa = int(V), int(k), float(sharp), float(kappa)
@@ -203,6 +207,9 @@ class PromptMemory:
         self.n = np.zeros(shape, np.int64)
         self.retrieval = None
         self._lam = None
+        #: training pair answered when a prompt has no neighbour (-1: none);
+        #: :meth:`choose_fallback`
+        self.fallback = -1
 
     def fit(self, in_ids, in_offsets, out_ids, out_offsets) -> PromptMemory:
         from core.baselines import Retrieval
@@ -285,12 +292,31 @@ class PromptMemory:
     def weight(self, cells) -> np.ndarray:
         return self.table()[cells]
 
+    def choose_fallback(self, text, seed: int) -> int:
+        """Pick :attr:`fallback`: the MBR training output under chrF (:func:`core.mbr.mbr_choice`).
+
+        A prompt sharing no token with any training input has no neighbour,
+        so nothing is retrieved for it in particular; its retrieved stub is
+        then this output, the one of least expected chrF loss against a
+        seeded sample of the others (``FALLBACK_CANDIDATES`` candidates,
+        ``FALLBACK_REFS`` references). ``text(i)`` is training output
+        ``i`` as text.
+        """
+        from core.mbr import mbr_choice
+
+        n = self.retrieval.n_docs if self.retrieval is not None else 0
+        self.fallback = mbr_choice(n, text, self.FALLBACK_CANDIDATES, self.FALLBACK_REFS, seed)
+        return self.fallback
+
     def to_arrays(self, prefix: str = "mem_") -> dict[str, np.ndarray]:
-        return {f"{prefix}hits": self.hits, f"{prefix}n": self.n}
+        return {f"{prefix}hits": self.hits, f"{prefix}n": self.n,
+                f"{prefix}fallback": np.array([self.fallback], np.int64)}
 
     def load_arrays(self, arrays: dict, prefix: str = "mem_") -> PromptMemory:
         if f"{prefix}hits" in arrays:
             self.hits = np.asarray(arrays[f"{prefix}hits"], np.int64).reshape(self.hits.shape)
             self.n = np.asarray(arrays[f"{prefix}n"], np.int64).reshape(self.n.shape)
             self._lam = None
+        # files before the fallback lack it: no fallback stub
+        self.fallback = int(np.ravel(arrays.get(f"{prefix}fallback", [-1]))[0])
         return self

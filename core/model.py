@@ -231,9 +231,18 @@ class Model:
         return nb, nw
 
     def retrieved_outputs(self, mem, n: int) -> list[tuple[int, np.ndarray]]:
-        """The outputs of the ``n`` nearest training pairs of a :meth:`memory_for` handle."""
+        """The outputs of the ``n`` nearest training pairs of a :meth:`memory_for` handle.
+
+        A prompt without neighbours (``mem`` None) gets the memory's fallback
+        output (:meth:`core.memory.PromptMemory.choose_fallback`), if any.
+        """
         if mem is None:
-            return []
+            m = self.memory
+            if m is None or not m.ready or m.fallback < 0:
+                return []
+            r = m.retrieval
+            lo, hi = int(r.out_offsets[m.fallback]), int(r.out_offsets[m.fallback + 1])
+            return [(m.fallback, np.asarray(r.out_ids[lo:hi], np.int32))][:max(n, 0)]
         nb, nw = mem
         return self.memory.outputs(nb[0], nw[0], n)
 

@@ -100,7 +100,8 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
       (``gate_ll_bin``: finite, <= 0; it and ``gate_ll_n`` absent in older files,
       ``gate_disc_bin``, ``gate_won5_bin`` and ``gate_lost5_bin`` too;
       ``gate_ll2_bin``: finite, >= 0, absent in older files, read only beside
-      ``gate_ll_bin``);
+      ``gate_ll_bin``; ``mem_fallback`` int64 [1], a pair index or -1, absent
+      in older files);
     * ``layers_*``: one signature per sentence, ``rows · dim`` wide, a known op.
 
     Members not listed (and ``mem_*`` with the prompt memory off) are not read.
@@ -192,6 +193,10 @@ def read_arrays(ar: modelfile.Archive, cfg: TrainConfig, V: int, sc: dict) -> di
                 raise ar.error("gate_ll2_bin", "sums of squares must be >= 0")
     if cfg.memory > 0 and "in_offsets" in a and n >= 1 and "mem_hits" in ar:
         for name, ref in PromptMemory(V, cfg.memory).to_arrays("mem_").items():
+            if name == "mem_fallback":
+                if name in ar:  # files before the fallback stub lack it
+                    a[name] = ar.read(name, np.int64, ref.shape, lo=-1, hi=n)
+                continue
             a[name] = ar.read(name, np.int64, ref.shape, lo=0, sparse=True)
 
     if "layers_signatures" in ar:

@@ -127,9 +127,22 @@ def test_generation_respects_the_stop_band(length_model, method, monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["greedy", "beam", "smc", "speculative"])
-def test_generation_terminates_at_the_cap(length_model, method):
+def test_generation_terminates_at_the_cap(length_model, method, monkeypatch):
+    # the search alone: a retrieved stub is a whole training output, never cut
+    monkeypatch.setattr("core.decoding.RETRIEVED", 0)
     g = length_model.generate(" ".join(["w1"] * 8), method=method, max_len=3, probes=False)
     assert len(g.ids) <= 3 and g.stopped_by == "cap"
+
+
+@pytest.mark.parametrize("method", ["beam", "smc"])
+def test_a_retrieved_stub_is_kept_whole_past_the_cap(length_model, method):
+    m = length_model
+    ids = m.encode(" ".join(["w1"] * 8))
+    outs = dict(m.retrieved_outputs(m.memory_for(ids), 1))
+    g = m.generate(ids, method=method, max_len=3, probes=False)
+    assert g.retrieved in outs  # the prior keeps it over the capped search
+    np.testing.assert_array_equal(g.ids, outs[g.retrieved])
+    assert len(g.ids) > 3 and len(g.steps) == len(g.ids)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,0 +1,80 @@
+"""core.mbr against sacrebleu, and the prompt memory's fallback output in the model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sacrebleu.metrics import CHRF
+
+from core.corpus import load_corpus
+from core.mbr import chrf_against, mbr_choice
+from core.model import Model, TrainConfig, train
+from tests.conftest import SAMPLES
+
+WORDS = ["a", "ab", "the", "cat", "x", "hello", "été", "1", ".", "aaaa", ""]
+texts = st.lists(st.sampled_from(WORDS), max_size=10).map(" ".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=6), st.lists(texts, min_size=1, max_size=12))
+def test_chrf_against_is_sacrebleus_corpus_chrf(cands, refs):
+    got = chrf_against(cands, refs)
+    want = [CHRF().corpus_score([c] * len(refs), [refs]).score for c in cands]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_mbr_choice_is_the_best_candidate_against_other_outputs():
+    rng = np.random.default_rng(3)
+    outs = [" ".join(rng.choice(WORDS, int(rng.integers(1, 12)))) for _ in range(40)]
+    pick = mbr_choice(len(outs), outs.__getitem__, 8, 16, seed=5)
+    perm = np.random.default_rng(5).permutation(40)
+    cand, refs = np.sort(perm[:8]), perm[8:24]
+    assert pick in cand and pick not in refs
+    scores = chrf_against([outs[i] for i in cand], [outs[i] for i in refs])
+    assert scores[list(cand).index(pick)] == scores.max()
+    assert mbr_choice(len(outs), outs.__getitem__, 8, 16, seed=5) == pick  # seeded
+
+
+def test_mbr_choice_on_tiny_lists():
+    assert mbr_choice(0, lambda i: "", 4, 4, 0) == -1
+    assert mbr_choice(1, lambda i: "only", 4, 4, 0) == 0
+    # two outputs: one candidate, scored against the other
+    assert mbr_choice(2, ["a b", "a b c"].__getitem__, 4, 4, 0) in (0, 1)
+
+
+@pytest.fixture(scope="module")
+def pairs_model():
+    return train(load_corpus(SAMPLES / "builtins.tsv"),
+                 TrainConfig(dim=16, prototypes=32, signatures=False))
+
+
+def test_a_prompt_without_neighbours_gets_the_fallback_output(pairs_model, tmp_path):
+    m = pairs_model
+    fb = m.memory.fallback
+    assert 0 <= fb < m.counts.n_pairs
+    ids = m.encode("zzz-no-such-word")
+    assert m.memory_for(ids) is None
+    c = m.counts
+    want = c.sentences[c.sent_offsets[fb]:c.sent_offsets[fb + 1]]
+    outs = m.retrieved_outputs(None, 1)
+    assert [d for d, _ in outs] == [fb]
+    np.testing.assert_array_equal(outs[0][1], want)
+    g = m.generate(ids, method="beam", probes=False)
+    assert g.retrieved == fb  # the prior keeps it over the search's own
+    np.testing.assert_array_equal(g.ids, want)
+    back = Model.load(m.save(tmp_path / "m.npz"))
+    assert back.memory.fallback == fb
+
+
+def test_files_without_a_fallback_load_without_one(pairs_model, tmp_path):
+    from core import modelfile
+
+    path = pairs_model.save(tmp_path / "m.npz")
+    arrays, meta = modelfile.load(path)
+    arrays = {k: v for k, v in arrays.items() if k != "mem_fallback"}
+    modelfile.save(tmp_path / "old.npz", arrays, meta)
+    old = Model.load(tmp_path / "old.npz")
+    assert old.memory.fallback == -1
+    assert old.retrieved_outputs(None, 1) == []
