@@ -78,3 +78,19 @@ def test_files_without_a_fallback_load_without_one(pairs_model, tmp_path):
     old = Model.load(tmp_path / "old.npz")
     assert old.memory.fallback == -1
     assert old.retrieved_outputs(None, 1) == []
+
+
+def test_cli_generate_names_the_kept_training_output(pairs_model, tmp_path, capsys):
+    import json
+
+    from core.cli import main
+
+    path = pairs_model.save(tmp_path / "m.npz")
+    fb = pairs_model.memory.fallback
+    assert main(["generate", str(path), "--prompt", "zzz", "--method", "beam", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["retrieved"] == fb
+    assert main(["generate", str(path), "--prompt", "zzz", "--method", "beam"]) == 0
+    err = capsys.readouterr().err
+    assert f"kept training pair {fb}'s output" in err and "fallback" in err
+    assert main(["generate", str(path), "--prompt", "zzz", "--json"]) == 0  # greedy
+    assert json.loads(capsys.readouterr().out)["retrieved"] == -1

@@ -234,7 +234,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     spec = args.method == "speculative"
     if args.json:
         out = {"text": g.text, "ids": g.ids.tolist(), "stopped_by": g.stopped_by,
-               "paths": [s.path for s in g.steps], "band_length": g.stop.length}
+               "paths": [s.path for s in g.steps], "band_length": g.stop.length,
+               "retrieved": g.retrieved}
         if spec:
             out.update(drafted=g.n_drafted, accepted=g.n_accepted, rounds=g.rounds,
                        accepted_steps=g.accepted.tolist(), rejected_steps=g.rejected.tolist())
@@ -252,8 +253,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                   f"  prototype {s.prototype:4d}  score {s.score:+.3f}{mark}", file=sys.stderr)
     drafts = (f"; B drafted {g.n_drafted}, accepted {g.n_accepted} in {g.rounds} passes"
               if spec else "")
+    kept = ""
+    if g.retrieved >= 0:
+        why = ("no training input shares a word with the prompt: the fallback output"
+               if model.memory_for(ids) is None else "the nearest training input's output")
+        kept = f"; kept training pair {g.retrieved}'s output ({why})"
     print(f"[{g.method}: {len(g.ids)} tokens, stopped by {g.stopped_by}; band length "
-          f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}{drafts}]", file=sys.stderr)
+          f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}{drafts}{kept}]", file=sys.stderr)
     return 0
 
 
