@@ -299,8 +299,11 @@ class TrajectoryView(BaseView):
         self.slider.blockSignals(False)
         n_b = sum(s.path == "B" for s in steps)
         n_c = sum(s.path == "C" for s in steps)
+        # beam and SMC may keep a training output whole (core.decoding._retrieved_stubs)
+        kept = f"kept training pair {g.retrieved}'s output · " if g.retrieved >= 0 else ""
         self.set_header(f"{g.method} · {T} steps (B {n_b}, C {n_c}, mix {T - n_b - n_c}) · "
-                        + drafts + f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
+                        + drafts + kept
+                        + f"stopped by {g.stopped_by} · predicted length {st.length:.1f}")
         self.on_step(self.state.step)
 
     def _draw_drafts(self, g, x: np.ndarray, cum: np.ndarray) -> str:

@@ -320,3 +320,13 @@ def test_no_item_holds_a_bound_method_of_its_view(views):
             for val in found:
                 assert not (isinstance(val, types.MethodType) and val.__self__ is v), \
                     (type(v).__name__, type(item).__name__)
+
+
+def test_trajectory_header_names_a_kept_training_output(views):
+    state, vs = views
+    ex = make_explanation(T=4, seed=8)
+    state.set_explanation(ex)
+    assert "training pair" not in vs[2].header_text
+    state.set_explanation(dataclasses.replace(
+        ex, generation=dataclasses.replace(ex.generation, retrieved=17)))
+    assert "kept training pair 17's output" in vs[2].header_text
