@@ -55,6 +55,8 @@ CONTEXT_COLOUR = "#2ca02c"
 PROTO_COLOUR = "#d62728"
 SELECT_COLOUR = "#e377c2"
 PENDING_TEXT = "model ready · explaining the prompt…"
+#: Axis ticks point out of the plot (px; see :meth:`BaseView.finish_axes`).
+TICK_LENGTH = 4
 
 
 def is_dark() -> bool:
@@ -304,6 +306,8 @@ class BaseView(QWidget):
         self.explanation: Explanation | None = None
         self._drawn_parts: tuple | None = None  # drawn_from() of what is drawn now
         self.draw_count = 0
+        # ranges kept while typing moves the data a little (settled_range), by plot
+        self._settled: dict[str, tuple[float, float]] = {}
         state.explanationChanged.connect(self._on_explanation)
         state.tokenSelected.connect(self._on_token)
         state.stepChanged.connect(self._on_step)
@@ -423,11 +427,43 @@ class BaseView(QWidget):
                 # not painted from a pixmap cache (DeviceCoordinateCache): it cut a
                 # keystroke's paint from 33 to 14 ms of CPU, but the suite then
                 # crashed now and then inside Qt's event processing between GUI tests
-                get_axis(name).enableAutoSIPrefix(False)
+                axis = get_axis(name)
+                axis.enableAutoSIPrefix(False)
+                if axis.grid is False:
+                    # ticks outside the plot: pyqtgraph's inward ticks (length -5)
+                    # stretch the axis' bounding rect 5 px into the plot, so any
+                    # item changing there (most span the plot) repainted the axis
+                    # and replayed its tick texts
+                    axis.setStyle(tickLength=TICK_LENGTH)
 
     def set_header(self, text: str) -> None:
         """The header's summary (plain text; elided to the header's width)."""
         self.header.set_summary(text)
+
+
+def settled_range(current: tuple[float, float] | None, lo: float, hi: float,
+                  fill: float = 0.6) -> tuple[float, float]:
+    """A range for data spanning ``[lo, hi]`` that stays put while the data moves a little.
+
+    ``current`` is kept while it holds ``[lo, hi]`` and the data fills at
+    least ``fill`` of it; otherwise ``[lo, hi]`` widened outward to
+    multiples of a round step (1, 2 or 5 × 10^k, the first at least a
+    tenth of the span). Why: an axis lays its ticks out again whenever its
+    range changes (1-2 ms of the GUI thread each), and typing moves scores,
+    bars and colour levels a little on every keystroke; settled ranges also
+    keep the axes from jittering while one types.
+    """
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return lo, hi
+    if current is not None:
+        c0, c1 = current
+        if c0 <= lo and hi <= c1 and (hi - lo) >= fill * (c1 - c0):
+            return current
+    raw = (hi - lo) / 10.0
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(f * mag for f in (1.0, 2.0, 5.0, 10.0) if f * mag >= raw)
+    return float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step)
 
 
 def same_parts(a: tuple, b: tuple) -> bool:

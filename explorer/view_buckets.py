@@ -53,6 +53,7 @@ from explorer.view_base import (
     foreground,
     same_arrays,
     scatter_count,
+    settled_range,
     token_label,
     weak_method,
 )
@@ -322,7 +323,9 @@ class BucketsView(BaseView):
         drawn = (heat, totals, np.array([len(colours)]))
         if heat.size and not same_arrays(self._drawn.get("breakdown"), drawn):
             # the heatmap, its colour bar and the bars change with the breakdown only
-            hi = float(heat.max()) if float(heat.max()) > 0 else 1.0
+            top = float(heat.max()) if float(heat.max()) > 0 else 1.0
+            hi = settled_range(self._settled.get("heat"), 0.0, top)[1]
+            self._settled["heat"] = (0.0, hi)
             self.heat.setImage(heat, autoLevels=False, levels=(0.0, hi))
             if tuple(self.cbar.levels()) != (0.0, hi):
                 self.cbar.setLevels((0.0, hi))
@@ -335,7 +338,9 @@ class BucketsView(BaseView):
             self.bars.setOpts(x=x, height=totals.ravel(), width=width * 0.9, brushes=brushes)
             self.bars_plot.setXRange(0, D, padding=0.05)
             top = float(totals.max()) if totals.size else 0.0
-            self.bars_plot.setYRange(0, top if top > 0 else 1.0, padding=0.05)
+            self._settled["bars"] = settled_range(self._settled.get("bars"), 0.0,
+                                                  top if top > 0 else 1.0)
+            self.bars_plot.setYRange(*self._settled["bars"], padding=0.05)
             self._drawn["breakdown"] = tuple(a.copy() for a in drawn)
 
     def bar_heights(self) -> np.ndarray:

@@ -53,6 +53,7 @@ from explorer.view_base import (
     foreground,
     path_brushes,
     scatter_count,
+    settled_range,
     token_label,
     weak_method,
 )
@@ -286,13 +287,18 @@ class TrajectoryView(BaseView):
         ys = np.concatenate([cum, stub[np.isfinite(stub)].ravel()]) if stub.size else cum
         lo, hi = float(ys.min()), float(ys.max())
         # explicit ranges: a standing auto-range re-measures every item per prompt
+        # (y settled: it stays while typing moves the scores a little, see settled_range)
+        self._settled["scores"] = settled_range(self._settled.get("scores"), lo,
+                                                hi + 0.15 * max(hi - lo, 1e-3))
         self.scores.setRange(xRange=(-0.5, max(T, stub.shape[-1] if stub.ndim == 2 else 0) - 0.5),
-                             yRange=(lo, hi + 0.15 * max(hi - lo, 1e-3)), padding=0.08)
+                             yRange=self._settled["scores"], padding=0.08)
         bv = np.concatenate([[st.variance - st.tolerance, st.variance + st.tolerance,
                               st.std - st.tolerance, st.std + st.tolerance],
                              g.running_variance, g.running_std])
         bv = bv[np.isfinite(bv)]
-        self.band.setYRange(float(bv.min()), float(bv.max()), padding=0.1)
+        self._settled["band"] = settled_range(self._settled.get("band"), float(bv.min()),
+                                              float(bv.max()))
+        self.band.setYRange(*self._settled["band"], padding=0.1)
         self.slider.blockSignals(True)
         self.slider.setRange(0, T - 1)
         self.slider.setValue(min(self.state.step, T - 1))

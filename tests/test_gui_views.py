@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from explorer import exporters
 from explorer.state import ExplorerState
@@ -330,3 +332,33 @@ def test_trajectory_header_names_a_kept_training_output(views):
     state.set_explanation(dataclasses.replace(
         ex, generation=dataclasses.replace(ex.generation, retrieved=17)))
     assert "kept training pair 17's output" in vs[2].header_text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e6, 1e6), st.floats(1e-3, 1e6), st.floats(0.0, 0.5), st.floats(0.0, 0.5))
+def test_settled_range_holds_the_data_and_stays_put(lo, span, a, b):
+    from explorer.view_base import settled_range
+
+    hi = lo + span
+    r = settled_range(None, lo, hi)
+    assert r[0] <= lo and hi <= r[1] and r[1] - r[0] <= 1.5 * span
+    # data moving inside the range, still filling most of it, keeps it
+    lo2, hi2 = r[0] + a * span * 0.2, r[1] - b * span * 0.2
+    if hi2 - lo2 >= 0.6 * (r[1] - r[0]):
+        assert settled_range(r, lo2, hi2) == r
+    # data leaving it, or shrinking far inside it, gets a new one that holds it
+    for lo3, hi3 in ((r[0] - span, r[1]), (lo, lo + 0.1 * span)):
+        r3 = settled_range(r, lo3, hi3)
+        assert r3 != r and r3[0] <= lo3 and hi3 <= r3[1]
+
+
+def test_trajectory_score_axis_stays_put_while_scores_move_a_little(views):
+    state, vs = views
+    ex = make_explanation(T=6, seed=9)
+    state.set_explanation(ex)
+    before = vs[2].scores.vb.viewRange()[1]
+    g = ex.generation
+    steps = [dataclasses.replace(s, score=s.score * 1.01) for s in g.steps]
+    state.set_explanation(dataclasses.replace(
+        ex, generation=dataclasses.replace(g, steps=steps, stub_scores=g.stub_scores * 1.01)))
+    assert vs[2].draw_count == 2 and vs[2].scores.vb.viewRange()[1] == before
