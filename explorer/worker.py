@@ -350,6 +350,7 @@ class ExplainMemo:
 class _ExplainWorker(QObject):
     done = Signal(int, object, float, bool)
     failed = Signal(int, str)
+    warmed = Signal()
 
     def __init__(self, latest: list[int]) -> None:
         super().__init__()
@@ -366,6 +367,17 @@ class _ExplainWorker(QObject):
             self.failed.emit(seq, describe_error(exc))
             return
         self.done.emit(seq, ex, time.perf_counter() - t0, full)
+
+    @Slot(int, object)
+    def warm(self, seq: int, fn: object) -> None:
+        """``fn()`` for its side effects, unless a newer request came since it was queued."""
+        try:
+            if seq == self._latest[0]:
+                fn()  # type: ignore[operator]
+        except Exception:  # noqa: BLE001 - the next real request reports its own error
+            pass
+        finally:
+            self.warmed.emit()
 
 
 class Explainer(QObject):
@@ -387,6 +399,7 @@ class Explainer(QObject):
     ready = Signal(object, float, bool)
     failed = Signal(str)
     _request = Signal(int, object, str, bool)
+    _warm = Signal(int, object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -398,6 +411,9 @@ class Explainer(QObject):
         self.worker = _ExplainWorker(self._latest)
         self.worker.moveToThread(self.thread)
         self._request.connect(self.worker.compute)
+        self._warm.connect(self.worker.warm)
+        self.warming = 0  # warm-up jobs queued and not yet finished (:meth:`warm`)
+        self.worker.warmed.connect(self._warmed)
         self.worker.done.connect(self._done)
         self.worker.failed.connect(self._failed)
         self.thread.start()
@@ -408,6 +424,19 @@ class Explainer(QObject):
         seq = self._latest[0]
         self._request.emit(seq, fn, prompt, full)
         return seq
+
+    def warm(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn()`` behind the requests queued now, its result dropped.
+
+        For work that readies the thread for the next request (kernels
+        loaded); skipped if a request is made before it runs, and never
+        counted in :attr:`pending`.
+        """
+        self.warming += 1
+        self._warm.emit(self._latest[0], fn)
+
+    def _warmed(self) -> None:
+        self.warming -= 1
 
     @property
     def pending(self) -> bool:
