@@ -463,7 +463,8 @@ def settled_range(current: tuple[float, float] | None, lo: float, hi: float,
     raw = (hi - lo) / 10.0
     mag = 10.0 ** np.floor(np.log10(raw))
     step = next(f * mag for f in (1.0, 2.0, 5.0, 10.0) if f * mag >= raw)
-    return float(np.floor(lo / step) * step), float(np.ceil(hi / step) * step)
+    # (a multiple can round past the data: 19 * 0.1 > 1.9)
+    return min(float(np.floor(lo / step) * step), lo), max(float(np.ceil(hi / step) * step), hi)
 
 
 def same_parts(a: tuple, b: tuple) -> bool:
