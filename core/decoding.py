@@ -17,6 +17,8 @@ so the loop can be read, tested and replaced without the model's internals:
   stubs of beam and SMC, :func:`_retrieved_stubs`); for a ``None`` handle
   (a prompt without neighbours) the model may still offer one output, its
   fallback;
+* ``retrieved_weights(memory, n)``: the weight of each of those outputs as
+  a guess of the answer (the memory's vote weights), float64 [<= n];
 * ``history_of(ids)``: the history row after a token sequence;
 * ``candidates(H, k, stubs, memory)``: the gated top-k of history rows with
   the A/B/C geometry of each row (:class:`Candidates`);
@@ -82,6 +84,10 @@ RETRIEVED = 1
 #: Log-prior of a retrieved stub, in the score's units (nats per token): a
 #: retrieved output is kept unless a generated stub scores ``PRIOR`` better.
 PRIOR = 4.0
+#: Nearest training pairs whose outputs beam and SMC weigh their own stub
+#: against (the prompt memory's neighbours, ``config.memory`` = 8 by default):
+#: the minimum-Bayes-risk pick of :func:`_kept`.
+CONSENSUS = 8
 #: Probability floor of a retrieved token outside the candidates' top-k.
 FLOOR = 1e-12
 #: Tokens that end a stub.
@@ -123,6 +129,8 @@ class DecodingModel(Protocol):
     def memory_for(self, prompt_ids: np.ndarray) -> Any | None: ...
 
     def retrieved_outputs(self, memory: Any, n: int) -> list[tuple[int, np.ndarray]]: ...
+
+    def retrieved_weights(self, memory: Any, n: int) -> np.ndarray: ...
 
     def history_of(self, ids: np.ndarray) -> np.ndarray: ...
 
@@ -267,13 +275,29 @@ def _retrieved_stubs(model: DecodingModel, ctx: np.ndarray, mem, n: int, run: _R
     """
     if n <= 0:
         return []
-    outs = [(d, np.asarray(o, np.int32)) for d, o in model.retrieved_outputs(mem, n)]
-    # with no-repeat blocking on, an output the search could not emit does not compete
-    outs = [(d, o) for d, o in outs if o.size and not (
-        run.no_repeat and any(np.isin(o[t], repeat_blocked(o[:t].tolist(), run.no_repeat))
-                              for t in range(run.no_repeat, o.size)))]
+    outs = model.retrieved_outputs(mem, n)
+    return _forced_stubs(model, ctx, mem, [o for o, ok in zip(outs, _emittable(outs, run),
+                                                            strict=True) if ok], run, k)
+
+
+def _emittable(outs: list, run: _Run) -> list[bool]:
+    """Which retrieved outputs ``(pair, ids)`` the search could emit: non-empty, and with
+    no-repeat blocking on, none that repeats a blocked n-gram."""
+    def ok(o: np.ndarray) -> bool:
+        return bool(o.size) and not (run.no_repeat and any(
+            np.isin(o[t], repeat_blocked(o[:t].tolist(), run.no_repeat))
+            for t in range(run.no_repeat, o.size)))
+
+    return [ok(np.asarray(o, np.int32)) for _, o in outs]
+
+
+def _forced_stubs(model: DecodingModel, ctx: np.ndarray, mem, outs: list, run: _Run,
+                  k: int) -> list[_Stub]:
+    """Finished stubs of the outputs ``outs`` (``(pair, ids)``), teacher-forced as
+    :func:`_retrieved_stubs` describes."""
     if not outs:
         return []
+    outs = [(dd, np.asarray(o, np.int32)) for dd, o in outs]
     V, d = model.keys.shape
     seqs, prefixes, rows = [], [], []
     for r, (_, o) in enumerate(outs):
@@ -295,6 +319,39 @@ def _retrieved_stubs(model: DecodingModel, ctx: np.ndarray, mem, n: int, run: _R
         s.done = "eos" if tok in STOP_IDS else ""
         stubs[r] = s
     return stubs
+
+
+def _kept(model: DecodingModel, ctx: np.ndarray, mem, own: _Stub, run: _Run, k: int,
+          n: int) -> _Stub:
+    """The output beam or SMC keeps: its own best stub or a training output.
+
+    With at least two neighbours in the prompt memory, the minimum-Bayes-risk
+    pick (:func:`core.mbr.consensus`, chrF utility) among the search's own
+    stub and the outputs of the ``CONSENSUS`` nearest training pairs, those
+    outputs standing in for the unknown answer with the memory's vote
+    weights: the stub that agrees most with what the nearest inputs were
+    answered with, a neighbour's output counting itself as right with its
+    own weight. Otherwise (one neighbour, or none and the fallback output)
+    the ``n`` retrieved stubs against the search's own by path score plus
+    the log-prior ``PRIOR``. A kept training output is teacher-forced into
+    a stub (:func:`_retrieved_stubs`) for the views. ``n`` = 0: the search's
+    own stub.
+    """
+    if n <= 0:
+        return own
+    outs = model.retrieved_outputs(mem, CONSENSUS if mem is not None else n)
+    keep = _emittable(outs, run)
+    w = (np.asarray(model.retrieved_weights(mem, len(outs)), np.float64)[keep]
+         if mem is not None else None)
+    outs = [(d, np.asarray(o, np.int32)) for (d, o), ok in zip(outs, keep, strict=True) if ok]
+    if w is not None and len(outs) >= 2:
+        from core.mbr import consensus
+
+        j = consensus([model.decode(own.ids)], [model.decode(o) for _, o in outs], w)
+        forced = _forced_stubs(model, ctx, mem, [outs[j - 1]], run, k) if j else []
+        return forced[0] if forced else own
+    pool = [own] + _forced_stubs(model, ctx, mem, outs[:n], run, k)
+    return max(pool, key=lambda s: s.score(run.beta) + (PRIOR if s.retrieved >= 0 else 0.0))
 
 
 def _valid(stub: _Stub, ids: np.ndarray, no_repeat: int) -> np.ndarray:
@@ -374,8 +431,7 @@ def decode(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, method
     if method != "greedy":
         R = RETRIEVED if retrieved is None else int(retrieved)
         K = max(TOP_K, S) if method == "beam" else TOP_K
-        pool = [best] + _retrieved_stubs(model, ctx, mem, R, run, K)
-        best = max(pool, key=lambda s: s.score(run.beta) + (PRIOR if s.retrieved >= 0 else 0.0))
+        best = _kept(model, ctx, mem, best, run, K, R)
     return _generation(model, method, prompt_ids, best, run.band, score_rows, S, probes)
 
 

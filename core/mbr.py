@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sacrebleu.metrics.helpers import extract_all_char_ngrams
 
-__all__ = ["CHAR_ORDER", "BETA", "chrf_against", "mbr_choice"]
+__all__ = ["CHAR_ORDER", "BETA", "chrf_against", "chrf_pairwise", "consensus", "mbr_choice"]
 
 #: sacrebleu's chrF defaults: character n-grams up to 6, β = 2.
 CHAR_ORDER = 6
@@ -120,3 +120,49 @@ def mbr_choice(n: int, text: Callable[[int], str], n_candidates: int, n_refs: in
         return int(cand[0])
     scores = chrf_against([text(int(i)) for i in cand], [text(int(i)) for i in refs])
     return int(cand[int(np.argmax(scores))])
+
+
+def _grams(text: str, order: int) -> list[Counter]:
+    return extract_all_char_ngrams(text, order)
+
+
+def chrf_pairwise(hyps: Sequence[str], refs: Sequence[str], order: int = CHAR_ORDER,
+                  beta: float = BETA) -> np.ndarray:
+    """Sentence chrF of every hypothesis against every reference, float64 [len(hyps), len(refs)].
+
+    ``out[i, j] = sacrebleu.CHRF(char_order=order, beta=beta).sentence_score(hyps[i],
+    [refs[j]]).score``, each text's n-grams counted once.
+    """
+    hg = [_grams(h, order) for h in hyps]
+    rg = [_grams(r, order) for r in refs]
+    out = np.zeros((len(hyps), len(refs)))
+    for i, h in enumerate(hg):
+        n_hyp = np.array([sum(c.values()) for c in h], np.float64)
+        for j, r in enumerate(rg):
+            n_ref = np.array([sum(c.values()) for c in r], np.float64)
+            # sacrebleu counts a hypothesis' n-grams only where the reference has some
+            n_h = np.where(n_ref > 0, n_hyp, 0.0)
+            n_match = np.array([sum(min(k, r[n].get(g, 0)) for g, k in h[n].items())
+                                for n in range(order)], np.float64)
+            out[i, j] = _f_score(n_h, n_ref, n_match, beta)
+    return out
+
+
+def consensus(own: Sequence[str], samples: Sequence[str], weights: Sequence[float]) -> int:
+    """The MBR pick among ``own`` candidates and the ``samples`` themselves (chrF utility).
+
+    The samples (the nearest training pairs' outputs) stand in for the
+    unknown reference with probabilities proportional to ``weights``. A
+    candidate's expected utility is ``Σ_k w_k chrF(c, s_k) / Σ_k w_k``; a
+    sample is a candidate too, and against itself it scores 100 (it is
+    right when it is the reference). Returns the index of the best
+    candidate in ``list(own) + list(samples)``; a tie goes to the
+    earlier one.
+    """
+    w = np.asarray(weights, np.float64)
+    if not len(samples) or w.sum() <= 0:
+        return 0
+    U = chrf_pairwise(list(own) + list(samples), samples)
+    n_own = len(own)
+    U[n_own:][np.diag_indices(len(samples))] = 100.0
+    return int(np.argmax(U @ w / w.sum()))

@@ -238,6 +238,12 @@ class PromptMemory:
             out.append((int(d), np.asarray(r.out_ids[lo:hi], np.int32)))
         return out
 
+    def weights(self, nb: np.ndarray, nw: np.ndarray, n: int) -> np.ndarray:
+        """Vote weights ``cos^sharp`` of the neighbours :meth:`outputs` returns (float64)."""
+        w = np.ravel(np.asarray(nw, np.float64))
+        ok = (np.ravel(nb) >= 0) & (w > 0)
+        return w[ok][:max(int(n), 0)] ** self.sharp
+
     def vote(self, stubs: list, nb: np.ndarray, nw: np.ndarray, k: int):
         """Vote for stubs (lists of ids) with neighbour rows ``nb``/``nw`` ([n, K]).
 

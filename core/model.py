@@ -246,6 +246,14 @@ class Model:
         nb, nw = mem
         return self.memory.outputs(nb[0], nw[0], n)
 
+    def retrieved_weights(self, mem, n: int) -> np.ndarray:
+        """Weights of :meth:`retrieved_outputs` ``(mem, n)``: the memory's vote weights
+        ``cos^sharp`` (float64; ones for the fallback)."""
+        if mem is None:
+            return np.ones(len(self.retrieved_outputs(None, n)))
+        nb, nw = mem
+        return self.memory.weights(nb[0], nw[0], n)
+
     def apply_memory(self, out: dict, stubs: list, mem, k: int) -> dict:
         """Mix the prompt memory's vote into ``topk_histories`` output for ``stubs``."""
         nb, nw = mem

@@ -105,7 +105,8 @@ class _OnlyProtocol:
 
     def __init__(self, m: Model) -> None:
         self.config, self.keys = m.config, m.keys
-        for name in ("band", "memory_for", "retrieved_outputs", "history_of", "candidates",
+        for name in ("band", "memory_for", "retrieved_outputs", "retrieved_weights", "history_of",
+                     "candidates",
                      "draft", "probe", "prototypes_of", "decode"):
             setattr(self, name, getattr(m, name))
 
@@ -190,7 +191,9 @@ def test_generation_records_the_kept_retrieved_stub(pairs_model):
     ids = c.sentences[c.sent_offsets[0]:c.sent_offsets[1]][:6]
     for method in ("greedy", "speculative"):
         assert m.generate(ids, method=method, probes=False).retrieved == -1
-    outs = dict(m.retrieved_outputs(m.memory_for(ids), 4))
+    from core.decoding import CONSENSUS
+
+    outs = dict(m.retrieved_outputs(m.memory_for(ids), CONSENSUS))
     for method in ("beam", "smc"):
         g = decode(m, ids, ids, method, 48, None, 0, probes=False)
         if g.retrieved >= 0:
@@ -198,3 +201,34 @@ def test_generation_records_the_kept_retrieved_stub(pairs_model):
             assert len(g.steps) == len(g.ids)
         off = decode(m, ids, ids, method, 48, None, 0, probes=False, retrieved=0)
         assert off.retrieved == -1
+
+
+@pytest.mark.parametrize("method", ["beam", "smc"])
+def test_kept_output_is_the_consensus_of_the_nearest_outputs(pairs_model, method):
+    """With neighbours, beam and SMC keep the MBR pick among their own stub and the
+    neighbours' outputs (core.mbr.consensus with the memory's weights)."""
+    from core.decoding import CONSENSUS
+    from core.mbr import consensus
+
+    m = pairs_model
+    c = m.counts
+    kept_own = kept_retrieved = 0
+    for i in range(0, 60, 5):
+        # two training inputs at once: both pairs are neighbours (the inputs are unique)
+        ids = c.inputs[c.in_offsets[i]:c.in_offsets[i + 2]]
+        mem = m.memory_for(ids)
+        if mem is None or len(m.retrieved_outputs(mem, CONSENSUS)) < 2:
+            continue
+        own = decode(m, ids, ids, method, 48, None, 0, probes=False, retrieved=0)
+        g = decode(m, ids, ids, method, 48, None, 0, probes=False)
+        outs = m.retrieved_outputs(mem, CONSENSUS)
+        j = consensus([m.decode(own.ids)], [m.decode(o) for _, o in outs],
+                      m.retrieved_weights(mem, CONSENSUS))
+        if j == 0:
+            assert g.retrieved == -1 and g.ids.tolist() == own.ids.tolist()
+            kept_own += 1
+        else:
+            assert g.retrieved == outs[j - 1][0]
+            np.testing.assert_array_equal(g.ids, outs[j - 1][1])
+            kept_retrieved += 1
+    assert kept_own + kept_retrieved >= 3

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sacrebleu.metrics import CHRF
 
 from core.corpus import load_corpus
-from core.mbr import chrf_against, mbr_choice
+from core.mbr import chrf_against, chrf_pairwise, consensus, mbr_choice
 from core.model import Model, TrainConfig, train
 from tests.conftest import SAMPLES
 
@@ -94,3 +94,24 @@ def test_cli_generate_names_the_kept_training_output(pairs_model, tmp_path, caps
     assert f"kept training pair {fb}'s output" in err and "fallback" in err
     assert main(["generate", str(path), "--prompt", "zzz", "--json"]) == 0  # greedy
     assert json.loads(capsys.readouterr().out)["retrieved"] == -1
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(texts, min_size=1, max_size=5), st.lists(texts, min_size=1, max_size=5))
+def test_chrf_pairwise_is_sacrebleus_sentence_chrf(hyps, refs):
+    want = [[CHRF().sentence_score(h, [r]).score for r in refs] for h in hyps]
+    np.testing.assert_allclose(chrf_pairwise(hyps, refs), want, rtol=1e-12, atol=1e-9)
+
+
+def test_consensus_is_the_best_expected_chrf_a_sample_right_with_its_weight():
+    samples = ["the cat sat on the mat", "the cat sat on a mat", "a dog ran far away"]
+    for own, w in ((["the cat sat on mat"], [1, 1, 0.1]), (["zzz qqq", "a cat"], [0.2, 1, 3])):
+        U = chrf_pairwise(own + samples, samples)
+        U[len(own):][np.diag_indices(len(samples))] = 100.0
+        u = U @ np.asarray(w, float) / np.sum(w)
+        assert consensus(own, samples, w) == int(np.argmax(u))
+    # a heavy sample is right with its own weight
+    assert consensus(["zzz qqq"], samples, [0.1, 0.1, 5.0]) == 3
+    # a tie goes to the earlier candidate: the own stub equal to every sample
+    assert consensus(["a b c"], ["a b c", "a b c"], [1, 1]) == 0
+    assert consensus(["x"], [], []) == 0
