@@ -72,8 +72,8 @@ METHODS = ("greedy", "beam", "smc", "speculative")
 DRAFT = 4
 #: Candidates read per stub and step (SMC's proposal is the top 8, renormalised).
 TOP_K = 8
-#: Retrieved stubs beam and SMC score beside their own: the outputs of the
-#: prompt memory's nearest training pairs (0: none). With ``PRIOR``, chosen on
+#: Retrieved stubs beam and SMC score beside their own when the prompt has
+#: fewer than two neighbours (:func:`_kept`; 0: none). With ``PRIOR``, chosen on
 #: validation slices of the training part (fit 0.9 / val 0.1 of the 0.9
 #: training split, seeds 0/1, 100 val pairs; default corpus, fortunes,
 #: WordNet): of R in {1, 4, 8} and prior in {0, 0.5, 1, 2, 4, inf} only
@@ -391,13 +391,15 @@ def decode(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, method
       are resampled systematically when the effective sample size falls
       below half (Lew et al. 2023, arXiv 2306.03081); the kept output is the
       finished particle with the best path score.
-    * ``beam`` and ``smc`` also score the outputs of the prompt memory's
-      ``retrieved`` (default ``RETRIEVED``) nearest training pairs as
-      finished stubs with the same score (:func:`_retrieved_stubs`) plus
-      the log-prior ``PRIOR``; the kept output is the best of those and
-      the search's own, and
-      ``Generation.retrieved`` names the training pair it came from (-1
-      for a generated stub). Greedy and speculative never do.
+    * ``beam`` and ``smc`` then choose between their own best stub and
+      training outputs (:func:`_kept`): with two or more neighbours in the
+      prompt memory, the minimum-Bayes-risk pick among the own stub and the
+      ``CONSENSUS`` nearest pairs' outputs; otherwise the ``retrieved``
+      (default ``RETRIEVED``) nearest outputs, or the fallback, scored as
+      finished stubs (:func:`_retrieved_stubs`) plus the log-prior
+      ``PRIOR``. ``Generation.retrieved`` names the training pair a kept
+      output came from (-1 for a generated stub); ``retrieved=0`` keeps
+      the search's own. Greedy and speculative never do.
     * ``speculative``: greedy's output, B drafting ``draft`` tokens per
       verification pass (module docstring); a :class:`SpeculativeGeneration`.
 
