@@ -122,8 +122,19 @@ def mbr_choice(n: int, text: Callable[[int], str], n_candidates: int, n_refs: in
     return int(cand[int(np.argmax(scores))])
 
 
-def _grams(text: str, order: int) -> list[Counter]:
-    return extract_all_char_ngrams(text, order)
+def _count_matrices(texts: Sequence[str], order: int) -> list[np.ndarray]:
+    """Per order, int64 [len(texts), distinct n-grams]: each text's n-gram counts."""
+    grams = [extract_all_char_ngrams(t, order) for t in texts]
+    mats = []
+    for n in range(order):
+        ids: dict[str, int] = {}
+        rows = [{ids.setdefault(g, len(ids)): k for g, k in gs[n].items()} for gs in grams]
+        M = np.zeros((len(texts), len(ids)), np.int64)
+        for i, r in enumerate(rows):
+            if r:
+                M[i, list(r)] = list(r.values())
+        mats.append(M)
+    return mats
 
 
 def chrf_pairwise(hyps: Sequence[str], refs: Sequence[str], order: int = CHAR_ORDER,
@@ -131,21 +142,29 @@ def chrf_pairwise(hyps: Sequence[str], refs: Sequence[str], order: int = CHAR_OR
     """Sentence chrF of every hypothesis against every reference, float64 [len(hyps), len(refs)].
 
     ``out[i, j] = sacrebleu.CHRF(char_order=order, beta=beta).sentence_score(hyps[i],
-    [refs[j]]).score``, each text's n-grams counted once.
+    [refs[j]]).score``: each text's n-grams counted once into a count matrix
+    per order, the matches of every pair ``Σ_g min(h_g, r_g)`` in one numpy
+    pass (a few ms for nine 60-token texts, against ~50 ms pair by pair).
     """
-    hg = [_grams(h, order) for h in hyps]
-    rg = [_grams(r, order) for r in refs]
-    out = np.zeros((len(hyps), len(refs)))
-    for i, h in enumerate(hg):
-        n_hyp = np.array([sum(c.values()) for c in h], np.float64)
-        for j, r in enumerate(rg):
-            n_ref = np.array([sum(c.values()) for c in r], np.float64)
-            # sacrebleu counts a hypothesis' n-grams only where the reference has some
-            n_h = np.where(n_ref > 0, n_hyp, 0.0)
-            n_match = np.array([sum(min(k, r[n].get(g, 0)) for g, k in h[n].items())
-                                for n in range(order)], np.float64)
-            out[i, j] = _f_score(n_h, n_ref, n_match, beta)
-    return out
+    nh, nr = len(hyps), len(refs)
+    n_hyp = np.zeros((nh, nr, order))
+    n_ref = np.zeros((nh, nr, order))
+    n_match = np.zeros((nh, nr, order))
+    for n, M in enumerate(_count_matrices(list(hyps) + list(refs), order)):
+        H, R = M[:nh], M[nh:]
+        n_match[..., n] = np.minimum(H[:, None, :], R[None, :, :]).sum(-1)
+        n_hyp[..., n] = H.sum(1)[:, None]
+        n_ref[..., n] = R.sum(1)[None, :]
+    # sacrebleu counts a hypothesis' n-grams only where the reference has some, and
+    # averages precision and recall over the orders where both have n-grams
+    ok = (n_hyp > 0) & (n_ref > 0)
+    cnt = ok.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(ok, n_match / np.where(ok, n_hyp, 1), 0).sum(-1) / np.maximum(cnt, 1)
+        rec = np.where(ok, n_match / np.where(ok, n_ref, 1), 0).sum(-1) / np.maximum(cnt, 1)
+        f = beta * beta
+        score = 100.0 * (1 + f) * prec * rec / (f * prec + rec)
+    return np.where((cnt > 0) & (prec + rec > 0), score, 0.0)
 
 
 def consensus(own: Sequence[str], samples: Sequence[str], weights: Sequence[float]) -> int:
