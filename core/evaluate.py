@@ -231,17 +231,20 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
         seps = te.doc_kind[te.pair_doc[pick]] == 1
         for method in ("greedy", "beam", "smc"):
             t0 = time.perf_counter()
-            hyps, lens, stops = [], [], {}
+            hyps, lens, stops, kept = [], [], {}, 0
             for j, x in enumerate(sel_in):
                 g = model.generate(x, method=method, sep=bool(seps[j]), probes=False)
                 hyps.append(g.text)
                 lens.append(len(g.ids))
                 stops[g.stopped_by] = stops.get(g.stopped_by, 0) + 1
+                kept += g.retrieved >= 0
             out[f"{method}_chrf"] = _chrf(hyps, refs)
             out[f"{method}_exact"] = float(np.mean([h == r for h, r in zip(hyps, refs,
                                                                                strict=True)]))
             out[f"{method}_len_err"] = float(np.mean(np.abs(np.array(lens) - m_true)))
             out[f"{method}_stops"] = stops
+            # outputs that are a training pair's (core.decoding._kept), not generated
+            out[f"{method}_kept_training"] = kept
             out[f"{method}_seconds"] = time.perf_counter() - t0
             if progress is not None:
                 progress("generating", 1.0, None)

@@ -54,6 +54,8 @@ def test_eval_json_has_model_and_baselines(capsys):
         assert k in r, k
     assert 0 <= r["model_top1"] <= r["model_top5"] <= 1
     assert r["pairs_evaluated"] == 5
+    assert r["greedy_kept_training"] == 0  # greedy never keeps a training output
+    assert 0 <= r["beam_kept_training"] <= 5 and 0 <= r["smc_kept_training"] <= 5
 
 
 def test_eval_text_and_layers_delegation(capsys, monkeypatch):

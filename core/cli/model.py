@@ -333,8 +333,10 @@ def _print_eval(name: str, r: dict) -> None:
     if "pairs_evaluated" in r:
         print(f"pairs ({r['pairs_evaluated']} held out)   chrF    exact   |len err|")
         for m in ("greedy", "beam", "smc"):
+            kept = r.get(m + "_kept_training", 0)
             print(f"  {m:<12}  {r[m + '_chrf']:6.2f}  {r[m + '_exact']:.3f}   "
-                  f"{r[m + '_len_err']:.2f}   stops {r[m + '_stops']}")
+                  f"{r[m + '_len_err']:.2f}   stops {r[m + '_stops']}"
+                  + (f", a training output kept in {kept}" if kept else ""))
         print(f"  retrieval     {r['retrieval_chrf']:6.2f}  {r['retrieval_exact']:.3f}   "
               f"{r['retrieval_len_err']:.2f}")
         print(f"  length        middle key |m̂ − m| {r['band_len_err']:.2f}   "
