@@ -256,8 +256,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     kept = ""
     if g.retrieved >= 0:
         why = ("no training input shares a word with the prompt: the fallback output"
-               if model.memory_for(ids) is None else "the nearest training input's output")
-        kept = f"; kept training pair {g.retrieved}'s output ({why})"
+               if model.memory_for(ids) is None else
+               "the output the nearest training inputs' outputs agree with most")
+        c = model.counts
+        src = ""
+        if c.inputs is not None and c.in_offsets is not None:
+            lo, hi = int(c.in_offsets[g.retrieved]), int(c.in_offsets[g.retrieved + 1])
+            src = f", input {model.decode(c.inputs[lo:hi])[:60]!r}"
+        kept = f"; kept training pair {g.retrieved}'s output ({why}{src})"
     print(f"[{g.method}: {len(g.ids)} tokens, stopped by {g.stopped_by}; band length "
           f"{g.stop.length:.1f} ± {g.stop.length_tolerance:.1f}{drafts}{kept}]", file=sys.stderr)
     return 0
