@@ -69,21 +69,22 @@ def _rows(path: str, n_pairs: int, seed: int = 0) -> list[dict]:
 
 
 def main() -> None:
+    from bench_quality import _floats, _ints  # the same comma-list types
     from sacrebleu.metrics import CHRF
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus", nargs="+")
     ap.add_argument("--pairs", type=int, default=100)
-    ap.add_argument("--priors", default="0,2,4,8,inf")
-    ap.add_argument("--seeds", default="0",
+    ap.add_argument("--priors", type=_floats, default="0,2,4,8,inf")
+    ap.add_argument("--seeds", type=_ints, default="0",
                     help="seeds of the model and of the test split (as noisekey eval --seed)")
     args = ap.parse_args()
-    priors = [float(p) for p in args.priors.split(",")]
+    priors = args.priors
 
     def chrf(hyps, refs):
         return CHRF().corpus_score(hyps, [refs]).score
 
-    for path, seed in ((p, int(s)) for p in args.corpus for s in args.seeds.split(",")):
+    for path, seed in ((p, s) for p in args.corpus for s in args.seeds):
         rows = _rows(path, args.pairs, seed)
         refs = [r["ref"] for r in rows]
         name = f"{os.path.basename(path)} seed {seed}"

@@ -66,18 +66,19 @@ class _RefStats:
         return total
 
 
-def _f_score(n_hyp: np.ndarray, n_ref: np.ndarray, n_match: np.ndarray, beta: float) -> float:
-    """sacrebleu's chrF from per-order totals: F_β of the precision and recall averaged over
-    the orders where both hypothesis and reference have n-grams (its effective order)."""
+def _f_scores(n_hyp: np.ndarray, n_ref: np.ndarray, n_match: np.ndarray,
+              beta: float) -> np.ndarray:
+    """sacrebleu's chrF from per-order totals ``[..., order]``: F_β of the precision and
+    recall averaged over the orders where both hypothesis and reference have n-grams
+    (its effective order); 0 where there is none. Returns ``[...]``."""
     ok = (n_hyp > 0) & (n_ref > 0)
-    if not ok.any():
-        return 0.0
-    prec = float(np.mean(n_match[ok] / n_hyp[ok]))
-    rec = float(np.mean(n_match[ok] / n_ref[ok]))
-    if prec + rec <= 0:
-        return 0.0
-    f = beta * beta
-    return 100.0 * (1 + f) * prec * rec / (f * prec + rec)
+    cnt = ok.sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        prec = np.where(ok, n_match / np.where(ok, n_hyp, 1), 0).sum(-1) / np.maximum(cnt, 1)
+        rec = np.where(ok, n_match / np.where(ok, n_ref, 1), 0).sum(-1) / np.maximum(cnt, 1)
+        f = beta * beta
+        score = 100.0 * (1 + f) * prec * rec / (f * prec + rec)
+    return np.where((cnt > 0) & (prec + rec > 0), score, 0.0)
 
 
 def chrf_against(candidates: Sequence[str], refs: Sequence[str], order: int = CHAR_ORDER,
@@ -88,15 +89,15 @@ def chrf_against(candidates: Sequence[str], refs: Sequence[str], order: int = CH
     ``CHRF(char_order=order, beta=beta).corpus_score``), float64 [len(candidates)].
     """
     stats = _RefStats(refs, order)
-    out = np.zeros(len(candidates))
+    n_hyp = np.zeros((len(candidates), order))
+    n_match = np.zeros((len(candidates), order))
     for j, text in enumerate(candidates):
         grams = extract_all_char_ngrams(text, order)
         # sacrebleu counts a hypothesis' n-grams only against references that have some
-        n_hyp = np.array([sum(grams[n].values()) for n in range(order)], np.float64) \
-            * stats.nonempty
-        n_match = np.array([stats.matches(grams[n], n) for n in range(order)], np.float64)
-        out[j] = _f_score(n_hyp, stats.n_ref, n_match, beta)
-    return out
+        n_hyp[j] = [sum(grams[n].values()) for n in range(order)]
+        n_match[j] = [stats.matches(grams[n], n) for n in range(order)]
+    return _f_scores(n_hyp * stats.nonempty, np.broadcast_to(stats.n_ref, n_hyp.shape),
+                     n_match, beta)
 
 
 def mbr_choice(n: int, text: Callable[[int], str], n_candidates: int, n_refs: int,
@@ -155,16 +156,7 @@ def chrf_pairwise(hyps: Sequence[str], refs: Sequence[str], order: int = CHAR_OR
         n_match[..., n] = np.minimum(H[:, None, :], R[None, :, :]).sum(-1)
         n_hyp[..., n] = H.sum(1)[:, None]
         n_ref[..., n] = R.sum(1)[None, :]
-    # sacrebleu counts a hypothesis' n-grams only where the reference has some, and
-    # averages precision and recall over the orders where both have n-grams
-    ok = (n_hyp > 0) & (n_ref > 0)
-    cnt = ok.sum(-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        prec = np.where(ok, n_match / np.where(ok, n_hyp, 1), 0).sum(-1) / np.maximum(cnt, 1)
-        rec = np.where(ok, n_match / np.where(ok, n_ref, 1), 0).sum(-1) / np.maximum(cnt, 1)
-        f = beta * beta
-        score = 100.0 * (1 + f) * prec * rec / (f * prec + rec)
-    return np.where((cnt > 0) & (prec + rec > 0), score, 0.0)
+    return _f_scores(n_hyp, n_ref, n_match, beta)
 
 
 def consensus(own: Sequence[str], samples: Sequence[str], weights: Sequence[float]) -> int:

@@ -229,20 +229,22 @@ class PromptMemory:
         """The outputs of the first ``n`` neighbours in one row ``nb``/``nw`` (``(pair, ids)``)."""
         r = self.retrieval
         out = []
-        for d, w in zip(np.ravel(nb), np.ravel(nw), strict=True):
-            if len(out) >= n:
-                break
-            if d < 0 or w <= 0:
-                continue
+        for d in self._live(nb, nw)[0][:max(int(n), 0)]:
             lo, hi = int(r.out_offsets[d]), int(r.out_offsets[d + 1])
             out.append((int(d), np.asarray(r.out_ids[lo:hi], np.int32)))
         return out
 
     def weights(self, nb: np.ndarray, nw: np.ndarray, n: int) -> np.ndarray:
         """Vote weights ``cos^sharp`` of the neighbours :meth:`outputs` returns (float64)."""
+        return self._live(nb, nw)[1][:max(int(n), 0)] ** self.sharp
+
+    @staticmethod
+    def _live(nb: np.ndarray, nw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The real neighbours of one row (pair ids and cosines): no padding, cosine > 0."""
+        d = np.ravel(nb)
         w = np.ravel(np.asarray(nw, np.float64))
-        ok = (np.ravel(nb) >= 0) & (w > 0)
-        return w[ok][:max(int(n), 0)] ** self.sharp
+        ok = (d >= 0) & (w > 0)
+        return d[ok], w[ok]
 
     def vote(self, stubs: list, nb: np.ndarray, nw: np.ndarray, k: int):
         """Vote for stubs (lists of ids) with neighbour rows ``nb``/``nw`` ([n, K]).

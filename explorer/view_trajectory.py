@@ -305,7 +305,7 @@ class TrajectoryView(BaseView):
         self.slider.blockSignals(False)
         n_b = sum(s.path == "B" for s in steps)
         n_c = sum(s.path == "C" for s in steps)
-        # beam and SMC may keep a training output whole (core.decoding._retrieved_stubs)
+        # beam and SMC may keep a training output whole (core.decoding._kept)
         kept = f"kept training pair {g.retrieved}'s output · " if g.retrieved >= 0 else ""
         self.set_header(f"{g.method} · {T} steps (B {n_b}, C {n_c}, mix {T - n_b - n_c}) · "
                         + drafts + kept
