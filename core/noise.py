@@ -82,7 +82,8 @@ def _kmeanspp(X, w, P, seed):
     C = np.empty((P, d), np.float32)
     cw = np.cumsum(w)
     first = np.searchsorted(cw, np.random.random() * cw[-1])
-    C[0] = X[min(first, n - 1)]
+    for j in range(d):  # element copies: a row assignment compiles numba's shape-error text
+        C[0, j] = X[min(first, n - 1), j]
     best = np.empty(n, np.float64)
     for i in range(n):
         s = 0.0
@@ -96,7 +97,8 @@ def _kmeanspp(X, w, P, seed):
             pick = np.random.randint(n)
         else:
             pick = min(np.searchsorted(acc, np.random.random() * acc[-1]), n - 1)
-        C[c] = X[pick]
+        for j in range(d):
+            C[c, j] = X[pick, j]
         for i in range(n):
             s = 0.0
             for j in range(d):
@@ -128,7 +130,8 @@ def _update(X, w, labels, dist, P):
         else:
             far = np.argmax(wd)
             wd[far] = -1.0
-            out[p] = X[far]
+            for j in range(d):
+                out[p, j] = X[far, j]
     return out
 
 

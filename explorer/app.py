@@ -137,7 +137,8 @@ def startup_report(app, win, path: str) -> None:
     Used by ``noisekey bench gui``: times are ``time.time()`` values, so the
     parent compares them with the moment it started the process. "shown" is
     the window's first paint; "views" the four views built; "drawn" the
-    first explanation drawn in them.
+    first explanation drawn in them; ``stage:NAME`` the first report of each
+    training stage and "trained" the model's arrival.
     """
     import json
 
@@ -150,6 +151,10 @@ def startup_report(app, win, path: str) -> None:
 
     win.firstPainted.connect(shown)
     win.viewsBuilt.connect(lambda: times.setdefault("views", time.time()))
+    # when each training stage first reported: where a cold start's time went
+    win.trainer.progressed.connect(
+        lambda stage, *_: times.setdefault(f"stage:{stage}", time.time()))
+    win.trainer.succeeded.connect(lambda *_: times.setdefault("trained", time.time()))
 
     def drawn() -> None:
         win.grid.repaint()

@@ -240,8 +240,11 @@ def startup(folder: Path, label: str, timeout: float = 900.0) -> dict:
     if proc.returncode != 0 or not report.exists():
         return {"error": (proc.stderr or "no report").strip().splitlines()[-1:]}
     t = json.loads(report.read_text())
-    return {"imported_s": t["imported"] - t0, "shown_s": t.get("shown", float("nan")) - t0,
-            "views_s": t.get("views", float("nan")) - t0, "drawn_s": t["drawn"] - t0}
+    out = {"imported_s": t["imported"] - t0, "shown_s": t.get("shown", float("nan")) - t0,
+           "views_s": t.get("views", float("nan")) - t0, "drawn_s": t["drawn"] - t0}
+    stages = sorted((v - t0, k) for k, v in t.items() if k.startswith("stage:") or k == "trained")
+    out["stages"] = {k.removeprefix("stage:"): round(s, 2) for s, k in stages}
+    return out
 
 
 def explain_cost(win, text: str, repeats: int = 5) -> dict:
@@ -325,4 +328,7 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{k.replace('_', ' ')}: window shown {s['shown_s']:.2f} s, "
                       f"views built {s['views_s']:.2f} s, "
                       f"four views drawn {s['drawn_s']:.2f} s")
+                if s.get("stages"):
+                    print("  stages began at: " + ", ".join(f"{k} {v:.2f} s"
+                                                         for k, v in s["stages"].items()))
     return 0
