@@ -106,7 +106,6 @@ from core.index_kernels import (
     _project_keys,
     _query_batch_rows,
     _query_seq,
-    _query_single,
     _replicate,
 )
 from core.jit import run_rows
@@ -407,12 +406,12 @@ class HashIndex:
                 and q.flags.c_contiguous):
             q = _as_queries(q, self.d)[0]
         with self._lock:
-            ids, dists, nbk, _ = _query_single(q, *self._argt, self.probes, self._mode(),
-                                               self._stamp, self._bstamp, self._counter,
-                                               int(k), _EMPTY, _EMPTY)
+            ids, dists, _, nbk = _query_seq(q.reshape(1, -1), *self._argt, self.probes,
+                                            self._mode(), self._stamp, self._bstamp,
+                                            self._counter, int(k), _EMPTY, _EMPTY)
         if nbk < 0:
             raise ValueError(f"query row 0 is not finite (NaN or inf): {q[:4]}...")
-        return ids, dists
+        return ids[0], dists[0]
 
     def query_batch(self, Q, k: int = 1, return_candidates: bool = False,
                     probes: int | str | None = None):
@@ -439,8 +438,9 @@ class HashIndex:
         pr = self.probes if probes is None else self._parse_probes(probes)
         if nq <= _SMALL_BATCH or (pr >= 0 and nq * (1 + pr) <= _SERIAL_WORK):
             with self._lock:
-                ids, dists, ncand = _query_seq(Q, *self._argt, pr, self._mode(),
-                                               self._stamp, self._bstamp, self._counter, int(k))
+                ids, dists, ncand, _ = _query_seq(Q, *self._argt, pr, self._mode(),
+                                                  self._stamp, self._bstamp, self._counter,
+                                                  int(k), _EMPTY, _EMPTY)
         else:
             ids = np.full((nq, k), -1, np.int64)
             dists = np.full((nq, k), np.inf, np.float32)
@@ -474,9 +474,10 @@ class HashIndex:
         rec_b = np.empty(max(max_b, 1), np.int64)
         rec_c = np.empty(max(self.n, 1), np.int64)
         with self._lock:
-            ids, dists, nbk, nc = _query_single(q, *self._argt, self.probes, self._mode(),
-                                                self._stamp, self._bstamp, self._counter, 1,
-                                                rec_b, rec_c)
+            ids, dists, ncand, nbk = _query_seq(q.reshape(1, -1), *self._argt, self.probes,
+                                                self._mode(), self._stamp, self._bstamp,
+                                                self._counter, 1, rec_b, rec_c)
+        ids, dists, nc = ids[0], dists[0], int(ncand[0])
         winner = int(ids[0])
         if winner >= 0:
             bd = breakdown(q, self._X[self._inv[winner]], self.metric)

@@ -376,41 +376,19 @@ def _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
 
 
 @njit(cache=True, nogil=True)
-def _query_single(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
-                  probes, mode, stamp, bstamp, counter, k, rec_b, rec_c):
-    """One query with the index's persistent scratch (caller holds the lock).
-
-    Returns ``(ids, dists, buckets probed, candidates)``; buckets probed is -1
-    (and nothing is searched) when ``q`` is not finite.
-    """
-    for j in range(q.shape[0]):
-        if not np.isfinite(q[j]):
-            return np.full(k, -1, np.int64), np.full(k, np.inf, np.float32), -1, 0
-    counter[0] += 1
-    if counter[0] >= 2**31 - 2:
-        stamp[:] = 0
-        bstamp[:] = 0
-        counter[0] = 1
-    sv = np.int32(counter[0])
-    best_r = np.empty(k, np.float64)
-    best_id = np.empty(k, np.int64)
-    best_pos = np.empty(k, np.int64)
-    nbk, nc = _query_one(q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
-                         table, probes, mode, stamp, bstamp, sv, best_r, best_id, best_pos,
-                         rec_b, rec_c)
-    dists = np.empty(k, np.float32)
-    for j in range(k):
-        dists[j] = finish(best_r[j], code) if best_id[j] >= 0 else np.inf
-    return best_id, dists, nbk, nc
-
-
-@njit(cache=True, nogil=True)
 def _query_seq(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D, table,
-               probes, mode, stamp, bstamp, counter, k):
-    """Small batches: the queries one after another on the index's persistent scratch.
+               probes, mode, stamp, bstamp, counter, k, rec_b, rec_c):
+    """Small batches and single queries: one after another on the index's persistent scratch.
 
     Same results as :func:`_query_batch_rows` without allocating stamp arrays of
-    size n per call (the caller holds the lock).
+    size n per call (the caller holds the lock). One kernel serves both a
+    batch and one query (``Q`` of one row): each variant inlines
+    :func:`_query_one`, about 1.4 s of compilation on a first start.
+
+    Returns ``(ids, dists, ncand, nbk)``: ``nbk`` the buckets the last query
+    probed, or -1 when a row is not finite (such a row is not searched and
+    keeps -1/inf). ``rec_b``/``rec_c`` record the last query's buckets and
+    candidates (empty arrays: nothing recorded).
     """
     nq = Q.shape[0]
     ids = np.full((nq, k), -1, np.int64)
@@ -419,23 +397,32 @@ def _query_seq(Q, R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam, D,
     best_r = np.empty(k, np.float64)
     best_id = np.empty(k, np.int64)
     best_pos = np.empty(k, np.int64)
-    empty = np.empty(0, np.int64)
+    nbk = 0
+    bad = False
     for qi in range(nq):
+        finite = True
+        for j in range(Q.shape[1]):
+            if not np.isfinite(Q[qi, j]):
+                finite = False
+                break
+        if not finite:
+            bad = True
+            continue
         counter[0] += 1
         if counter[0] >= 2**31 - 2:
             stamp[:] = 0
             bstamp[:] = 0
             counter[0] = 1
         sv = np.int32(counter[0])
-        _, nc = _query_one(Q[qi], R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam,
-                           D, table, probes, mode, stamp, bstamp, sv, best_r, best_id,
-                           best_pos, empty, empty)
+        nbk, nc = _query_one(Q[qi], R, edges, Nb, lb, slots, stash, X, Xd, order, code, f, lam,
+                             D, table, probes, mode, stamp, bstamp, sv, best_r, best_id,
+                             best_pos, rec_b, rec_c)
         ncand[qi] = nc
         for j in range(k):
             if best_id[j] >= 0:
                 ids[qi, j] = best_id[j]
                 dists[qi, j] = finish(best_r[j], code)
-    return ids, dists, ncand
+    return ids, dists, ncand, -1 if bad else nbk
 
 
 @njit(cache=True, nogil=True)

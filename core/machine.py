@@ -42,7 +42,6 @@ pass over the merged training stream (see :meth:`core.model.Model.merge`).
 
 from __future__ import annotations
 
-from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
@@ -536,6 +535,8 @@ class Gate:
     def _upper(z) -> np.ndarray:
         """One-sided normal tail ``P(Z ≥ z)`` (float64, elementwise; 1 at −inf, 0 at inf)."""
         z = np.asarray(z, np.float64)
+        from statistics import NormalDist  # 37 ms to import: only when a gate is fitted
+
         nd = NormalDist()
         return np.array([1.0 - nd.cdf(v) if np.isfinite(v) else float(v < 0)
                          for v in z.ravel()]).reshape(z.shape)
@@ -593,6 +594,8 @@ class Gate:
             return crit
         alpha = float(self._upper(level_z))
         t = self.family_thresholds(self._upper(z[family]), alpha, method)
+        from statistics import NormalDist
+
         nd = NormalDist()
         zc = np.array([nd.inv_cdf(1.0 - v) if 0.0 < v < 1.0 else (np.inf if v <= 0 else -np.inf)
                        for v in t])
