@@ -34,8 +34,8 @@ os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import Qt, Signal  # noqa: E402
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QPalette  # noqa: E402
+from PySide6.QtCore import QRectF, Qt, Signal  # noqa: E402
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QFontMetricsF, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QApplication,
     QHBoxLayout,
@@ -549,8 +549,72 @@ def place_labels(points: list[tuple[float, float]], sizes: list[tuple[float, flo
     return out
 
 
+class LabelsItem(pg.GraphicsObject):
+    """Every label of one plot, drawn by one item: each text on a translucent box.
+
+    One item instead of a ``TextItem`` per label: placing a keystroke's
+    labels took dozens of Qt calls (a text layout per new text, ``setPos``,
+    ``show``/``hide`` per item, each a scene update), about 3-4 ms a
+    keystroke; now it is one geometry change and one repaint, and the texts
+    are drawn by ``QPainter`` (glyph outlines in the SVG export, as before).
+    The item is a child of the view box, in its pixel coordinates, so texts
+    are never scaled with the data and are clipped to the plot like the
+    data; :class:`PlotLabels` places them again when the range changes.
+    Boxes are sized as a ``TextItem``'s (text width and line height plus a
+    4-px margin on each side).
+    """
+
+    MARGIN = 4.0
+
+    def __init__(self, vb, fill: bool = True) -> None:
+        super().__init__()
+        self.setParentItem(vb)
+        self.setZValue(20)
+        self._font = QFont(QApplication.font())
+        self._font.setBold(True)
+        self._fm = QFontMetricsF(self._font)
+        self._line = float(np.ceil(self._fm.height()))
+        self._brush = legend_brush() if fill else None
+        self._sizes: dict[str, tuple[float, float]] = {}
+        self.drawn: list[tuple[QRectF, str, QColor]] = []  # box (vb pixels), text, colour
+        self._rect = QRectF()
+
+    def size(self, text: str) -> tuple[float, float]:
+        """Width and height (pixels) of ``text``'s box."""
+        wh = self._sizes.get(text)
+        if wh is None:
+            m = 2 * self.MARGIN
+            wh = self._sizes[text] = (self._fm.horizontalAdvance(text) + m, self._line + m)
+        return wh
+
+    def set_labels(self, drawn: list[tuple[QRectF, str, QColor]]) -> None:
+        """Draw these boxes (view-box pixels), texts and colours instead."""
+        if not drawn and not self.drawn:
+            return
+        self.prepareGeometryChange()
+        self.drawn = drawn
+        rect = QRectF()
+        for r, _, _ in drawn:
+            rect = rect.united(r)
+        self._rect = rect
+        self.update()
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt API
+        return QRectF(self._rect)
+
+    def paint(self, p, *args) -> None:
+        p.setFont(self._font)
+        m = self.MARGIN
+        for r, text, colour in self.drawn:
+            if self._brush is not None:
+                p.fillRect(r, self._brush)
+            p.setPen(colour)
+            p.drawText(r.adjusted(m, m, -m, -m), Qt.AlignmentFlag.AlignLeft
+                       | Qt.AlignmentFlag.AlignVCenter, text)
+
+
 class PlotLabels:
-    """A pool of ``TextItem`` labels on one plot, placed without overlap.
+    """Labels on one plot, placed without overlap and drawn by one :class:`LabelsItem`.
 
     :meth:`set` takes the labels (data position, text, colour) in priority
     order; :meth:`place` (called again whenever the view range or size
@@ -563,37 +627,18 @@ class PlotLabels:
 
         self.plot = plot
         self.offsets = offsets
-        self.fill = fill
         self.marker_px = marker_px
-        self.items: list[pg.TextItem] = []
+        self.item = LabelsItem(plot.vb, fill)
         self.labels: list[tuple[float, float, str, QColor]] = []
         self.shown: list[str] = []  # texts placed by the last place()
         self._boxes: list[Box] = []
         self._placed_for: tuple | None = None  # labels, range and size of the last place()
-        self._texts: list[str] = []  # text of each pooled item
-        self._colours: list[str] = []  # colour of each pooled item (HexArgb)
-        self._slot: list[int] = []  # the pooled item of each label
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(0)
         self._timer.timeout.connect(self.place)
         plot.vb.sigRangeChanged.connect(lambda *_: self._timer.start())
         plot.vb.sigResized.connect(lambda *_: self._timer.start())
-
-    def _item(self, i: int) -> pg.TextItem:
-        """Pooled item ``i`` (the pool grows to hold it)."""
-        while len(self.items) <= i:
-            t = pg.TextItem(anchor=(0, 0), fill=legend_brush() if self.fill else None)
-            font = t.textItem.font()
-            font.setBold(True)
-            t.setFont(font)
-            t.setZValue(20)
-            t.hide()
-            self.plot.addItem(t, ignoreBounds=True)
-            self.items.append(t)
-            self._texts.append("")
-            self._colours.append("")
-        return self.items[i]
 
     def set(self, labels: list[tuple[float, float, str, QColor]]) -> None:
         self.labels = labels
@@ -602,52 +647,28 @@ class PlotLabels:
     def place(self) -> None:
         """Place the labels for the current range and size (nothing to do if neither
         they nor the labels changed since the last placement)."""
-        from PySide6.QtCore import QPointF
-
         vb = self.plot.vb
         rect = vb.sceneBoundingRect()
         (x0, x1), (y0, y1) = vb.viewRange()
         legend = getattr(self.plot, "legend", None)
-        colours = [QColor(c).name(QColor.NameFormat.HexArgb) for *_, c in self.labels]
-        placed_for = ([(x, y, text) for x, y, text, _ in self.labels], colours,
+        placed_for = ([(x, y, text, str(c)) for x, y, text, c in self.labels],
                       (x0, x1, y0, y1), (rect.left(), rect.top(), rect.width(), rect.height()),
                       legend is not None and legend.isVisible())
         if placed_for == self._placed_for:
             return
         self._placed_for = placed_for
-        # each label takes a pooled item that shows its text already, if any (a new
-        # text lays the item's document out again); the rest take the free items
-        if self.labels:
-            self._item(len(self.labels) - 1)
-        free: dict[str, list[int]] = {}
-        for j in range(len(self.items) - 1, -1, -1):
-            free.setdefault(self._texts[j], []).append(j)
-        slot: list[int | None] = []
-        for _, _, text, _ in self.labels:
-            same = free.get(text)
-            slot.append(same.pop() if same else None)
-        spare = sorted(j for js in free.values() for j in js)[::-1]
-        slot = [j if j is not None else spare.pop() for j in slot]
-        self._slot = slot
-        pts, sizes, keep = [], [], []
-        for i, (x, y, text, colour) in enumerate(self.labels):
-            j = slot[i]
-            t = self.items[j]
-            if self._texts[j] != text:
-                t.setText(text, color=colour)
-                self._texts[j] = text
-                self._colours[j] = colours[i]
-            elif self._colours[j] != colours[i]:
-                t.setColor(colour)
-                self._colours[j] = colours[i]
-            br = t.textItem.boundingRect()
-            s = vb.mapViewToScene(QPointF(float(x), float(y)))
-            pts.append((s.x(), s.y()))
-            sizes.append((br.width(), br.height()))
-            inside = x0 <= x <= x1 and y0 <= y <= y1
-            if inside:
-                m = self.marker_px
-                keep.append((s.x() - m, s.y() - m, s.x() + m, s.y() + m))
+        # data -> scene pixels with the view's transform, once for all labels
+        vb.updateMatrix()  # as mapViewToScene does: the range may have just changed
+        tr = vb.childGroup.sceneTransform()
+        xy = np.array([(x, y) for x, y, _, _ in self.labels], float).reshape(-1, 2)
+        sx = tr.m11() * xy[:, 0] + tr.m21() * xy[:, 1] + tr.dx()
+        sy = tr.m12() * xy[:, 0] + tr.m22() * xy[:, 1] + tr.dy()
+        use = ((xy[:, 0] >= x0) & (xy[:, 0] <= x1) & (xy[:, 1] >= y0)
+               & (xy[:, 1] <= y1)).tolist()
+        sizes = [self.item.size(text) for _, _, text, _ in self.labels]
+        m = self.marker_px
+        keep = [(px - m, py - m, px + m, py + m)
+                for px, py, u in zip(sx.tolist(), sy.tolist(), use, strict=True) if u]
         if legend is not None and legend.isVisible():  # labels stay clear of the legend's
             for sample, label in legend.items:  # entries (its box may span the whole plot)
                 for part in (sample, getattr(label, "item", label)):
@@ -655,23 +676,22 @@ class PlotLabels:
                     keep.append((r.left(), r.top(), r.right(), r.bottom()))
         bounds = (rect.left(), rect.top(), rect.right(), rect.bottom())
         # labels of points outside the view are skipped
-        use = [x0 <= x <= x1 and y0 <= y <= y1 for x, y, _, _ in self.labels]
-        boxes = place_labels([p if u else (-1e9, -1e9) for p, u in zip(pts, use, strict=True)],
-                             sizes, self.offsets, keep, bounds)
+        pts = [(px, py) if u else (-1e9, -1e9)
+               for px, py, u in zip(sx.tolist(), sy.tolist(), use, strict=True)]
+        boxes = place_labels(pts, sizes, self.offsets, keep, bounds)
         self.shown = []
         self._boxes = []
+        drawn = []
+        ox, oy = rect.left(), rect.top()  # scene -> view-box pixels
         for i, box in enumerate(boxes):
-            t = self.items[slot[i]]
             if box is None or not use[i]:
-                t.hide()
                 continue
-            v = vb.mapSceneToView(QPointF(box[0], box[1]))
-            t.setPos(v.x(), v.y())
-            t.show()
-            self.shown.append(self.labels[i][2])
+            text, colour = self.labels[i][2], self.labels[i][3]
+            drawn.append((QRectF(box[0] - ox, box[1] - oy, box[2] - box[0], box[3] - box[1]),
+                          text, QColor(colour)))
+            self.shown.append(text)
             self._boxes.append(box)
-        for j in spare:  # the items no label took
-            self.items[j].hide()
+        self.item.set_labels(drawn)
 
     def shown_boxes(self) -> list[Box]:
         """Scene boxes (pixels) of the labels shown by the last :meth:`place`."""

@@ -235,23 +235,30 @@ def test_views_skip_an_explanation_whose_parts_they_drew(views):
     assert vs[2].summary()["steps"] == 4
 
 
-def test_labels_keep_their_items_when_the_set_shifts(views):
-    """Pooled labels: a text shown before keeps its item (no new layout), unused ones hide."""
+def test_labels_are_drawn_by_one_item_that_follows_the_set(views):
+    """One item draws every label: a new set replaces what it draws, [] clears it."""
     state, vs = views
     labels = vs[2].labels
     state.set_explanation(make_explanation(T=4, seed=8))
+    items_before = len(labels.plot.vb.childItems())
     fg = "#000000"
     labels.set([(0.0, 0.0, "alpha", fg), (1.0, 0.0, "beta", fg), (2.0, 0.0, "gamma", fg)])
-    item_of = {labels.labels[i][2]: labels.items[j] for i, j in enumerate(labels._slot)}
-    labels.set([(1.0, 0.0, "beta", fg), (2.0, 0.0, "gamma", fg), (3.0, 0.0, "delta", fg)])
-    now = {labels.labels[i][2]: labels.items[j] for i, j in enumerate(labels._slot)}
-    assert now["beta"] is item_of["beta"] and now["gamma"] is item_of["gamma"]
-    assert now["delta"].textItem.toPlainText() == "delta"
-    assert len({id(t) for t in now.values()}) == 3
-    shown = [t for t in labels.items if t.isVisible()]
-    assert {t.textItem.toPlainText() for t in shown} <= {"beta", "gamma", "delta"}
+    labels.set([(1.0, 0.0, "beta", fg), (2.0, 0.0, "gamma", "#ff0000"), (3.0, 0.0, "delta", fg)])
+    assert len(labels.plot.vb.childItems()) == items_before  # no item per label
+    drawn = {text: (box, colour) for box, text, colour in labels.item.drawn}
+    assert set(drawn) == set(labels.shown) and set(drawn) <= {"beta", "gamma", "delta"}
+    assert drawn and all(c.name() == ("#ff0000" if t == "gamma" else fg)
+                         for t, (_, c) in drawn.items())
+    # boxes in the view box's pixels: inside it, sized as the text needs, none overlapping
+    w, h = labels.plot.vb.width(), labels.plot.vb.height()
+    boxes = [box for box, _ in drawn.values()]
+    assert all(0 <= b.left() and b.right() <= w and 0 <= b.top() and b.bottom() <= h
+               for b in boxes)
+    assert all(b.width() == labels.item.size(t)[0] for t, (b, _) in drawn.items())
+    assert not any(a.intersects(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert labels.item.boundingRect().contains(boxes[0])
     labels.set([])
-    assert not any(t.isVisible() for t in labels.items)
+    assert labels.item.drawn == [] and labels.shown == []
 
 
 def test_bucket_probe_items_set_only_when_the_probe_changes(views, monkeypatch):
