@@ -112,6 +112,11 @@ __all__ = ["fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_pos
 
 #: Predicted steps the prompt memory's weights are fitted on, at most.
 MEMORY_STEPS = 40_000
+#: Pairs predicted per batch in the memory stage (each pair's rows are
+#: independent, so the batch size changes no figure): 400 pairs is about
+#: 0.2 s between cancel checks; batches of 100 left the threaded kernels
+#: below their threshold and paid numpy's per-call overhead four times.
+MEMORY_CHUNK = 400
 
 
 #: Tokens of context (before the step) a repeated span spans: far more than B
@@ -373,9 +378,9 @@ def fit_memory(model, progress=None, cancel=None) -> None:
                                                     side="right")))])
     sep = model.sep_default()
     Wh = history_width(cfg)  # B and C read only output tokens from here on
-    for a in range(0, pick.size, 100):  # pairs between cancel checks
+    for a in range(0, pick.size, MEMORY_CHUNK):  # pairs between cancel checks
         _check(cancel, "memory")
-        sel = pick[a:a + 100]
+        sel = pick[a:a + MEMORY_CHUNK]
         xs = [c.inputs[c.in_offsets[i]:c.in_offsets[i + 1]] for i in sel]
         off = np.concatenate(([0], np.cumsum([len(x) for x in xs]))).astype(np.int64)
         flat = np.concatenate(xs) if len(xs) else np.zeros(0, np.int32)

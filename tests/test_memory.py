@@ -36,3 +36,21 @@ def test_pair_steps_equal_the_step_by_step_rows(pairs, W):
     np.testing.assert_array_equal(got.t, tt)
     for i, s in enumerate(stubs):
         np.testing.assert_array_equal(got.stub_flat[got.stub_off[i]:got.stub_off[i + 1]], s)
+
+
+def test_the_memory_fit_does_not_depend_on_its_batch_size(samples, monkeypatch):
+    """Pairs are predicted row by row: batches of 7 or all pairs give the same table."""
+    from core import fit
+    from core.config import TrainConfig
+    from core.model import train
+
+    model = train([str(samples / "builtins.tsv")], TrainConfig(seed=3))
+    tables = []
+    for chunk in (7, 10_000):
+        monkeypatch.setattr(fit, "MEMORY_CHUNK", chunk)
+        fit.fit_memory(model)
+        tables.append(model.memory.to_arrays("mem_"))
+    assert tables[0].keys() == tables[1].keys()
+    for k in tables[0]:
+        assert np.array_equal(np.asarray(tables[0][k]), np.asarray(tables[1][k])), k
+    assert model.memory.n.sum() > 0  # pairs were predicted at all
