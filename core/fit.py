@@ -250,6 +250,7 @@ def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
         loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
         gate_seconds=time.perf_counter() - t0, gate_events=int(n))
 
+
 def _repropose(model, p: Proposals, H: np.ndarray, rows: np.ndarray, counts) -> Proposals:
     """``p`` with ``rows`` proposed again from ``H[rows]``.
 

@@ -565,6 +565,7 @@ class LabelsItem(pg.GraphicsObject):
     """
 
     MARGIN = 4.0
+    SIZES_KEPT = 4096  # measured text sizes remembered, at most
 
     def __init__(self, vb, fill: bool = True) -> None:
         super().__init__()
@@ -583,6 +584,8 @@ class LabelsItem(pg.GraphicsObject):
         """Width and height (pixels) of ``text``'s box."""
         wh = self._sizes.get(text)
         if wh is None:
+            if len(self._sizes) >= self.SIZES_KEPT:  # texts come from a vocabulary: bounded
+                self._sizes.clear()
             m = 2 * self.MARGIN
             wh = self._sizes[text] = (self._fm.horizontalAdvance(text) + m, self._line + m)
         return wh
