@@ -63,7 +63,7 @@ from core.explain import Generation, ProbeInfo, Step, StopBand
 from core.stopping import RunningStats, band_potential, in_band, repeat_blocked
 from core.tokenize import EOS, SEP
 
-__all__ = ["METHODS", "DRAFT", "Candidates", "DecodingModel", "SpeculativeGeneration",
+__all__ = ["METHODS", "DRAFT", "Candidates", "DecodingModel", "SpeculativeGeneration", "as_greedy",
            "decode"]
 
 #: Decoding methods, in the order the command line lists them.
@@ -576,6 +576,13 @@ def _speculative(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, 
         drafted=np.asarray(drafted, bool), accepted=np.asarray(accepted, bool),
         rejected=np.asarray(rejected, bool), draft_ids=np.asarray(draft_ids, np.int32),
         n_drafted=int(n_drafted), n_accepted=int(n_accepted), rounds=int(rounds))
+
+
+def as_greedy(gen: Generation) -> Generation:
+    """A speculative generation as greedy's: the same steps, no draft flags or counts."""
+    drop = ("drafted", "accepted", "rejected", "draft_ids", "n_drafted", "n_accepted", "rounds")
+    fields = {f: getattr(gen, f) for f in Generation.__dataclass_fields__ if f not in drop}
+    return Generation(**{**fields, "method": "greedy"})
 
 
 def _generation(model: DecodingModel, method: str, prompt_ids: np.ndarray, stub: _Stub,

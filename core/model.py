@@ -86,7 +86,7 @@ from core.corpus import Corpus, load_corpus
 from core.counting import Counts, count, history_width, merge_counts
 from core.counting import check_cancel as _check
 from core.counting import report_progress as _report
-from core.decoding import DRAFT, Candidates, decode
+from core.decoding import DRAFT, Candidates, as_greedy, decode
 from core.explain import Explanation, Generation, LayerInfo, StopBand
 from core.fit import fit_gate, fit_memory
 from core.index import HashIndex
@@ -470,9 +470,18 @@ class Model:
         ``layers_stop_below`` skips the layers above the first reconstructed
         with a lower accuracy (:func:`core.reconstruct.layer_accuracy`); ``kw``
         goes to :meth:`generate`.
+
+        Greedy is computed by speculative verification and returned as
+        greedy's generation (no draft flags): its output and trajectory are
+        greedy's step for step (:mod:`core.decoding`, ``tests/test_decoding.py``),
+        in fewer batched calls: the window's fast explanation of a 40-character
+        prompt took 9.5 ms against 13.3 ms.
         """
         ids = self.encode(prompt)
-        gen = self.generate(ids, method=method, **kw)
+        if method == "greedy":
+            gen = as_greedy(self.generate(ids, method="speculative", **kw))
+        else:
+            gen = self.generate(ids, method=method, **kw)
         return Explanation(
             prompt=prompt,
             tokens=self.tokenizer.split(prompt),

@@ -11,6 +11,7 @@ import pytest
 from core.cli import main
 from core.corpus import load_corpus
 from core.decoding import DecodingModel, SpeculativeGeneration, decode
+from core.explain import Generation
 from core.model import Model, Proposals, TrainConfig, train
 from core.tokenize import EOS
 from tests.conftest import SAMPLES
@@ -83,6 +84,22 @@ def test_speculative_with_probes_and_no_repeat_equals_greedy(docs_model):
         docs_model.config = saved
     g = docs_model.generate("The for statement", method="speculative", max_len=5)
     assert len(g.ids) <= 5 and all(s.probe is not None for s in g.steps)
+
+
+@pytest.mark.parametrize("fixture", ["docs_model", "pairs_model"])
+def test_explain_greedy_is_greedy_with_no_draft_flags(request, fixture):
+    """The views' greedy generation is verified speculatively but shown as greedy's."""
+    m = request.getfixturevalue(fixture)
+    for p in _prompts(m, 6):
+        text = m.decode(p)
+        g = m.generate(m.encode(text), method="greedy", max_len=12)
+        ex = m.explain(text, method="greedy", max_len=12).generation
+        assert type(ex) is Generation and ex.method == "greedy"
+        assert ex.drafted is None and ex.n_drafted == 0 and ex.rounds == 0
+        _same(g, ex)
+        for s, t in zip(ex.steps, g.steps, strict=True):
+            assert s.probe.winner == t.probe.winner
+            np.testing.assert_array_equal(s.probe.buckets, t.probe.buckets)
 
 
 def test_draft_is_b_rolled_with_its_histories(docs_model):
