@@ -238,11 +238,30 @@ def _check_folder(path: str | os.PathLike) -> None:
         raise _save_error(path, OSError(code, os.strerror(code)))
 
 
+#: zlib level of a saved model file. Level 1 against numpy's savez_compressed
+#: (level 6): the bundled corpus's model 9.1 MB against 8.9 MB, written in
+#: 0.27 s against 0.55 s; a 1M-token dictionary's 60.0 MB against 56.4 MB,
+#: 1.8 s against 5.6 s (stored: 145 MB). Reading takes the same time.
+COMPRESS_LEVEL = 1
+
+
+def _write_zip(f, data: dict[str, np.ndarray], level: int) -> None:
+    """``np.savez_compressed``'s archive (``name.npy`` members) at zlib ``level`` (0: stored)."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if level > 0 else zipfile.ZIP_STORED
+    with zipfile.ZipFile(f, mode="w", compression=method, allowZip64=True,
+                         compresslevel=level if level > 0 else None) as z:
+        for name, a in data.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)
+
+
 def save(
     path: str | os.PathLike,
     arrays: dict[str, np.ndarray],
     meta: dict,
-    compress: bool = True,
+    compress: bool | int = True,
 ) -> Path:
     """Write ``arrays`` and ``meta`` to ``path`` atomically.
 
@@ -256,8 +275,9 @@ def save(
     meta : dict
         JSON-serialisable metadata. ``format``, ``format_version`` and
         ``app_version`` are filled in.
-    compress : bool
-        Use zip deflate (smaller, slower).
+    compress : bool or int
+        Zip deflate at :data:`COMPRESS_LEVEL` (True), at this level (1-9),
+        or stored (False / 0).
 
     Returns
     -------
@@ -298,7 +318,7 @@ def save(
     try:
         _lock(fd)  # held until the replace: a concurrent save's cleaning leaves it alone
         with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **data)
+            _write_zip(f, data, COMPRESS_LEVEL if compress is True else int(compress))
             f.flush()
             os.fsync(f.fileno())
             mode = 0o666 & ~current_umask()

@@ -22,7 +22,7 @@ META = {"tokenizer": "word", "vocab": {"itos": ["<bos>", "<eos>", "<sep>", "<unk
         "settings": {"dim": 8}}
 
 
-@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("compress", [True, False, 9])
 def test_round_trip(tmp_path, compress):
     p = tmp_path / "m.npz"
     save(p, _arrays(), META, compress=compress)
@@ -32,6 +32,24 @@ def test_round_trip(tmp_path, compress):
     assert meta["format_version"] == FORMAT_VERSION and meta["app_version"]
     assert meta["vocab"] == META["vocab"] and meta["settings"] == {"dim": 8}
     assert modelfile.read_meta(p)["tokenizer"] == "word"
+
+
+def test_compression_level_is_numpys_archive(tmp_path):
+    """Levels change only the deflate level: np.load reads every one; 0 stores."""
+    import zipfile
+
+    big = {"keys": np.tile(np.arange(4000, dtype=np.float32), 8)}
+    sizes = {}
+    for level in (0, 1, 9):
+        p = tmp_path / f"m{level}.npz"
+        save(p, big, META, compress=level)
+        with np.load(p) as z:
+            assert np.array_equal(z["keys"], big["keys"])
+        with zipfile.ZipFile(p) as z:
+            kinds = {i.compress_type for i in z.infolist()}
+        assert kinds == {zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED}
+        sizes[level] = p.stat().st_size
+    assert sizes[9] <= sizes[1] < sizes[0]
 
 
 def test_truncated_file(tmp_path):
@@ -161,7 +179,8 @@ def test_archive_reads_only_what_is_asked_and_checks_it(tmp_path):
 
 def test_member_size_checked_before_decompressing(tmp_path, monkeypatch):
     p = tmp_path / "m.npz"
-    save(p, {"zeros": np.zeros(1 << 20, np.int64)}, META)  # 8 MiB of zeros, ~8 KB packed
+    # 8 MiB of zeros, ~8 KB packed at level 9 (a bomb packs as tightly as it can)
+    save(p, {"zeros": np.zeros(1 << 20, np.int64)}, META, compress=9)
     monkeypatch.setattr(modelfile, "RATIO_FLOOR", 1 << 16)
     with modelfile.Archive(p) as ar:
         with pytest.raises(ModelFileError, match="'zeros': declares 8,388,608 bytes"):
