@@ -682,7 +682,7 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         use_cache = self.use_cache
         self.trainer.start(lambda progress, cancel: load_or_train(
-            paths, config, progress, cancel, use_cache=use_cache))
+            paths, config, progress, cancel, use_cache=use_cache, write_later=True))
         self.statusBar().showMessage(f"training on {len(paths)} corpus path(s)…")
         if self.model is None:
             for v in self.views.values():

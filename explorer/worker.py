@@ -549,9 +549,34 @@ def make_config(cls: type, config: object) -> object:
     return cls(**config)
 
 
+#: Cache writes started by :func:`load_or_train` with ``write_later`` (joined by the next call).
+_cache_writes: list[threading.Thread] = []
+_cache_writes_lock = threading.Lock()
+
+
+def wait_for_cache_writes(timeout: float | None = None) -> None:
+    """Wait for the model cache writes that :func:`load_or_train` left running."""
+    with _cache_writes_lock:
+        pending = list(_cache_writes)
+        _cache_writes.clear()
+    for t in pending:
+        t.join(timeout)
+
+
+def _write_cache(model, path: Path) -> None:
+    """Save ``model`` to the cache ``path``; a read-only or odd cache is skipped silently."""
+    from core.modelfile import ModelFileError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(path)
+    except (OSError, ModelFileError):
+        pass  # a read-only or odd cache must not fail training
+
+
 def load_or_train(paths: Sequence[str | os.PathLike], config: object,
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  use_cache: bool = True):
+                  use_cache: bool = True, write_later: bool = False):
     """A model for ``paths`` + ``config``: from the cache when it matches, else trained.
 
     ``config`` is a ``TrainConfig`` or a dict of its fields (the window passes
@@ -564,14 +589,19 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     regular file at the cache path (a folder, a link, a FIFO) is left alone
     and the cache is skipped for this model.
 
+    ``write_later``: a trained model is returned at once and written to the
+    cache by a thread of its own (not a daemon: an exit waits for the
+    atomic write), so the window draws it 0.3 s earlier on a first start
+    (the write of the bundled corpus's model); the next call waits for it.
+
     Returns
     -------
     (model, from_cache) : (core.model.Model, bool)
     """
+    wait_for_cache_writes()  # the file a previous call is writing may be this one
     if progress:
         progress("loading the model code", 0.0, None)
     from core import model as core_model  # numba kernels: imported off the GUI thread
-    from core.modelfile import ModelFileError
 
     leave_a_core_for_the_gui()
     if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
@@ -597,10 +627,11 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
             except OSError:
                 path = None  # cannot evict: train without the cache
     m = core_model.train([str(p) for p in paths], config, progress=progress, cancel=cancel)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            m.save(path)
-        except (OSError, ModelFileError):
-            pass  # a read-only or odd cache must not fail training
+    if path is not None and write_later:
+        t = threading.Thread(target=_write_cache, args=(m, path), name="noisekey-cache-write")
+        with _cache_writes_lock:
+            _cache_writes.append(t)
+        t.start()
+    elif path is not None:
+        _write_cache(m, path)
     return m, False

@@ -430,3 +430,19 @@ def test_window_cache_folder_at_the_cache_path(tiny_corpus, tmp_path, monkeypatc
     path.mkdir(parents=True)
     model, cached = worker.load_or_train([str(tiny_corpus)], config)
     assert not cached and model.V > 4 and path.is_dir()
+
+
+def test_window_cache_written_later_is_read_by_the_next_start(tiny_corpus, tmp_path, monkeypatch):
+    """``write_later`` hands the model over first; the next call waits for the write."""
+    from core.config import TrainConfig
+    from explorer import worker
+
+    monkeypatch.setenv("NOISEKEY_CACHE_DIR", str(tmp_path / "cache"))
+    config = TrainConfig(dim=8, prototypes=4, signatures=False)
+    path = worker.model_cache_path([str(tiny_corpus)], config)
+    model, cached = worker.load_or_train([str(tiny_corpus)], config, write_later=True)
+    assert not cached
+    model2, cached2 = worker.load_or_train([str(tiny_corpus)], config, write_later=True)
+    assert cached2 and path.is_file() and model2.V == model.V
+    np.testing.assert_array_equal(model2.keys, model.keys)
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
