@@ -681,8 +681,10 @@ class MainWindow(QMainWindow):
         self._train_paths = list(paths)
         self.banner.hide()
         use_cache = self.use_cache
+        first = self.model is None  # nothing drawn yet: the GUI needs no core of its own
         self.trainer.start(lambda progress, cancel: load_or_train(
-            paths, config, progress, cancel, use_cache=use_cache, write_later=True))
+            paths, config, progress, cancel, use_cache=use_cache, write_later=True,
+            all_cores=first))
         self.statusBar().showMessage(f"training on {len(paths)} corpus path(s)…")
         if self.model is None:
             for v in self.views.values():

@@ -576,7 +576,7 @@ def _write_cache(model, path: Path) -> None:
 
 def load_or_train(paths: Sequence[str | os.PathLike], config: object,
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-                  use_cache: bool = True, write_later: bool = False):
+                  use_cache: bool = True, write_later: bool = False, all_cores: bool = False):
     """A model for ``paths`` + ``config``: from the cache when it matches, else trained.
 
     ``config`` is a ``TrainConfig`` or a dict of its fields (the window passes
@@ -588,6 +588,11 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     bad file costs one retraining, not every start. Anything other than a
     regular file at the cache path (a folder, a link, a FIFO) is left alone
     and the cache is skipped for this model.
+
+    ``all_cores``: core's threaded batches use every core instead of
+    leaving one to the GUI thread (:func:`leave_a_core_for_the_gui`); the
+    window asks for it while it has no model yet, so nothing is drawn and
+    the first start trains sooner.
 
     ``write_later``: a trained model is returned at once and written to the
     cache by a thread of its own (not a daemon: an exit waits for the
@@ -603,7 +608,8 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
         progress("loading the model code", 0.0, None)
     from core import model as core_model  # numba kernels: imported off the GUI thread
 
-    leave_a_core_for_the_gui()
+    if not all_cores:
+        leave_a_core_for_the_gui()
     if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
         # a fresh install compiles its kernels here, as a stage with progress
         from core.warmup import compile_kernels
