@@ -108,7 +108,7 @@ from core.machine import GATE_GRID, PROPOSAL_K, Gate, Proposals, WindowTable, _g
 from core.memory import pair_steps
 from core.tokenize import EOS, N_SPECIALS, SEP, UNK
 
-__all__ = ["fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_positions"]
+__all__ = ["LooNeighbours", "fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_positions"]
 
 #: Predicted steps the prompt memory's weights are fitted on, at most.
 MEMORY_STEPS = 40_000
@@ -296,6 +296,41 @@ def _gate_count(model, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
     hits["C"] += int((c1 == tgt).sum())
     hits["mix"] += int((mi[:, 0] == tgt).sum())
 
+class LooNeighbours:
+    """C's leave-one-out neighbours of training windows, searched once per window.
+
+    The gate's leave-one-out pass searches every distinct window of its
+    sample; the memory stage then predicts training steps whose windows
+    are mostly among them. A window's leave-one-out search
+    (``WindowTable.search(ctx[u], states[u], K, own=u)``) is exact and
+    depends on nothing else, so the memory stage reads these results and
+    searches only the windows not met before (the model is identical).
+
+    ``u`` int64 [m] sorted window ids; ``nn`` int64 [m, K], ``nd`` float32 [m, K].
+    """
+
+    def __init__(self, u: np.ndarray, nn: np.ndarray, nd: np.ndarray) -> None:
+        self.u, self.nn, self.nd = u, nn, nd
+
+    def rows(self, tab: WindowTable, own: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour lists of training windows ``own`` (int64 [n], all >= 0), cached or searched."""
+        want = np.unique(own)
+        if self.u.size:
+            slot = np.minimum(np.searchsorted(self.u, want), self.u.size - 1)
+            new = want[self.u[slot] != want]
+        else:
+            new = want
+        if new.size:
+            nn, nd = tab.search(tab.ctx[new], tab.states[new], K, own=new, dedupe=False)
+            u = np.concatenate([self.u, new])
+            order = np.argsort(u, kind="stable")
+            self.u = u[order]
+            self.nn = np.concatenate([self.nn, nn])[order]
+            self.nd = np.concatenate([self.nd, nd])[order]
+        at = np.searchsorted(self.u, own)
+        return self.nn[at], self.nd[at]
+
+
 def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> None:
     """Both B and C predict every training step (leave-one-out); wins make the gate.
 
@@ -332,6 +367,8 @@ def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> Non
                                                         own=u, dedupe=False)
         _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
     slot = np.searchsorted(u_own, own_all)
+    # the memory stage reads them again (LooNeighbours; dropped once it is fitted)
+    model._c_loo = LooNeighbours(u_own, nn_u, nd_u)
     for a in range(0, n, chunk):
         _check(cancel, "gate")
         b = min(n, a + chunk)
@@ -364,9 +401,14 @@ def fit_memory(model, progress=None, cancel=None) -> None:
     fallback output of prompts without a neighbour
     (:meth:`PromptMemory.choose_fallback`).
     """
+    loo_nn = model.__dict__.pop("_c_loo", None)  # the gate's searches (LooNeighbours)
     model.memory = mem = model.new_memory()
     if mem is None:
         return
+    if loo_nn is None:
+        K0 = int(model.config.c_neighbours)
+        loo_nn = LooNeighbours(np.zeros(0, np.int64), np.zeros((0, K0), np.int64),
+                               np.zeros((0, K0), np.float32))
     _report(progress, "memory", 0.0)
     c, cfg = model.counts, model.config
     n_pairs = c.in_offsets.size - 1
@@ -401,7 +443,10 @@ def fit_memory(model, progress=None, cancel=None) -> None:
             Hs = H[idx]
             if loo:
                 own = c.table.context_ids(Hs[:, :W])
-                p = model.propose(Hs, PROPOSAL_K, own=own, target=tgt[idx])
+                # training windows: each searched once across the gate and this stage
+                nbrs = (loo_nn.rows(c.table, own, int(cfg.c_neighbours))
+                        if own.size and (own >= 0).all() else None)
+                p = model.propose(Hs, PROPOSAL_K, own=own, target=tgt[idx], neighbours=nbrs)
             else:
                 p = model.propose(Hs, PROPOSAL_K)
             mi[idx], mp[idx] = p.mix(p.gate_weight(model.gate, Hs[:, 0]), PROPOSAL_K)

@@ -54,3 +54,32 @@ def test_the_memory_fit_does_not_depend_on_its_batch_size(samples, monkeypatch):
     for k in tables[0]:
         assert np.array_equal(np.asarray(tables[0][k]), np.asarray(tables[1][k])), k
     assert model.memory.n.sum() > 0  # pairs were predicted at all
+
+
+def test_the_memory_fit_reads_the_gates_searches_and_gets_the_same_table(samples):
+    """C's leave-one-out neighbours from the gate's pass (LooNeighbours) change nothing."""
+    from core import fit
+    from core.config import TrainConfig
+    from core.model import train
+
+    model = train([str(samples / "builtins.tsv")], TrainConfig(seed=3))
+    model.gate_folds = 0  # the leave-one-out gate pass, whose searches the memory reads
+    fit.fit_gate(model)
+    cached = model.__dict__.get("_c_loo")
+    assert isinstance(cached, fit.LooNeighbours) and cached.u.size > 0
+    fit.fit_memory(model)
+    assert "_c_loo" not in model.__dict__  # dropped once read
+    with_cache = model.memory.to_arrays("mem_")
+    fit.fit_memory(model)  # every window searched by the memory stage itself
+    alone = model.memory.to_arrays("mem_")
+    for k in alone:
+        assert np.array_equal(np.asarray(with_cache[k]), np.asarray(alone[k])), k
+    # and the lookup equals the direct search, for met and new windows alike
+    tab, K = model.counts.table, int(model.config.c_neighbours)
+    own = np.random.default_rng(0).integers(0, tab.ctx.shape[0], 300)
+    nn, nd = fit.LooNeighbours(cached.u[::2].copy(), cached.nn[::2].copy(),
+                               cached.nd[::2].copy()).rows(tab, own, K)
+    u, inv = np.unique(own, return_inverse=True)
+    enn, end = tab.search(tab.ctx[u], tab.states[u], K, own=u, dedupe=False)
+    np.testing.assert_array_equal(nn, enn[inv])
+    np.testing.assert_array_equal(nd, end[inv])
