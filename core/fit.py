@@ -108,7 +108,8 @@ from core.machine import GATE_GRID, PROPOSAL_K, Gate, Proposals, WindowTable, _g
 from core.memory import pair_steps
 from core.tokenize import EOS, N_SPECIALS, SEP, UNK
 
-__all__ = ["LooNeighbours", "fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans", "gate_positions"]
+__all__ = ["LooNeighbours", "fit_gate", "fit_memory", "MEMORY_STEPS", "repeated_spans",
+           "gate_positions"]
 
 #: Predicted steps the prompt memory's weights are fitted on, at most.
 MEMORY_STEPS = 40_000
@@ -295,6 +296,7 @@ def _gate_count(model, gate: Gate, Hc, tgt, p: Proposals, counts, hits,
     hits["B"] += int((b1 == tgt).sum())
     hits["C"] += int((c1 == tgt).sum())
     hits["mix"] += int((mi[:, 0] == tgt).sum())
+
 
 class LooNeighbours:
     """C's leave-one-out neighbours of training windows, searched once per window.
