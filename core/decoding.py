@@ -66,6 +66,10 @@ from core.tokenize import EOS, SEP
 __all__ = ["METHODS", "DRAFT", "Candidates", "DecodingModel", "SpeculativeGeneration", "as_greedy",
            "decode"]
 
+#: The :class:`core.explain.Generation` fields only speculative decoding fills.
+_DRAFT_FIELDS = ("drafted", "accepted", "rejected", "draft_ids", "n_drafted", "n_accepted",
+                 "rounds")
+
 #: Decoding methods, in the order the command line lists them.
 METHODS = ("greedy", "beam", "smc", "speculative")
 #: Tokens B drafts per speculative round by default.
@@ -570,9 +574,8 @@ def _speculative(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, 
             if stub.done or not agree:
                 break
     gen = _generation(model, "speculative", prompt_ids, stub, run.band, score_rows, 1, probes)
-    extra = ("drafted", "accepted", "rejected", "draft_ids", "n_drafted", "n_accepted", "rounds")
     return SpeculativeGeneration(
-        **{f: getattr(gen, f) for f in Generation.__dataclass_fields__ if f not in extra},
+        **{f: getattr(gen, f) for f in Generation.__dataclass_fields__ if f not in _DRAFT_FIELDS},
         drafted=np.asarray(drafted, bool), accepted=np.asarray(accepted, bool),
         rejected=np.asarray(rejected, bool), draft_ids=np.asarray(draft_ids, np.int32),
         n_drafted=int(n_drafted), n_accepted=int(n_accepted), rounds=int(rounds))
@@ -580,8 +583,8 @@ def _speculative(model: DecodingModel, prompt_ids: np.ndarray, ctx: np.ndarray, 
 
 def as_greedy(gen: Generation) -> Generation:
     """A speculative generation as greedy's: the same steps, no draft flags or counts."""
-    drop = ("drafted", "accepted", "rejected", "draft_ids", "n_drafted", "n_accepted", "rounds")
-    fields = {f: getattr(gen, f) for f in Generation.__dataclass_fields__ if f not in drop}
+    fields = {f: getattr(gen, f) for f in Generation.__dataclass_fields__
+              if f not in _DRAFT_FIELDS}
     return Generation(**{**fields, "method": "greedy"})
 
 

@@ -189,7 +189,7 @@ def _fold_counts(model, keep: np.ndarray, H: np.ndarray):
     table.finalize(model.keys, model.weights, model.metric, model._index_factory())
     return Counts(kn, c.bank, table, c.middle, s, c.sentences, c.sent_offsets)
 
-def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
+def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> LooNeighbours | None:
     """B and C predict training steps they did not count; wins make the gate.
 
     With :attr:`core.model.Model.gate_folds` = F > 1 the stream is cut into F parts at
@@ -202,6 +202,9 @@ def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
     each fold's tables hold less. With F = 0 or 1 (the default, see
     :attr:`core.model.Model.gate_folds`), every step is predicted leave-one-out by the
     full counts (:meth:`_gate_pass_loo`).
+
+    Returns the leave-one-out pass's window searches (:class:`LooNeighbours`)
+    for :func:`fit_memory`; None after folds, whose tables are not the model's.
     """
     F = int(model.gate_folds)
     s_all = model.counts.stream
@@ -250,6 +253,7 @@ def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> None:
         loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
         loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
         gate_seconds=time.perf_counter() - t0, gate_events=int(n))
+    return None
 
 
 def _repropose(model, p: Proposals, H: np.ndarray, rows: np.ndarray, counts) -> Proposals:
@@ -314,6 +318,15 @@ class LooNeighbours:
     def __init__(self, u: np.ndarray, nn: np.ndarray, nd: np.ndarray) -> None:
         self.u, self.nn, self.nd = u, nn, nd
 
+    @classmethod
+    def empty(cls, K: int) -> LooNeighbours:
+        return cls(np.zeros(0, np.int64), np.zeros((0, K), np.int64), np.zeros((0, K), np.float32))
+
+    @staticmethod
+    def search(tab: WindowTable, u: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
+        """The leave-one-out search of training windows ``u`` (each left out of its own)."""
+        return tab.search(tab.ctx[u], tab.states[u], K, own=u, dedupe=False)
+
     def rows(self, tab: WindowTable, own: np.ndarray, K: int) -> tuple[np.ndarray, np.ndarray]:
         """Neighbour lists of training windows ``own`` (int64 [n], all >= 0), cached or searched."""
         want = np.unique(own)
@@ -323,7 +336,7 @@ class LooNeighbours:
         else:
             new = want
         if new.size:
-            nn, nd = tab.search(tab.ctx[new], tab.states[new], K, own=new, dedupe=False)
+            nn, nd = self.search(tab, new, K)
             u = np.concatenate([self.u, new])
             order = np.argsort(u, kind="stable")
             self.u = u[order]
@@ -333,7 +346,7 @@ class LooNeighbours:
         return self.nn[at], self.nd[at]
 
 
-def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> None:
+def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> LooNeighbours:
     """Both B and C predict every training step (leave-one-out); wins make the gate.
 
     Over :meth:`gate_sample`'s positions. C's neighbours are searched once
@@ -365,12 +378,9 @@ def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> Non
     for a in range(0, u_own.size, step):
         _check(cancel, "gate")
         u = u_own[a:a + step]
-        nn_u[a:a + step], nd_u[a:a + step] = tab.search(tab.ctx[u], tab.states[u], K,
-                                                        own=u, dedupe=False)
+        nn_u[a:a + step], nd_u[a:a + step] = LooNeighbours.search(tab, u, K)
         _report(progress, "gate", 0.5 * (a + u.size) / max(u_own.size, 1))
     slot = np.searchsorted(u_own, own_all)
-    # the memory stage reads them again (LooNeighbours; dropped once it is fitted)
-    model._c_loo = LooNeighbours(u_own, nn_u, nd_u)
     for a in range(0, n, chunk):
         _check(cancel, "gate")
         b = min(n, a + chunk)
@@ -387,10 +397,11 @@ def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> Non
         loo_top1_b=hits["B"] / max(n, 1), loo_top1_c=hits["C"] / max(n, 1),
         loo_top1_running=hits["mix"] / max(n, 1), win_rate_c=gate.win_rate_c(),
         gate_seconds=time.perf_counter() - t0, gate_events=int(n))
+    return LooNeighbours(u_own, nn_u, nd_u)  # the memory stage reads them again
 
 # ------------------------------------------------------------------ prompt memory
 
-def fit_memory(model, progress=None, cancel=None) -> None:
+def fit_memory(model, progress=None, cancel=None, searched: LooNeighbours | None = None) -> None:
     """Fit the prompt memory's mixing weights on training pairs (see :class:`PromptMemory`).
 
     Up to ``config.memory_pairs`` pairs (seeded sample), cut so that at
@@ -401,16 +412,13 @@ def fit_memory(model, progress=None, cancel=None) -> None:
     steps whose window lies inside the output for running text, whose
     pairs are consecutive sentences) — and by the memory. Last, the
     fallback output of prompts without a neighbour
-    (:meth:`PromptMemory.choose_fallback`).
+    (:meth:`PromptMemory.choose_fallback`). ``searched``: the training windows'
+    leave-one-out neighbours :func:`fit_gate` returned, read instead of searched.
     """
-    loo_nn = model.__dict__.pop("_c_loo", None)  # the gate's searches (LooNeighbours)
     model.memory = mem = model.new_memory()
     if mem is None:
         return
-    if loo_nn is None:
-        K0 = int(model.config.c_neighbours)
-        loo_nn = LooNeighbours(np.zeros(0, np.int64), np.zeros((0, K0), np.int64),
-                               np.zeros((0, K0), np.float32))
+    loo_nn = searched or LooNeighbours.empty(int(model.config.c_neighbours))
     _report(progress, "memory", 0.0)
     c, cfg = model.counts, model.config
     n_pairs = c.in_offsets.size - 1

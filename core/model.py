@@ -166,8 +166,8 @@ class Model:
         _report(progress, "windows", 1.0)
         _check(cancel, "windows")
         c.middle.fit()
-        self._gate_pass(progress, cancel)
-        self._memory_pass(progress, cancel)
+        searched = self._gate_pass(progress, cancel)
+        self._memory_pass(progress, cancel, searched)
 
     def gate_sample(self, n: int) -> np.ndarray:
         """Positions of the training stream the gate is estimated from: int64, sorted.
@@ -201,13 +201,13 @@ class Model:
     #: 100k tokens), and a large corpus' counts change little without a fold.
     gate_fold_tokens = 100_000
 
-    def _gate_pass(self, progress=None, cancel=None) -> None:
-        """Fit the gate (:func:`core.fit.fit_gate`)."""
-        fit_gate(self, progress, cancel)
+    def _gate_pass(self, progress=None, cancel=None):
+        """Fit the gate (:func:`core.fit.fit_gate`); its window searches, for the memory."""
+        return fit_gate(self, progress, cancel)
 
-    def _memory_pass(self, progress=None, cancel=None) -> None:
+    def _memory_pass(self, progress=None, cancel=None, searched=None) -> None:
         """Fit the prompt memory's weights (:func:`core.fit.fit_memory`)."""
-        fit_memory(self, progress, cancel)
+        fit_memory(self, progress, cancel, searched)
 
     def sep_default(self) -> bool:
         return self.counts.pair_sep * 2 > self.counts.n_pairs

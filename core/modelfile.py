@@ -292,6 +292,9 @@ def save(
         I/O error); no temporary is left and a previous file is untouched.
     """
     path = Path(path)
+    level = COMPRESS_LEVEL if compress is True else int(compress)
+    if not 0 <= level <= 9:
+        raise ValueError(f"compress: a zlib level 0-9 (or True / False), got {compress!r}")
     check_out_path(path)
     data: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
@@ -318,7 +321,7 @@ def save(
     try:
         _lock(fd)  # held until the replace: a concurrent save's cleaning leaves it alone
         with os.fdopen(fd, "wb") as f:
-            _write_zip(f, data, COMPRESS_LEVEL if compress is True else int(compress))
+            _write_zip(f, data, level)
             f.flush()
             os.fsync(f.fileno())
             mode = 0o666 & ~current_umask()

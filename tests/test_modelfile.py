@@ -50,6 +50,9 @@ def test_compression_level_is_numpys_archive(tmp_path):
         assert kinds == {zipfile.ZIP_STORED if level == 0 else zipfile.ZIP_DEFLATED}
         sizes[level] = p.stat().st_size
     assert sizes[9] <= sizes[1] < sizes[0]
+    with pytest.raises(ValueError, match="zlib level"):
+        save(tmp_path / "bad.npz", big, META, compress=10)
+    assert not (tmp_path / "bad.npz").exists()
 
 
 def test_truncated_file(tmp_path):
