@@ -95,6 +95,8 @@ def main() -> None:
                     help="z of the test on the spread of the per-step gains (0: off)")
     ap.add_argument("--fit-fraction", type=float, default=0.9,
                     help="share of the training part fitted on; the rest is the slice (0.9)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a training setting (core.config), e.g. --set window=6; repeatable")
     args = ap.parse_args()
     folds, seeds = args.folds, args.seeds
     rules = list(itertools.product(args.sign_z, args.min_events, args.ll_z,
@@ -103,6 +105,9 @@ def main() -> None:
     kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
     if args.b_order is not None:
         kw["b_order"] = args.b_order
+    for item in args.set:
+        name, _, value = item.partition("=")
+        kw[name] = type(getattr(TrainConfig(), name))(value)
     cfg = TrainConfig(**kw)
     kn_order = args.kn_order or (8 if args.tokenizer == "byte" else 5)
     print(f"{'corpus':20s} {'':52s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "

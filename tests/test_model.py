@@ -431,6 +431,35 @@ def test_a_fold_reads_the_words_only_it_holds_as_unk():
     assert _known_tokens(M, np.array([N_SPECIALS])).all()
 
 
+def test_leaving_one_out_reads_a_word_met_once_as_unk(model):
+    """Leaving a step out is a split of one event: its likelihood rows read such words ``<unk>``."""
+    from core.fit import _known_tokens, _loo_as_split
+    from core.machine import PROPOSAL_K, history
+    from core.tokenize import UNK
+
+    c, W = model.counts, model.config.window
+    freq = np.bincount(c.stream, minlength=model.V)
+    known = _known_tokens(model, c.stream, 2)
+    assert not known[freq == 1].any() and known[freq >= 2].all()
+    H = history(c.stream, history_width(model.config))
+    at = np.arange(100, 1100)
+    Hc, tgt = H[at], c.stream[at].astype(np.int64)
+    own = c.table.context_ids(Hc[:, :W])
+    p = model.propose(Hc, PROPOSAL_K, own=own, target=tgt)
+    Hu, tu, pl = _loo_as_split(model, known, Hc, tgt, p, own)
+    hit = ~known[Hc].all(1)
+    assert 0 < hit.sum() < hit.size
+    assert np.array_equal(Hu, np.where(known[Hc], Hc, UNK))
+    assert np.array_equal(tu, np.where(known[tgt], tgt, UNK))
+    # rows with such a word are proposed again, still leaving their own event out
+    again = model.propose(Hu[hit], PROPOSAL_K, own=own[hit], target=tgt[hit])
+    for x, y, z in zip(pl, again, p, strict=True):
+        assert np.array_equal(x[hit], y) and np.array_equal(x[~hit], z[~hit])
+    plain = ~hit & known[tgt]
+    assert _loo_as_split(model, known, Hc[plain], tgt[plain],
+                         type(p)(*(x[plain] for x in p)), own[plain]) is None
+
+
 def test_a_gate_from_an_older_file_falls_back_to_the_bound():
     from core.machine import Gate
 
