@@ -2,10 +2,12 @@
 
 :meth:`core.model.Model.logprob_stream` delegates here.
 
-``p(x_t) = (1 − g)·p_B(x_t) + g·p_C(x_t)``: B's whole Kneser-Ney
+``p(x_t) = (1 − g)·p_B(x_t) + g·p_C'(x_t)``: B's whole Kneser-Ney
 distribution closed with the uniform 0-gram (as every n-gram's perplexity
 is), C's vote mass of the target over all successors of its neighbour
-windows, and the gate's likelihood weight ``g`` (never 1: finite bits).
+windows backed off to B for ``<unk>`` (:func:`core.machine.c_share`: a new
+word gets B's mass, C's votes share the rest), and the gate's likelihood
+weight ``g`` (never 1: finite bits).
 The method's docstring has the full account.
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from core.counting import history_width
-from core.machine import PROPOSAL_K, history, window_states
+from core.machine import PROPOSAL_K, c_share, history, window_states
+from core.tokenize import UNK
 
 __all__ = ["logprob_stream"]
 
@@ -58,18 +61,18 @@ def logprob_stream(model, stream: np.ndarray, chunk: int = 16384) -> dict:
         d0 = d[rows, np.argmax(valid, 1)]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             om = np.where(d == d0[:, None], 1.0, np.exp(-(d - d0[:, None]) / h))
-        om = np.where(valid, om, 0.0)
-        key = u * V + t[:, None]
-        pos = np.minimum(np.searchsorted(succ_key, key), max(succ_key.size - 1, 0))
-        found = valid & (succ_key[pos] == key) if succ_key.size else valid & False
-        ct = np.where(found, succ_cnt[pos] if succ_key.size else 0.0, 0.0)
-        mass = (om * ct / np.where(valid, tu, 1.0)).sum(1)
-        pc = np.where(has, mass / np.where(has, om.sum(1), 1.0), 0.0)
+        om = np.where(valid, om, 0.0)  # weights of rows without a valid neighbour: all 0
+        vote = (u, om / np.where(has, om.sum(1), 1.0)[:, None] / np.where(valid, tu, 1.0))
+        pc_t = _vote_mass(t, *vote, succ_key, succ_cnt, V)
+        unk = np.full(t.size, UNK, np.int64)
+        pc_u = _vote_mass(unk, *vote, succ_key, succ_cnt, V)
         if noise:  # rows where C's noise moved the state: its snapped list
             ok = nn[:, 0] >= 0
             ncur = np.where(ok, tab.ctx[np.maximum(nn[:, 0], 0), 0], Hc[:, 0])
             moved = ok & (ncur != Hc[:, 0])
-            pc = np.where(moved, (cp * (ci == t[:, None])).sum(1), pc)
+            pc_t = np.where(moved, (cp * (ci == t[:, None])).sum(1), pc_t)
+            pc_u = np.where(moved, (cp * (ci == UNK)).sum(1), pc_u)
+        pc = c_share(pb, pc_t, c.kn.prob_history(Hc, unk, uniform=True), pc_u, t)
         sl = slice(a, a + t.size)
         p_all[sl] = (1.0 - g) * pb + g * pc
         pb_all[sl], g_all[sl], pc_all[sl], gr_all[sl] = pb, g, pc, g_rank
@@ -85,3 +88,17 @@ def logprob_stream(model, stream: np.ndarray, chunk: int = 16384) -> dict:
             "c_hit": float(((g_all > 0) & (pc_all > 0)).sum() / m),
             "zero": float((p_all <= 0).sum() / m), "gate_mean": float(g_all.sum() / m),
             "tokens": int(n)}
+
+
+def _vote_mass(x, u, w, succ_key, succ_cnt, V) -> np.ndarray:
+    """C's vote mass of tokens ``x`` [n]: ``Σ_j w[:, j]·count(u[:, j] → x)`` (float64 [n]).
+
+    ``u`` int64 [n, K] neighbour windows, ``w`` their normalised weights over
+    their totals; ``succ_key`` every (window, successor) as ``window·V + id``, sorted.
+    """
+    if not succ_key.size:
+        return np.zeros(x.size, np.float64)
+    key = u * V + x[:, None]
+    pos = np.minimum(np.searchsorted(succ_key, key), succ_key.size - 1)
+    ct = np.where(succ_key[pos] == key, succ_cnt[pos], 0.0)
+    return (w * ct).sum(1)

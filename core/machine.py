@@ -49,12 +49,13 @@ from numba import prange
 
 from core.jit import batched, merge_topk
 from core.metric import Metric
+from core.tokenize import UNK
 from core.windows import WindowTable, history, window_states, window_weights
 
 __all__ = [
     "history", "window_weights", "window_states", "WindowTable", "Gate", "GATE_GRID",
     "Proposals",
-    "PROB_GRID", "PROPOSAL_K",
+    "PROB_GRID", "PROPOSAL_K", "c_share",
     "key_scale", "mix_topk",
 ]
 
@@ -133,6 +134,28 @@ GATE_GRID = np.array([0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.
 #: B, closed by the uniform 0-gram, keeps a share of every token.
 PROB_GRID = np.array([0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
                       0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.998, 0.999])
+
+
+def c_share(p_b: np.ndarray, p_c: np.ndarray, p_b_unk: np.ndarray, p_c_unk: np.ndarray,
+            target: np.ndarray) -> np.ndarray:
+    """C's probability of each target as the likelihood mixture reads it (float64 [n]).
+
+    ``p = (1 − g)·p_B + g·p_C'`` with ``p_C'`` C's distribution backed off
+    to B for ``<unk>``: C votes for words it has seen follow a window and
+    has no estimate of a new one, so ``p_C'(<unk>) = p_B(<unk>)`` and C's
+    other votes share the rest,
+    ``p_C'(x) = (1 − p_B(<unk>))·p_C(x) / (1 − p_C(<unk>))``. The mixture
+    is a distribution and gives ``<unk>`` B's mass at every ``g``. Arguments:
+    B's and C's probability of each target and of ``<unk>`` in its context
+    (float [n]). Before, every ``<unk>`` of a held-out stream cost
+    ``log2 1/(1 − g)`` bits against B wherever the gate read C.
+    """
+    pb = np.asarray(p_b, np.float64)
+    rest = 1.0 - np.asarray(p_c_unk, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pc = np.where(rest > 0, (1.0 - np.asarray(p_b_unk, np.float64))
+                      * np.asarray(p_c, np.float64) / rest, 0.0)
+    return np.where(np.asarray(target) == UNK, pb, pc)
 
 
 @batched()

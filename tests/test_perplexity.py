@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.baselines import KneserNey, ngram_history
 from core.corpus import load_corpus
 from core.machine import history, window_states
 from core.model import TrainConfig, history_width, train
+from core.tokenize import UNK
 from tests.conftest import SAMPLES
 
 CFG = TrainConfig(dim=16, prototypes=32, signatures=False)
@@ -49,6 +52,8 @@ def _mixture(model, H: np.ndarray) -> np.ndarray:
                 pc[tab.succ_ids[r]] += om * tab.succ_cnt[r] / tab.tot[u]
         if wsum:
             pc /= wsum
+        # C backed off to B for <unk>: a new word keeps B's mass, C's votes share the rest
+        pc = np.where(np.arange(V) == UNK, pb[UNK], (1 - pb[UNK]) * pc / (1 - pc[UNK]))
         out[i] = (1 - g[i]) * pb + g[i] * pc
     return out
 
@@ -143,3 +148,24 @@ def test_cross_fitted_gate_gives_finite_bits(split, monkeypatch):
     r = a.logprob_stream(te.with_vocab(a.vocab).stream)
     assert np.isfinite(r["bits"]) and r["zero"] == 0
     np.testing.assert_array_equal(a.gate.hits_bin, b.gate.hits_bin)
+
+
+@given(st.integers(0, 2**31 - 1), st.floats(0.0, 0.999), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_c_backed_off_to_b_for_unk_keeps_a_distribution(seed, g, c_votes_unk):
+    """``(1 − g)·p_B + g·p_C'`` sums to 1 and gives ``<unk>`` B's mass at every ``g``."""
+    from core.machine import c_share
+
+    rng = np.random.default_rng(seed)
+    V = 12
+    pb = rng.dirichlet(np.ones(V))
+    pc = rng.dirichlet(np.ones(V)) * (rng.random(V) < 0.5)
+    pc[UNK] = pc[UNK] if c_votes_unk else 0.0
+    if pc.sum() == 0:
+        pc[UNK + 1] = 1.0
+    pc /= pc.sum()
+    x = np.arange(V)
+    share = c_share(pb, pc, np.full(V, pb[UNK]), np.full(V, pc[UNK]), x)
+    p = (1 - g) * pb + g * share
+    assert p.sum() == pytest.approx(1.0, abs=1e-12)
+    assert p[UNK] == pytest.approx(pb[UNK], rel=1e-12) and (p >= 0).all()
