@@ -150,29 +150,38 @@ MEMORY_CHUNK = 400
 SPAN = 16
 
 
-def repeated_spans(stream: np.ndarray, span: int = SPAN) -> np.ndarray:
+def repeated_spans(stream: np.ndarray, span: int = SPAN,
+                   at: np.ndarray | None = None) -> np.ndarray:
     """bool [N]: the ``span`` tokens before step ``t`` and ``x_t`` occur again elsewhere.
+
+    ``at``: only these steps (bool [len(at)]).
 
     Such a step lies in duplicated text (a passage the corpus holds twice):
     leaving its one event out still leaves the copy, so B and C predict it
     almost surely — an in-sample certainty a held-out stream does not show
     (validation slices, ``bench/bench_quality.py``: 43% of the default
     corpus' steps, none of its validation steps; 1% of WordNet glosses',
-    1% of theirs). One 64-bit hash per step, one sort.
+    1% of theirs). One 64-bit hash per step (in place: no temporaries of
+    the stream's length per lag), one sort, and a binary search of the
+    steps asked: 1.4 s against 3.0 s (hash and ``np.unique``) on a 7.3M-token
+    stream, the same steps.
     """
     s = np.asarray(stream).astype(np.uint64)
     n = s.size
     h = np.zeros(n, np.uint64)
+    sh = np.empty(n, np.uint64)
     mult = np.uint64(0x9E3779B97F4A7C15)
     with np.errstate(over="ignore"):
         for i in range(span + 1):
-            lag = span - i
-            sh = np.full(n, np.uint64(0xFFFFFFFF), np.uint64)
-            if lag < n:
-                sh[lag:] = s[:n - lag]
-            h = (h * mult) ^ (sh + np.uint64(i) * np.uint64(1000003))
-    u, inv, cnt = np.unique(h, return_inverse=True, return_counts=True)
-    return cnt[inv.ravel()] >= 2
+            lag = min(span - i, n)
+            sh[:lag] = np.uint64(0xFFFFFFFF)
+            sh[lag:] = s[:n - lag]
+            sh += np.uint64(i) * np.uint64(1000003)
+            h *= mult
+            h ^= sh
+    q = h.copy() if at is None else h[at]
+    h.sort()
+    return np.searchsorted(h, q, "right") - np.searchsorted(h, q, "left") >= 2
 
 
 def gate_positions(model, n: int) -> np.ndarray:
@@ -182,7 +191,7 @@ def gate_positions(model, n: int) -> np.ndarray:
     counts the steps left out.
     """
     pos = model.gate_sample(n)
-    rep = repeated_spans(model.counts.stream)[pos]
+    rep = repeated_spans(model.counts.stream, at=pos)
     if not (~rep).any():
         rep[:] = False
     model.figures["gate_duplicated"] = int(rep.sum())

@@ -218,6 +218,8 @@ def test_repeated_spans_mark_duplicated_text():
     rep = repeated_spans(s, span=8)
     assert rep[60 + 60 + 8:].all() and rep[8:30].all()
     assert not rep[30:120].any()
+    at = rng.permutation(s.size)[:50]  # the steps asked, in any order
+    assert np.array_equal(repeated_spans(s, span=8, at=at), rep[at])
 
 
 def _null_cells(g: Gate, rng, n: int = 200, p_b: float = 0.3, p_c: float = 0.3,
