@@ -33,27 +33,39 @@ def unique_rows(rows: np.ndarray, counts: np.ndarray, V: int) -> tuple[np.ndarra
 
     Rows are ranked through one int64 key, the ids read as base-``V``
     digits, ``key = (…(r_0·V + r_1)·V + …)``. While the next digit would
-    overflow int64, the key so far is replaced by its rank among the
-    distinct prefixes (ranks keep the lexicographic order): one
-    ``np.unique`` for a 5-gram over a 280k-word vocabulary, where a rank
-    after every column took four, and one sort where ``np.lexsort`` took one
-    per column.
+    overflow int64, the rows are sorted by the key so far (one stable
+    argsort) and the key is replaced by its rank among the distinct
+    prefixes, read off in that order; the later digits extend the ranks
+    with the rows kept in that order, so the last argsort meets a key
+    already sorted but within runs of one prefix, which the stable sort
+    (timsort) passes in one sweep. A 5-gram over a 219k-word vocabulary
+    (7.3M rows): one full sort where ``np.unique``'s rank (a quicksort, an
+    inverse) and a full final sort took two, 4.3–4.7 s → 1.6–2.2 s per
+    table, the same result. Before: one sort where ``np.lexsort`` took
+    one per column.
     """
     M, width = rows.shape
     if M == 0:
         return rows.astype(np.int32), counts.astype(np.int64)
     V = max(int(V), 1)
     key = rows[:, 0].astype(np.int64)
+    order = None  # rows in key order once the key has been ranked
     top = V  # every key is below top
     for j in range(1, width):
         if top * V >= _INT64_TOP:
-            distinct, key = np.unique(key, return_inverse=True)
-            key = key.reshape(-1).astype(np.int64)
-            top = distinct.size
-        key = key * V + rows[:, j]
+            o = np.argsort(key, kind="stable")
+            order = o if order is None else order[o]
+            ks = key[o]
+            key = np.empty(M, np.int64)
+            key[0] = 0
+            np.cumsum(ks[1:] != ks[:-1], out=key[1:])  # rank among distinct prefixes
+            top = int(key[-1]) + 1
+        col = rows[:, j] if order is None else rows[order, j]
+        key = key * V + col
         top *= V
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
+    o = np.argsort(key, kind="stable")
+    order = o if order is None else order[o]
+    ks = key[o]
     start = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
     return (np.ascontiguousarray(rows[order[start]], np.int32),
             np.add.reduceat(counts[order].astype(np.int64), start))
