@@ -96,14 +96,27 @@ def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
     return best, best_s
 
 
-def _tfidf(ids: np.ndarray, offsets: np.ndarray, idf: np.ndarray):
-    """Per-(doc, distinct token) unit-norm TF-IDF weights, flattened."""
+def _doc_terms(ids: np.ndarray, offsets: np.ndarray, V: int):
+    """Every (doc, distinct token) pair, sorted, with its count: doc, token, count (int64 [m]).
+
+    Counted once per fit, for both the document frequencies and the weights:
+    a second, plain ``np.unique`` of the same keys for the frequencies took
+    NumPy 2's hash path, 3.7 s of a 5.3 s fit on 5.8M input tokens (now
+    0.9–1.05 s, the same index).
+    """
     n = offsets.size - 1
     doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
-    V = idf.size
-    key = doc * V + ids.astype(np.int64)
-    uk, cnt = np.unique(key, return_counts=True)
-    d, t = uk // V, uk % V
+    uk, cnt = np.unique(doc * V + ids.astype(np.int64), return_counts=True)
+    return uk // V, uk % V, cnt
+
+
+def _tfidf(ids: np.ndarray, offsets: np.ndarray, idf: np.ndarray, terms=None):
+    """Per-(doc, distinct token) unit-norm TF-IDF weights, flattened.
+
+    ``terms``: :func:`_doc_terms` of ``ids`` if already counted.
+    """
+    n = offsets.size - 1
+    d, t, cnt = _doc_terms(ids, offsets, idf.size) if terms is None else terms
     w = (1 + np.log(cnt)) * idf[t]
     norm = np.sqrt(np.bincount(d, weights=w * w, minlength=n))
     w = w / np.maximum(norm[d], 1e-12)
@@ -126,10 +139,10 @@ class Retrieval:
         in_ids = np.asarray(in_ids, np.int64)
         in_offsets = np.asarray(in_offsets, np.int64)
         n = in_offsets.size - 1
-        doc = np.repeat(np.arange(n, dtype=np.int64), np.diff(in_offsets))
-        df = np.bincount(np.unique(doc * self.V + in_ids) % self.V, minlength=self.V)
+        terms = _doc_terms(in_ids, in_offsets, self.V)  # one count for df and the weights
+        df = np.bincount(terms[1], minlength=self.V)
         self.idf = np.log((1 + n) / (1 + df)) + 1.0
-        t, off, w, d = _tfidf(in_ids, in_offsets, self.idf)
+        t, off, w, d = _tfidf(in_ids, in_offsets, self.idf, terms)
         order = np.argsort(t, kind="stable")
         self.t_docs = d[order].astype(np.int64)
         self.t_w = w[order]
