@@ -473,11 +473,14 @@ def fit_memory(model, progress=None, cancel=None, searched: LooNeighbours | None
     (:meth:`PromptMemory.choose_fallback`). ``searched``: the training windows'
     leave-one-out neighbours :func:`fit_gate` returned, read instead of searched.
     """
+    # reported first: building the memory's index is part of the stage (seconds
+    # on a multi-million-token stream, shown as the gate's before)
+    _report(progress, "memory", 0.0)
     model.memory = mem = model.new_memory()
     if mem is None:
         return
+    _check(cancel, "memory")
     loo_nn = searched or LooNeighbours.empty(int(model.config.c_neighbours))
-    _report(progress, "memory", 0.0)
     c, cfg = model.counts, model.config
     n_pairs = c.in_offsets.size - 1
     rng = np.random.default_rng(cfg.seed)
