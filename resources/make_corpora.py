@@ -27,6 +27,9 @@ Sources (see resources/README.md for licenses):
 Large corpora, built but never shipped (``--large OUTDIR`` writes only these,
 not the shipped files; ``apt-get install -y dict-gcide dict-foldoc`` first):
 
+- ``OUTDIR/gcide_text.txt``: the definitions of ``gcide.tsv`` as running
+  text, one a line, a blank line after every five (7.3M word tokens): the
+  multi-million-token running-text corpus of the training figures.
 - ``OUTDIR/gcide.tsv`` (package ``dict-gcide``, GPL-2+): headword ->
   definition text, one row per entry of the Collaborative International
   Dictionary of English (``/usr/share/dictd/gcide.dict.dz``, entries located
@@ -228,6 +231,16 @@ def foldoc_pairs() -> str:
     return "input\toutput\n" + "\n".join(rows) + "\n"
 
 
+def running_text(pairs: str, lines_per_paragraph: int = 5) -> str:
+    """A pairs file's outputs as running text: one a line, a blank line after every five."""
+    out = []
+    for i, row in enumerate(pairs.splitlines()[1:], 1):  # [0]: the header
+        out.append(row.partition("\t")[2])
+        if i % lines_per_paragraph == 0:
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
 def write_large(path: Path, text: str) -> None:
     """Write a large (never shipped) corpus; print its rows and bytes."""
     data = text.encode("utf-8")
@@ -250,14 +263,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--debian", action="store_true", help="also build corpora/ from Debian data")
     ap.add_argument("--large", metavar="OUTDIR", type=Path, default=None,
-                    help="only build the large unshipped corpora gcide.tsv and foldoc.tsv "
-                    "into OUTDIR (apt-get install -y dict-gcide dict-foldoc)")
+                    help="only build the large unshipped corpora gcide.tsv, gcide_text.txt "
+                    "and foldoc.tsv into OUTDIR (apt-get install -y dict-gcide dict-foldoc)")
     args = ap.parse_args()
     if args.large is not None:
         built = False
         for name, make in (("gcide", gcide_pairs), ("foldoc", foldoc_pairs)):
             if (DICTD_DIR / f"{name}.dict.dz").is_file():
-                write_large(args.large / f"{name}.tsv", make())
+                text = make()
+                write_large(args.large / f"{name}.tsv", text)
+                if name == "gcide":  # the same words as running text, no pairs
+                    write_large(args.large / "gcide_text.txt", running_text(text))
                 built = True
             else:
                 print(f"{name} not found: apt-get install -y dict-{name}", file=sys.stderr)
