@@ -34,6 +34,7 @@ import argparse
 import dataclasses
 import itertools
 import os
+import sys
 import time
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "2")
@@ -55,6 +56,35 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected whole numbers separated by commas, got {text!r}")
     return [int(v) for v in vals]
+
+
+_BOOL = {"on": 1, "true": 1, "1": 1, "off": 0, "false": 0, "0": 0}
+
+
+def _setting(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` of ``--set`` as a checked training setting (:mod:`core.config`).
+
+    A name or value the setting does not allow: one line on stderr, exit 2.
+    """
+    from core.config import setting
+
+    name, _, text = item.partition("=")
+    try:
+        s = setting(name)
+    except KeyError:
+        _refuse(item, f"no setting {name!r}")
+    if s.type is bool and text.lower() not in _BOOL:
+        _refuse(item, f"{text!r} is not on or off")
+    try:
+        raw = text if s.type is str else _BOOL[text.lower()] if s.type is bool else float(text)
+        return name, s.check(raw, name)
+    except ValueError as e:
+        _refuse(item, str(e) if "must be" in str(e) else f"{text!r} is not a number")
+
+
+def _refuse(item: str, why: str) -> None:
+    print(f"bench_quality.py: --set {item}: {why}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _opened(gate) -> str:
@@ -105,9 +135,7 @@ def main() -> None:
     kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
     if args.b_order is not None:
         kw["b_order"] = args.b_order
-    for item in args.set:
-        name, _, value = item.partition("=")
-        kw[name] = type(getattr(TrainConfig(), name))(value)
+    kw.update(_setting(item) for item in args.set)
     cfg = TrainConfig(**kw)
     kn_order = args.kn_order or (8 if args.tokenizer == "byte" else 5)
     print(f"{'corpus':20s} {'':52s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "

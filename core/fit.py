@@ -163,8 +163,9 @@ def repeated_spans(stream: np.ndarray, span: int = SPAN,
     corpus' steps, none of its validation steps; 1% of WordNet glosses',
     1% of theirs). One 64-bit hash per step (in place: no temporaries of
     the stream's length per lag), one sort, and a binary search of the
-    steps asked: 1.4 s against 3.0 s (hash and ``np.unique``) on a 7.3M-token
-    stream, the same steps.
+    steps asked: 0.94–1.03 s against 3.73–3.75 s (a temporary per lag and
+    ``np.unique``) for the gate's 50,000 steps of a 7.3M-token stream, the
+    same steps.
     """
     s = np.asarray(stream).astype(np.uint64)
     n = s.size
