@@ -95,11 +95,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 TEXT = "The with statement is used to wrap the execution of a block with methods"
+LONG_PROMPT_CHARS = 100_000
 
 
 def _percentiles(xs: list[float]) -> dict[str, float]:
@@ -186,25 +188,58 @@ def typing_latency(app, win, text: str, n_keys: int) -> dict:
     return out
 
 
+class Heartbeat:
+    """A 5 ms ``QTimer`` on the GUI thread: the gaps between its ticks are stalls.
+
+    Each tick also reads the process's resident memory (``/proc/self/statm``,
+    a few microseconds), so a run's peak is seen while the workers hold it.
+    """
+
+    period_ms = 5
+
+    def __init__(self, where: Callable[[], str] = lambda: "") -> None:
+        from PySide6.QtCore import QTimer
+
+        self.where = where
+        self.gaps: list[float] = []
+        self.stages: list[str] = []
+        self.rss_peak = _rss_bytes()
+        self.timer = QTimer()
+        self.timer.setInterval(self.period_ms)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.gaps.append(now - self.last - self.period_ms / 1000.0)
+        self.stages.append(self.where())
+        self.rss_peak = max(self.rss_peak, _rss_bytes())
+        self.last = now
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> dict:
+        self.timer.stop()
+        g = np.asarray(self.gaps) * 1000.0 if self.gaps else np.zeros(1)
+        return {"max_stall_ms": float(g.max()), "p99_stall_ms": float(np.percentile(g, 99)),
+                "max_stall_stage": self.stages[int(g.argmax())] if self.stages else "",
+                "heartbeats": len(self.gaps)}
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process now (Linux; 0 where unreadable)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def training_stall(app, win, timeout: float = 900.0) -> dict:
     """Longest heartbeat gap while the window trains its corpus without cache."""
-    from PySide6.QtCore import QTimer
-
-    period = 5
-    last = [time.perf_counter()]
-    gaps: list[float] = []
-    where: list[str] = []  # the training stage at each heartbeat: where the stall was
     stage = ["start"]
-
-    def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0] - period / 1000.0)
-        where.append(stage[0])
-        last[0] = now
-
-    hb = QTimer()
-    hb.setInterval(period)
-    hb.timeout.connect(tick)
+    beat = Heartbeat(lambda: stage[0])
     done: dict[str, object] = {}
     win.modelReady.connect(lambda m: done.setdefault("ok", True))
     win.trainingFailed.connect(lambda msg: done.setdefault("error", msg))
@@ -216,19 +251,53 @@ def training_stall(app, win, timeout: float = 900.0) -> dict:
     # Start from a settled window: the full explanation that follows the typing
     # run would otherwise share the GIL with the first training stage (a
     # 150 ms stall that belongs to explaining while training, not to training).
-    _wait(app, lambda: not win.explainer.pending and not win._full_timer.isActive(), 60.0)
+    _settle(app, win)
     t0 = time.perf_counter()
-    last[0] = t0
-    hb.start()
+    beat.start()
     win.train()
     _wait(app, lambda: bool(done), timeout)
-    hb.stop()
+    out = beat.stop()
+    return {"train_s": time.perf_counter() - t0, "ok": "ok" in done,
+            "error": done.get("error"), "progress_updates": progress[0], **out}
+
+
+def _settle(app, win) -> None:
+    """Wait until no explanation is pending or scheduled."""
+    _wait(app, lambda: not win.explainer.pending and not win._full_timer.isActive(), 60.0)
+
+
+def long_prompt(app, win, chars: int = LONG_PROMPT_CHARS, timeout: float = 300.0) -> dict:
+    """Paste a ``chars``-character prompt: stalls and memory until its full explanation.
+
+    The prompt is the bundled corpus's text, lines joined by spaces, cut to
+    ``chars`` characters, set in one go as a paste would. The run ends when
+    the views have drawn the full explanation of exactly that prompt (the
+    fast one comes first). Memory is the resident set's peak above what the
+    process held before the paste.
+    """
+    from core.corpus import default_corpus_path
+
+    text = " ".join(default_corpus_path().read_text(encoding="utf-8").split())
+    text = (text * (chars // max(len(text), 1) + 1))[:chars]
+    _settle(app, win)
+    drawn = [False]
+
+    def on_drawn() -> None:
+        drawn[0] = drawn[0] or (win.explained_full and win.state.prompt == text)
+
+    win.viewsDrawn.connect(on_drawn)
+    beat = Heartbeat()
+    before = _rss_bytes()
+    t0 = time.perf_counter()
+    beat.start()
+    win.prompt_box.setText(text)
+    ok = _wait(app, lambda: drawn[0], timeout)
     secs = time.perf_counter() - t0
-    g = np.asarray(gaps) * 1000.0 if gaps else np.zeros(1)
-    return {"train_s": secs, "ok": "ok" in done, "error": done.get("error"),
-            "max_stall_ms": float(g.max()), "p99_stall_ms": float(np.percentile(g, 99)),
-            "max_stall_stage": where[int(g.argmax())] if where else "",
-            "heartbeats": len(gaps), "progress_updates": progress[0]}
+    out = beat.stop()
+    win.viewsDrawn.disconnect(on_drawn)
+    ex = win.state.explanation
+    return {"chars": chars, "tokens": int(len(ex.ids)) if ok else None, "ok": ok,
+            "drawn_s": secs, "rss_extra_mb": (beat.rss_peak - before) / 2**20, **out}
 
 
 def startup(folder: Path, label: str, timeout: float = 900.0) -> dict:
@@ -290,8 +359,10 @@ def main(args: argparse.Namespace) -> int:
             return 2
         results["typing"] = typing_latency(app, win, args.text or TEXT, args.keystrokes)
         results["explain_ms_last"] = 1000.0 * win.explain_seconds
-        _wait(app, lambda: not win.explainer.pending and not win._full_timer.isActive(), 60.0)
+        _settle(app, win)
         results["explain_cost"] = explain_cost(win, win.prompt_box.text())
+        if not args.no_long_prompt:
+            results["long_prompt"] = long_prompt(app, win)
         if not args.no_training:
             results["training"] = training_stall(app, win)
         win.close()
@@ -319,6 +390,12 @@ def main(args: argparse.Namespace) -> int:
     for k, e in results["explain_cost"].items():
         print(f"  explain {k:<4} (direct)    p50 {e['p50_ms']:7.1f} ms  p95 {e['p95_ms']:7.1f} ms"
               f"  {e['options']}")
+    if "long_prompt" in results:
+        lp = results["long_prompt"]
+        print(f"a pasted {lp['chars']:,}-character prompt ({lp['tokens']} tokens): full "
+              f"explanation drawn in {lp['drawn_s']:.2f} s, longest event-loop stall "
+              f"{lp['max_stall_ms']:.1f} ms, resident memory +{lp['rss_extra_mb']:.0f} MB"
+              + ("" if lp["ok"] else "  NOT DRAWN"))
     if "training" in results:
         tr = results["training"]
         print(f"training the default corpus: {tr['train_s']:.1f} s, longest event-loop stall "

@@ -25,6 +25,8 @@ def register_gui(bench_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", default=None, help="text typed (default: a sentence)")
     p.add_argument("--no-training", action="store_true",
                    help="skip the stall measurement (it trains the default corpus)")
+    p.add_argument("--no-long-prompt", action="store_true",
+                   help="skip pasting a 100,000-character prompt (stalls, memory)")
     p.add_argument("--no-startup", action="store_true",
                    help="skip the cold/warm start-up measurement (subprocesses)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")

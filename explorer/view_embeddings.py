@@ -17,6 +17,10 @@ Design choices:
   arrow heads be rotated in screen space with the data-space angle.
 * All shafts are one ``PlotCurveItem(connect="pairs")``; heads are one
   scatter with one rotated arrow path per head.
+* A long prompt stays cheap to draw: each context key is drawn once however
+  often its token recurs, and only the prompt's last
+  :data:`LABELLED_PROMPT_TOKENS` tokens are offered labels (a pasted
+  100,000-character prompt had stalled the window 140 ms placing thousands).
 * The legend is a row above the plot (:class:`explorer.view_base.LegendRow`):
   inside the view box it covered a strip of the key cloud and the labels.
 """
@@ -52,6 +56,7 @@ from explorer.view_base import (
 SELECT_LABEL = "#b0307f"  # label colours: the selection, prompt tokens, generated ones
 PROMPT_LABEL = "#1d7a1d"
 _ARROW = pg.functions.makeArrowPath(headLen=10, tipAngle=30, tailLen=None)
+LABELLED_PROMPT_TOKENS = 256  # prompt tokens offered a label: the last ones
 ARROW_STEP_DEG = 5  # head directions are rounded to this many degrees
 #: Grid line alphas of the major and the minor ticks (pyqtgraph's showGrid(alpha=0.15) look)
 GRID_ALPHA = (38, 19)
@@ -296,7 +301,10 @@ class EmbeddingsView(BaseView):
             return
         self._ensure_projection(ex.keys)
         ids = np.asarray(ex.ids, dtype=np.int64)
-        self.context.setData(pos=self._xy_keys[ids], data=ids)
+        # a key is drawn once however often the prompt repeats its token (a
+        # pasted document's 20k tokens are a few thousand keys)
+        keys = np.unique(ids)
+        self.context.setData(pos=self._xy_keys[keys], data=keys)
         steps = ex.generation.steps
         if steps:
             states = self._project(np.stack([s.state for s in steps]))
@@ -353,14 +361,16 @@ class EmbeddingsView(BaseView):
         if ex is None or not len(self._xy_keys):
             return []
         V = len(self._xy_keys)
-        order = [self.state.token] + [int(i) for i in ex.ids] + \
-            [int(s.token) for s in ex.generation.steps]
+        # a long prompt offers its last tokens only: a plot holds a few dozen
+        # labels, and placing thousands of candidates stalled the GUI thread
+        prompt = np.asarray(ex.ids)[-LABELLED_PROMPT_TOKENS:].tolist()
+        order = [self.state.token] + prompt + [int(s.token) for s in ex.generation.steps]
         return [t for t in dict.fromkeys(order) if 0 <= t < V]
 
     def _set_labels(self) -> None:
         ex = self.explanation
         ids = self.label_ids()
-        prompt = set() if ex is None else {int(i) for i in ex.ids}
+        prompt = set() if ex is None else set(np.asarray(ex.ids).tolist())
         sel = self.state.token
         labels = []
         for t in ids:

@@ -60,7 +60,7 @@ def test_every_view_holds_data(views):
     ex = make_explanation(V=80, d=8, T=5, seed=1)
     state.set_explanation(ex)
     emb, buck, traj, lay = (v.summary() for v in vs)
-    assert emb["keys"] == 80 and emb["context"] == len(ex.ids)
+    assert emb["keys"] == 80 and emb["context"] == len(set(ex.ids))
     assert emb["encoder"] == emb["snapped"] == 5 and emb["arrows"] == 10
     assert emb["prototypes"] == len(ex.prototypes)
     assert buck["buckets"] == len(ex.index_stats.occupancy)
