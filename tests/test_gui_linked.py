@@ -274,6 +274,26 @@ def test_long_prompt_layers_are_bounded_and_drawn_fast(make_window, qtbot):
     assert lay.summary()["selected_rows"] >= 1
 
 
+def test_pasted_document_is_explained_whole_with_bounded_labels(make_window, qtbot):
+    from explorer.view_embeddings import LABELLED_PROMPT_TOKENS
+
+    w = ready_window(make_window, qtbot)
+    text = " ".join(SAMPLE.read_text().split())
+    text = (text * (100_000 // len(text) + 1))[:100_000]
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.explained_full
+                          and w.state.explanation.prompt == text):
+        w.prompt_box.setText(text)  # a paste: Qt's default cap (32,767) would cut it
+    ex = w.state.explanation
+    assert w.prompt_box.text() == text and len(ex.ids) > 15_000
+    emb = w.views["embeddings"]
+    assert emb.summary()["context"] == len(set(ex.ids.tolist()))
+    offered = emb.label_ids()
+    assert len(offered) <= 1 + LABELLED_PROMPT_TOKENS + len(ex.generation.steps)
+    assert int(ex.ids[-1]) in offered  # the tokens the model reads last are labelled first
+    assert 0 < len(emb.labels.shown) <= len(offered)
+
+
 def test_training_curves_against_progress_with_readable_names(make_window, qtbot):
     w = make_window(use_cache=False)
     with qtbot.waitSignal(w.modelReady, timeout=120000):
