@@ -26,7 +26,11 @@
    explanation of the typed prompt is drawn.
    Direct timings wait until the window's own explainer is idle (the full
    explanation that follows the typing pause shared the CPU with them).
-3. Start-up, command to window shown and to the four views drawn: a fresh
+3. A pasted long prompt (``--no-long-prompt`` skips it): 100,000 characters
+   of the bundled corpus set in the prompt box at once; the longest
+   heartbeat gap and the resident memory's peak above its level before,
+   until the full explanation of that prompt is drawn.
+4. Start-up, command to window shown and to the four views drawn: a fresh
    ``noisekey`` process on the offscreen platform, cold (empty numba and
    model caches in a temporary folder: compiles and trains) and warm (same
    folders again: cached kernels, model loaded from disk).
