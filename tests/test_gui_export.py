@@ -214,7 +214,11 @@ def test_export_shortcuts_work_from_the_prompt(window, qtbot, key, fmt):
     calls = []
     w.export_dialog = lambda widget, f: calls.append((widget, f))
     claim = _ClaimsCtrlE(w.prompt_box)
+    # QLineEdit claims the key in its own event(), after every event filter; Qt runs
+    # the filter installed last first, so the stand-in goes in before the window's
+    w.prompt_box.removeEventFilter(w)
     w.prompt_box.installEventFilter(claim)
+    w.prompt_box.installEventFilter(w)
     w.activateWindow()
     w.prompt_box.setFocus()
     qtbot.waitUntil(w.prompt_box.hasFocus, timeout=2000)
