@@ -28,8 +28,8 @@ import numpy as np
 
 from core.tokenize import TOKENIZERS
 
-__all__ = ["SCHEMA_VERSION", "SETTINGS", "Setting", "TrainConfig", "TRAINING_STAGES",
-           "overall_progress", "setting"]
+__all__ = ["COMPILE_STAGE", "SCHEMA_VERSION", "SETTINGS", "Setting", "TrainConfig",
+           "TRAINING_STAGES", "overall_progress", "setting"]
 
 SCHEMA_VERSION = 1
 
@@ -38,19 +38,25 @@ SCHEMA_VERSION = 1
 #: settings, so the window can say "stage 3 of 8" without importing the model.
 TRAINING_STAGES = ("corpus", "counting", "prototypes", "index", "windows", "gate", "memory",
                    "signatures")
+#: The stage a fresh install runs before its first training
+#: (:func:`core.warmup.compile_kernels`): the window counts it as stage 1.
+COMPILE_STAGE = "compiling kernels"
 
 
-def overall_progress(stage: str, fraction: float) -> tuple[int, float] | None:
-    """``(stage number from 1, overall fraction)`` of a training stage, None for another name.
+def overall_progress(stage: str, fraction: float,
+                     stages: tuple[str, ...] = TRAINING_STAGES) -> tuple[int, float] | None:
+    """``(stage number from 1, overall fraction)`` of a stage of ``stages``, None for another name.
 
     Each stage counts as one equal part of the whole: the bar moves inside
     every stage, and its position says how many stages are behind.
+    ``stages``: the run's stages, :data:`TRAINING_STAGES` with
+    :data:`COMPILE_STAGE` before them on a first start.
     """
-    if stage not in TRAINING_STAGES:
+    if stage not in stages:
         return None
-    i = TRAINING_STAGES.index(stage)
+    i = stages.index(stage)
     f = min(max(float(fraction), 0.0), 1.0)
-    return i + 1, (i + f) / len(TRAINING_STAGES)
+    return i + 1, (i + f) / len(stages)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from core.config import COMPILE_STAGE
 from core.kernel_cache import source_digest
 
 __all__ = ["compile_kernels", "kernels_ready", "marker_path", "precompile_once",
@@ -47,7 +48,7 @@ CancelFn = Callable[[], bool]
 #: Lines of the bundled corpus the warm-up trains on: about 3,000 tokens,
 #: so the gate's batches pass :func:`core.jit.batched`'s threshold.
 WARMUP_LINES = 400
-STAGE = "compiling kernels"
+STAGE = COMPILE_STAGE
 
 
 def _fingerprint() -> str:

@@ -720,9 +720,11 @@ class MainWindow(QMainWindow):
         if self.model is None:
             hint = ""
             if stage == "loading the model code":
-                hint = " (the first start compiles the kernels: a minute or two)"
-            where = overall_progress(stage, fraction)
-            self._set_start_text(f"first model: {progress_text(stage, fraction)}{hint}",
+                hint = " (a first start compiles the kernels, once)"
+            stages = self.training_panel.stages
+            where = overall_progress(stage, fraction, stages)
+            self._set_start_text(f"first model: {progress_text(stage, fraction, None, stages)}"
+                                 f"{hint}",
                                  None if stage == "loading the model code"
                                  else where[1] if where else fraction)
 

@@ -44,7 +44,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.config import SETTINGS, TRAINING_STAGES, Setting, overall_progress, setting
+from core.config import (
+    COMPILE_STAGE,
+    SETTINGS,
+    TRAINING_STAGES,
+    Setting,
+    overall_progress,
+    setting,
+)
 
 PANEL_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.panel)
 FLOAT_DECIMALS = 3
@@ -117,10 +124,11 @@ def make_widget(s: Setting) -> QWidget:
     return w
 
 
-def progress_text(stage: str, fraction: float, eta: float | None = None) -> str:
-    """"stage 6 of 8 · gate 40% · eta 12 s" for a training stage, else "stage 40%" (+ eta)."""
-    where = overall_progress(stage, fraction)
-    head = f"stage {where[0]} of {len(TRAINING_STAGES)} · " if where else ""
+def progress_text(stage: str, fraction: float, eta: float | None = None,
+                  stages: tuple[str, ...] = TRAINING_STAGES) -> str:
+    """"stage 6 of 8 · gate 40% · eta 12 s" for a stage of ``stages``, else "stage 40%" (+ eta)."""
+    where = overall_progress(stage, fraction, stages)
+    head = f"stage {where[0]} of {len(stages)} · " if where else ""
     tail = "" if eta is None else f" · {format_eta(eta)}"
     return f"{head}{stage} {100 * fraction:.0f}%{tail}"
 
@@ -199,6 +207,7 @@ class TrainingPanel(QWidget):
         self._t0 = time.perf_counter()
         self._stage = ""
         self._stage_t0 = self._t0
+        self.stages = TRAINING_STAGES  # the run's stages (the compile stage first on a first start)
 
     # -- settings -------------------------------------------------------------
     def values(self) -> dict:
@@ -237,6 +246,7 @@ class TrainingPanel(QWidget):
         if running:
             self._t0 = time.perf_counter()
             self._stage = ""
+            self.stages = TRAINING_STAGES
             self.clear_curves("training: curves appear with the first held-out figures")
             self.bar.setValue(0)
             self.bar.setFormat("starting…")
@@ -263,10 +273,13 @@ class TrainingPanel(QWidget):
         now = time.perf_counter()
         if stage != self._stage:
             self._stage, self._stage_t0 = stage, now
+        if stage == COMPILE_STAGE and stage not in self.stages:
+            # a first start: compiling is the run's first stage (then 2 of 9 ...)
+            self.stages = (COMPILE_STAGE, *TRAINING_STAGES)
         el = now - self._stage_t0
         eta = el * (1 - fraction) / fraction if fraction > 0.01 else float("nan")
-        self.bar.setFormat(progress_text(stage, fraction, eta))
-        where = overall_progress(stage, fraction)
+        self.bar.setFormat(progress_text(stage, fraction, eta, self.stages))
+        where = overall_progress(stage, fraction, self.stages)
         self.bar.setValue(int(1000 * (where[1] if where else max(0.0, min(1.0, fraction)))))
         if info:
             history = info.get("_history") or [(stage, fraction, info)]

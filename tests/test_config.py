@@ -243,8 +243,11 @@ def test_panel_skips_saved_values_the_declaration_refuses(qtbot):
 
 def test_training_stages_give_one_overall_progress():
     """Each stage is one equal part of the bar; the text says which stage of how many."""
-    from core.config import TRAINING_STAGES, overall_progress
+    from core.config import COMPILE_STAGE, TRAINING_STAGES, overall_progress
     from core.model import train
+    from core.warmup import STAGE
+
+    assert STAGE == COMPILE_STAGE  # the name the window counts as a first start's stage 1
 
     seen = []
     train(["resources/samples/python_docs.txt"],
@@ -256,6 +259,9 @@ def test_training_stages_give_one_overall_progress():
     assert overall_progress("counting", 0.0) == (2, 1 / 8)
     assert overall_progress("signatures", 1.0) == (8, 1.0)
     assert overall_progress("compiling kernels", 0.5) is None
+    first_start = (COMPILE_STAGE, *TRAINING_STAGES)
+    assert overall_progress("compiling kernels", 0.5, first_start) == (1, 0.5 / 9)
+    assert overall_progress("counting", 0.0, first_start) == (3, 2 / 9)
 
 
 def test_panel_shows_the_stage_of_all_and_moves_the_bar_overall(qtbot):
@@ -267,9 +273,16 @@ def test_panel_shows_the_stage_of_all_and_moves_the_bar_overall(qtbot):
     p.on_progress("gate", 0.4, None)
     assert p.bar.format().startswith("stage 6 of 8 · gate 40% · eta")
     assert p.bar.value() == int(1000 * 5.4 / 8)
+    p.set_running(True)  # a first start: the kernels compile first, as stage 1 of 9
     p.on_progress("compiling kernels", 0.25, {"part": "gate"})
-    assert p.bar.format().startswith("compiling kernels 25%")
-    assert p.bar.value() == 250
+    assert p.bar.format().startswith("stage 1 of 9 · compiling kernels 25%")
+    assert p.bar.value() == int(1000 * 0.25 / 9)
+    p.on_progress("gate", 0.4, None)
+    assert p.bar.format().startswith("stage 7 of 9 · gate 40% · eta")
+    assert p.bar.value() == int(1000 * 6.4 / 9)
+    p.set_running(True)  # the next run compiles nothing
+    p.on_progress("corpus", 0.0, None)
+    assert p.bar.format().startswith("stage 1 of 8 · corpus 0%")
 
 
 def test_b_order_defaults_by_tokenizer():
