@@ -8,7 +8,10 @@ chip is drawn in a warning colour, its tooltip says so, and the strip counts
 them at its right end.
 
 Design choices: the strip has a fixed height and scrolls sideways, so a
-longer prompt never re-lays out the views below it; chips are a pool of
+longer prompt never re-lays out the views below it; it shows the end of a
+prompt that overflows it (the tokens being typed, which the model reads
+last) and keeps following the end until the reader scrolls away from it,
+until the next prompt; chips are a pool of
 buttons reused between prompts (shown, hidden, relabelled), and a prompt
 longer than :data:`MAX_CHIPS` shows its last tokens after a "… N earlier"
 note.
@@ -17,7 +20,7 @@ note.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -77,6 +80,22 @@ class PromptChips(QScrollArea):
         self._looks: list[tuple | None] = []  # text, tooltip and style set on each chip
         state.explanationChanged.connect(self.set_explanation)
         state.tokenSelected.connect(self._on_token)
+        self._follow_end = True  # keep the strip scrolled to the prompt's last tokens
+        self._prompt_ids = b""
+        bar = self.horizontalScrollBar()
+        bar.rangeChanged.connect(self._keep_end)  # the range grows after the chips' layout
+        bar.actionTriggered.connect(lambda _: self._scrolled_by_reader())
+
+    def _keep_end(self, *_args) -> None:
+        if self._follow_end:
+            bar = self.horizontalScrollBar()
+            bar.setValue(bar.maximum())
+
+    def _scrolled_by_reader(self) -> None:
+        bar = self.horizontalScrollBar()
+        # actionTriggered comes before the move: read the position once it is applied
+        QTimer.singleShot(0, lambda: setattr(self, "_follow_end",
+                                             bar.value() >= bar.maximum()))
 
     def _chip(self, i: int) -> QToolButton:
         while len(self.chips) <= i:
@@ -107,6 +126,10 @@ class PromptChips(QScrollArea):
             unk = vocab.index("<unk>")
         except ValueError:
             unk = -1
+        key = ids.tobytes()
+        if key != self._prompt_ids:  # a new prompt: show its end again
+            self._prompt_ids = key
+            self._follow_end = True
         start = max(0, len(ids) - MAX_CHIPS)
         self.earlier.setText(f"… {start} earlier" if start else "")
         self.earlier.setVisible(bool(start))
@@ -140,6 +163,7 @@ class PromptChips(QScrollArea):
         self.unknown_label.setToolTip(
             "Words the vocabulary lacks are all read as the one token <unk>: the model "
             "cannot tell them apart." if n_unk else "")
+        self._keep_end()
 
     def _on_token(self, token_id: int) -> None:
         now = {k for k, t in enumerate(self.chip_ids) if t == token_id}

@@ -108,6 +108,30 @@ def test_prompt_chips_click_and_flag_unknown_words(make_window, qtbot):  # noqa:
     assert "," in [c.text() for c in chips.chips[:len(ex.ids)]]
 
 
+def test_prompt_chips_follow_the_end_of_a_long_prompt(make_window, qtbot):  # noqa: F811
+    from PySide6.QtWidgets import QAbstractSlider
+
+    words = "the value of the expression is returned by the function".split()
+    prompt = " ".join(words * 6)
+    w = ready_window(make_window, qtbot, prompt=prompt)
+    chips, bar = w.chips, w.chips.horizontalScrollBar()
+    n = len(w.state.explanation.ids)
+    qtbot.waitUntil(lambda: bar.maximum() > 0 and bar.value() == bar.maximum(), timeout=5000)
+    last = chips.chips[n - 1]
+    right = last.mapTo(chips.viewport(), last.rect().bottomRight()).x()
+    assert 0 < right <= chips.viewport().width()  # the newest token's chip is in sight
+    # the reader scrolls back: the strip stays there for the same prompt ...
+    bar.triggerAction(QAbstractSlider.SliderAction.SliderToMinimum)
+    qtbot.waitUntil(lambda: not chips._follow_end, timeout=2000)
+    chips.set_explanation(w.state.explanation)
+    assert bar.value() == 0
+    # ... and follows the end again once the prompt changes
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.state.prompt == prompt + " value"):
+        qtbot.keyClicks(w.prompt_box, " value")
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum() > 0, timeout=5000)
+
+
 def test_labels_never_overlap_and_punctuation_reads(make_window, qtbot):  # noqa: F811
     from explorer.view_base import display_token, overlaps, place_labels
 
