@@ -354,7 +354,7 @@ def main(args: argparse.Namespace) -> int:
         app = make_app(offscreen=True)
         from explorer.main_window import MainWindow
 
-        win = MainWindow(prompt="")
+        win = MainWindow(corpora=[str(c) for c in args.corpus] or None, prompt="")
         win.resize(1500, 950)
         win.show()
         ok = _wait(app, lambda: win.model is not None, 900.0)

@@ -20,6 +20,9 @@ def register_gui(bench_sub: argparse._SubParsersAction) -> None:
     """Add ``noisekey bench gui`` to the ``bench`` subparsers."""
     p = bench_sub.add_parser(
         "gui", help="window latency, event-loop stalls while training, start-up times")
+    p.add_argument("corpus", nargs="*",
+                   help="corpora the window trains on (default: the bundled corpus; the "
+                        "start-up figures always use it)")
     p.add_argument("--keystrokes", type=int, default=60,
                    help="keystrokes in the scripted typing run (default 60)")
     p.add_argument("--text", default=None, help="text typed (default: a sentence)")
