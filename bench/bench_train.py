@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ def one(path: str, times: int, signatures: bool) -> dict:
     from core.baselines import KneserNey, trigram_contexts
     from core.corpus import concat, load_corpus
     from core.model import TrainConfig, train
+    from core.scale import peak_rss_mb
 
     base = load_corpus(path)
     corpus = concat([base] * times) if times > 1 else base
@@ -61,7 +61,7 @@ def one(path: str, times: int, signatures: bool) -> dict:
         "core_seconds": model.figures["train_seconds"],
         "tokens_per_s": n / seconds, "kn_seconds": kn_seconds, "kn_tokens_per_s": n / kn_seconds,
         "gate_seconds": model.figures["gate_seconds"], "stages": stages,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from core.cli import main
 from core.corpus import load_corpus
-from core.scale import COLUMNS, format_table, parse_sizes, prefix, scale_curve
+from core.scale import COLUMNS, format_table, parse_sizes, peak_rss_mb, prefix, scale_curve
 
 SIZES = [1000, 2500]
 
@@ -62,3 +66,17 @@ def test_cli_registered():
 def test_cli_bad_sizes(docs, capsys):
     assert main(["bench", "scale", str(docs), "--sizes", "lots"]) == 2
     assert "--sizes" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_peak_memory_of_a_child_is_its_own():
+    """A size's process reports its own peak, not its parent's resident size at the fork
+    (``ru_maxrss`` carries that through ``exec`` on Linux)."""
+    held = np.ones(400 * 2**20 // 8)  # the parent holds 400 MB, as one holding a corpus
+    code = "from core.scale import peak_rss_mb; print(peak_rss_mb())"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=root, timeout=120)
+    assert 1 < float(out.stdout) < 200, out.stdout
+    assert held.sum() > 0
+    assert peak_rss_mb() >= held.nbytes / 2**20

@@ -208,11 +208,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    import resource
+    """Peak resident memory of this process in MiB (:func:`core.scale.peak_rss_mb`)."""
+    from core.scale import peak_rss_mb
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+    return peak_rss_mb()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
