@@ -26,9 +26,10 @@ from tests.cli_helpers import CLI, assert_refused, cli
 from tests.conftest import SAMPLES
 
 SMALL = ["--dim", "16", "--prototypes", "16", "-q"]
-# the same, printing the peak RSS (KiB) as the last line of stderr
-CLI_RSS = ("import atexit, resource, sys; atexit.register(lambda: print(resource.getrusage("
-           "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); " + CLI)
+# the same, printing the peak RSS (KiB) as the last line of stderr: the child's own
+# (core.scale.peak_rss_mb), not ru_maxrss, which starts at this process's size
+CLI_RSS = ("import atexit, sys; from core.scale import peak_rss_mb; atexit.register(lambda: "
+           "print(int(peak_rss_mb() * 1024), file=sys.stderr)); " + CLI)
 
 
 
@@ -183,9 +184,9 @@ def _zero_member(shape, descr="<i4"):
     return writer
 
 
-RSS = ("import resource, sys; from core.model import Model; m = Model.load(sys.argv[1]); "
-       "print(m.generate('x', max_len=3).text is not None, "
-       "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+RSS = ("import sys; from core.model import Model; from core.scale import peak_rss_mb; "
+       "m = Model.load(sys.argv[1]); "
+       "print(m.generate('x', max_len=3).text is not None, int(peak_rss_mb() * 1024))")
 
 
 @pytest.fixture(scope="module")
