@@ -144,7 +144,8 @@ def c_share(p_b: np.ndarray, p_c: np.ndarray, p_b_unk: np.ndarray, p_c_unk: np.n
     to B for ``<unk>``: C votes for words it has seen follow a window and
     has no estimate of a new one, so ``p_C'(<unk>) = p_B(<unk>)`` and C's
     other votes share the rest,
-    ``p_C'(x) = (1 − p_B(<unk>))·p_C(x) / (1 − p_C(<unk>))``. The mixture
+    ``p_C'(x) = (1 − p_B(<unk>))·p_C(x) / (1 − p_C(<unk>))``; where C's
+    whole vote is ``<unk>`` it names no word and ``p_C' = p_B``. The mixture
     is a distribution and gives ``<unk>`` B's mass at every ``g``. Arguments:
     B's and C's probability of each target and of ``<unk>`` in its context
     (float [n]). Before, every ``<unk>`` of a held-out stream cost
@@ -154,7 +155,7 @@ def c_share(p_b: np.ndarray, p_c: np.ndarray, p_b_unk: np.ndarray, p_c_unk: np.n
     rest = 1.0 - np.asarray(p_c_unk, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         pc = np.where(rest > 0, (1.0 - np.asarray(p_b_unk, np.float64))
-                      * np.asarray(p_c, np.float64) / rest, 0.0)
+                      * np.asarray(p_c, np.float64) / rest, pb)
     return np.where(np.asarray(target) == UNK, pb, pc)
 
 
