@@ -10,8 +10,8 @@ them at its right end.
 Design choices: the strip has a fixed height and scrolls sideways, so a
 longer prompt never re-lays out the views below it; it shows the end of a
 prompt that overflows it (the tokens being typed, which the model reads
-last) and keeps following the end until the reader scrolls away from it,
-until the next prompt; chips are a pool of
+last), and once the reader scrolls away from the end it stays there until
+the prompt changes; chips are a pool of
 buttons reused between prompts (shown, hidden, relabelled), and a prompt
 longer than :data:`MAX_CHIPS` shows its last tokens after a "… N earlier"
 note.
