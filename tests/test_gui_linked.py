@@ -292,6 +292,18 @@ def test_pasted_document_is_explained_whole_with_bounded_labels(make_window, qtb
     assert len(offered) <= 1 + LABELLED_PROMPT_TOKENS + len(ex.generation.steps)
     assert int(ex.ids[-1]) in offered  # the tokens the model reads last are labelled first
     assert 0 < len(emb.labels.shown) <= len(offered)
+    # past the box's cap Qt keeps the paste's start, and the window says so
+    from explorer.main_window import MAX_PROMPT_CHARS
+
+    assert len(text) == MAX_PROMPT_CHARS
+    w.statusBar().clearMessage()
+    w.prompt_box.setText("x" + text)
+    assert w.prompt_box.text() == ("x" + text)[:MAX_PROMPT_CHARS]
+    assert f"limit of {MAX_PROMPT_CHARS:,} characters" in w.statusBar().currentMessage()
+    with qtbot.waitSignal(w.viewsDrawn, timeout=60000,
+                          check_params_cb=lambda: w.explained_full
+                          and w.state.explanation.prompt == w.prompt_box.text()):
+        pass
 
 
 def test_training_curves_against_progress_with_readable_names(make_window, qtbot):
