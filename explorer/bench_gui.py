@@ -284,6 +284,7 @@ def long_prompt(app, win, chars: int = LONG_PROMPT_CHARS, timeout: float = 300.0
     text = " ".join(default_corpus_path().read_text(encoding="utf-8").split())
     text = (text * (chars // max(len(text), 1) + 1))[:chars]
     _settle(app, win)
+    typed = win.prompt_box.text()
     drawn = [False]
 
     def on_drawn() -> None:
@@ -300,8 +301,11 @@ def long_prompt(app, win, chars: int = LONG_PROMPT_CHARS, timeout: float = 300.0
     out = beat.stop()
     win.viewsDrawn.disconnect(on_drawn)
     ex = win.state.explanation
-    return {"chars": chars, "tokens": int(len(ex.ids)) if ok else None, "ok": ok,
-            "drawn_s": secs, "rss_extra_mb": (beat.rss_peak - before) / 2**20, **out}
+    result = {"chars": chars, "tokens": int(len(ex.ids)) if ok else None, "ok": ok,
+              "drawn_s": secs, "rss_extra_mb": (beat.rss_peak - before) / 2**20, **out}
+    win.prompt_box.setText(typed)  # the later measurements start from the typed prompt
+    _settle(app, win)
+    return result
 
 
 def startup(folder: Path, label: str, timeout: float = 900.0) -> dict:
