@@ -347,6 +347,10 @@ def explain_cost(win, text: str, repeats: int = 5) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    for c in args.corpus:  # as the window's own command checks them
+        if not Path(c).exists():
+            sys.stderr.write(f"noisekey: error: {c}: no such file or folder\n")
+            return 2
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from explorer import settings
     from explorer.app import make_app
@@ -361,9 +365,11 @@ def main(args: argparse.Namespace) -> int:
         win = MainWindow(corpora=[str(c) for c in args.corpus] or None, prompt="")
         win.resize(1500, 950)
         win.show()
-        ok = _wait(app, lambda: win.model is not None, 900.0)
+        ok = _wait(app, lambda: win.model is not None or bool(win.last_error), 900.0)
+        ok = ok and win.model is not None
         if not ok:
             sys.stderr.write(f"noisekey: error: no model: {win.last_error}\n")
+            win.close()  # its threads end with it
             return 2
         results["typing"] = typing_latency(app, win, args.text or TEXT, args.keystrokes)
         results["explain_ms_last"] = 1000.0 * win.explain_seconds

@@ -27,7 +27,7 @@ def register_gui(bench_sub: argparse._SubParsersAction) -> None:
                    help="keystrokes in the scripted typing run (default 60)")
     p.add_argument("--text", default=None, help="text typed (default: a sentence)")
     p.add_argument("--no-training", action="store_true",
-                   help="skip the stall measurement (it trains the default corpus)")
+                   help="skip the stall measurement (it trains the window's corpora again)")
     p.add_argument("--no-long-prompt", action="store_true",
                    help="skip pasting a 100,000-character prompt (stalls, memory)")
     p.add_argument("--no-startup", action="store_true",

@@ -538,3 +538,22 @@ def test_open_and_recent_of_a_self_referencing_symlink(qtbot, tmp_path, monkeypa
     finally:
         w.close()
         settings.use_settings_dir(None)
+
+
+# ------------------------------------------------------------------- bench gui
+
+BENCH_GUI = "from explorer.cli import main; raise SystemExit(main())"
+
+
+@pytest.mark.parametrize("kind", ["missing", "binary"])
+def test_bench_gui_refuses_a_bad_corpus_at_once(tmp_path, kind):
+    """One line, exit 2, no hang (it had waited 15 minutes for a model) and no abort."""
+    path = tmp_path / "corpus.txt"
+    if kind == "binary":
+        path.write_bytes(bytes(range(256)) * 64)
+    r = run(BENCH_GUI, "bench", "gui", path, "--no-startup", "--no-training",
+            "--no-long-prompt", "--keystrokes", "2", timeout=120,
+            env={**os.environ, "QT_QPA_PLATFORM": "offscreen",
+                 "NOISEKEY_SETTINGS_DIR": str(tmp_path / "settings"),
+                 "NOISEKEY_CACHE_DIR": str(tmp_path / "models")})
+    assert_refused(r, str(path), "no such file" if kind == "missing" else "binary")
