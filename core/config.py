@@ -200,8 +200,14 @@ SETTINGS: tuple[Setting, ...] = (
     # 8-gram on validation slices (docs -907 / -130 tokens of top-1 / top-5 and
     # +0.076 bits, quotations -70 / +15 and +0.020); at 8 it ties it on both
     _s("b_order", "B order",
-       "order of B's Kneser-Ney transition over the noise bank (2..8; files without it: 3)",
-       int, 5, 2, 8, by_tokenizer=(("byte", 8),)),
+       "order of B's Kneser-Ney transition over the noise bank (files without it: 3)",
+       int, 5, 2, 16, by_tokenizer=(("byte", 8),)),
+    # bytes: 12, kept per corpus only where a slice of the training part is at
+    # least as good on top-1, top-5 and bits (core.b_order); words: no search
+    _s("b_order_try", "B order tried",
+       "a longer order for B, kept if a held-out slice of the training part is at least as "
+       "good on top-1, top-5 and bits (0: keep b_order)",
+       int, 0, 0, 16, by_tokenizer=(("byte", 12),)),
     _s("c_neighbours", "C neighbours", "nearest training windows that vote in C", int, 4, 1, 256),
     _s("c_bandwidth", "C bandwidth",
        "C's vote weight exp(-Δδ / (bandwidth · key scale))", float, 0.05, 0.0, 100.0,

@@ -80,6 +80,7 @@ from pathlib import Path
 import numpy as np
 
 from core import modelfile
+from core.b_order import choose_b_order
 from core.baselines import KneserNey
 from core.config import SCHEMA_VERSION, TrainConfig
 from core.corpus import Corpus, load_corpus
@@ -677,9 +678,12 @@ def train(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     clock = StageClock(progress)
     corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), clock, cancel)
     t1 = time.perf_counter()
+    cfg, choice = choose_b_order(corpus, cfg, clock, cancel)
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
     counts = count(corpus, cfg, keys, clock, cancel)
     model = from_counts(cfg, corpus.vocab, counts, keys, clock, cancel, t1 - t0, t1)
+    if choice is not None:
+        model.figures["b_order_choice"] = choice
     model.figures["stage_seconds"] = clock.seconds()
     return model
 

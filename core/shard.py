@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.b_order import choose_b_order
 from core.config import TrainConfig
 from core.corpus import Corpus
 from core.counting import Counts, count, merge_counts
@@ -76,6 +77,7 @@ def train_sharded(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     t0 = time.perf_counter()
     corpus, cfg = corpus_and_config(paths_or_corpus, config or TrainConfig(), progress, cancel)
     t1 = time.perf_counter()
+    cfg, choice = choose_b_order(corpus, cfg, progress, cancel)  # on the whole corpus, once
     keys = KeyStore(len(corpus.vocab), cfg.dim, cfg.seed).keys
     parts = corpus.shards(shards)
     if scheduler == "inline":
@@ -106,4 +108,6 @@ def train_sharded(paths_or_corpus: Corpus | str | Path | Sequence[str | Path],
     counts = merge_counts(counted, cfg, len(corpus.vocab))
     model = from_counts(cfg, corpus.vocab, counts, keys, progress, cancel, t1 - t0, t1)
     model.figures["shards"] = int(shards)
+    if choice is not None:
+        model.figures["b_order_choice"] = choice
     return model

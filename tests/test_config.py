@@ -302,4 +302,9 @@ def test_b_order_defaults_by_tokenizer():
     assert config_from_args(p.parse_args(["--tokenizer", "byte"])).b_order == 8
     assert config_from_args(p.parse_args(["--tokenizer", "byte", "--b-order", "6"])).b_order == 6
     with pytest.raises(ValueError, match="b_order"):
-        TrainConfig(tokenizer="byte", b_order=9)
+        TrainConfig(tokenizer="byte", b_order=17)
+    # a longer order is tried for bytes only (core.b_order)
+    t = setting("b_order_try")
+    assert (t.default_for("word"), t.default_for("byte")) == (0, 12)
+    assert config_from_args(p.parse_args(["--tokenizer", "byte",
+                                          "--b-order-try", "0"])).b_order_try == 0

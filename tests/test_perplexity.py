@@ -132,7 +132,7 @@ def test_eval_reports_the_chosen_order_beside_the_trigram(capsys):
                  *small]) == 0
     text = capsys.readouterr().out
     assert "KN trigram" in text and "KN 5-gram" in text and "bits/token" in text
-    assert main(["eval", str(SAMPLES / "builtins.tsv"), "--kn-order", "9", "-q"]) == 2
+    assert main(["eval", str(SAMPLES / "builtins.tsv"), "--kn-order", "17", "-q"]) == 2
     assert "--kn-order" in capsys.readouterr().err
 
 

@@ -5,7 +5,7 @@ Modules: :mod:`core.baselines.kneser_ney` (the n-gram),
 :mod:`core.baselines.retrieval` (TF-IDF nearest-input retrieval and the
 bag-of-words cosine the layer signatures are measured against).
 
-* :class:`KneserNey` — an interpolated Kneser-Ney n-gram of any order 2..8
+* :class:`KneserNey` — an interpolated Kneser-Ney n-gram of any order 2..16
   over token ids (Chen & Goodman 1998). ``discount=0.75`` gives the classic
   single-discount baseline; ``discount="modified"`` gives modified KN with
   three discounts per order (D1, D2, D3+) estimated from that order's counts

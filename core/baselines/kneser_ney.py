@@ -1,4 +1,4 @@
-"""The interpolated (modified) Kneser-Ney n-gram of any order 2..8.
+"""The interpolated (modified) Kneser-Ney n-gram of any order 2..16.
 
 Counting helpers (``trigram_contexts``, ``ngram_history``,
 ``modified_discounts``) and :class:`KneserNey`; the kernels live in
@@ -108,7 +108,7 @@ class KneserNey:
         modified-KN discounts of :func:`modified_discounts`, three per order
         (D1, D2, D3+) from that order's counts of counts.
     order : int
-        2..8 (3 by default: the trigram the model's B path and the figures
+        2..16 (3 by default: the trigram the model's B path and the figures
         have always used).
     uniform : bool
         Close the recursion with the uniform 0-gram ``1/V`` in :meth:`topk`
@@ -135,8 +135,8 @@ class KneserNey:
     def __init__(self, V: int, discount: float | str = 0.75, order: int = 3,
                  uniform: bool = False) -> None:
         order = int(order)
-        if not 2 <= order <= 8:
-            raise ValueError(f"Kneser-Ney order must be 2..8, got {order}")
+        if not 2 <= order <= 16:
+            raise ValueError(f"Kneser-Ney order must be 2..16, got {order}")
         self.V = int(V)
         self.discount = discount
         self.order = order

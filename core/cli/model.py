@@ -139,7 +139,7 @@ def register(sub, bench_sub) -> None:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--kn-order", type=int, default=None, metavar="N",
                    help="order of the modified Kneser-Ney n-gram reported beside the "
-                        "trigram (2-8; default 5, 8 for --tokenizer byte)")
+                        "trigram (2-16; default 5, 8 for --tokenizer byte)")
     e.add_argument("--layers", action="store_true",
                    help="also the layer figures (core.cli.layers.eval_layers)")
     _settings_args(e)
@@ -353,8 +353,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not 0 < args.split < 1:
         raise UserError(f"--split must be between 0 and 1, got {args.split}")
-    if args.kn_order is not None and not 2 <= args.kn_order <= 8:
-        raise UserError(f"--kn-order must be 2..8, got {args.kn_order}")
+    if args.kn_order is not None and not 2 <= args.kn_order <= 16:
+        raise UserError(f"--kn-order must be 2..16, got {args.kn_order}")
     cfg = config_from_args(args)
     progress = _progress(args)
     corpus = load_corpus(args.corpus, cfg.tokenizer, cfg.min_count, progress=progress)
