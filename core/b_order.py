@@ -35,7 +35,8 @@ from core.baselines import KneserNey
 from core.config import TrainConfig
 from core.corpus import Cancelled, Corpus
 
-__all__ = ["MAX_SLICE", "MIN_SLICE", "SLICE_FIT", "choose_b_order", "slice_figures"]
+__all__ = ["MAX_SLICE", "MIN_SLICE", "SLICE_FIT", "b_order_text", "choose_b_order",
+           "slice_figures"]
 
 #: Share of the training corpus the candidates are counted on; the rest is the slice.
 SLICE_FIT = 0.9
@@ -92,3 +93,17 @@ def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None
         report["chosen"] = longest
         cfg = dataclasses.replace(cfg, b_order=longest)
     return cfg, report
+
+
+def b_order_text(report: dict | None, order: int) -> str:
+    """One line for ``noisekey train`` and ``eval``: B's order and how it was chosen."""
+    if not report:
+        return f"{order}"
+    base, longest = report["orders"]
+    if "skipped" in report:
+        return f"{order} ({longest} not tried: {report['skipped']})"
+    a, b = report["figures"]
+    how = (f"on a slice of {report['slice_tokens']:,} training tokens, {longest} against {base}: "
+           f"top-1 {b['top1'] - a['top1']:+,d}, top-5 {b['top5'] - a['top5']:+,d}, "
+           f"bits {b['bits'] - a['bits']:+.4f}")
+    return f"{order}, {'chosen' if report['chosen'] == longest else 'kept'} ({how})"

@@ -149,6 +149,7 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     Kneser-Ney n-gram of order ``kn_order`` (``kn_order_*``; default 5, 8
     for bytes).
     """
+    from core.b_order import b_order_text
     from core.baselines import KneserNey, Retrieval, trigram_contexts
     from core.counting import closed_stream
     from core.model import train
@@ -164,6 +165,8 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     out["train_tokens_per_s"] = f["tokens_per_second"]
     out["core_train_seconds"] = f["train_seconds"]
     out["win_rate_c"] = f["win_rate_c"]
+    out["b_order"] = int(model.config.b_order)
+    out["b_order_text"] = b_order_text(f.get("b_order_choice"), model.config.b_order)
     te = te.with_vocab(model.vocab)
     # Kneser-Ney trigram: counting pass timed in this process
     t0 = time.perf_counter()

@@ -86,3 +86,15 @@ def test_the_model_counts_b_at_the_chosen_order_and_says_so(tmp_path):
 def test_cancel_while_choosing(docs_bytes):
     with pytest.raises(Cancelled):
         choose_b_order(docs_bytes, TrainConfig(tokenizer="byte"), cancel=lambda: True)
+
+
+def test_the_choice_is_told_in_one_line():
+    from core.b_order import b_order_text
+
+    f = [{"top1": 10, "top5": 20, "bits": 2.0}, {"top1": 14, "top5": 19, "bits": 1.99}]
+    rep = {"orders": [8, 12], "chosen": 8, "slice_tokens": 41711, "figures": f}
+    assert b_order_text(rep, 8) == ("8, kept (on a slice of 41,711 training tokens, 12 against 8: "
+                                    "top-1 +4, top-5 -1, bits -0.0100)")
+    assert b_order_text({**rep, "chosen": 12}, 12).startswith("12, chosen (")
+    assert "not tried" in b_order_text({**rep, "skipped": "slice of 9 tokens"}, 8)
+    assert b_order_text(None, 5) == "5"

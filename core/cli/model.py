@@ -165,6 +165,7 @@ def _progress(args) -> Progress:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from core.b_order import b_order_text
     from core.model import train
     from core.modelfile import check_out_path
 
@@ -197,6 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if f.get("stage_seconds"):
         print("stages          " + " · ".join(f"{k} {v:.2f}" for k, v in f["stage_seconds"].items())
               + " s")
+    print(f"B's order       {b_order_text(f.get('b_order_choice'), model.config.b_order)}")
     print(f"leave-one-out   top-1  B {f['loo_top1_b']:.4f}   C {f['loo_top1_c']:.4f}   "
           f"gated {f['loo_top1_running']:.4f}")
     print(f"B-vs-C          C wins {100 * f['win_rate_c']:.1f}% of decided steps")
@@ -324,6 +326,7 @@ def _print_eval(name: str, r: dict) -> None:
           f"{_bits(r['kn_order_bits'])}  (modified discounts)")
     print(f"  B alone       {r['b_top1']:.4f}            {_bits(r['b_bits'])}  "
           f"(exact-bank decoding)")
+    print(f"B's order       {r['b_order_text']}")
     print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped)")
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
