@@ -87,7 +87,7 @@ def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None
     held_s = np.asarray(held.stream[:MAX_SLICE], np.int32)
     report: dict = {"orders": [base, longest], "chosen": base, "slice_tokens": int(held_s.size)}
     if held_s.size < MIN_SLICE:
-        report["skipped"] = f"slice of {held_s.size:,} tokens (under {MIN_SLICE:,})"
+        report["skipped"] = f"a slice of {held_s.size:,} tokens, under {MIN_SLICE:,}"
         return cfg, report
     stream = closed_stream(fit.stream[-MAX_FIT:])
     figures = []

@@ -311,6 +311,7 @@ def _print_eval(name: str, r: dict) -> None:
     print(f"training        {r['core_train_seconds']:.2f} s   "
           f"{r['train_tokens_per_s']:,.0f} tokens/s   (trigram counting pass "
           f"{r['kn_count_seconds']:.3f} s, {r['kn_tokens_per_s']:,.0f} tokens/s)")
+    print(f"B's order       {r['b_order_text']}")
     print("next token      top-1    top-5    bits/token")
     print(f"  model         {r['model_top1']:.4f}   {r['model_top5']:.4f}   "
           f"{_bits(r['model_bits'])}  (mean gate toward C {r['gate_mean']:.2f}; C's mass read "
@@ -326,7 +327,6 @@ def _print_eval(name: str, r: dict) -> None:
           f"{_bits(r['kn_order_bits'])}  (modified discounts)")
     print(f"  B alone       {r['b_top1']:.4f}            {_bits(r['b_bits'])}  "
           f"(exact-bank decoding)")
-    print(f"B's order       {r['b_order_text']}")
     print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped)")
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
