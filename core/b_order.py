@@ -69,6 +69,11 @@ def slice_figures(kn: KneserNey, stream: np.ndarray, k: int = 5) -> dict:
             "bits": float(kn.perplexity(s)["bits"]), "tokens": int(s.size)}
 
 
+def _check(cancel: Callable[[], bool] | None) -> None:
+    if cancel is not None and cancel():
+        raise Cancelled("training cancelled while choosing B's order")
+
+
 def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None = None,
                    cancel: Callable[[], bool] | None = None) -> tuple[TrainConfig, dict | None]:
     """The settings with B's order chosen on a slice of ``corpus`` (see the module docstring).
@@ -92,11 +97,13 @@ def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None
     stream = closed_stream(fit.stream[-MAX_FIT:])
     figures = []
     for i, order in enumerate((base, longest)):
-        if cancel is not None and cancel():
-            raise Cancelled("training cancelled while choosing B's order")
+        _check(cancel)
         if progress is not None:
             progress("counting", 0.05 * i, {"detail": f"trying B's order {order}"})
-        kn = KneserNey(len(fit.vocab), "modified", order).add_stream(stream).finalize()
+        kn = KneserNey(len(fit.vocab), "modified", order).add_stream(stream)
+        _check(cancel)
+        kn.finalize()
+        _check(cancel)
         figures.append(slice_figures(kn, held_s))
     a, b = figures
     report["figures"] = figures

@@ -83,9 +83,18 @@ def test_the_model_counts_b_at_the_chosen_order_and_says_so(tmp_path):
     np.testing.assert_array_equal(back.counts.kn.topk_history(H)[0], m.counts.kn.topk_history(H)[0])
 
 
-def test_cancel_while_choosing(docs_bytes):
-    with pytest.raises(Cancelled):
-        choose_b_order(docs_bytes, TrainConfig(tokenizer="byte"), cancel=lambda: True)
+@pytest.mark.parametrize("polls", [0, 1, 2, 4])
+def test_cancel_while_choosing(docs_bytes, polls):
+    """Polled before and after each count and its finalizing, not only at the start."""
+    seen = []
+
+    def cancel():
+        seen.append(1)
+        return len(seen) > polls
+
+    with pytest.raises(Cancelled, match="B's order"):
+        choose_b_order(docs_bytes, TrainConfig(tokenizer="byte"), cancel=cancel)
+    assert len(seen) == polls + 1
 
 
 def test_the_choice_is_told_in_one_line():
