@@ -76,37 +76,53 @@ def aligned_events(in_ids, in_offsets, out_ids, out_offsets) -> tuple[np.ndarray
 
 @njit(cache=True, nogil=True)
 def _kmeanspp(X, w, P, seed):
-    """k-means++ seeding: next centre drawn with probability ∝ w_i · min_c ||x_i − c||²."""
+    """k-means++ seeding: next centre drawn with probability ∝ w_i · min_c ||x_i − c||².
+
+    The distances to each new centre are summed coordinate by coordinate over
+    a transposed copy of ``X``, so the loop over points vectorizes; each
+    point's sum keeps the order of the coordinates (the same float64 values
+    as a row-by-row sum, hence the same draws).
+    """
     np.random.seed(seed)
     n, d = X.shape
+    XT = np.empty((d, n), np.float32)
+    for i in range(n):
+        for j in range(d):
+            XT[j, i] = X[i, j]
     C = np.empty((P, d), np.float32)
     cw = np.cumsum(w)
     first = np.searchsorted(cw, np.random.random() * cw[-1])
     for j in range(d):  # element copies: a row assignment compiles numba's shape-error text
         C[0, j] = X[min(first, n - 1), j]
-    best = np.empty(n, np.float64)
-    for i in range(n):
-        s = 0.0
-        for j in range(d):
-            t = X[i, j] - C[0, j]
-            s += t * t
-        best[i] = s
+    best = np.zeros(n, np.float64)
+    _add_sq_dists(XT, C, 0, best)
+    acc = np.empty(n, np.float64)
     for c in range(1, P):
-        acc = np.cumsum(best * w)
-        if acc[-1] <= 0:
+        cum = np.cumsum(best * w)
+        if cum[-1] <= 0:
             pick = np.random.randint(n)
         else:
-            pick = min(np.searchsorted(acc, np.random.random() * acc[-1]), n - 1)
+            pick = min(np.searchsorted(cum, np.random.random() * cum[-1]), n - 1)
         for j in range(d):
             C[c, j] = X[pick, j]
+        acc[:] = 0.0
+        _add_sq_dists(XT, C, c, acc)
         for i in range(n):
-            s = 0.0
-            for j in range(d):
-                t = X[i, j] - C[c, j]
-                s += t * t
-            if s < best[i]:
-                best[i] = s
+            if acc[i] < best[i]:
+                best[i] = acc[i]
     return C
+
+
+@njit(cache=True, nogil=True)
+def _add_sq_dists(XT, C, c, acc):
+    """``acc[i] += Σ_j (x_ij − C_cj)²`` over ``XT`` [d, n], in coordinate order."""
+    d, n = XT.shape
+    for j in range(d):
+        cj = C[c, j]
+        row = XT[j]
+        for i in range(n):
+            t = row[i] - cj
+            acc[i] += t * t
 
 
 @njit(cache=True, nogil=True)
