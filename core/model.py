@@ -465,12 +465,13 @@ class Model:
 
     # ------------------------------------------------------------------ views
     def explain(self, prompt: str, method: str = "greedy", layers_stop_below: float | None = None,
-                **kw) -> Explanation:
+                max_estimates: int | None = None, **kw) -> Explanation:
         """Everything the four views draw for ``prompt`` (see :mod:`core.explain`).
 
         ``layers_stop_below`` skips the layers above the first reconstructed
-        with a lower accuracy (:func:`core.reconstruct.layer_accuracy`); ``kw``
-        goes to :meth:`generate`.
+        with a lower accuracy (:func:`core.reconstruct.layer_accuracy`);
+        ``max_estimates`` leaves the layers' estimate lookups out when they
+        would be more (:meth:`layer_info`); ``kw`` goes to :meth:`generate`.
 
         Greedy is computed by speculative verification and returned as
         greedy's generation (no draft flags): its output and trajectory are
@@ -492,17 +493,24 @@ class Model:
             prototypes=self.counts.bank.prototypes,
             generation=gen,
             index_stats=self.index.stats(),
-            layers=self.layer_info(ids, layers_stop_below),
+            layers=self.layer_info(ids, layers_stop_below, max_estimates),
         )
 
-    def layer_info(self, ids: np.ndarray, stop_below: float | None = None) -> LayerInfo:
-        """The prompt's layers (:func:`core.signatures.layer_info`), similar training sentences."""
+    def layer_info(self, ids: np.ndarray, stop_below: float | None = None,
+                   max_estimates: int | None = None) -> LayerInfo:
+        """The prompt's layers (:func:`core.signatures.layer_info`), similar training sentences.
+
+        With them the hash lookups of the layers' least-squares estimates
+        (:func:`core.explain.estimate_probes`), unless there would be more
+        than ``max_estimates`` (None: any number).
+        """
         from core.signatures import layer_info
 
         # the hash index snaps the queries near a key, its exact search the
         # least-squares start (core.reconstruct.reconstruct_linear)
         return layer_info(ids, self.keys, self.index, self.config.op,
-                          similar=lambda q, k: self.similar(q, k), k=5, stop_below=stop_below)
+                          similar=lambda q, k: self.similar(q, k), k=5, stop_below=stop_below,
+                          max_estimates=max_estimates)
 
     def similar(self, prompt: str | np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """Nearest training outputs by layer signature: ``[(text, cosine), ...]``, best first."""

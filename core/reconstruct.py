@@ -395,6 +395,46 @@ def _exact_search(index):
     return index.exact_search() if _is_hash(index) else index
 
 
+def least_squares_start(Y: np.ndarray, A: np.ndarray, keys: np.ndarray, index=None,
+                        P: np.ndarray | None = None) -> np.ndarray:
+    """The regularised least-squares estimate of every position's key (step 1 above).
+
+    ``X0 = mu + A^+ (Y - A mu)``: of the solutions of ``A X = Y`` (or the
+    least-squares ones), the one nearest the key mean ``mu``, position by
+    position. It lies far from every key (the true key at ~0.8, the next at
+    ~1.3, d = 32), and a position's true key is its nearest one in >= 92% of
+    cases in the middle of a sentence and in 0-5% at the two ends.
+
+    Parameters
+    ----------
+    Y : float32 [r, d] or [B, r, d]
+        The linear images (a mean layer ``Lm``: ``r = n - 1 - m``).
+    A : float [r, n]
+        The map (:func:`core.layers.mean_layer_matrix`).
+    keys : float32 [V, d]
+    index : optional
+        Its ``key_mean`` (float64 [d]) is used when it has one; otherwise
+        the mean of ``keys``.
+    P : float64 [n, r], optional
+        ``pinv(A)`` if already at hand.
+
+    Returns
+    -------
+    float32 [n, d] or [B, n, d]
+    """
+    Y = np.asarray(Y, np.float32)
+    single = Y.ndim == 2
+    Y = Y[None] if single else Y
+    A = np.asarray(A, np.float64)
+    P = _pinv(A) if P is None else P
+    mu = getattr(index, "key_mean", None)
+    if mu is None:
+        mu = np.asarray(keys, np.float32).mean(0, dtype=np.float64)
+    X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
+    X0 = X0.astype(np.float32)
+    return X0[0] if single else X0
+
+
 def reconstruct_linear(
     Y: np.ndarray,
     A: np.ndarray,
@@ -476,14 +516,10 @@ def reconstruct_linear(
     P = _pinv(A)  # [n, r]
     a2 = (A * A).sum(0)
     a2 = np.where(a2 > 0, a2, 1.0)
-    mu = getattr(far, "key_mean", None)
-    if mu is None:
-        mu = keys.mean(0, dtype=np.float64)
-    X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
+    X0 = least_squares_start(Y, A, keys, far, P)
     kf = min(k if first_k is None else first_k, keys.shape[0])  # the exact search's width
     n = A.shape[1]
     w = n if band is None or not grow or margin is None else min(n, band.shape[0] + 2 * margin)
-    X0 = X0.astype(np.float32)
     if w < n:
         # the recursion needs one block of m+2 right keys: snap only the middle
         # exactly (where the least-squares start is best), the rest through the index

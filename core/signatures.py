@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from core.explain import LayerInfo
+from core.explain import LayerInfo, estimate_probes
 from core.layers import OPS, _op_code, hierarchy, layer
 from core.reconstruct import layer_accuracy, most_compressible, reconstruct
 
@@ -226,6 +226,7 @@ def layer_info(
     stop_below: float | None = None,
     max_tokens: int | None = MAX_LAYER_TOKENS,
     max_similar_tokens: int | None = MAX_SIMILAR_TOKENS,
+    max_estimates: int | None = None,
 ) -> LayerInfo:
     """Layers of a prompt, their reconstruction accuracy and nearest sentences.
 
@@ -243,6 +244,9 @@ def layer_info(
     max_tokens : layers over the last this many tokens only (None: all);
         :attr:`LayerInfo.start` says where they begin
     max_similar_tokens : ``similar`` is called with the last this many ids
+    max_estimates : the estimate lookups (:func:`core.explain.estimate_probes`,
+        mean layers with a hash ``index``) are left out when there would be
+        more (``LayerInfo.estimates_skipped``); None: any number
     """
     ids = np.asarray(ids, np.int64)
     keys = np.ascontiguousarray(keys, np.float32)
@@ -260,5 +264,12 @@ def layer_info(
             sim = list(similar(q))
     else:
         sim = list(similar or [])
+    est, skipped = [], False
+    if op == "mean" and n >= 2 and index is not None:
+        done = np.isfinite(acc)
+        count = n * int(np.argmin(done) if not done.all() else done.size)
+        skipped = max_estimates is not None and count > max_estimates
+        if not skipped:
+            est = estimate_probes(win, layers, acc, keys, index, start)
     return LayerInfo(op=op, layers=layers, accuracy=acc, chosen=most_compressible(acc, tol),
-                     similar=sim, start=start)
+                     similar=sim, start=start, estimates=est, estimates_skipped=skipped)

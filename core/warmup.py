@@ -122,7 +122,7 @@ def run_workload(progress: Callable[[str, float], None] | None = None,
     model.explain("the function")
     # the window's fast explanation while typing (explorer.explanation.options)
     model.explain("the function returns a new list of", method="greedy", max_len=16,
-                  layers_stop_below=0.5)
+                  layers_stop_below=0.5, max_estimates=64)
     model.similar("the function")
 
 

@@ -15,7 +15,8 @@ and the model, and draws what the scheduler hands it):
   (:class:`explorer.worker.ExplainMemo`).
 * While typing, a cheaper explanation is asked for (``max_len`` capped,
   narrower beam, fewer SMC particles, no reconstruction above the first
-  failed layer); when typing pauses for :data:`FULL_AFTER_MS` the full one
+  failed layer, no layer estimate lookups past
+  :data:`FAST_MAX_ESTIMATES`); when typing pauses for :data:`FULL_AFTER_MS` the full one
   replaces it, unless the fast one already equals it (greedy, nothing
   capped or left out).
 * Every explanation handed to the views has the runners-up of each step's
@@ -54,6 +55,8 @@ FAST_MAX_LEN = 16
 FAST_WIDTH = {"beam": 2, "smc": 4}
 # and layers above the first reconstructed below this accuracy are left out
 FAST_LAYERS_STOP_BELOW = 0.5
+# and the layers' estimate lookups when there are more (about 60 µs each)
+FAST_MAX_ESTIMATES = 64
 # training tokens a new model explains, result dropped, to load its kernels (warm_up)
 WARM_TOKENS = 8
 
@@ -195,15 +198,17 @@ class ExplanationScheduler(QObject):
         if not full:
             kw["max_len"] = FAST_MAX_LEN
             kw["layers_stop_below"] = FAST_LAYERS_STOP_BELOW
+            kw["max_estimates"] = FAST_MAX_ESTIMATES
             if method in FAST_WIDTH:
                 kw["width"] = FAST_WIDTH[method]
         return kw
 
     def _fast_is_full(self, ex) -> bool:
-        """The fast explanation equals the full one (greedy, no cut length or layers)."""
+        """The fast explanation equals the full one (greedy, nothing cut or left out)."""
         return "width" not in self.options(False) and \
             len(ex.generation.steps) < FAST_MAX_LEN and \
-            not np.isnan(np.asarray(ex.layers.accuracy)).any()
+            not np.isnan(np.asarray(ex.layers.accuracy)).any() and \
+            not ex.layers.estimates_skipped
 
     def request(self, full: bool = True) -> None:
         """Ask the explainer for the settled prompt's explanation (newest request wins)."""

@@ -433,6 +433,10 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, p=proj: self.state.set_projection(p))
             self.state.projectionChanged.connect(lambda p, a=a, q=proj: a.setChecked(p == q))
             vm.addAction(a)
+        vm.addSeparator()
+        self.lookup_actions = self._lookup_actions(self)
+        for a in self.lookup_actions.values():
+            vm.addAction(a)
         hm = mb.addMenu("&Help")
         self.act_shortcuts = QAction("&Keyboard shortcuts", self, shortcut="F1")
         self.act_shortcuts.triggered.connect(lambda: self._message("Keyboard shortcuts",
@@ -554,8 +558,30 @@ class MainWindow(QMainWindow):
                     a = menu.addAction(f"Export {view.title} view as {fmt.upper()}…")
                     a.triggered.connect(lambda _=False, v=view, f=fmt: self.export_dialog(v, f))
 
+    def _lookup_actions(self, parent, follow: bool = True) -> dict:
+        """Checkable actions choosing the hash lookup the bucket view shows (``state.lookup``).
+
+        ``follow``: the actions track the state (the View menu's); a context
+        menu's are checked once, when it opens.
+        """
+        from explorer.view_buckets import QUERY_NAMES
+
+        out = {}
+        for name, label in QUERY_NAMES.items():
+            a = QAction(f"Hash buckets: {label}", parent, checkable=True)
+            a.setChecked(name == self.state.lookup)
+            a.triggered.connect(lambda _=False, n=name: self.state.set_lookup(n))
+            if follow:
+                self.state.lookupChanged.connect(lambda v, a=a, n=name: a.setChecked(v == n))
+            out[name] = a
+        return out
+
     def _view_menu(self, view: BaseView) -> QMenu:
         m = QMenu(self)
+        if view is self.views.get("buckets"):
+            for a in self._lookup_actions(m, follow=False).values():
+                m.addAction(a)
+            m.addSeparator()
         for fmt in exporters.FORMATS:
             a = m.addAction(f"Export {view.title} view as {fmt.upper()}…")
             a.triggered.connect(lambda _=False, v=view, f=fmt: self.export_dialog(v, f))

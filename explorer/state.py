@@ -20,6 +20,11 @@ Design choices (the spec is silent):
   in every view.
 * ``step`` indexes the generated steps of the current explanation; ``layer``
   indexes the prompt's hierarchy L0..Ln.
+* ``lookup`` says which hash lookup the bucket view shows: ``"step"``, the
+  snap of the generated ``step``, or ``"layer"``, the lookup of ``layer``'s
+  least-squares estimate of the selected prompt token. Pointing at a layer
+  (the Layers view) asks for ``"layer"``, pointing at a step (the
+  trajectory) for ``"step"``; the View menu sets it directly.
 * Setters emit only on change, so a view writing back the value it was told
   cannot start a signal loop.
 """
@@ -33,6 +38,7 @@ from PySide6.QtCore import QObject, Signal
 from core.explain import Explanation
 
 PROJECTIONS = ("pca", "random")
+LOOKUPS = ("step", "layer")
 
 
 class ExplorerState(QObject):
@@ -45,6 +51,8 @@ class ExplorerState(QObject):
         Vocabulary id, -1 for none.
     stepChanged(int)
     layerChanged(int)
+    lookupChanged(str)
+        ``"step"`` or ``"layer"``: the hash lookup the bucket view shows.
     projectionChanged(str)
     modelChanged(object)
         The model now in use (the last good one).
@@ -56,6 +64,7 @@ class ExplorerState(QObject):
     tokenSelected = Signal(int)
     stepChanged = Signal(int)
     layerChanged = Signal(int)
+    lookupChanged = Signal(str)
     projectionChanged = Signal(str)
     modelChanged = Signal(object)
     explanationChanged = Signal(object)
@@ -67,6 +76,7 @@ class ExplorerState(QObject):
         self._token_text: str | None = None  # the selection's key
         self._step = 0
         self._layer = 0
+        self._lookup = "step"
         self._projection = "pca"
         self._model: object | None = None
         self._explanation: Explanation | None = None
@@ -92,6 +102,10 @@ class ExplorerState(QObject):
     @property
     def layer(self) -> int:
         return self._layer
+
+    @property
+    def lookup(self) -> str:
+        return self._lookup
 
     @property
     def projection(self) -> str:
@@ -162,6 +176,13 @@ class ExplorerState(QObject):
         if layer != self._layer:
             self._layer = layer
             self.layerChanged.emit(layer)
+
+    def set_lookup(self, name: str) -> None:
+        if name not in LOOKUPS:
+            raise ValueError(f"unknown lookup {name!r}; choose from {LOOKUPS}")
+        if name != self._lookup:
+            self._lookup = name
+            self.lookupChanged.emit(name)
 
     def set_projection(self, name: str) -> None:
         if name not in PROJECTIONS:

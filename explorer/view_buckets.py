@@ -25,6 +25,20 @@ under the index's metric; the view computes no distance). A caption row
 under the plots says what the breakdown shows: the winner and its δ, or
 "exact match" and the runners-up with theirs.
 
+Two kinds of lookup (``state.lookup``: clicking a layer in the Layers view
+asks for the second, clicking a step in the trajectory for the first, the
+View menu and the header's right-click menu choose either): the snap of
+``state.step`` as above, or the lookup of a
+layer's least-squares estimate of a prompt token
+(:class:`core.explain.EstimateProbe`: layer ``state.layer``, the selected
+token's first position in the layers' span, else the span's first token).
+Those queries lie away from every key, so the winner has δ > 0, and the
+buckets may miss the prompt's true key: it is ringed on the strip and the
+caption names its δ and its rank among the candidates (or "not gathered").
+Design choice: the step lookup stays the default, as it is what produced
+the generated text; the layer estimates come with the full explanation
+(left out of the fast one while a long prompt is typed).
+
 Legends are rows outside the plots (the strip's above it, the breakdown's
 caption below); nothing is written over the strip or the heatmap.
 
@@ -59,6 +73,8 @@ from explorer.view_base import (
 )
 
 RUNNER_COLOURS = ("#ff7f0e", "#2ca02c", "#8c564b", "#17becf")  # runners-up 1, 2, 3, 4
+TRUTH_COLOUR = "#d62728"  # the prompt's own token of a layer estimate
+QUERY_NAMES = {"step": "generated step's snap", "layer": "layer estimate"}
 
 
 class BucketsView(BaseView):
@@ -83,7 +99,14 @@ class BucketsView(BaseView):
         "at distance 0 and every term of its breakdown is zero — the model's exact snap. The "
         "breakdown then shows what the winner beat: the heatmap holds the nearest runner-up "
         "candidate's terms and the bars each runner-up's per-digit sums (one colour each, named "
-        "with their δ in the caption below).</p>")
+        "with their δ in the caption below).</p>"
+        "<p><b>Layer estimate</b> (click a layer in the Layers view; a click on a step goes "
+        "back to the step's snap; both are in the View menu): the lookup of the least-squares "
+        "estimate of a prompt token from the layer selected in the Layers view (click a "
+        "prompt token to pick its position). The estimate lies away from every key, so the "
+        "winner has δ &gt; 0 and its breakdown is drawn; the red ring is the prompt's own "
+        "token, named in the caption with its δ and its rank among the candidates (or "
+        "\"not gathered\" when the probed buckets missed it).</p>")
 
     def __init__(self, state, parent=None) -> None:
         super().__init__(state, parent)
@@ -111,14 +134,21 @@ class BucketsView(BaseView):
             size=18, symbol="star", pen=pg.mkPen(foreground(230)), brush=brush(SELECT_COLOUR),
             hoverable=True, tip=weak_method(self._cand_tip, ""), name="winner",
         )
+        self.truth = pg.ScatterPlotItem(
+            size=17, symbol="o", pen=pg.mkPen(TRUTH_COLOUR, width=2.5), brush=None,
+            hoverable=True, tip=weak_method(self._cand_tip, ""), name="prompt token",
+        )
         self.strip.addItem(self.occupancy)
-        self.legend = self.add_legend([
+        self._legend_entries = [
             ("▮", fill, "occupancy (filled slots)"), ("■", PATH_COLOURS["B"], "probed buckets"),
-            ("●", PATH_COLOURS["C"], "candidates"), ("★", SELECT_COLOUR, "winner")])
-        for item in (self.probed, self.candidates, self.winner):
+            ("●", PATH_COLOURS["C"], "candidates"), ("★", SELECT_COLOUR, "winner")]
+        self.legend = self.add_legend(self._legend_entries)
+        for item in (self.probed, self.candidates, self.truth, self.winner):
             self.strip.addItem(item)
         self.candidates.sigClicked.connect(self._clicked)
         self.winner.sigClicked.connect(self._clicked)
+        self.truth.sigClicked.connect(self._clicked)
+        state.lookupChanged.connect(self._query_changed)
 
         self.heat_plot = self.glw.addPlot(row=1, col=0)
         self.heat_plot.setLabel("bottom", "digit k (1 = leftmost)")
@@ -171,7 +201,11 @@ class BucketsView(BaseView):
         tid = int(data)
         probe = self._probe()
         dist = ""
-        if probe is not None and tid == int(probe.winner):
+        est = self._estimate() if self.query == "layer" else None
+        if est is not None and tid == est.token:
+            rank = "" if est.token_rank < 0 else f", candidate {est.token_rank + 1}"
+            dist = f"\nthe prompt's token, δ = {est.token_distance:.4f}{rank}"
+        elif probe is not None and tid == int(probe.winner):
             dist = f"\nwinner, δ = {probe.distance:.4f}"
         elif probe is not None and probe.runners_up is not None:
             hit = np.flatnonzero(np.asarray(probe.runners_up) == tid)
@@ -197,9 +231,39 @@ class BucketsView(BaseView):
         if len(points) and points[0].data() is not None:
             self.state.select_token(int(points[0].data()))
 
+    # -- which lookup --------------------------------------------------------
+    @property
+    def query(self) -> str:
+        """``"step"`` or ``"layer"``: the lookup the view shows (``state.lookup``)."""
+        return self.state.lookup
+
+    def set_query(self, name: str) -> None:
+        """Show the generated step's snap (``"step"``) or a layer estimate's (``"layer"``)."""
+        self.state.set_lookup(name)
+
+    def _query_changed(self, name: str) -> None:
+        entries = list(self._legend_entries)
+        if name == "layer":
+            entries.append(("○", TRUTH_COLOUR, "prompt token"))
+        self.legend.set_entries(entries)
+        if self.explanation is not None:
+            self._draw_probe(self._probe())
+
+    def _estimate(self):
+        """The :class:`core.explain.EstimateProbe` shown in layer mode (None if there is none)."""
+        ex = self.explanation
+        if ex is None or not ex.layers.estimates:
+            return None
+        row = ex.layers.estimates[min(self.state.layer, len(ex.layers.estimates) - 1)]
+        hits = [e for e in row if e.token == self.state.token]
+        return hits[0] if hits else row[0]
+
     # -- drawing ------------------------------------------------------------
     def _probe(self):
         ex = self.explanation
+        if self.query == "layer":
+            est = self._estimate()
+            return None if est is None else est.probe
         if ex is None or not ex.generation.steps:
             return None
         step = min(self.state.step, len(ex.generation.steps) - 1)
@@ -218,10 +282,10 @@ class BucketsView(BaseView):
             self.strip.setYRange(-0.8, max(st.bucket_size, 1) + 1.2)
             self.strip.setXRange(-0.5, max(len(occ_raw), 1) - 0.5, padding=0.02)
             self._occ = occ_raw.copy()
-        self.on_step(self.state.step)
+        self._draw_probe(self._probe())
 
     def drawn_from(self, ex: Explanation) -> tuple:
-        return (ex.index_stats, ex.generation, ex.keys, ex.vocab, ex.partial)
+        return (ex.index_stats, ex.generation, ex.layers, ex.keys, ex.vocab, ex.partial)
 
     def set_occupancy(self, occ: np.ndarray, bucket_size: int) -> None:
         """Draw the occupancy raster: row ``s`` filled where a bucket holds > ``s``."""
@@ -235,7 +299,7 @@ class BucketsView(BaseView):
     def _draw_probe(self, probe) -> None:
         ex = self.explanation
         if probe is None or ex is None:
-            for item in (self.probed, self.candidates, self.winner):
+            for item in (self.probed, self.candidates, self.winner, self.truth):
                 item.clear()
             self.heat.clear()
             self.bars.setOpts(x=[], height=[])
@@ -244,6 +308,8 @@ class BucketsView(BaseView):
             self.breakdown_of = []
             self.caption.set_entries([])
             self._drawn = {}
+            if ex is not None and self.query == "layer":
+                self.set_header(self._no_estimate_text(ex))
             return
         st = ex.index_stats
         occ = np.asarray(st.occupancy)
@@ -276,20 +342,55 @@ class BucketsView(BaseView):
         else:
             self.winner.clear()
             self._drawn.pop("winner", None)
-        self._draw_breakdown(ex, probe, w)
-        step = min(self.state.step, len(ex.generation.steps) - 1)
+        est = self._estimate() if self.query == "layer" else None
+        self._draw_truth(est, st, cand, y)
+        self._draw_breakdown(ex, probe, w, est)
+        if est is None:
+            step = min(self.state.step, len(ex.generation.steps) - 1)
+            what = f"step {step} → {token_label(ex.vocab, w)}"
+        else:
+            n = len(ex.layers.estimates[0])
+            what = (f"L{est.layer} estimate of {token_label(ex.vocab, est.token)} "
+                    f"(token {est.position - ex.layers.start + 1} of {n}) → "
+                    f"{token_label(ex.vocab, w)}")
         self.set_header(
-            f"step {step} → {token_label(ex.vocab, w)} · {len(b)} buckets probed · "
+            f"{what} · {len(b)} buckets probed · "
             f"{len(cand)} candidates · δ = {probe.distance:.4f} · "
             f"load {ex.index_stats.load_factor:.2f}"
         )
 
-    def _draw_breakdown(self, ex: Explanation, probe, w: int) -> None:
+    def _draw_truth(self, est, st, cand: np.ndarray, y: np.ndarray) -> None:
+        """Ring the prompt's own token of a layer estimate (where it sits, gathered or not)."""
+        if est is None or not 0 <= est.token < len(st.home_bucket):
+            self.truth.clear()
+            self._drawn.pop("truth", None)
+            return
+        t = est.token
+        ty = float(y[cand == t][0]) if np.any(cand == t) else 0.5
+        drawn = (np.array([st.home_bucket[t], ty], np.float64), np.array([t]))
+        if not same_arrays(self._drawn.get("truth"), drawn):
+            self.truth.setData(x=[st.home_bucket[t]], y=[ty], data=[t])
+            self._drawn["truth"] = drawn
+
+    @staticmethod
+    def _no_estimate_text(ex: Explanation) -> str:
+        """Layer mode's header when there is no estimate lookup to show, and why."""
+        li = ex.layers
+        if li.estimates_skipped:
+            return "layer estimate: comes with the full explanation (pause typing)"
+        if li.op != "mean":
+            return f"layer estimate: none for {li.op} layers (no least-squares estimate)"
+        if len(ex.ids) - li.start < 2:
+            return "layer estimate: a prompt of two tokens or more has layers"
+        return "layer estimate: none (the model's index has no bucket lookups)"
+
+    def _draw_breakdown(self, ex: Explanation, probe, w: int, est=None) -> None:
         """The heatmap, its colour bar, the bars and the caption of one probe.
 
         The winner's breakdown; for an exact match (δ = 0) the nearest
         runner-up's in the heatmap and every runner-up's per-digit sums as
-        grouped bars.
+        grouped bars. ``est``: the layer estimate shown (its prompt token
+        named in the caption).
         """
         bd = np.asarray(probe.breakdown, dtype=np.float32)
         if bd.ndim == 1:
@@ -315,6 +416,8 @@ class BucketsView(BaseView):
             entries = [("■", PATH_COLOURS["B"],
                         f"winner {name}: δ = {probe.distance:.4f}"
                         + (" (exact match, no other candidate)" if exact else ""))]
+        if est is not None:
+            entries.append(("○", TRUTH_COLOUR, self._truth_text(ex, est)))
         self._breakdown = heat
         self.caption.set_entries(entries)
         heat_of = "; the heatmap is the first runner-up's terms" if exact and runners else ""
@@ -343,13 +446,33 @@ class BucketsView(BaseView):
             self.bars_plot.setYRange(*self._settled["bars"], padding=0.05)
             self._drawn["breakdown"] = tuple(a.copy() for a in drawn)
 
+    @staticmethod
+    def _truth_text(ex: Explanation, est) -> str:
+        name = display_token(token_label(ex.vocab, est.token))
+        if est.token_rank == 0:
+            where = "the winner"
+        elif est.token_rank > 0:
+            where = f"candidate {est.token_rank + 1}"
+        else:
+            where = "not gathered"
+        return f"prompt token {name}: δ = {est.token_distance:.4f}, {where}"
+
     def bar_heights(self) -> np.ndarray:
         """Heights of the bars drawn now (per-digit sums; grouped by runner-up)."""
         h = self.bars.opts.get("height")
         return np.zeros(0, np.float32) if h is None else np.asarray(h, np.float32)
 
     def on_step(self, step: int) -> None:
-        self._draw_probe(self._probe())
+        if self.query == "step":
+            self._draw_probe(self._probe())
+
+    def on_layer(self, layer: int) -> None:
+        if self.query == "layer":
+            self._draw_probe(self._probe())
+
+    def on_token(self, token_id: int) -> None:
+        if self.query == "layer":  # the estimate of the selected prompt token
+            self._draw_probe(self._probe())
 
     def pending_header(self, ex: Explanation) -> str:
         st = ex.index_stats
@@ -361,5 +484,6 @@ class BucketsView(BaseView):
             "probed": scatter_count(self.probed),
             "candidates": scatter_count(self.candidates),
             "winner": scatter_count(self.winner),
+            "truth": scatter_count(self.truth),
             "breakdown_cells": int(self._breakdown.size),
         }

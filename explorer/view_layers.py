@@ -8,7 +8,8 @@ most compressible layer ``Lm`` (``LayerInfo.chosen``) marked. Bottom: the
 nearest training sentences by signature.
 
 Clicking a row of the ``w`` block selects that prompt token everywhere;
-clicking a layer block or an accuracy point selects the layer.
+clicking a layer block or an accuracy point selects the layer, and the bucket
+view then shows that layer's estimate of the selected token (``state.lookup``).
 
 Long prompts: the layers cover the prompt's last
 :data:`core.signatures.MAX_LAYER_TOKENS` tokens (``LayerInfo.start`` says
@@ -199,6 +200,7 @@ class LayersView(BaseView):
                 self.state.select_token(int(ex.ids[r]))
         else:
             self.state.set_layer(bi - 1)
+            self.state.set_lookup("layer")  # the bucket view shows this layer's estimate
         ev.accept()
 
     def _heat_hover(self, ev) -> None:
@@ -224,6 +226,7 @@ class LayersView(BaseView):
     def _acc_click(self, item, points, ev=None) -> None:
         if len(points):
             self.state.set_layer(int(round(points[0].pos().x())))
+            self.state.set_lookup("layer")
 
     # -- drawing -------------------------------------------------------------
     def draw(self, ex: Explanation | None) -> None:

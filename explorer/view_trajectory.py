@@ -225,6 +225,7 @@ class TrajectoryView(BaseView):
     def _slider_moved(self, value: int) -> None:
         self.pause()  # by hand: the animation gives way
         self.state.set_step(value)
+        self.state.set_lookup("step")
 
     def _tip(self, x: float, y: float, data) -> str:
         ex = self.explanation
@@ -239,6 +240,7 @@ class TrajectoryView(BaseView):
         if len(points) and self.explanation is not None:
             t = int(points[0].data())
             self.state.select_token(self.explanation.generation.steps[t].token, step=t)
+            self.state.set_lookup("step")
 
     def draw(self, ex: Explanation | None) -> None:
         steps = [] if ex is None else ex.generation.steps

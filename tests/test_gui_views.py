@@ -369,3 +369,67 @@ def test_trajectory_score_axis_stays_put_while_scores_move_a_little(views):
     state.set_explanation(dataclasses.replace(
         ex, generation=dataclasses.replace(g, steps=steps, stub_scores=g.stub_scores * 1.01)))
     assert vs[2].draw_count == 2 and vs[2].scores.vb.viewRange()[1] == before
+
+
+def _with_estimates(ex, gathered: bool = True):
+    """``ex`` with hand-built layer estimate lookups (layers 0 and 1, every position)."""
+    from core.explain import EstimateProbe, ProbeInfo
+
+    rng = np.random.default_rng(9)
+    home = ex.index_stats.home_bucket
+    rows = []
+    for m in range(2):
+        row = []
+        for p, tok in enumerate(ex.ids):
+            tok = int(tok)
+            wrong = (tok + 7) % len(ex.keys)
+            q = (ex.keys[tok] * 0.6 + ex.keys[wrong] * 0.4).astype(np.float32)
+            cands = np.array([wrong, tok] if gathered else [wrong], np.int64)
+            probe = ProbeInfo(query=q, buckets=np.unique(home[cands]), candidates=cands,
+                              winner=wrong, distance=0.31,
+                              breakdown=rng.random((ex.keys.shape[1], 4), dtype=np.float32))
+            row.append(EstimateProbe(m, p, tok, 0.42, 1 if gathered else -1, probe))
+        rows.append(row)
+    return dataclasses.replace(ex, layers=dataclasses.replace(ex.layers, estimates=rows))
+
+
+def test_bucket_view_shows_a_layer_estimate_lookup(views):
+    """Layer mode: the lookup of the selected layer's estimate of the selected prompt
+    token, its non-zero breakdown, and the prompt's own token ringed and named."""
+    state, vs = views
+    buck = vs[1]
+    ex = _with_estimates(make_explanation(T=3, seed=4))
+    state.set_explanation(ex)
+    assert buck.header_text.split(" · ")[0].endswith(
+        "→ " + ex.vocab[ex.generation.steps[0].token]) and "step 0" in buck.header_text
+    assert buck.summary()["truth"] == 0
+    buck.set_query("layer")
+    assert buck.query == state.lookup == "layer" and "prompt token" in buck.legend.names()
+    assert "L0 estimate of the (token 1 of 6)" in buck.header_text
+    s = buck.summary()
+    assert s["truth"] == 1 and s["winner"] == 1 and s["probed"] >= 1
+    assert not buck.exact and s["breakdown_cells"] > 0
+    assert "prompt token the: δ = 0.4200, candidate 2" in buck.caption.plain_text()
+    # another layer and another prompt token follow the state
+    state.set_layer(1)
+    state.select_token(int(ex.ids[2]))
+    assert "L1 estimate of sat (token 3 of 6)" in buck.header_text
+    # a token the buckets did not gather
+    state.set_explanation(_with_estimates(make_explanation(T=3, seed=4), gathered=False))
+    assert "not gathered" in buck.caption.plain_text() and buck.summary()["truth"] == 1
+    # without estimates the header says why; back to the step lookup
+    state.set_explanation(dataclasses.replace(
+        ex, layers=dataclasses.replace(ex.layers, estimates=[], estimates_skipped=True)))
+    assert "comes with the full explanation" in buck.header_text
+    assert buck.summary()["winner"] == 0
+    buck.set_query("step")
+    assert buck.header_text.startswith("Hash buckets") and "step 0 →" in buck.header_text
+    assert buck.summary()["truth"] == 0
+    with pytest.raises(ValueError):
+        buck.set_query("window")
+    # pointing at a layer asks for its estimate, pointing at a step for the step's snap
+    layers, traj = vs[3], vs[2]
+    layers._acc_click(None, [layers.acc.scatter.points()[1]])
+    assert state.lookup == "layer" and state.layer == 1
+    traj._clicked(None, [traj.points.points()[0]])
+    assert state.lookup == "step"

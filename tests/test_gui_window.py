@@ -141,6 +141,17 @@ def test_train_type_export_cancel(make_window, qtbot, tmp_path):
     assert s["buckets"]["buckets"] > 0 and s["buckets"]["winner"] == 1
     assert s["layers"]["layers"] == len(ex.layers.layers) >= 1
     assert s["layers"]["accuracy_points"] == len(ex.layers.accuracy)
+    # the bucket view's other lookup: a layer's estimate of a prompt token, a real
+    # query away from every key (the generated steps' snaps are exact)
+    buckets = w.views["buckets"]
+    w.lookup_actions["layer"].trigger()  # View ▸ Hash buckets: layer estimate
+    assert buckets.query == "layer" and not w.lookup_actions["step"].isChecked()
+    est = ex.layers.estimates[0][0]
+    assert est.probe.distance > 0 and est.token == ex.ids[0]
+    assert f"δ = {est.probe.distance:.4f}" in buckets.header_text
+    assert buckets.summary()["truth"] == 1 and buckets.summary()["winner"] == 1
+    buckets.set_query("step")
+    assert w.lookup_actions["step"].isChecked() and not w.lookup_actions["layer"].isChecked()
 
     # export each view and the window
     for name, view in [*w.views.items(), ("window", w)]:

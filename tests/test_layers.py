@@ -331,3 +331,63 @@ def test_layer_accuracy_stops_after_the_first_failed_layer():
     cut = layer_accuracy(ids, keys, stop_below=0.5)
     np.testing.assert_array_equal(cut[:first + 1], full[:first + 1])
     assert np.isnan(cut[first + 1:]).all() and cut.shape == full.shape
+
+
+def test_least_squares_start_solves_the_layer_nearest_the_key_mean(keys):
+    """``X0`` reproduces the layer (``A X0 = Lm``) and differs from the key mean only
+    inside the row space of ``A``: the minimum-norm deviation."""
+    from core.reconstruct import least_squares_start
+
+    ids = np.random.default_rng(3).integers(0, V, 9)
+    mu = keys.mean(0, dtype=np.float64)
+    for m in (0, 2, 4):
+        A = mean_layer_matrix(9, m)
+        Y = hierarchy(keys[ids])[m]
+        X0 = least_squares_start(Y, A, keys)
+        assert X0.shape == (9, D) and X0.dtype == np.float32
+        assert np.allclose(A @ X0, Y, atol=2e-5)
+        null = np.linalg.svd(A)[2][A.shape[0]:]  # [m + 1, n]: the null space of A
+        assert np.abs(null @ (X0 - mu)).max() < 2e-4
+        batch = least_squares_start(np.stack([Y, Y]), A, keys)
+        assert batch.shape == (2, 9, D) and np.allclose(batch[1], X0, atol=1e-6)
+
+
+def test_estimate_probes_are_the_hash_lookups_of_the_least_squares_start(keys):
+    from core.explain import estimate_probes
+    from core.index import HashIndex
+    from core.metric import distances
+    from core.reconstruct import least_squares_start
+
+    hidx = HashIndex(keys, "l2")
+    ids = np.random.default_rng(5).integers(0, V, 8)
+    L = hierarchy(keys[ids])
+    acc = np.array([1, 1, 1, np.nan, np.nan, np.nan, np.nan], np.float32)
+    est = estimate_probes(ids, L, acc, keys, hidx, start=3)
+    assert len(est) == 3 and all(len(row) == 8 for row in est)  # stops at the first NaN
+    ranks = set()
+    for m, row in enumerate(est):
+        X0 = least_squares_start(L[m], mean_layer_matrix(8, m), keys, hidx)
+        for p, e in enumerate(row):
+            assert (e.layer, e.position, e.token) == (m, 3 + p, int(ids[p]))
+            again = hidx.explain(X0[p])
+            assert e.probe.winner == again.winner and np.array_equal(
+                e.probe.candidates, again.candidates)
+            assert e.token_distance == pytest.approx(np.linalg.norm(X0[p] - keys[ids[p]]),
+                                                     rel=1e-5)
+            cand = np.asarray(e.probe.candidates)
+            if ids[p] in cand:  # the rank among the candidates, nearest first
+                d = distances(X0[p], keys[cand], "l2")
+                assert cand[np.argsort(d, kind="stable")][e.token_rank] == ids[p]
+                assert (e.token_rank == 0) == (e.probe.winner == ids[p])
+            else:
+                assert e.token_rank == -1
+            ranks.add(e.token_rank)
+    assert est[0][3].probe.distance > 0  # a query away from every key
+    assert 0 in ranks  # the middle of the low layers: the buckets' winner is the token
+    # none without a hash index, for halfgap layers, or past the cap
+    assert estimate_probes(ids, L, acc, keys, NearestKeys(keys)) == []
+    info = layer_info(ids, keys, hidx, "mean")
+    assert len(info.estimates) == len(info.layers) and not info.estimates_skipped
+    capped = layer_info(ids, keys, hidx, "mean", max_estimates=8 * 7 - 1)
+    assert capped.estimates == [] and capped.estimates_skipped
+    assert layer_info(ids, keys, hidx, "halfgap").estimates == []
