@@ -157,7 +157,11 @@ class LayersView(BaseView):
                                             name="chosen Lm (most compressible)")
         self.chosen_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(SELECT_COLOUR, width=1,
                                                                  style=Qt.PenStyle.DashLine))
-        for item in (self.acc, self.chosen_pt, self.chosen_line):
+        # the selected layer on the accuracy curve too (the layer the bucket view's
+        # estimate lookup reads): a ring in the heatmap band's colour
+        self.sel_pt = pg.ScatterPlotItem(size=15, symbol="o", brush=None,
+                                         pen=pg.mkPen(SELECT_COLOUR, width=2.5))
+        for item in (self.acc, self.chosen_pt, self.chosen_line, self.sel_pt):
             self.acc_plot.addItem(item)
         self.glw.ci.layout.setRowStretchFactor(0, 3)
         self.glw.ci.layout.setRowStretchFactor(1, 2)
@@ -235,6 +239,7 @@ class LayersView(BaseView):
             self.heat.clear()
             self.acc.setData([], [])
             self.chosen_pt.clear()
+            self.sel_pt.clear()
             self._blocks, self._image = [], np.zeros((0, 0), np.float32)
             self._ticks = []
             self._thin_ticks()
@@ -322,6 +327,11 @@ class LayersView(BaseView):
             self.sel_region.show()
         else:
             self.sel_region.hide()
+        acc = self.explanation.layers.accuracy if self.explanation is not None else []
+        if 0 <= layer < len(acc) and np.isfinite(acc[layer]):
+            self.sel_pt.setData(x=[layer], y=[float(acc[layer])])
+        else:
+            self.sel_pt.clear()
 
     def on_token(self, token_id: int) -> None:
         ex = self.explanation
@@ -346,4 +356,5 @@ class LayersView(BaseView):
             "chosen": scatter_count(self.chosen_pt),
             "similar": self.similar.count(),
             "selected_rows": scatter_count(self.sel_rows),
+            "selected_layer": scatter_count(self.sel_pt),
         }

@@ -431,5 +431,7 @@ def test_bucket_view_shows_a_layer_estimate_lookup(views):
     layers, traj = vs[3], vs[2]
     layers._acc_click(None, [layers.acc.scatter.points()[1]])
     assert state.lookup == "layer" and state.layer == 1
+    assert layers.summary()["selected_layer"] == 1  # ringed on the accuracy curve
+    assert layers.sel_pt.data["x"][0] == 1
     traj._clicked(None, [traj.points.points()[0]])
     assert state.lookup == "step"
