@@ -1,7 +1,9 @@
 """Speed benchmarks whose figures ``noisekey bench`` prints (never pass/fail).
 
 :func:`bench_index` (``noisekey bench index``): the hash index against brute
-force and ANN libraries. :func:`bench_generate` (``noisekey bench
+force and ANN libraries; :func:`bench_index_real` (``--corpus``) the same on
+a trained model's own query sets, and C's window search
+(:func:`c_search_figures`). :func:`bench_generate` (``noisekey bench
 generate``): greedy against speculative decoding (:mod:`core.decoding`).
 
 The hash index against brute force and ANN libraries (``noisekey bench index``).
@@ -76,20 +78,50 @@ def bench_index(
     progress=None,
 ) -> dict:
     """Run the benchmark and return its figures as a plain dict (see module docstring)."""
-    from core.index import HashIndex, brute_force
-
-    threads = int(threads or numba.config.NUMBA_NUM_THREADS)
-    threads = max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
-    progress = progress or (lambda *a, **k: None)
+    threads = _threads(threads)
     rng = np.random.default_rng(seed)
     keys = rng.random((n, dim), dtype=np.float32)
     src = rng.integers(0, n, queries)
     Q = (keys[src] + rng.normal(0.0, sigma, (queries, dim))).astype(np.float32)
-    n_single = min(queries, 500)
     kw = dict(index_kwargs or {})
     if probes is not None:
         kw["probes"] = probes
+    rows, sweep_rows, info = compare_index(keys, Q, metric, threads, kw, sweep, libraries,
+                                           progress)
+    return dict(config=dict(n=n, dim=dim, metric=metric, sigma=sigma, threads=threads,
+                            queries=queries, seed=seed, cpu_count=os.cpu_count()),
+                rows=rows, sweep=sweep_rows, **info)
 
+
+def _threads(threads: int | None) -> int:
+    threads = int(threads or numba.config.NUMBA_NUM_THREADS)
+    return max(1, min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def compare_index(keys: np.ndarray, Q: np.ndarray, metric: str, threads: int, kw: dict,
+                  sweep: tuple[int, ...] = (0, 1, 2, 4, 8, 16), libraries: bool = True,
+                  progress=None) -> tuple[list[dict], list[dict], dict]:
+    """The hash index against brute force and the libraries on one key set and query set.
+
+    Parameters
+    ----------
+    keys : float32 [n, d]
+    Q : float32 [q, d]
+    metric : the metric of the brute force and the index
+    threads : threads of the "all threads" columns
+    kw : :class:`core.index.HashIndex` keyword arguments (probes and the like)
+
+    Returns
+    -------
+    rows : one dict per method (the table of :func:`format_report`)
+    sweep : one dict per (probe mode, probes)
+    info : ``index`` (the index's repr) and, when skipped, ``libraries``
+    """
+    from core.index import HashIndex, brute_force
+
+    progress = progress or (lambda *a, **k: None)
+    n, queries = keys.shape[0], Q.shape[0]
+    n_single = min(queries, 500)
     progress("warm-up (compile)", 0.0)
     warm = HashIndex(keys[: min(n, 2000)], metric, **kw)
     warm.query_batch(Q[:8], 10)
@@ -157,9 +189,7 @@ def bench_index(
                                    recall10=_recall(ids10, truth, 10),
                                    candidates=float(cand.mean()), qps_batch_1t=queries / t1))
     progress("done", 1.0)
-    return dict(config=dict(n=n, dim=dim, metric=metric, sigma=sigma, threads=threads,
-                            queries=queries, seed=seed, cpu_count=os.cpu_count()),
-                rows=rows, sweep=sweep_rows, **info)
+    return rows, sweep_rows, info
 
 
 def _bench_hnswlib(keys, Q, truth, target, threads, n_single, add) -> None:
@@ -278,6 +308,223 @@ def format_report(res: dict) -> str:
         out.append(f"{s['mode']:<6} {s['probes']:>6} {s['recall1']:6.3f} {s['recall10']:6.3f} "
                    f"{s['candidates']:8.1f} {s['qps_batch_1t']:10,.0f}")
     return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- real queries
+
+#: C's neighbours compared (K of C's vote)
+C_K = 4
+#: hnswlib's ef tried on C's window states, smallest first: the first whose recall
+#: reaches the grouped search's is reported (steps of a quarter, so its rate is not
+#: understated by an ef twice the one it needs)
+EF_LADDER = (8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192,
+             224, 256, 320, 384, 448, 512)
+#: timed runs of C's searches; the fastest is reported (one run lasts about a tenth
+#: of a second, so a single timing moved by 30% between runs)
+C_REPEATS = 5
+
+
+def layer_estimate_queries(model, stream: np.ndarray, n: int, seed: int = 0,
+                           rho: float = 0.35) -> np.ndarray:
+    """Least-squares estimates of tokens from mean layers, as the reconstruction asks.
+
+    Seeded spans of 8-32 tokens of ``stream`` (none across ``<eos>``), every
+    layer ``m <= rho·n`` of each, every position
+    (:func:`core.reconstruct.least_squares_start`); the first ``n`` rows
+    (float32 [n, d]).
+    """
+    from core.layers import hierarchy, mean_layer_matrix
+    from core.reconstruct import least_squares_start
+    from core.tokenize import EOS
+
+    s = np.asarray(stream, np.int64)
+    rng = np.random.default_rng(seed)
+    out, have = [], 0
+    for _ in range(100 * n):
+        if have >= n or s.size < 9:
+            break
+        L = int(rng.integers(8, min(32, s.size - 1) + 1))
+        a = int(rng.integers(0, s.size - L))
+        ids = s[a:a + L]
+        if (ids == EOS).any():
+            continue
+        layers = hierarchy(model.keys[ids])
+        for m in range(int(rho * L) + 1):
+            X = least_squares_start(layers[m], mean_layer_matrix(L, m), model.keys, model.index)
+            out.append(X)
+            have += X.shape[0]
+    Q = np.concatenate(out) if out else np.zeros((0, model.keys.shape[1]), np.float32)
+    return np.ascontiguousarray(Q[:n], np.float32)
+
+
+def bench_index_real(corpus, queries: int = 2000, seed: int = 0, threads: int | None = None,
+                     sweep: tuple[int, ...] = (0, 1, 2, 4, 8, 16), libraries: bool = True,
+                     progress=None) -> dict:
+    """The model's own query sets (``noisekey bench index --corpus``).
+
+    A model is trained on the 90% training part of ``corpus`` (seed 0; no
+    prompt memory or signatures). Query sets, from the held-out 10%:
+
+    * ``layer estimates``: :func:`layer_estimate_queries` against the keys;
+    * ``prototype embeddings``: :meth:`core.model.Model.prototype_embeddings`
+      of held-out steps against the keys;
+
+    each compared as :func:`compare_index` does, with the model's index
+    settings (bucket size, probes, seed); and ``C's window states``
+    (:func:`c_search_figures`): held-out windows and training windows
+    searched leave-one-out against the training windows, C's grouped search
+    beside brute force and hnswlib.
+    """
+    from core.corpus import Corpus, load_corpus
+    from core.counting import history_width
+    from core.machine import history
+    from core.model import TrainConfig, train
+
+    threads = _threads(threads)
+    progress = progress or (lambda *a, **k: None)
+    label = "a corpus" if isinstance(corpus, Corpus) else str(corpus)
+    if not isinstance(corpus, Corpus):
+        corpus = load_corpus(corpus)
+    tr, te = corpus.split(0.9, 0)
+    progress("training", 0.0)
+    model = train(tr, TrainConfig(signatures=False, memory=0))
+    cfg = model.config
+    kw = dict(bucket_size=cfg.bucket_size, probes=cfg.probes, seed=cfg.seed)
+    rng = np.random.default_rng(seed)
+    H = history(te.stream, history_width(cfg))
+    steps = np.sort(rng.choice(len(H), min(queries, len(H)), replace=False))
+    sets = {"layer estimates": layer_estimate_queries(model, te.stream, queries, seed),
+            "prototype embeddings": model.prototype_embeddings(H[steps])}
+    out = {}
+    for name, Q in sets.items():
+        progress(name, 0.2)
+        rows, sweep_rows, info = compare_index(model.keys, Q, model.metric.name, threads, kw,
+                                               sweep, libraries)
+        out[name] = dict(config=dict(n=int(model.keys.shape[0]), dim=int(model.keys.shape[1]),
+                                     metric=model.metric.name, sigma=float("nan"),
+                                     threads=threads, queries=int(Q.shape[0]), seed=seed,
+                                     cpu_count=os.cpu_count(), queries_are=name),
+                         rows=rows, sweep=sweep_rows, **info)
+    progress("C's window states", 0.8)
+    c = c_search_figures(model, te.stream, queries, C_K, libraries)
+    progress("done", 1.0)
+    return dict(corpus=label, model=repr(model), sets=out, c=c)
+
+
+def c_search_figures(model, test_stream: np.ndarray, queries: int = 3000, K: int = C_K,
+                     libraries: bool = True, seed: int = 0) -> dict:
+    """C's grouped window search against brute force and hnswlib, on C's own queries.
+
+    Two query sets: held-out windows (what C searches at inference) and a
+    seeded sample of training windows searched leave-one-out (what the gate
+    searches in training). For each: the share of queries whose group is
+    empty, top-1 agreement and recall@K with the exact scan over all
+    windows, queries/s of the grouped search (best of :data:`C_REPEATS`),
+    of the brute force, and of hnswlib (M = 16, ef_construction = 200,
+    built on one thread: a threaded build inserts in a varying order, and
+    its graph moved the ef needed for one recall from 32 to 256 between two
+    runs) at the smallest ef of :data:`EF_LADDER` whose recall@K reaches
+    the grouped search's. l2 only for hnswlib.
+    """
+    from core.evaluate import agreement_of, exact_window_neighbours
+    from core.machine import history, window_states
+
+    tab, W = model.counts.table, model.config.window
+    rng = np.random.default_rng(seed)
+    Ht = history(np.asarray(test_stream, np.int32), max(W, 2))[:, :W]
+    Hs = history(model.counts.stream, max(W, 2))[:, :W]
+    pick = rng.choice(len(Hs), min(queries, len(Hs)), replace=False)
+    sets = {"held-out": (Ht[rng.choice(len(Ht), min(queries, len(Ht)), replace=False)], None),
+            "training, leave-one-out": (Hs[pick], tab.context_ids(Hs[pick]))}
+    out = dict(windows=int(tab.ctx.shape[0]), K=int(K), metric=model.metric.name, sets={})
+    hn = None
+    for name, (H, own) in sets.items():
+        Q = window_states(H, model.keys, model.weights)
+        tab.search(H[:10], Q[:10], K, own=None if own is None else own[:10], dedupe=False)
+        tq = np.inf
+        for _ in range(C_REPEATS):
+            if getattr(tab, "_group_memo", None):
+                tab._group_memo.clear()  # each run finds its empty groups' neighbours again
+            t0 = time.perf_counter()
+            nn, nd = tab.search(H, Q, K, own=own, dedupe=False)
+            tq = min(tq, time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        bi, bd = exact_window_neighbours(tab, Q, K, model.metric, own)
+        tb = time.perf_counter() - t0
+        row = agreement_of(tab, H, own, (nn, nd), (bi, bd))
+        row.update(qps_grouped=len(H) / tq, qps_brute=len(H) / tb)
+        out["sets"][name] = row
+        if not libraries or model.metric.name != "l2":
+            continue
+        try:
+            import hnswlib
+        except ImportError:
+            row["hnswlib"] = "not installed (pip install hnswlib)"
+            continue
+        if hn is None:
+            t0 = time.perf_counter()
+            hn = hnswlib.Index(space="l2", dim=tab.states.shape[1])
+            hn.init_index(max_elements=tab.states.shape[0], M=16, ef_construction=200,
+                          random_seed=0)
+            hn.add_items(tab.states, num_threads=1)
+            out["hnswlib_build_s"] = time.perf_counter() - t0
+        target = row["recall"]
+        for ef in EF_LADDER:
+            hn.set_ef(ef)
+            th = np.inf
+            for _ in range(C_REPEATS):
+                t0 = time.perf_counter()
+                hi, _ = hn.knn_query(Q, k=K + 1, num_threads=2)
+                th = min(th, time.perf_counter() - t0)
+            if own is not None:  # leave the query's own window out, as C does
+                hi = np.array([[x for x in r if not (x == o and tab.tot[o] <= 1)][:K]
+                               for r, o in zip(hi, own, strict=True)])
+            else:
+                hi = hi[:, :K]
+            r = _recall_sets(hi, bi)
+            if r >= target or ef == EF_LADDER[-1]:
+                row.update(hnswlib_ef=ef, hnswlib_recall=r, qps_hnswlib=len(H) / th)
+                break
+    return out
+
+
+def _recall_sets(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean share of each row of ``b`` found in the same row of ``a`` (any order)."""
+    return float(np.mean([len(set(x) & set(y)) / max(len(y), 1)
+                          for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
+
+
+def format_real(res: dict) -> str:
+    """The result of :func:`bench_index_real` as plain-text tables."""
+    out = [f"real query sets: {res['model']} trained on 90% of {res['corpus']}", ""]
+    for name, r in res["sets"].items():
+        body = format_report(r).split("\n")
+        out += [f"== {name}: {r['config']['queries']:,} queries against the "
+                f"{r['config']['n']:,} keys"] + body[1:] + [""]
+    return "\n".join(out + format_c(res["c"]))
+
+
+def format_c(c: dict) -> list[str]:
+    """The lines of :func:`c_search_figures`' result."""
+    out = []
+    out.append(f"== C's window states: {c['windows']:,} training windows, K = {c['K']}, "
+               f"metric {c['metric']}"
+               + (f", hnswlib build {c['hnswlib_build_s']:.1f} s (one thread)"
+                  if "hnswlib_build_s" in c else ""))
+    for name, r in c["sets"].items():
+        out.append(f"  {name}: {r['queries']:,} queries, empty group {r['empty_group']:.1%}, "
+                   f"top-1 agreement {r['top1']:.4f} (empty groups {r['top1_empty']:.3f}, "
+                   f"others {r['top1_others']:.4f}), recall@{c['K']} {r['recall']:.4f}")
+        line = (f"    grouped search {r['qps_grouped']:,.0f} q/s, brute force "
+                f"{r['qps_brute']:,.0f} q/s")
+        if "qps_hnswlib" in r:
+            line += (f", hnswlib {r['qps_hnswlib']:,.0f} q/s (ef {r['hnswlib_ef']}, recall@"
+                     f"{c['K']} {r['hnswlib_recall']:.4f}): grouped / hnswlib "
+                     f"{r['qps_grouped'] / r['qps_hnswlib']:.2f}x")
+        elif "hnswlib" in r:
+            line += f", hnswlib {r['hnswlib']}"
+        out.append(line)
+    return out
 
 
 # ----------------------------------------------------------------------------- generation

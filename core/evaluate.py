@@ -118,8 +118,18 @@ def c_search_agreement(model, stream: np.ndarray | None = None, n: int = 2000, K
     Q = window_states(H, model.keys, model.weights)
     nn, nd = tab.search(H, Q, K, own=own, dedupe=False)
     bi, bd = exact_window_neighbours(tab, Q, K, model.metric, own)
+    return agreement_of(tab, H, own, (nn, nd), (bi, bd))
+
+
+def agreement_of(tab, H: np.ndarray, own: np.ndarray | None, found: tuple, exact: tuple) -> dict:
+    """:func:`c_search_agreement`'s figures for searched rows ``H`` (``own``: left out).
+
+    ``found`` and ``exact`` are ``(ids, distances)`` [n, K] of C's search and
+    of the exact scan.
+    """
+    (nn, nd), (bi, bd) = found, exact
     size = tab.grp_off[H[:, 0] + 1] - tab.grp_off[H[:, 0]]
-    if loo:
+    if own is not None:
         size = size - (tab.tot[np.maximum(own, 0)] <= 1)
     empty = size <= 0
     top1 = np.isclose(nd[:, 0], bd[:, 0], rtol=1e-5, atol=1e-6)
@@ -193,6 +203,7 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     out.update(model_bits=lp["bits"], model_bits_capped=lp["bits_capped"], b_bits=lp["b_bits"],
                model_c_used=lp["c_used"], model_c_hit=lp["c_hit"], model_zero=lp["zero"])
     out["prototype_top1"] = model.prototype_accuracy(te.stream)
+    out["prototype_top1_exact"] = model.prototype_accuracy(te.stream, exact=True)
     for name, stream in (("heldout", te.stream), ("training", None)):
         a = c_search_agreement(model, stream, seed=seed)
         out.update({f"c_search_{name}_{k}": v for k, v in a.items()})

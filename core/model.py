@@ -90,7 +90,7 @@ from core.counting import report_progress as _report
 from core.decoding import DRAFT, Candidates, as_greedy, decode
 from core.explain import Explanation, Generation, LayerInfo, StopBand
 from core.fit import fit_gate, fit_memory
-from core.index import HashIndex
+from core.index import HashIndex, brute_force
 from core.keys import KeyStore
 from core.likelihood import logprob_stream
 from core.machine import (
@@ -406,26 +406,45 @@ class Model:
         n = max(s.size, 1)
         return {key: v / n for key, v in hit.items()}
 
-    def prototype_accuracy(self, stream: np.ndarray, chunk: int = 16384) -> float:
+    def prototype_accuracy(self, stream: np.ndarray, chunk: int = 16384,
+                           exact: bool = False) -> float:
         """Top-1 of prototype decoding: B's best transition's prototype noise applied and snapped.
 
         ``e = k_cur − Σ_stages ν_p`` where ``p`` are the prototypes of B's top
-        bank entry; ``e`` is snapped to the nearest key with the hash index.
+        bank entry; ``e`` is snapped to the nearest key with the hash index
+        (``exact``: the index's exact search, to tell the prototypes' share of
+        the misses from the buckets').
         """
         s = np.asarray(stream, np.int32)
         H = history(s, history_width(self.config))
+        def snap(E):
+            if not exact:
+                return self.index.query_batch(E, k=1)[0]
+            if self.metric.code == 0:
+                return self.index.exact_search().query_batch(E, 1)[0]
+            return brute_force(E, self.keys, 1, self.metric)[0]  # the model's own metric
+
         hits = 0
-        bank = self.counts.bank
         for a in range(0, s.size, chunk):
-            Hc = H[a:a + chunk]
-            bi, _, _ = self.counts.kn.topk_history(Hc, 1)
-            ent = bank.entry(Hc[:, 0], np.maximum(bi[:, 0], 0))
-            e = self.keys[Hc[:, 0]].copy()
-            ok = ent >= 0
-            e[ok] -= bank.prototype_noise(ent[ok])
-            ids, _ = self.index.query_batch(e, k=1)
+            ids = snap(self.prototype_embeddings(H[a:a + chunk]))
             hits += int((np.asarray(ids)[:, 0] == s[a:a + chunk]).sum())
         return hits / max(s.size, 1)
+
+    def prototype_embeddings(self, H: np.ndarray) -> np.ndarray:
+        """The encoder embeddings prototype decoding snaps, for history rows ``H``.
+
+        ``e = k_cur − Σ_stages ν_p`` (float32 [n, d]), ``p`` the prototypes of
+        B's top bank entry (``k_cur`` alone where B has none): queries that
+        lie near a key but rarely on one (:meth:`prototype_accuracy`).
+        """
+        Hc = np.ascontiguousarray(H, np.int32)
+        bank = self.counts.bank
+        bi, _, _ = self.counts.kn.topk_history(Hc, 1)
+        ent = bank.entry(Hc[:, 0], np.maximum(bi[:, 0], 0))
+        e = self.keys[Hc[:, 0]].copy()
+        ok = ent >= 0
+        e[ok] -= bank.prototype_noise(ent[ok])
+        return e
 
     # ------------------------------------------------------------------ generation
     def encode(self, text: str) -> np.ndarray:

@@ -296,3 +296,27 @@ def test_probes_override_per_call():
             for x in (few, many)]
     assert hits[1] > hits[0]
     assert ix.probes == 0  # the override does not stick
+
+
+def test_bench_index_on_a_models_own_queries(capsys):
+    """``--corpus``: layer estimates and prototype embeddings against the keys, and C's
+    window search beside brute force, each from the same queries."""
+    from core.bench import bench_index_real, format_real
+    from core.cli import main
+    from tests.conftest import SAMPLES
+
+    res = bench_index_real(SAMPLES / "python_docs.txt", queries=60, sweep=(2,), libraries=False)
+    assert set(res["sets"]) == {"layer estimates", "prototype embeddings"}
+    for r in res["sets"].values():
+        assert r["config"]["queries"] == 60
+        h = {x["method"]: x for x in r["rows"]}["HashIndex"]
+        assert 0.0 <= h["recall1"] <= 1.0 and 0.0 <= h["recall10"] <= 1.0
+    for r in res["c"]["sets"].values():
+        assert r["queries"] == 60 and 0.9 <= r["top1"] <= 1.0 and r["qps_grouped"] > 0
+    text = format_real(res)
+    assert "== layer estimates" in text and "== C's window states" in text
+    assert main(["bench", "index", "--n", "300", "--dim", "4", "--queries", "20",
+                 "--sweep", "1", "--no-libraries", "--corpus",
+                 str(SAMPLES / "python_docs.txt"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["real"]["sets"]["layer estimates"]["config"]["queries"] == 20

@@ -472,3 +472,18 @@ def test_a_gate_from_an_older_file_falls_back_to_the_bound():
     args = (np.array([5]), np.array([0.0]), np.array([3.0]), np.array([3.0]))
     # 200 of 200: gain 200 >= 2.33·√(200 + 0) under the bound too
     assert old.weight(*args)[0] == g.weight(*args)[0] >= 0.5
+
+
+def test_prototype_decoding_through_the_index_and_exactly(docs, model):
+    """The exact figure snaps the same embeddings to their exact nearest key."""
+    from core.index import brute_force
+    from core.machine import history
+
+    s = docs.stream[:3000]
+    E = model.prototype_embeddings(history(s, history_width(model.config)))
+    assert E.shape == (s.size, model.keys.shape[1]) and E.dtype == np.float32
+    exact = brute_force(E, model.keys, 1, model.metric)[0][:, 0]
+    assert model.prototype_accuracy(s, chunk=700, exact=True) == pytest.approx(
+        float(np.mean(exact == s)))
+    hashed = np.asarray(model.index.query_batch(E, 1)[0])[:, 0]
+    assert model.prototype_accuracy(s, chunk=700) == pytest.approx(float(np.mean(hashed == s)))

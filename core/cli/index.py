@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from core.bench import bench_index, format_report, plain_json
+from core.bench import bench_index, bench_index_real, format_real, format_report, plain_json
 from core.cli.common import Progress, UserError
 
 
@@ -24,12 +24,20 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
                       threads=args.threads, queries=args.queries, seed=args.seed,
                       probes=args.probes, sweep=sweep, libraries=not args.no_libraries,
                       progress=prog)
+    real = None
+    if args.corpus:
+        real = bench_index_real(args.corpus, queries=args.queries, seed=args.seed,
+                                threads=args.threads, sweep=sweep,
+                                libraries=not args.no_libraries, progress=prog)
     prog.done()
     if args.json:
-        json.dump(plain_json(res), sys.stdout, indent=1)
+        json.dump(plain_json(res if real is None else {**res, "real": real}), sys.stdout,
+                  indent=1)
         sys.stdout.write("\n")
     else:
         print(format_report(res))
+        if real is not None:
+            print("\n" + format_real(real))
     return 0
 
 
@@ -46,5 +54,8 @@ def register(sub, bench_sub) -> None:  # noqa: ARG001
     p.add_argument("--sweep", default="0,1,2,4,8,16", help="probes for the sweep table")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-libraries", action="store_true", help="skip hnswlib/pynndescent/faiss")
+    p.add_argument("--corpus", default=None, metavar="CORPUS",
+                   help="also train on CORPUS and compare on the model's own queries: layer "
+                        "estimates, prototype embeddings, C's window states")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(func=_cmd_bench_index)

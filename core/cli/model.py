@@ -327,7 +327,10 @@ def _print_eval(name: str, r: dict) -> None:
           f"{_bits(r['kn_order_bits'])}  (modified discounts)")
     print(f"  B alone       {r['b_top1']:.4f}            {_bits(r['b_bits'])}  "
           f"(exact-bank decoding)")
-    print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped)")
+    exact = r.get("prototype_top1_exact")
+    print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped "
+          "through the hash index" + (f"; {exact:.4f} with the exact nearest key)"
+                                      if exact is not None else ")"))
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
     print(f"B-vs-C          C wins {100 * r['win_rate_c']:.1f}% of decided training steps")
