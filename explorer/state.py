@@ -178,18 +178,18 @@ class ExplorerState(QObject):
             self.layerChanged.emit(layer)
 
     def set_lookup(self, name: str) -> None:
-        if name not in LOOKUPS:
-            raise ValueError(f"unknown lookup {name!r}; choose from {LOOKUPS}")
-        if name != self._lookup:
-            self._lookup = name
-            self.lookupChanged.emit(name)
+        self._choose("lookup", name, LOOKUPS, self.lookupChanged)
 
     def set_projection(self, name: str) -> None:
-        if name not in PROJECTIONS:
-            raise ValueError(f"unknown projection {name!r}; choose from {PROJECTIONS}")
-        if name != self._projection:
-            self._projection = name
-            self.projectionChanged.emit(name)
+        self._choose("projection", name, PROJECTIONS, self.projectionChanged)
+
+    def _choose(self, what: str, name: str, choices: tuple[str, ...], signal) -> None:
+        """Set the named choice ``what`` (one of ``choices``); emit ``signal`` on change."""
+        if name not in choices:
+            raise ValueError(f"unknown {what} {name!r}; choose from {choices}")
+        if name != getattr(self, f"_{what}"):
+            setattr(self, f"_{what}", name)
+            signal.emit(name)
 
     def set_model(self, model: object | None) -> None:
         self._model = model
