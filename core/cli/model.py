@@ -329,7 +329,8 @@ def _print_eval(name: str, r: dict) -> None:
           f"(exact-bank decoding)")
     exact = r.get("prototype_top1_exact")
     print(f"  prototypes    {r['prototype_top1']:.4f}            (prototype decoding, snapped "
-          "through the hash index" + (f"; {exact:.4f} with the exact nearest key)"
+          "through the hash index" + (f"; {exact:.4f} with the exact nearest key on the "
+                                      f"first {r.get('prototype_exact_tokens', 0):,} tokens)"
                                       if exact is not None else ")"))
     print(f"  C modify      {r.get('c_top1_modify', float('nan')):.4f}")
     print(f"  C noise       {r.get('c_top1_noise', float('nan')):.4f}")
