@@ -25,27 +25,14 @@ import time
 
 import numpy as np
 
+from core.bench import training_spans
 from core.corpus import default_corpus_path, load_corpus
 from core.explain import estimate_probes
 from core.index import brute_force
 from core.layers import hierarchy
 from core.model import train
-from core.tokenize import EOS
 
 BANDS = ((0.0, 0.35), (0.35, 0.7), (0.7, 1.01))
-
-
-def sentences(stream: np.ndarray, k: int, seed: int, lo: int = 4, hi: int = 32) -> list:
-    """``k`` seeded spans of the training stream, ``lo``..``hi`` tokens, none across ``<eos>``."""
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < k:
-        n = int(rng.integers(lo, hi + 1))
-        a = int(rng.integers(0, stream.size - n))
-        span = stream[a:a + n]
-        if not (span == EOS).any():
-            out.append(span)
-    return out
 
 
 def main() -> None:
@@ -54,11 +41,13 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.sentences < 1:
+        ap.error(f"--sentences must be at least 1, got {args.sentences}")
     model = train(load_corpus(args.corpus))
     keys, index = model.keys, model.index
     rows = []  # (m / n, winner is exact, gathered, won, exact is token, δ, candidates)
     queries = []
-    for ids in sentences(model.counts.stream, args.sentences, args.seed):
+    for ids in training_spans(model.counts.stream, args.sentences, args.seed, lo=4):
         n = ids.size
         est = estimate_probes(ids, hierarchy(keys[ids]), np.zeros(n - 1, np.float32), keys,
                               index)

@@ -41,7 +41,7 @@ import numpy as np
 
 from core.baselines import KneserNey
 from core.config import TrainConfig
-from core.corpus import Cancelled, Corpus
+from core.corpus import Corpus
 
 __all__ = ["MAX_FIT", "MAX_SLICE", "MIN_SLICE", "SLICE_FIT", "b_order_text", "choose_b_order",
            "slice_figures"]
@@ -68,11 +68,6 @@ def slice_figures(kn: KneserNey, stream: np.ndarray, k: int = 5) -> dict:
             "bits": float(kn.perplexity(s)["bits"]), "tokens": int(s.size)}
 
 
-def _check(cancel: Callable[[], bool] | None) -> None:
-    if cancel is not None and cancel():
-        raise Cancelled("training cancelled while choosing B's order")
-
-
 def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None = None,
                    cancel: Callable[[], bool] | None = None) -> tuple[TrainConfig, dict | None]:
     """The settings with B's order chosen on a slice of ``corpus`` (see the module docstring).
@@ -82,7 +77,9 @@ def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None
     nothing to try): the orders tried, each one's slice figures, the chosen
     order, or why the search was skipped.
     """
-    from core.counting import closed_stream
+    from core.counting import check_cancel, closed_stream
+
+    where = "counting (choosing B's order)"
 
     base, longest = int(cfg.b_order), int(cfg.b_order_try)
     if longest <= base:
@@ -96,13 +93,13 @@ def choose_b_order(corpus: Corpus, cfg: TrainConfig, progress: ProgressFn | None
     stream = closed_stream(fit.stream[-MAX_FIT:])
     figures = []
     for i, order in enumerate((base, longest)):
-        _check(cancel)
+        check_cancel(cancel, where)
         if progress is not None:
             progress("counting", 0.05 * i, {"detail": f"trying B's order {order}"})
         kn = KneserNey(len(fit.vocab), "modified", order).add_stream(stream)
-        _check(cancel)
+        check_cancel(cancel, where)
         kn.finalize()
-        _check(cancel)
+        check_cancel(cancel, where)
         figures.append(slice_figures(kn, held_s))
     a, b = figures
     report["figures"] = figures

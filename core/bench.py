@@ -347,30 +347,42 @@ EF_LADDER = (8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128
 C_REPEATS = 5
 
 
+def training_spans(stream: np.ndarray, k: int, seed: int = 0, lo: int = 8,
+                   hi: int = 32) -> list[np.ndarray]:
+    """``k`` seeded spans of ``stream``, ``lo``..``hi`` tokens each, none across ``<eos>``
+    (fewer if the stream has no room for them)."""
+    from core.tokenize import EOS
+
+    s = np.asarray(stream, np.int64)
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    for _ in range(100 * k):
+        if len(out) >= k or s.size <= lo:
+            break
+        n = int(rng.integers(lo, min(hi, s.size - 1) + 1))
+        a = int(rng.integers(0, s.size - n))
+        if not (s[a:a + n] == EOS).any():
+            out.append(s[a:a + n])
+    return out
+
+
 def layer_estimate_queries(model, stream: np.ndarray, n: int, seed: int = 0,
                            rho: float = 0.35) -> np.ndarray:
     """Least-squares estimates of tokens from mean layers, as the reconstruction asks.
 
-    Seeded spans of 8-32 tokens of ``stream`` (none across ``<eos>``), every
+    Seeded spans of 8-32 tokens of ``stream`` (:func:`training_spans`), every
     layer ``m <= rho·n`` of each, every position
     (:func:`core.reconstruct.least_squares_start`); the first ``n`` rows
     (float32 [n, d]).
     """
     from core.layers import hierarchy, mean_layer_matrix
     from core.reconstruct import least_squares_start
-    from core.tokenize import EOS
 
-    s = np.asarray(stream, np.int64)
-    rng = np.random.default_rng(seed)
     out, have = [], 0
-    for _ in range(100 * n):
-        if have >= n or s.size < 9:
+    for ids in training_spans(stream, n, seed):  # n spans hold far more than n positions
+        if have >= n:
             break
-        L = int(rng.integers(8, min(32, s.size - 1) + 1))
-        a = int(rng.integers(0, s.size - L))
-        ids = s[a:a + L]
-        if (ids == EOS).any():
-            continue
+        L = ids.size
         layers = hierarchy(model.keys[ids])
         for m in range(int(rho * L) + 1):
             X = least_squares_start(layers[m], mean_layer_matrix(L, m), model.keys, model.index)
@@ -382,8 +394,9 @@ def layer_estimate_queries(model, stream: np.ndarray, n: int, seed: int = 0,
 
 def bench_index_real(corpus, queries: int = 2000, seed: int = 0, threads: int | None = None,
                      sweep: tuple[int, ...] = (0, 1, 2, 4, 8, 16), libraries: bool = True,
-                     progress=None) -> dict:
-    """The model's own query sets (``noisekey bench index --corpus``).
+                     progress=None, label: str | None = None) -> dict:
+    """The model's own query sets (``noisekey bench index --corpus``; ``label``: the
+    corpus' name in the report, its path by default).
 
     A model is trained on the 90% training part of ``corpus`` (seed 0; no
     prompt memory or signatures). Query sets, from the held-out 10%:
@@ -405,7 +418,8 @@ def bench_index_real(corpus, queries: int = 2000, seed: int = 0, threads: int | 
 
     threads = _threads(threads)
     progress = progress or (lambda *a, **k: None)
-    label = "a corpus" if isinstance(corpus, Corpus) else str(corpus)
+    if label is None:
+        label = "a corpus" if isinstance(corpus, Corpus) else str(corpus)
     if not isinstance(corpus, Corpus):
         corpus = load_corpus(corpus)
     tr, te = corpus.split(0.9, 0)
@@ -449,7 +463,7 @@ def c_search_figures(model, test_stream: np.ndarray, queries: int = 3000, K: int
     runs) at the smallest ef of :data:`EF_LADDER` whose recall@K reaches
     the grouped search's. l2 only for hnswlib.
     """
-    from core.evaluate import agreement_of, exact_window_neighbours
+    from core.evaluate import agreement_of, exact_window_neighbours, set_recall
     from core.machine import history, window_states
 
     tab, W = model.counts.table, model.config.window
@@ -504,17 +518,11 @@ def c_search_figures(model, test_stream: np.ndarray, queries: int = 3000, K: int
                                for r, o in zip(hi, own, strict=True)])
             else:
                 hi = hi[:, :K]
-            r = _recall_sets(hi, bi)
+            r = set_recall(hi, bi)
             if r >= target or ef == EF_LADDER[-1]:
                 row.update(hnswlib_ef=ef, hnswlib_recall=r, qps_hnswlib=len(H) / th)
                 break
     return out
-
-
-def _recall_sets(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean share of each row of ``b`` found in the same row of ``a`` (any order)."""
-    return float(np.mean([len(set(x) & set(y)) / max(len(y), 1)
-                          for x, y in zip(a.tolist(), b.tolist(), strict=True)]))
 
 
 def format_real(res: dict) -> str:

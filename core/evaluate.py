@@ -121,6 +121,12 @@ def c_search_agreement(model, stream: np.ndarray | None = None, n: int = 2000, K
     return agreement_of(tab, H, own, (nn, nd), (bi, bd))
 
 
+def set_recall(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each row of ``exact`` found in the same row of ``found`` (any order)."""
+    return float(np.mean([len(set(a) & set(b)) / max(len(b), 1)
+                          for a, b in zip(found.tolist(), exact.tolist(), strict=True)]))
+
+
 def agreement_of(tab, H: np.ndarray, own: np.ndarray | None, found: tuple, exact: tuple) -> dict:
     """:func:`c_search_agreement`'s figures for searched rows ``H`` (``own``: left out).
 
@@ -133,7 +139,7 @@ def agreement_of(tab, H: np.ndarray, own: np.ndarray | None, found: tuple, exact
         size = size - (tab.tot[np.maximum(own, 0)] <= 1)
     empty = size <= 0
     top1 = np.isclose(nd[:, 0], bd[:, 0], rtol=1e-5, atol=1e-6)
-    recall = np.mean([len(set(a) & set(b)) / max(len(b), 1) for a, b in zip(nn, bi, strict=True)])
+    recall = set_recall(nn, bi)
     return {"queries": int(len(H)), "empty_group": float(empty.mean()),
             "top1": float(top1.mean()),
             "top1_empty": float(top1[empty].mean()) if empty.any() else float("nan"),

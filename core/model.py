@@ -417,6 +417,7 @@ class Model:
         """
         s = np.asarray(stream, np.int32)
         H = history(s, history_width(self.config))
+
         def snap(E):
             if not exact:
                 return self.index.query_batch(E, k=1)[0]

@@ -265,9 +265,8 @@ def layer_info(
     else:
         sim = list(similar or [])
     est, skipped = [], False
-    if op == "mean" and n >= 2 and index is not None:
-        done = np.isfinite(acc)
-        count = n * int(np.argmin(done) if not done.all() else done.size)
+    if op == "mean" and n >= 2 and hasattr(index, "explain"):
+        count = n * int(np.cumprod(np.isfinite(acc)).sum())  # the layers searched, from L0
         skipped = max_estimates is not None and count > max_estimates
         if not skipped:
             est = estimate_probes(win, layers, acc, keys, index, start)

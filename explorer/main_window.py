@@ -547,7 +547,7 @@ class MainWindow(QMainWindow):
         for view in self.views.values():
             view.header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
             view.header.customContextMenuRequested.connect(
-                lambda pos, v=view: self._view_menu(v).exec(v.header.mapToGlobal(pos)))
+                lambda pos, v=view: self._show_view_menu(v, v.header.mapToGlobal(pos)))
             for item in view.glw.ci.items:
                 vb = getattr(item, "vb", None)
                 menu = getattr(vb, "menu", None)
@@ -575,6 +575,12 @@ class MainWindow(QMainWindow):
                 self.state.lookupChanged.connect(lambda v, a=a, n=name: a.setChecked(v == n))
             out[name] = a
         return out
+
+    def _show_view_menu(self, view: BaseView, at) -> None:
+        """The header's right-click menu, run and then deleted (one per click)."""
+        menu = self._view_menu(view)
+        menu.exec(at)
+        menu.deleteLater()
 
     def _view_menu(self, view: BaseView) -> QMenu:
         m = QMenu(self)

@@ -285,7 +285,9 @@ class BucketsView(BaseView):
         self._draw_probe(self._probe())
 
     def drawn_from(self, ex: Explanation) -> tuple:
-        return (ex.index_stats, ex.generation, ex.layers, ex.keys, ex.vocab, ex.partial)
+        # the layers only matter while a layer estimate is shown
+        layers = ex.layers if self.query == "layer" else None
+        return (ex.index_stats, ex.generation, layers, ex.keys, ex.vocab, ex.partial)
 
     def set_occupancy(self, occ: np.ndarray, bucket_size: int) -> None:
         """Draw the occupancy raster: row ``s`` filled where a bucket holds > ``s``."""

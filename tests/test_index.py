@@ -320,3 +320,8 @@ def test_bench_index_on_a_models_own_queries(capsys):
                  str(SAMPLES / "python_docs.txt"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["real"]["sets"]["layer estimates"]["config"]["queries"] == 20
+    # a bad corpus: one line, exit 2, before any measuring
+    assert main(["bench", "index", "--n", "300", "--queries", "10", "--no-libraries",
+                 "--corpus", str(SAMPLES / "no_such_corpus.txt")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no_such_corpus.txt" in captured.err

@@ -20,13 +20,19 @@ def _cmd_bench_index(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"--sweep: expected comma-separated integers, got {args.sweep!r}") from exc
     prog = Progress(quiet=args.json)
+    corpus = None
+    if args.corpus:  # a bad corpus is refused before any measuring
+        from core.corpus import load_corpus
+
+        corpus = load_corpus(args.corpus, progress=prog)
     res = bench_index(n=args.n, dim=args.dim, metric=args.metric, sigma=args.sigma,
                       threads=args.threads, queries=args.queries, seed=args.seed,
                       probes=args.probes, sweep=sweep, libraries=not args.no_libraries,
                       progress=prog)
     real = None
-    if args.corpus:
-        real = bench_index_real(args.corpus, queries=args.queries, seed=args.seed,
+    if corpus is not None:
+        real = bench_index_real(corpus, queries=args.queries, seed=args.seed,
+                                label=args.corpus,
                                 threads=args.threads, sweep=sweep,
                                 libraries=not args.no_libraries, progress=prog)
     prog.done()

@@ -168,6 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.b_order import b_order_text
     from core.model import train
     from core.modelfile import check_out_path
+    from core.scale import peak_rss_mb
 
     cfg = config_from_args(args)
     check_out_path(args.out)  # refuse a device, FIFO or link before the work, not after
@@ -204,16 +205,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"B-vs-C          C wins {100 * f['win_rate_c']:.1f}% of decided steps")
     if f.get("gate_events", f["tokens"]) < f["tokens"]:
         print(f"gate            estimated from a sample of {f['gate_events']:,} events")
-    print(f"memory          peak {_peak_rss_mb():,.0f} MB   model file "
+    print(f"memory          peak {peak_rss_mb():,.0f} MB   model file "
           f"{os.path.getsize(args.out) / 2**20:,.1f} MB")
     return 0
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (:func:`core.scale.peak_rss_mb`)."""
-    from core.scale import peak_rss_mb
-
-    return peak_rss_mb()
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
