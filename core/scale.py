@@ -22,6 +22,14 @@ vocabulary: unseen words are ``<unk>``):
 * the Kneser-Ney trigram's top-1, counted on the same prefix exactly as
   ``noisekey eval`` does (``KneserNey(V, 0.75)`` over ``trigram_contexts``).
 
+Per-token cost is given two ways: microseconds per trained token, and the
+marginal microseconds per token between one size and the next
+(``Δseconds / Δtokens``). They differ because the gate and memory stages
+are fitted on samples of fixed size past a corpus size (``gate_events``,
+:data:`core.fit.MEMORY_STEPS`): a fixed cost that a small corpus pays over
+fewer tokens. The marginal figure is the cost a larger corpus adds;
+:func:`cost_spread` gives the largest over the smallest of each.
+
 Figures are measured on the machine that runs them; they are benchmarks,
 not test assertions.
 """
@@ -41,13 +49,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["COLUMNS", "DEFAULT_SIZES", "format_row", "format_table", "parse_sizes",
-           "peak_rss_mb", "plot", "prefix", "scale_curve"]
+__all__ = ["COLUMNS", "DEFAULT_SIZES", "cost_spread", "format_row", "format_spread", "format_table",
+           "parse_sizes", "peak_rss_mb", "plot", "prefix", "scale_curve"]
 
 DEFAULT_SIZES = (100_000, 300_000, 1_000_000, 3_000_000)
 WARMUP_TOKENS = 2_000
 MAX_TEST = 200_000
-COLUMNS = ("tokens", "seconds", "tokens_per_s", "peak_rss_mb", "model_top1", "kn_top1")
+COLUMNS = ("tokens", "seconds", "tokens_per_s", "us_per_token", "peak_rss_mb", "model_top1",
+           "kn_top1")
 
 _SUFFIX = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
@@ -164,8 +173,9 @@ def scale_curve(corpus, sizes: Sequence[int] = DEFAULT_SIZES, split: float = 0.9
     -------
     list of dict
         Keys ``size`` (asked), ``tokens`` (trained), ``pairs``, ``vocab``,
-        ``seconds``, ``tokens_per_s``, ``peak_rss_mb``, ``test_tokens``,
-        ``model_top1``, ``kn_top1``.
+        ``seconds``, ``tokens_per_s``, ``us_per_token``, ``marginal_us_per_token``
+        (from the previous row; NaN in the first, or where the token count did
+        not grow), ``peak_rss_mb``, ``test_tokens``, ``model_top1``, ``kn_top1``.
     """
     from core.config import TrainConfig
     from core.corpus import Corpus, load_corpus, remap_table
@@ -186,7 +196,7 @@ def scale_curve(corpus, sizes: Sequence[int] = DEFAULT_SIZES, split: float = 0.9
             tail = remap_table(train.vocab, part.vocab)[held].astype(np.int32)
             row = _run_child({"corpus": part, "tail": tail, "config": cfg,
                               "warmup": int(warmup)}, tmp)
-            rows.append({"size": int(size), **row})
+            rows.append(_with_costs({"size": int(size), **row}, rows[-1] if rows else None))
             if on_row is not None:
                 on_row(rows[-1])
     if progress is not None:
@@ -194,22 +204,54 @@ def scale_curve(corpus, sizes: Sequence[int] = DEFAULT_SIZES, split: float = 0.9
     return rows
 
 
+def _with_costs(row: dict, prev: dict | None) -> dict:
+    """``row`` with ``us_per_token`` and ``marginal_us_per_token`` (against ``prev``)."""
+    row["us_per_token"] = 1e6 * row["seconds"] / max(row["tokens"], 1)
+    grown = 0 if prev is None else row["tokens"] - prev["tokens"]
+    row["marginal_us_per_token"] = (1e6 * (row["seconds"] - prev["seconds"]) / grown
+                                    if grown > 0 else float("nan"))
+    return row
+
+
+def cost_spread(rows: Sequence[dict]) -> tuple[float, float]:
+    """Largest over smallest per-token cost across ``rows``: of ``us_per_token``, and
+    of ``marginal_us_per_token`` where it is positive (NaN with fewer than two)."""
+
+    def spread(vals):
+        v = [x for x in vals if np.isfinite(x) and x > 0]
+        return max(v) / min(v) if len(v) >= 2 else float("nan")
+
+    return (spread([r["us_per_token"] for r in rows]),
+            spread([r["marginal_us_per_token"] for r in rows]))
+
+
+def format_spread(rows: Sequence[dict]) -> str:
+    """One line: the per-token cost's spread (:func:`cost_spread`) over the sizes."""
+    whole, marginal = cost_spread(rows)
+    return (f"per-token cost, largest / smallest over the sizes: {whole:.1f}x per trained "
+            f"token, {marginal:.1f}x marginal (between consecutive sizes)")
+
+
 TABLE_HEAD = (f"{'size':>10} {'tokens':>10} {'seconds':>9} {'tokens/s':>10} "
+              f"{'µs/token':>9} {'marginal':>9} "
               f"{'peak RSS MB':>11} {'model top-1':>11} {'KN top-1':>9}")
 
 
 def format_row(r: dict) -> str:
-    """One row of :func:`format_table`."""
+    """One row of :func:`format_table` (``marginal``: µs per token added since the last size)."""
+    m = r.get("marginal_us_per_token", float("nan"))
     return (f"{r['size']:>10,} {r['tokens']:>10,} {r['seconds']:>9.1f} "
-            f"{r['tokens_per_s']:>10,.0f} {r['peak_rss_mb']:>11,.0f} "
+            f"{r['tokens_per_s']:>10,.0f} {r['us_per_token']:>9.2f} "
+            f"{'-' if not np.isfinite(m) else f'{m:.2f}':>9} {r['peak_rss_mb']:>11,.0f} "
             f"{r['model_top1']:>11.4f} {r['kn_top1']:>9.4f}")
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    """The rows as a fixed-width text table."""
+    """The rows as a fixed-width text table, and the cost's spread."""
     lines = [TABLE_HEAD] + [format_row(r) for r in rows]
     if rows:
         lines.append(f"held-out tail: {rows[0]['test_tokens']:,} tokens")
+        lines.append(format_spread(rows))
     return "\n".join(lines)
 
 

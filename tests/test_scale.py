@@ -11,7 +11,15 @@ import pytest
 
 from core.cli import main
 from core.corpus import load_corpus
-from core.scale import COLUMNS, format_table, parse_sizes, peak_rss_mb, prefix, scale_curve
+from core.scale import (
+    COLUMNS,
+    cost_spread,
+    format_table,
+    parse_sizes,
+    peak_rss_mb,
+    prefix,
+    scale_curve,
+)
 
 SIZES = [1000, 2500]
 
@@ -53,7 +61,19 @@ def test_curve_rows_respect_sizes(docs):
     assert rows[0]["vocab"] < rows[1]["vocab"]
     table = format_table(rows).splitlines()
     assert "tokens/s" in table[0] and "KN top-1" in table[0]
-    assert len(table) == 2 + len(SIZES)
+    assert len(table) == 3 + len(SIZES) and "marginal" in table[-1]
+    for a, b in zip(rows, rows[1:], strict=False):  # Δseconds / Δtokens between sizes
+        want = 1e6 * (b["seconds"] - a["seconds"]) / (b["tokens"] - a["tokens"])
+        assert b["marginal_us_per_token"] == pytest.approx(want)
+    assert np.isnan(rows[0]["marginal_us_per_token"])
+
+
+def test_cost_spread():
+    rows = [dict(us_per_token=u, marginal_us_per_token=m)
+            for u, m in ((36.0, float("nan")), (14.0, 6.0), (5.2, 4.0), (7.0, -1.0))]
+    whole, marginal = cost_spread(rows)
+    assert whole == pytest.approx(36.0 / 5.2) and marginal == pytest.approx(1.5)
+    assert np.isnan(cost_spread(rows[:1])[0])
 
 
 def test_cli_registered():

@@ -11,7 +11,7 @@ from core.cli.common import Progress, UserError
 
 def _cmd_bench_scale(args: argparse.Namespace) -> int:
     from core.corpus import load_corpus
-    from core.scale import TABLE_HEAD, format_row, parse_sizes, plot, scale_curve
+    from core.scale import TABLE_HEAD, format_row, format_spread, parse_sizes, plot, scale_curve
 
     try:
         sizes = parse_sizes(args.sizes)
@@ -47,6 +47,7 @@ def _cmd_bench_scale(args: argparse.Namespace) -> int:
     else:
         print(f"held-out tail: {rows[0]['test_tokens']:,} tokens; model: TrainConfig"
               "(signatures=False); KN: Kneser-Ney trigram, discount 0.75")
+        print(format_spread(rows))
     if args.plot:
         plot(rows, args.plot, title=str(args.corpus))
         if not args.json:
