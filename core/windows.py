@@ -321,6 +321,8 @@ DENSE_QUERIES = 8
 DENSE_BLOCK = 1 << 23
 #: Candidates kept by the product pass beyond K (near-ties within its rounding).
 DENSE_EXTRA = 12
+#: Windows of a product row counted at once before any is offered (:func:`_dense_tile_rows`).
+TILE_CHUNK = 64
 #: Batches of held-out rows at least this long search each distinct window once.
 DEDUPE_ROWS = 256
 #: Held-out batches whose results are kept for the next pass (16k rows: 0.8 MB each).
@@ -334,6 +336,15 @@ def _dense_tile_rows(lo, hi, q2, skip, G, s2, t0, av, ai):
     ``x_w = ‖q‖² + ‖s_w‖² − 2 q·s_w`` from ``G`` = ``Q Sᵀ`` (BLAS, float32),
     kept in ``av``/``ai`` (the ``K + DENSE_EXTRA`` smallest so far, ids
     relative to the group); the query's left-out window ``skip`` is passed over.
+    Each run of :data:`TILE_CHUNK` windows is first counted against the
+    list's largest in a loop LLVM vectorises (on slices from index 0: no
+    negative-index test); a run with none below it holds nothing the list
+    takes, and the others are offered in window order as before, so the
+    lists are the same. 50,000 training windows of a 4.45M-token stream
+    searched leave-one-out (K = 4), alternated: 2.52 / 2.61 / 2.60 s
+    against 3.05 / 3.09 / 2.88 s. Smaller products (blocks of 256-2,048
+    queries by tiles of 4M-32M entries) were slower than the 32 MB tiles of
+    all the group's queries: 2.8-3.7 s.
     """
     n_w = G.shape[1]
     KC = av.shape[1]
@@ -341,11 +352,21 @@ def _dense_tile_rows(lo, hi, q2, skip, G, s2, t0, av, ai):
     for i in range(lo, hi):
         qq = q2[i]
         top = av[i, KC - 1]
-        for w in range(n_w):
-            x = qq + s2[w] - two * G[i, w]
-            if x < top and t0 + w != skip[i]:
-                insert_bottomk(ai[i], av[i], KC, t0 + w, x)
-                top = av[i, KC - 1]
+        g = G[i]
+        for a in range(0, n_w, TILE_CHUNK):
+            gs = g[a:a + TILE_CHUNK]
+            ss = s2[a:a + TILE_CHUNK]
+            hit = np.int32(0)
+            for j in range(gs.shape[0]):  # vectorised: does the list take any of the run?
+                if qq + ss[j] - two * gs[j] < top:
+                    hit += np.int32(1)
+            if not hit:
+                continue
+            for j in range(gs.shape[0]):
+                x = qq + ss[j] - two * gs[j]
+                if x < top and t0 + a + j != skip[i]:
+                    insert_bottomk(ai[i], av[i], KC, t0 + a + j, x)
+                    top = av[i, KC - 1]
 
 
 @njit(cache=True, nogil=True)
