@@ -71,9 +71,12 @@ class NearestKeys:
             for a in range(0, V, tile):
                 run_rows(_offer_rows, q.shape[0], q @ self.keys[a : a + tile].T,
                          self.k2[a : a + tile], a, bi, bv, min_rows=16)
+            # each heap in ascending (value, id) order, as heap_ascending sorts it
+            o = np.lexsort((bi, bv))
+            bi, bv = np.take_along_axis(bi, o, 1), np.take_along_axis(bv, o, 1)
             q2 = (q.astype(np.float64) ** 2).sum(1)
-            run_rows(_finish_rows, q.shape[0], bi, bv, q2, V, ids[s : s + rows],
-                     dist[s : s + rows], min_rows=16)
+            ids[s : s + rows] = np.where(bi < V, bi, -1)
+            dist[s : s + rows] = np.sqrt(np.maximum(bv + q2[:, None], 0.0))
         return ids, dist
 
 
@@ -102,7 +105,8 @@ def _topk_direct(Q, KT, k2, k):
             q2 += np.float64(Q[i, j]) * Q[i, j]
         bv = np.full(k, np.inf)
         bi = np.full(k, V, np.int64)
-        _offer_row(bi, bv, k, acc, acc, np.float32(0.0), 0)
+        for v in range(V):
+            heap_bottomk(bi, bv, k, v, acc[v])
         heap_ascending(bi, bv, k)
         for t in range(k):
             ids[i, t] = bi[t] if bi[t] < V else -1
@@ -120,18 +124,7 @@ def _offer_rows(lo, hi, G, k2, v0, bi, bv):
     """
     k = bi.shape[1]
     for i in range(lo, hi):
-        _offer_row(bi[i], bv[i], k, k2, G[i], np.float32(2.0), v0)
-
-
-@njit(cache=True, nogil=True)
-def _finish_rows(lo, hi, bi, bv, q2, V, ids, dist):
-    """Rows ``lo:hi``: the heaps sorted into ids (-1 pad) and distances ``sqrt(bv + ‖q‖²)``."""
-    k = bi.shape[1]
-    for i in range(lo, hi):
-        heap_ascending(bi[i], bv[i], k)
-        for t in range(k):
-            ids[i, t] = bi[i, t] if bi[i, t] < V else -1
-            dist[i, t] = np.sqrt(max(bv[i, t] + q2[i], 0.0))
+        _offer_row(bi[i], bv[i], k, k2, G[i], v0)
 
 
 #: Entries of a row a filter pass of :func:`_offer_row` reads before the heap.
@@ -139,45 +132,34 @@ OFFER_CHUNK = 64
 
 
 @njit(cache=True, nogil=True)
-def _offer_row(bi, bv, k, base, g, m, v0):
-    """Offer ``x_v = base[v] − m·g[v]`` (float64) as key ``v0 + v`` to a bottom-k heap, in place.
+def _offer_row(bi, bv, k, k2, g, v0):
+    """Offer ``x_v = k2[v] − 2 g[v]`` (float64) as key ``v0 + v`` to a bottom-k heap, in place.
 
-    ``m = 0`` offers ``base`` itself. ``bi`` / ``bv``: a
-    :func:`core.jit.heap_bottomk` heap, empty (ids larger than any key,
-    ``inf``) or holding keys before ``v0``. The first ``k`` entries are
-    offered one by one; then every run of :data:`OFFER_CHUNK` entries is
-    first counted against the heap's top in float32, a loop LLVM
-    vectorises: ``x64 < top`` implies ``fl32(x) ≤ fl32(top)`` (rounding is
-    monotonic), so a run where no ``fl32(x)`` is at most ``fl32(top)`` (NaN
-    counts as at most) holds no entry the heap would take (a tie with the
-    top loses to the smaller id it holds), and the heap keeps what a plain
-    pass keeps. On slices, so indices start at 0 and numba's wraparound
-    test for negative indices, which stops vectorisation, is dropped:
-    21.6 µs against 66.5 µs a row for 34,000 keys at k = 10.
+    ``bi`` / ``bv``: a :func:`core.jit.heap_bottomk` heap, empty (ids larger
+    than any key, ``inf``) or holding keys before ``v0``. Every run of
+    :data:`OFFER_CHUNK` entries is first counted against the heap's top in
+    float32, a loop LLVM vectorises: ``x64 < top`` implies
+    ``fl32(x) ≤ fl32(top)`` (rounding is monotonic), so a run where no
+    ``fl32(x)`` is at most ``fl32(top)`` (NaN counts as at most) holds no
+    entry the heap would take (a tie with a full heap's top loses to the
+    smaller id it holds; while the heap is not full its top is ``inf`` and
+    every run passes), and the heap keeps what a plain pass keeps. The
+    loops read slices from index 0, so numba's test for negative indices,
+    which stops vectorisation, is dropped: 21.6 µs against 66.5 µs a row
+    for 34,000 keys at k = 10.
     """
     V = g.shape[0]
-    head = min(k, V)
-    for v in range(head):
-        heap_bottomk(bi, bv, k, v0 + v, _offer_value(base[v], g[v], m))
-    a = head
+    a = 0
     while a < V:
         e = min(V, a + OFFER_CHUNK)
         gs = g[a:e]
-        bs = base[a:e]
+        ks = k2[a:e]
         t = np.float32(bv[0])
         hit = np.int32(0)
         for j in range(gs.shape[0]):
-            if not (bs[j] - m * gs[j] > t):
+            if not (ks[j] - np.float32(2.0) * gs[j] > t):
                 hit += np.int32(1)
         if hit:
             for j in range(gs.shape[0]):
-                heap_bottomk(bi, bv, k, v0 + a + j, _offer_value(bs[j], gs[j], m))
+                heap_bottomk(bi, bv, k, v0 + a + j, ks[j] - 2.0 * gs[j])
         a = e
-
-
-@njit(cache=True, nogil=True)
-def _offer_value(b, g, m):
-    """``b − m·g`` in float64; ``b`` itself for ``m = 0`` (no ``0·inf``)."""
-    if m == 0:
-        return np.float64(b)
-    return np.float64(b) - np.float64(m) * g
