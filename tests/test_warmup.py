@@ -94,6 +94,32 @@ def test_assign_keeps_kernels_sharing_a_large_callee_in_one_process():
     assert sorted(sum(e["cost"] for e in p) for p in assign(entries, 2)) == [9, 12]
 
 
+
+def test_a_worker_done_early_takes_the_other_parts_last_kernels(tmp_path):
+    """Each entry of a ``compile_parallel`` list is compiled by one worker: its own part
+    first, then the other parts from their ends, whichever worker claims it first."""
+    import json
+
+    from core.precompile import _compile_part
+
+    parts = [[{"kernel": f"core.nope:k{j}{i}", "cost": 1.0, "sigs": []} for i in range(3)]
+             for j in range(2)]
+    man = tmp_path / "signatures.json"
+    man.write_text(json.dumps({"parts": parts}), encoding="utf-8")
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "1-0").touch()  # worker 1 is compiling its first kernel
+    logs = [tmp_path / "part-0.log", tmp_path / "part-1.log"]
+    _compile_part(0, 2, logs[0], man)  # worker 0 goes on alone
+    _compile_part(1, 2, logs[1], man)  # worker 1, back: all taken
+
+    def begun(log):
+        return [ln.split()[2] for ln in log.read_text().splitlines() if ln.startswith("begin")]
+
+    assert begun(logs[0]) == ["core.nope:k00", "core.nope:k01", "core.nope:k02",
+                              "core.nope:k12", "core.nope:k11"]
+    assert begun(logs[1]) == []
+    assert all(ln.startswith(("begin", "skip")) for ln in logs[0].read_text().splitlines())
+
 def _cheap_entries(n):
     from core.precompile import load_manifest
 
