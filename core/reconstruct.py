@@ -413,8 +413,9 @@ def least_squares_start(Y: np.ndarray, A: np.ndarray, keys: np.ndarray, index=No
         The map (:func:`core.layers.mean_layer_matrix`).
     keys : float32 [V, d]
     index : optional
-        Its ``key_mean`` (float64 [d]) is used when it has one; otherwise
-        the mean of ``keys``.
+        Its ``key_mean`` (float64 [d]) is used when it has one, or its
+        exact search's (a :class:`core.index.HashIndex`); otherwise the mean
+        of ``keys``.
     P : float64 [n, r], optional
         ``pinv(A)`` if already at hand.
 
@@ -428,6 +429,10 @@ def least_squares_start(Y: np.ndarray, A: np.ndarray, keys: np.ndarray, index=No
     A = np.asarray(A, np.float64)
     P = _pinv(A) if P is None else P
     mu = getattr(index, "key_mean", None)
+    if mu is None and hasattr(index, "exact_search"):
+        # a hash index: its exact search keeps the mean (made once per index,
+        # where a mean over 123,820 keys took 4 ms on each of a prompt's layers)
+        mu = index.exact_search().key_mean
     if mu is None:
         mu = np.asarray(keys, np.float32).mean(0, dtype=np.float64)
     X0 = mu[None, None, :] + np.einsum("nr,brd->bnd", P, Y - (A.sum(1)[:, None] * mu)[None])
