@@ -3,8 +3,9 @@
 The exact search of the layers' least-squares points (:mod:`core.reconstruct`),
 of C's empty-group fallback (:meth:`core.machine.WindowTable.nearest_groups`)
 and the ground truth of the hash index for l2: BLAS products of blocks of
-queries with tiles of keys and a numba top-k over their rows. :func:`core.index.brute_force` is the
-same search for every metric (numba, no BLAS).
+queries with tiles of keys and a numba top-k over their rows.
+:func:`core.index.brute_force` is the same search for every metric (numba,
+no BLAS).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ class NearestKeys:
     product in cache for the top-k pass and the keys in cache for the
     product. Against one product over all keys per block of at most 16M
     entries and an unfiltered heap pass (the same lists; one thread, k = 10,
-    2,000 queries near random keys, d = 32): 111k against 96k q/s at 4,154
-    keys, 34.6k against 15.0k at 21,798, 24.8k against 9.6k at 33,984, 3.9k
-    against 0.92k at 262,000; 1.06M against 1.21M at 50 keys (two passes).
+    2,000 queries near random keys, d = 32, same process): 98.6k against
+    82.0k q/s at 4,154 keys, 30.2k against 13.9k at 21,798, 21.6k against
+    8.7k at 33,984, 3.4k against 0.89k at 262,000; 0.73M against 1.02M at
+    50 keys (the heaps' sort in numpy costs more than the work there).
     """
 
     small = 256
