@@ -10,7 +10,7 @@ exact search's place: a model trained on the 90% training part of CORPUS
 held-out spans (:func:`core.bench.layer_estimate_queries`), the exact
 search (:class:`core.nearest.NearestKeys`, batched, one thread) and hnswlib
 (M = 16, ef_construction = 200, built on one thread) at the smallest ef
-whose recall@10 reaches 0.95, timed at k = 10 on one thread.
+of ``core.bench.EF_LADDER`` whose recall@10 reaches 0.95, timed at k = 10 on one thread.
 """
 
 from __future__ import annotations
@@ -24,21 +24,12 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 
 
-def _best(fn, repeat: int = 3) -> float:
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     import hnswlib
     from threadpoolctl import threadpool_limits
 
-    from core.bench import _recall, _with_threads, layer_estimate_queries
-    from core.corpus import load_corpus
+    from core.bench import EF_LADDER, _recall, _timeit, _with_threads, layer_estimate_queries
+    from core.corpus import CorpusError, load_corpus
     from core.model import TrainConfig, train
     from core.nearest import NearestKeys
 
@@ -46,7 +37,10 @@ def main() -> None:
     ap.add_argument("corpus")
     ap.add_argument("--queries", type=int, default=2000)
     args = ap.parse_args()
-    tr, te = load_corpus(args.corpus).split(0.9, 0)
+    try:
+        tr, te = load_corpus(args.corpus).split(0.9, 0)
+    except CorpusError as exc:  # one line and exit 2, as the noisekey commands do
+        ap.error(str(exc))
     t0 = time.perf_counter()
     model = train(tr, TrainConfig(signatures=False, memory=0))
     print(f"{args.corpus}: {model!r}, trained in {time.perf_counter() - t0:.1f} s")
@@ -55,7 +49,7 @@ def main() -> None:
     nk = NearestKeys(keys)
     truth, _ = nk.query_batch(Q, 10)
     with threadpool_limits(1):
-        te_ = _with_threads(1, lambda: _best(lambda: nk.query_batch(Q, 10)))
+        te_ = _with_threads(1, lambda: _timeit(lambda: nk.query_batch(Q, 10)))
     print(f"{keys.shape[0]:,} keys, {len(Q):,} layer estimates: exact search "
           f"{len(Q) / te_:,.0f} q/s (batched, one thread)")
     t0 = time.perf_counter()
@@ -63,12 +57,12 @@ def main() -> None:
     hn.init_index(max_elements=keys.shape[0], M=16, ef_construction=200, random_seed=0)
     hn.add_items(keys, num_threads=1)
     print(f"hnswlib build {time.perf_counter() - t0:.1f} s (one thread)")
-    for ef in (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512):
+    for ef in (e for e in EF_LADDER if e >= 10):  # k = 10 needs ef >= 10
         hn.set_ef(ef)
         ids, _ = hn.knn_query(Q, k=10, num_threads=1)
         r = _recall(ids.astype(np.int64), truth, 10)
-        if r >= 0.95 or ef == 512:
-            th = _best(lambda: hn.knn_query(Q, k=10, num_threads=1))
+        if r >= 0.95 or ef == EF_LADDER[-1]:
+            th = _timeit(lambda: hn.knn_query(Q, k=10, num_threads=1))
             print(f"hnswlib ef {ef}: recall@10 {r:.3f}, {len(Q) / th:,.0f} q/s; "
                   f"exact / hnswlib {th / te_:.2f}x")
             break

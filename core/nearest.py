@@ -10,6 +10,8 @@ no BLAS).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from numba import njit
 
@@ -52,9 +54,14 @@ class NearestKeys:
     def __init__(self, keys: np.ndarray, block: int = 1024) -> None:
         self.keys = np.ascontiguousarray(keys, dtype=np.float32)
         self.k2 = (self.keys.astype(np.float64) ** 2).sum(1).astype(np.float32)
-        self.keys_t = np.ascontiguousarray(self.keys.T)
         self.key_mean = self.keys.mean(0, dtype=np.float64)
         self.block = block
+
+    @cached_property
+    def keys_t(self) -> np.ndarray:
+        """The keys transposed (float32 [d, V]) for the serial path, made at its first use:
+        past :attr:`direct_entries` keys no batch takes that path."""
+        return np.ascontiguousarray(self.keys.T)
 
     def query(self, q: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         ids, d = self.query_batch(np.asarray(q, np.float32)[None], k)

@@ -333,8 +333,8 @@ def _work_list(part: int, of: int, manifest: Path) -> tuple[list[dict], Path | N
     measured alone in one process and miss by a second or more run two at
     a time (two parts recorded at 13.1 s each took 13.2-13.4 s and
     14.9-15.2 s together on two cores); a worker done early takes the
-    other's last kernels instead of waiting. Otherwise (a recorded list): the part
-    alone.
+    other's last kernels instead of waiting. Otherwise (a recorded list):
+    the part alone.
     """
     try:
         parts = json.loads(manifest.read_text(encoding="utf-8"))["parts"]
