@@ -33,10 +33,10 @@ top-1 / top-5 / bits per token:
    predicted on five held-out folds instead of leave-one-out
    (``Model.gate_folds``).
 3. The gate prefers B unless C beats it by more than the noise of the
-   cell's counts (:class:`core.machine.Gate`: the one-standard-error rule
-   for the ranking weight, ``ll_cost`` bits per cell for the likelihood
-   weight), and the top-k list is the mixture's first token then B's order
-   (:meth:`core.machine.Proposals.mix`).
+   cell's counts (:class:`core.machine.Gate`: the ranking weight is the
+   best of those passing the sign test of 4., ``ll_cost`` bits per cell for
+   the likelihood weight), and the top-k list is the mixture's first token
+   then B's order (:meth:`core.machine.Proposals.mix`).
 4. The first token never leaves B's on a cell that has not shown C
    winning on its own fitted (held-out) events
    (:meth:`core.machine.Gate.eligible`): a sign test over the steps where

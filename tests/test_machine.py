@@ -279,6 +279,28 @@ def test_gate_correction_keeps_null_cells_shut_and_opens_a_strong_one():
         assert gates_with_false[fam] <= 1, (fam, gates_with_false)
 
 
+def test_gate_ranks_with_the_best_weight_that_passed_its_test():
+    """A cell's best-scoring weight fails the top-5 check: the best tested one ranks, not B."""
+    from core.machine import GATE_GRID
+
+    g = Gate(V=10, P=4, scale=1.0)
+    cell = (0, 2, 3)
+    G = GATE_GRID.size
+    hits = np.array([500, 700, 780, 900] + [600] * (G - 4))
+    g.n_bin[cell] = 3000
+    g.hits_bin[cell] = hits
+    g.hits5_bin[cell] = 1500
+    g.disc_bin[cell] = hits - 500 + 20
+    g.lost5_bin[cell][3] = 5  # weight 0.2 pushes the target out of B's five more than it brings in
+    g._derived = g._crit = None
+    query = (np.array([5]), np.array([0.0]), np.array([2.0]), np.array([6.0]))
+    assert g._cells(*query[1:]) == tuple(np.array([c]) for c in cell)
+    assert g.eligible(*[np.array([c]) for c in cell])[0].tolist()[:4] == [True, True, True, False]
+    assert g.weight(*query)[0] == np.float32(GATE_GRID[2])  # 0.1: the best that passed
+    g.se_rule = 1.0  # the smallest weight within one standard error of the best
+    assert g.weight(*query)[0] <= np.float32(GATE_GRID[2])
+
+
 def _cell_queries(g: Gate):
     """A query (C's distance, B's support, C's support) in every gate cell, ``ll_n``'s order."""
     i, j, k = np.indices(g.ll_n.shape).reshape(3, -1)
