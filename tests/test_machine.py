@@ -260,23 +260,25 @@ def test_gate_correction_keeps_null_cells_shut_and_opens_a_strong_one():
     """
     rng = np.random.default_rng(5)
     strong = (0, 2, 3)
-    counts = {"none": 0, "holm": 0, "bh": 0}
-    gates_with_false = dict.fromkeys(counts, 0)
-    for _ in range(20):
-        g = Gate(V=10, P=4, scale=1.0)
-        _null_cells(g, rng, strong=strong)
-        flat = np.ravel_multi_index(strong, g.n_bin.shape)
-        for fam in counts:
-            g.family = fam
-            op = _opened(g)
-            assert op[flat], fam  # the real win still passes
-            op[flat] = False
-            counts[fam] += int(op.sum())
-            gates_with_false[fam] += int(op.any())
-    assert counts["none"] >= 20  # about 4% of the cells open by chance
-    # the family-wise error at 1%: at most one of 20 gates opens any null cell
-    for fam in ("holm", "bh"):
-        assert gates_with_false[fam] <= 1, (fam, gates_with_false)
+    for z, most in ((2.33, 1), (Gate.sign_z, 3)):  # 1%; the default 5% (one gate in 20 expected)
+        counts = {"none": 0, "holm": 0, "bh": 0}
+        gates_with_false = dict.fromkeys(counts, 0)
+        for _ in range(20):
+            g = Gate(V=10, P=4, scale=1.0)
+            g.sign_z = z
+            _null_cells(g, rng, strong=strong)
+            flat = np.ravel_multi_index(strong, g.n_bin.shape)
+            for fam in counts:
+                g.family = fam
+                op = _opened(g)
+                assert op[flat], fam  # the real win still passes
+                op[flat] = False
+                counts[fam] += int(op.sum())
+                gates_with_false[fam] += int(op.any())
+        assert counts["none"] >= 20  # about 4% (1%) of the cells open by chance
+        # the family-wise error: at most `most` of 20 gates open any null cell
+        for fam in ("holm", "bh"):
+            assert gates_with_false[fam] <= most, (z, fam, gates_with_false)
 
 
 def test_gate_ranks_with_the_best_weight_that_passed_its_test():

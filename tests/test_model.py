@@ -378,8 +378,9 @@ def test_gate_keeps_b_unless_the_cell_passes_the_sign_test():
     _gate_steps(g, 100, 60)
     i, j, k = g._cells(*args[1:])
     assert g.disc_bin[i, j, k].max() == 100
-    assert g.sign_z == 2.33 and g.weight(*args)[0] == 0.0
-    g.sign_z = 1.64
+    g.sign_z = 2.33
+    assert g.weight(*args)[0] == 0.0
+    g.sign_z = 1.64  # the default
     assert g.weight(*args)[0] >= 0.5
 
 
