@@ -40,8 +40,9 @@ top-1 / top-5 / bits per token:
 4. The first token never leaves B's on a cell that has not shown C
    winning on its own fitted (held-out) events
    (:meth:`core.machine.Gate.eligible`): a sign test over the steps where
-   the chosen weight and B alone disagree, ``h_g − h_0 ≥ 2.33·√d_g`` (one
-   sided, 1%), at least 30 events, and the top-5 list no worse than B's
+   the chosen weight and B alone disagree, ``h_g − h_0 ≥ z·√d_g`` (one
+   sided, 5% since the correction of 6. and the best tested weight, 1%
+   before), at least 30 events, and the top-5 list no worse than B's
    over the cell (the first token brought into the five at least as often
    as B's fifth pushed out). Before, the smoothing toward the distance bin
    and the per-token term alone could move rank 1 (the quotations' one
