@@ -15,7 +15,8 @@ differences in tokens of the slice (top-1, top-5) and in bits per token.
 The gate's rule (:class:`core.machine.Gate`) reads its settings at
 prediction time, so one trained model is scored under every combination of
 ``--sign-z``, ``--min-events``, ``--ll-z``, ``--family``, ``--ll-family`` and
-``--ll-spread-z`` (the test on the spread of a cell's per-step gains) given
+``--ll-spread-z`` (the test on the spread of a cell's per-step gains) and
+``--ll-level-z`` (the level of the likelihood weight's bar) given
 (comma-separated lists; defaults: the gate's own). The last column
 counts the gate's cells where rank 1 may leave B / where the likelihood
 weight is above 0.
@@ -123,6 +124,8 @@ def main() -> None:
                     help="likelihood tests' correction: mdl, holm, bh, holm-cell, bh-cell, none")
     ap.add_argument("--ll-spread-z", type=_floats, default=str(Gate.ll_spread_z),
                     help="z of the test on the spread of the per-step gains (0: off)")
+    ap.add_argument("--ll-level-z", type=_floats, default=str(Gate.ll_level_z),
+                    help="z of the likelihood bar's level (mdl: log2(K/alpha) bits)")
     ap.add_argument("--fit-fraction", type=float, default=0.9,
                     help="share of the training part fitted on; the rest is the slice (0.9)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -131,7 +134,7 @@ def main() -> None:
     folds, seeds = args.folds, args.seeds
     rules = list(itertools.product(args.sign_z, args.min_events, args.ll_z,
                                    args.family.split(","), args.ll_family.split(","),
-                                   args.ll_spread_z))
+                                   args.ll_spread_z, args.ll_level_z))
     kw = {"signatures": False, "memory": 0, "tokenizer": args.tokenizer}
     if args.b_order is not None:
         kw["b_order"] = args.b_order
@@ -141,7 +144,7 @@ def main() -> None:
     print(f"{'corpus':20s} {'':52s} {'top1':>7s} {'top5':>7s} {'bits':>7s}   "
           f"{'Δ top1':>6s} {'Δ top5':>6s} {'Δ bits':>7s} {'train s':>7s} {'cells':>7s}")
     saved = (Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family,
-             Gate.ll_spread_z)
+             Gate.ll_spread_z, Gate.ll_level_z)
     try:
         for path in args.corpus:
             corpus = load_corpus([path], cfg.tokenizer, cfg.min_count)
@@ -159,9 +162,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 m = train(fit, dataclasses.replace(cfg, seed=seed))
                 dt = time.perf_counter() - t0
-                for z, me, llz, fam, llfam, sz in rules:
+                for z, me, llz, fam, llfam, sz, lv in rules:
                     Gate.sign_z, Gate.min_events, Gate.ll_z = z, int(me), llz
                     Gate.family, Gate.ll_family, Gate.ll_spread_z = fam, llfam, sz
+                    Gate.ll_level_z = lv
                     e = m.evaluate_stream(val.stream, 5)
                     lp = m.logprob_stream(val.stream)
                     d1 = round((e["top1"] - r["top1"]) * n)
@@ -169,14 +173,14 @@ def main() -> None:
                     db = lp["bits"] - bits
                     opened = _opened(m.gate)
                     label = (f"s{seed} f{f} z={z:g} min={int(me)} llz={llz:g} {fam}/{llfam}"
-                             f" sz={sz:g}")
+                             f" sz={sz:g} lv={lv:g}")
                     print(f"{name:20s} {label:52s} {e['top1']:7.4f} {e['top5']:7.4f} "
                           f"{lp['bits']:7.4f}   {d1:+6d} {d5:+6d} {db:+7.4f} {dt:7.1f} "
                           f"{opened:>7s}",
                           flush=True)
     finally:
         (Gate.sign_z, Gate.min_events, Gate.ll_z, Gate.family, Gate.ll_family,
-         Gate.ll_spread_z) = saved
+         Gate.ll_spread_z, Gate.ll_level_z) = saved
 
 
 if __name__ == "__main__":
