@@ -32,8 +32,8 @@ def logprob_stream(model, stream: np.ndarray, chunk: int = 16384) -> dict:
     H = history(s, history_width(cfg))
     # every (window, successor) of C's table as one sorted key
     owner = np.repeat(np.arange(tab.ctx.shape[0], dtype=np.int64), np.diff(tab.succ_off))
-    succ_key = owner * V + tab.rows[:, W].astype(np.int64)
-    succ_cnt = tab.cnt.astype(np.float64)
+    succ_key = owner * V + tab.succ_by_id
+    succ_cnt = tab.cnt_by_id.astype(np.float64)
     h = float(cfg.c_bandwidth * model.scale)
     noise = cfg.c_mode == "noise"
     p_all = np.zeros(n, np.float64)

@@ -38,7 +38,7 @@ from numba import njit
 from core.jit import insert_bottomk, merge_topk, run_rows
 from core.metric import Metric, finish, rank_dist
 from core.rows import unique_rows
-from core.tokenize import BOS, EOS
+from core.tokenize import BOS, EOS, N_SPECIALS, UNK
 
 __all__ = ["history", "history_row", "window_weights", "window_states", "WindowTable"]
 
@@ -593,7 +593,8 @@ class WindowTable:
     ctx : int32 [U, W]
         Distinct windows (newest token first), sorted lexicographically.
     states : float32 [U, d]
-    succ_off : int64 [U + 1]; succ_ids : int64 [S]; succ_cnt : int64 [S]
+    succ_off : int64 [U + 1]; succ_ids : int64 [S]; succ_cnt : int64 [S] (by count)
+    succ_by_id : int64 [S]; cnt_by_id : int64 [S] (the same, by successor id)
     tot : int64 [U]
     grp_off : int64 [V + 1]
         Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
@@ -633,10 +634,39 @@ class WindowTable:
     def merge(self, other: WindowTable) -> WindowTable:
         return self._add(other.rows, other.cnt)
 
+    def _with_unseen(self, rows: np.ndarray, cnt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows plus a ``<unk>`` copy of every window whose current token occurs once.
+
+        A held-out word the training stream never saw reads ``<unk>``; with no
+        ``<unk>`` windows C searched the groups of the current tokens whose
+        keys lie nearest the ``<unk>`` key, a neighbourhood the seed draws at
+        random (GCIDE's rows, one validation slice: C right after 1,314 of
+        4,175 such steps at seed 0, 455 of 4,733 at seed 1). The words met
+        once stand for the unseen ones, so their windows, read with
+        ``<unk>`` as the current token, make the ``<unk>`` group. Derived
+        here, not counted: :attr:`rows` and the model file keep the counts,
+        and a table whose stream holds ``<unk>`` (``min_count`` > 1) keeps
+        its own.
+        """
+        if not rows.shape[0]:
+            return rows, cnt
+        cur = rows[:, 0].astype(np.int64)
+        per_tok = np.bincount(cur, weights=cnt, minlength=self.V)
+        if per_tok[UNK] > 0:
+            return rows, cnt
+        once = per_tok == 1
+        once[:N_SPECIALS] = False
+        pick = once[cur]
+        if not pick.any():
+            return rows, cnt
+        extra = rows[pick].copy()
+        extra[:, 0] = UNK
+        return self._reduce(np.concatenate([rows, extra]), np.concatenate([cnt, cnt[pick]]))
+
     def finalize(self, keys: np.ndarray, weights: np.ndarray, metric: Metric,
                  index_factory=None) -> WindowTable:
         """Distinct windows, their states, successor CSR and groups by current token."""
-        rows, cnt = self.rows, self.cnt
+        rows, cnt = self._with_unseen(self.rows, self.cnt)
         W = self.W
         if rows.shape[0]:
             new = np.ones(rows.shape[0], bool)
@@ -651,6 +681,9 @@ class WindowTable:
         order = np.lexsort((rows[:, W], -cnt, owner)) if rows.shape[0] else np.zeros(0, np.int64)
         self.succ_ids = rows[order, W].astype(np.int64)
         self.succ_cnt = cnt[order].astype(np.int64)
+        # the same successors in id order (sorted (window, successor) keys)
+        self.succ_by_id = rows[:, W].astype(np.int64)
+        self.cnt_by_id = cnt.astype(np.int64)
         self.tot = (np.add.reduceat(cnt, start) if start.size else np.zeros(0)).astype(np.int64)
         self.states = window_states(self.ctx, keys, weights)
         self.grp_off = np.concatenate(
@@ -833,7 +866,11 @@ class WindowTable:
         from core.nearest import NearestKeys
 
         if self._group_nn is None:
-            self._group_tok = np.flatnonzero(np.diff(self.grp_off) > 0)
+            # not the <unk> group: it holds a copy of every window of a word met
+            # once, the left-out one of such a step included
+            has = np.diff(self.grp_off) > 0
+            has[UNK] = False
+            self._group_tok = np.flatnonzero(has)
             self._group_nn = NearestKeys(self.keys[self._group_tok])
             self._group_memo = {}  # token -> its groups: the gate and memory stages ask again
         u, inv = np.unique(np.asarray(tokens, np.int64), return_inverse=True)

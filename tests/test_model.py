@@ -452,8 +452,14 @@ def test_leaving_one_out_reads_a_word_met_once_as_unk(model):
     assert 0 < hit.sum() < hit.size
     assert np.array_equal(Hu, np.where(known[Hc], Hc, UNK))
     assert np.array_equal(tu, np.where(known[tgt], tgt, UNK))
-    # rows with such a word are proposed again, still leaving their own event out
-    again = model.propose(Hu[hit], PROPOSAL_K, own=own[hit], target=tgt[hit])
+    # rows with such a word are proposed again, still leaving their own event out:
+    # where the word is the current one, the event sits in the window's <unk> copy
+    ou = c.table.context_ids(Hu[hit, :W])
+    cur_unk = (Hu[hit, 0] == UNK) & (Hu[hit, 1:W] != UNK).all(1)  # a copy holds one <unk>
+    assert cur_unk.any()
+    assert (ou[cur_unk] >= 0).all() and (c.table.ctx[ou[cur_unk], 0] == UNK).all()
+    again = model.propose(Hu[hit], PROPOSAL_K, own=np.where(ou >= 0, ou, own[hit]),
+                          target=tgt[hit])
     for x, y, z in zip(pl, again, p, strict=True):
         assert np.array_equal(x[hit], y) and np.array_equal(x[~hit], z[~hit])
     plain = ~hit & known[tgt]

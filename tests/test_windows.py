@@ -91,3 +91,29 @@ def test_a_second_pass_over_the_same_rows_reuses_the_first():
     assert np.array_equal(again[0], t.search(rows, Q, 4, dedupe=False)[0])
     assert np.array_equal(t.search(rows, Q, 3)[1], t.search(rows, Q, 3, dedupe=False)[1])
     assert len(t._memo) == 2  # K is part of the key
+
+
+def test_unseen_words_read_the_windows_of_words_met_once():
+    """The <unk> group holds a copy of every window whose current word occurs once;
+    the counts (and the model file) do not."""
+    from core.tokenize import EOS, UNK
+
+    V, W = 12, 3
+    s = np.array([5, 6, 7, 5, 6, 8, 5, 9, 6, 10, 7, EOS], np.int32)  # 8, 9, 10 once
+    keys = KeyStore(V, 8, 0).keys
+    t = WindowTable(V, W).add(history(s, W), s)
+    rows, cnt = t.rows.copy(), t.cnt.copy()
+    t.finalize(keys, window_weights(W, 0.4), Metric("l2"))
+    assert np.array_equal(t.rows, rows) and np.array_equal(t.cnt, cnt)
+    g = t.ctx[t.grp_off[UNK]:t.grp_off[UNK + 1]]
+    once = [r for r in rows[:, :W] if r[0] in (8, 9, 10)]
+    assert sorted(map(tuple, g[:, 1:])) == sorted(tuple(r[1:]) for r in once)
+    # an unseen current word finds them: C votes their successors
+    H = np.array([[UNK, 5, 7]], np.int32)
+    nn, _ = t.search(H, window_states(H, keys, window_weights(W, 0.4)), 1)
+    assert t.ctx[nn[0, 0], 0] == UNK
+    # a stream that holds <unk> itself keeps its own <unk> windows
+    s2 = np.where(s == 8, UNK, s).astype(np.int32)
+    t2 = WindowTable(V, W).add(history(s2, W), s2)
+    t2.finalize(keys, window_weights(W, 0.4), Metric("l2"))
+    assert t2.grp_off[UNK + 1] - t2.grp_off[UNK] == 1
