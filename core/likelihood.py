@@ -30,10 +30,14 @@ def logprob_stream(model, stream: np.ndarray, chunk: int = 16384) -> dict:
     tab = c.table
     W, V = cfg.window, np.int64(model.V)
     H = history(s, history_width(cfg))
-    # every (window, successor) of C's table as one sorted key
+    # every (window, successor) of C's table as one sorted key (each window's
+    # successors are listed by count; sorted here, once per call, rather than
+    # kept by the table for the model's lifetime)
     owner = np.repeat(np.arange(tab.ctx.shape[0], dtype=np.int64), np.diff(tab.succ_off))
-    succ_key = owner * V + tab.succ_by_id
-    succ_cnt = tab.cnt_by_id.astype(np.float64)
+    succ_key = owner * V + tab.succ_ids
+    by_key = np.argsort(succ_key, kind="stable")
+    succ_key = succ_key[by_key]
+    succ_cnt = tab.succ_cnt[by_key].astype(np.float64)
     h = float(cfg.c_bandwidth * model.scale)
     noise = cfg.c_mode == "noise"
     p_all = np.zeros(n, np.float64)

@@ -594,7 +594,6 @@ class WindowTable:
         Distinct windows (newest token first), sorted lexicographically.
     states : float32 [U, d]
     succ_off : int64 [U + 1]; succ_ids : int64 [S]; succ_cnt : int64 [S] (by count)
-    succ_by_id : int64 [S]; cnt_by_id : int64 [S] (the same, by successor id)
     tot : int64 [U]
     grp_off : int64 [V + 1]
         Windows with current token ``t`` are ``grp_off[t]:grp_off[t+1]``.
@@ -661,7 +660,12 @@ class WindowTable:
             return rows, cnt
         extra = rows[pick].copy()
         extra[:, 0] = UNK
-        return self._reduce(np.concatenate([rows, extra]), np.concatenate([cnt, cnt[pick]]))
+        extra, ecnt = self._reduce(extra, cnt[pick])
+        # the rows are sorted and hold no <unk> window: the copies go in as one
+        # block where <unk> sorts (only they are sorted again, not the table)
+        at = int(np.searchsorted(cur, UNK))
+        return (np.concatenate([rows[:at], extra, rows[at:]]),
+                np.concatenate([cnt[:at], ecnt, cnt[at:]]))
 
     def finalize(self, keys: np.ndarray, weights: np.ndarray, metric: Metric,
                  index_factory=None) -> WindowTable:
@@ -681,9 +685,6 @@ class WindowTable:
         order = np.lexsort((rows[:, W], -cnt, owner)) if rows.shape[0] else np.zeros(0, np.int64)
         self.succ_ids = rows[order, W].astype(np.int64)
         self.succ_cnt = cnt[order].astype(np.int64)
-        # the same successors in id order (sorted (window, successor) keys)
-        self.succ_by_id = rows[:, W].astype(np.int64)
-        self.cnt_by_id = cnt.astype(np.int64)
         self.tot = (np.add.reduceat(cnt, start) if start.size else np.zeros(0)).astype(np.int64)
         self.states = window_states(self.ctx, keys, weights)
         self.grp_off = np.concatenate(
