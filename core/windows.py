@@ -314,7 +314,13 @@ def _group_search_rows(lo, hi, Q, qtoks, qprev, own, states, sub_off, sub_grp_of
 #: same lists: leave-one-out 88.5 / 95.4 → 79.1 / 73.9 ms, held-out 67.8 /
 #: 71.7 → 53.8 / 52.9 ms; the bundled corpus and FOLDOC within their noise
 #: (no more of their queries fall in groups of 2,048-4,095 windows).
-DENSE_WINDOWS = 2048
+#: 512 rather than 2048 (3,000 queries, median of four alternated runs, the
+#: same lists): the bundled corpus held-out 31.1 → 22.0 ms, leave-one-out
+#: 37.1 → 28.8; WordNet glosses 36.4 → 26.0 and 62.7 → 48.1; GCIDE's 7,504
+#: rows and FOLDOC within their noise (48.7 → 51.3, 74.7 → 73.3; 63.9 →
+#: 66.0, 75.8 → 75.9); training time unchanged (WordNet 4.0 / 3.9 s, GCIDE's
+#: 40,000 rows 10.7 / 10.4 s). 256 gained nothing more.
+DENSE_WINDOWS = 512
 DENSE_QUERIES = 8
 #: Query-by-window products held at a time (float32 entries: 32 MB): a tile of
 #: the group's windows against all its queries.
