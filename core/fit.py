@@ -440,6 +440,20 @@ def _loo_as_split(model, known, Hc, tgt, p: Proposals, own):
     return Hu, tu, p
 
 
+def _loo_searched(tab: WindowTable, u: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Which of the training windows ``u`` the leave-one-out gate pass searches (positions).
+
+    A window whose current word occurs once (``known`` False) is counted
+    only as a split reads it, with that word as ``<unk>`` (:func:`_loo_as_split`
+    proposes its rows again), so its own search is never read: left out,
+    the window leaves its group empty and the search would scan the 128
+    nearest groups (105-140 µs a query against 10-18 µs for the others on
+    WordNet's glosses). The memory stage searches it if one of its steps
+    asks (:meth:`LooNeighbours.rows`).
+    """
+    return np.flatnonzero(known[tab.ctx[u, 0]]) if u.size else np.zeros(0, np.int64)
+
+
 def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> LooNeighbours:
     """Both B and C predict every training step (leave-one-out); wins make the gate.
 
@@ -469,13 +483,7 @@ def _gate_pass_loo(model, progress=None, cancel=None, chunk: int = 16384) -> Loo
     nn_u = np.full((u_own.size, K), -1, np.int64)
     nd_u = np.full((u_own.size, K), np.inf, np.float32)
     known = _known_tokens(model, c.stream, 2)
-    # A window whose current word occurs once is counted only as a split reads
-    # it, with that word as <unk> (_loo_as_split proposes its rows again), so
-    # its own search is never read here: left out, the window leaves its group
-    # empty and the search would scan the 128 nearest groups (105-140 µs a
-    # query against 10-18 µs for the others on WordNet's glosses). The memory
-    # stage searches it if one of its steps asks (LooNeighbours.rows).
-    need = np.flatnonzero(known[tab.ctx[u_own, 0]]) if u_own.size else u_own
+    need = _loo_searched(tab, u_own, known)
     step = 4096  # searches between cancel checks: about a second on two busy cores
     for a in range(0, need.size, step):
         _check(cancel, "gate")

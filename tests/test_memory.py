@@ -81,3 +81,30 @@ def test_the_memory_fit_reads_the_gates_searches_and_gets_the_same_table(samples
     enn, end = tab.search(tab.ctx[u], tab.states[u], K, own=u, dedupe=False)
     np.testing.assert_array_equal(nn, enn[inv])
     np.testing.assert_array_equal(nd, end[inv])
+
+
+def test_the_gate_skips_only_searches_it_never_reads(samples, monkeypatch):
+    """Windows whose current word occurs once are not searched, and the gate is the same.
+
+    Their rows are counted with the word read as ``<unk>`` (proposed again), so
+    searching them as they are (the gate pass before) must give equal counts.
+    """
+    from core import fit
+    from core.config import TrainConfig
+    from core.model import train
+
+    model = train([str(samples / "python_docs.txt")], TrainConfig(seed=1, memory=0))
+    model.gate_folds = 0  # the leave-one-out pass
+    cached = fit.fit_gate(model)
+    skipped = vars(model.gate)
+    tab = model.counts.table
+    once = np.bincount(model.counts.stream, minlength=model.V) == 1
+    assert not once[tab.ctx[cached.u, 0]].any()
+    own = np.unique(tab.context_ids(fit.history(model.counts.stream, tab.W)[:, :tab.W]))
+    assert once[tab.ctx[own, 0]].any()  # the corpus has such windows to skip
+    monkeypatch.setattr(fit, "_loo_searched", lambda tab, u, known: np.arange(u.size))
+    every = fit.fit_gate(model)
+    assert every.u.size > cached.u.size
+    for name, arr in vars(model.gate).items():
+        if isinstance(arr, np.ndarray):
+            np.testing.assert_array_equal(arr, skipped[name], err_msg=name)
