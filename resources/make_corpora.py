@@ -25,11 +25,14 @@ Sources (see resources/README.md for licenses):
   ``fortune-mod``): the quotations, one paragraph each.
 
 Large corpora, built but never shipped (``--large OUTDIR`` writes only these,
-not the shipped files; ``apt-get install -y dict-gcide dict-foldoc`` first):
+not the shipped files; ``apt-get install -y dict-gcide dict-foldoc fortunes`` first):
 
 - ``OUTDIR/gcide_text.txt``: the definitions of ``gcide.tsv`` as running
   text, one a line, a blank line after every five (7.3M word tokens): the
   multi-million-token running-text corpus of the training figures.
+- ``OUTDIR/quotations.txt`` (package ``fortunes``, BSD): every fortune file
+  (the shipped three and 40-odd more), one quotation a paragraph, as
+  ``corpora/fortunes.txt`` is made (about 0.5M word tokens).
 - ``OUTDIR/gcide.tsv`` (package ``dict-gcide``, GPL-2+): headword ->
   definition text, one row per entry of the Collaborative International
   Dictionary of English (``/usr/share/dictd/gcide.dict.dz``, entries located
@@ -128,13 +131,21 @@ def wordnet_glosses() -> str:
 FORTUNE_DIRS = (Path("/usr/share/games/fortunes"), Path("/usr/share/fortune"))
 
 
-def fortunes() -> str:
+#: The files of Debian's fortunes-min, the shipped quotations; the package
+#: ``fortunes`` adds 40-odd more (the large quotations corpus).
+FORTUNES_MIN = ("fortunes", "literature", "riddles")
+
+
+def fortunes(names: tuple[str, ...] | None = FORTUNES_MIN) -> str:
+    """The quotations of the fortune files ``names`` (None: every one), a paragraph each."""
     quotes = []
     for d in FORTUNE_DIRS:
         if not d.is_dir():
             continue
         for f in sorted(d.iterdir()):
             if f.suffix or f.is_dir() or f.name.startswith("."):
+                continue
+            if names is not None and f.name not in names:
                 continue
             text = f.read_bytes().decode("utf-8", errors="replace")
             for q in text.split("\n%\n"):
@@ -263,8 +274,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--debian", action="store_true", help="also build corpora/ from Debian data")
     ap.add_argument("--large", metavar="OUTDIR", type=Path, default=None,
-                    help="only build the large unshipped corpora gcide.tsv, gcide_text.txt "
-                    "and foldoc.tsv into OUTDIR (apt-get install -y dict-gcide dict-foldoc)")
+                    help="only build the large unshipped corpora gcide.tsv, gcide_text.txt, "
+                    "foldoc.tsv and quotations.txt into OUTDIR "
+                    "(apt-get install -y dict-gcide dict-foldoc fortunes)")
     args = ap.parse_args()
     if args.large is not None:
         built = False
@@ -277,6 +289,12 @@ def main() -> None:
                 built = True
             else:
                 print(f"{name} not found: apt-get install -y dict-{name}", file=sys.stderr)
+        text = fortunes(None)
+        if text.count("\n\n") > 5_000:  # fortunes-min alone holds 821 quotations
+            write_large(args.large / "quotations.txt", text)
+            built = True
+        else:
+            print("the full fortunes not found: apt-get install -y fortunes", file=sys.stderr)
         if not built:
             raise SystemExit(1)
         return
