@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from core.jit import run_rows
+
 __all__ = ["Retrieval", "bow_scores"]
 
 
@@ -50,17 +52,18 @@ def _tfidf_best(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude_self):
 
 
 @njit(cache=True, nogil=True)
-def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
-    """The ``k`` best training documents per query by TF-IDF cosine (inverted index).
+def _tfidf_topk_rows(lo, hi, q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, best,
+                     best_s):
+    """Queries ``lo:hi`` of :func:`tfidf_topk`, into ``best`` / ``best_s`` [nq, k].
 
-    ``exclude[i]`` (-1: none) is left out for query ``i``. Ties go to the
-    smaller document id; ``-1``/``0`` pad.
+    ``score(q, d) = Σ_t w_q(t) w_d(t)`` over the tokens the two share (unit
+    TF-IDF vectors), accumulated from each query token's postings; the
+    accumulator is allocated once per chunk and only the documents a query
+    touched are cleared after it.
     """
-    nq = q_off.size - 1
-    best = np.full((nq, k), -1, np.int64)
-    best_s = np.zeros((nq, k), np.float32)
-    for i in prange(nq):
-        acc = np.zeros(n_docs, np.float32)
+    k = best.shape[1]
+    acc = np.zeros(n_docs, np.float32)
+    for i in range(lo, hi):
         m = 0
         for j in range(q_off[i], q_off[i + 1]):
             t = q_ids[j]
@@ -77,10 +80,9 @@ def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
                 acc[d] += q_w[j] * t_w[e]
         for a in range(r):
             d = touched[a]
-            if d == exclude[i]:
-                continue
             v = acc[d]
-            if v <= 0.0:
+            acc[d] = -1.0  # counted once
+            if d == exclude[i] or v <= 0.0:
                 continue
             last = best[i, k - 1]
             if last < 0 or v > best_s[i, k - 1] or (v == best_s[i, k - 1] and d < last):
@@ -92,7 +94,23 @@ def _tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs, exclude, k):
                     j -= 1
                 best[i, j] = d
                 best_s[i, j] = v
-            acc[d] = -1.0  # counted once
+        for a in range(r):
+            acc[touched[a]] = 0.0
+
+
+def tfidf_topk(q_ids, q_off, q_w, t_ptr, t_docs, t_w, n_docs: int, exclude, k: int):
+    """The ``k`` best training documents per query by TF-IDF cosine (inverted index).
+
+    ``exclude[i]`` (-1: none) is left out for query ``i``. Ties go to the
+    smaller document id; ``-1``/``0`` pad. Queries run in threaded chunks
+    (:func:`core.jit.run_rows`): the prompt memory's fit asks thousands
+    (quotations, 33,737 pairs: 0.49 s on one core before).
+    """
+    nq = q_off.size - 1
+    best = np.full((nq, k), -1, np.int64)
+    best_s = np.zeros((nq, k), np.float32)
+    run_rows(_tfidf_topk_rows, nq, q_ids, q_off, q_w, t_ptr, t_docs, t_w, int(n_docs), exclude,
+             best, best_s)
     return best, best_s
 
 
@@ -178,7 +196,8 @@ class Retrieval:
         if self.n_docs == 0 or nq == 0:
             return np.full((nq, k), -1, np.int64), np.zeros((nq, k), np.float32)
         t, off, w, _ = _tfidf(in_ids, in_offsets, self.idf)
-        return _tfidf_topk(t, off, w, self.t_ptr, self.t_docs, self.t_w, self.n_docs, ex, int(k))
+        return tfidf_topk(t, off, w, self.t_ptr, self.t_docs, self.t_w, self.n_docs, ex,
+                          int(k))
 
     def predict(self, in_ids, in_offsets) -> list[np.ndarray]:
         """Retrieved output ids for every query input."""
