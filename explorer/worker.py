@@ -634,7 +634,11 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
                 path = None  # cannot evict: train without the cache
     m = core_model.train([str(p) for p in paths], config, progress=progress, cancel=cancel)
     if path is not None and write_later:
-        t = threading.Thread(target=_write_cache, args=(m, path), name="noisekey-cache-write")
+        # daemon=False said outright: a thread inherits its creator's flag, and the
+        # window's worker is a QThread, which Python sees as a daemon: its writes
+        # were cut off when the window closed within a second of training
+        t = threading.Thread(target=_write_cache, args=(m, path), name="noisekey-cache-write",
+                             daemon=False)
         with _cache_writes_lock:
             _cache_writes.append(t)
         t.start()

@@ -447,3 +447,33 @@ def test_window_cache_written_later_is_read_by_the_next_start(tiny_corpus, tmp_p
     assert cached2 and path.is_file() and model2.V == model.V
     np.testing.assert_array_equal(model2.keys, model.keys)
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_cache_write_started_by_a_foreign_thread_outlives_the_exit(tiny_corpus, tmp_path):
+    """The window trains on a QThread (a daemon to Python): its cache write still lands.
+
+    A process whose worker thread returns the model and whose main thread then
+    exits at once (the window closed right after training) must leave the
+    cached file whole, not a cut-off temporary.
+    """
+    cache = tmp_path / "cache"
+    code = f"""
+import _thread, threading, time
+from core.config import TrainConfig
+from explorer import worker
+write = worker._write_cache
+worker._write_cache = lambda m, p: (time.sleep(0.5), write(m, p))  # a slow disk
+done = threading.Event()
+def train():
+    worker.load_or_train([{str(tiny_corpus)!r}], TrainConfig(dim=8, prototypes=4,
+                         signatures=False), write_later=True)
+    done.set()
+_thread.start_new_thread(train, ())  # a thread Python did not start, as a QThread
+done.wait(120)
+"""
+    env = {**os.environ, "NOISEKEY_CACHE_DIR": str(cache), "NOISEKEY_NO_WARMUP": "1"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300,
+                   cwd=str(Path(__file__).resolve().parents[1]))
+    files = [p.name for p in cache.iterdir()] if cache.exists() else []
+    assert [f for f in files if f.endswith(".nkm")], files
+    assert not [f for f in files if f.endswith(".tmp")], files
