@@ -28,13 +28,15 @@ def window_parser(epilog: bool = True) -> argparse.ArgumentParser:
         prog="noisekey",
         usage="noisekey [--screenshot OUT] [--prompt TEXT] [--select TOKEN] [--no-cache] "
               "[--size WxH] "
-              "[--timeout S] [CORPUS ...]",
+              "[--timeout S] [CORPUS ... | MODEL]",
         description="Without a COMMAND, noisekey opens the NoiseKey Explorer window on the "
-                    "corpora given (default: the bundled corpus).",
+                    "corpora given (default: the bundled corpus), or on a model file saved by "
+                    "`noisekey train --out`.",
         epilog="Commands (info, train, generate, eval, bench, ...): see `noisekey --help`."
         if epilog else None)
     p.add_argument("corpora", nargs="*", metavar="CORPUS",
-                   help="corpus files or folders (default: bundled corpus)")
+                   help="corpus files or folders (default: bundled corpus); a model file "
+                        "saved by `noisekey train --out` is opened instead of training")
     p.add_argument("--screenshot", metavar="OUT", help="render the window offscreen, save, exit")
     p.add_argument("--prompt", default=None, metavar="TEXT", help="prompt to type into the window")
     p.add_argument("--select", default=None, metavar="TOKEN",
@@ -111,12 +113,20 @@ def run_app(argv: Sequence[str]) -> int:
         if not Path(c).exists():
             sys.stderr.write(f"noisekey: error: {c}: no such file or folder\n")
             return 2
+    from explorer.worker import is_model_file
+
+    models = [c for c in args.corpora if is_model_file(c)]
+    if len(models) > 1:
+        sys.stderr.write("noisekey: error: one model file at a time: "
+                         + ", ".join(models) + "\n")
+        return 2
+    corpora = [c for c in args.corpora if c not in models]
     app = make_app(offscreen=bool(args.screenshot))
     from explorer.main_window import DEFAULT_PROMPT, MainWindow
 
     prompt = DEFAULT_PROMPT if args.prompt is None else args.prompt
-    win = MainWindow(corpora=args.corpora or None, prompt=prompt, use_cache=not args.no_cache,
-                     defer_views=not args.screenshot)
+    win = MainWindow(corpora=corpora or None, prompt=prompt, use_cache=not args.no_cache,
+                     defer_views=not args.screenshot, model_file=models[0] if models else None)
     report = os.environ.get("NOISEKEY_STARTUP_REPORT")
     if report:
         startup_report(app, win, report)
@@ -189,7 +199,7 @@ def screenshot(app, win, args: argparse.Namespace) -> int:
     win.explainer.failed.connect(fail)
     win.corpus_panel.errorRaised.connect(fail)
     QTimer.singleShot(int(args.timeout * 1000), lambda: fail("timed out"))
-    if not win.corpus_panel.paths():
+    if not win.corpus_panel.paths() and win.opening_model is None:
         fail("no corpus to train on")
     else:
         loop.exec()

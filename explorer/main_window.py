@@ -67,11 +67,13 @@ from explorer.explanation import ExplanationScheduler, model_only_explanation
 from explorer.neighbours_panel import NeighboursPanel
 from explorer.prompt_chips import PromptChips
 from explorer.state import ExplorerState, weak_method
-from explorer.training_panel import CACHED_CURVES, TrainingPanel, progress_text
+from explorer.training_panel import CACHED_CURVES, OPENED_CURVES, TrainingPanel, progress_text
 from explorer.worker import (
     TaskSlot,
     freeze_long_lived_objects,
+    is_model_file,
     load_or_train,
+    open_model,
 )
 
 if TYPE_CHECKING:
@@ -141,7 +143,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, corpora: list[str] | None = None, prompt: str = DEFAULT_PROMPT,
                  autostart: bool = True, use_cache: bool = True,
-                 defer_views: bool = False) -> None:
+                 defer_views: bool = False, model_file: str | None = None) -> None:
         super().__init__()
         self.setWindowTitle("NoiseKey Explorer")
         self.setAcceptDrops(True)
@@ -149,6 +151,8 @@ class MainWindow(QMainWindow):
         self.state = ExplorerState(self)
         self.model = None
         self.model_paths: list[str] = []
+        self.model_source: Path | None = None  # the model file opened, None: trained
+        self.opening_model: str | None = None  # the model file the worker is reading
         self.last_error = ""
         self.draw_seconds = float("nan")
         self._painted = False
@@ -312,15 +316,18 @@ class MainWindow(QMainWindow):
             self.build_views()
 
         self.state.set_prompt(prompt)
-        if corpora is None:
+        if corpora is None and model_file is None:
             start = [str(DEFAULT_CORPUS)] if DEFAULT_CORPUS.exists() else []
         else:
-            start = list(corpora)
+            start = list(corpora or [])
         if start:
             self.corpus_panel.set_paths_unchecked(start)
             settings.add_recent(start)
             self._refresh_recent()
-        if autostart and start:
+        if model_file is not None:
+            self.opening_model = str(model_file)
+            QTimer.singleShot(0, lambda: self.open_model(model_file))
+        elif autostart and start:
             QTimer.singleShot(0, self.train)
         elif not start:
             self.statusBar().showMessage("drop a corpus on the window to start", 0)
@@ -388,6 +395,10 @@ class MainWindow(QMainWindow):
         self.act_open = QAction("&Open corpus…", self, shortcut=QKeySequence.StandardKey.Open)
         self.act_open.triggered.connect(self.open_dialog)
         fm.addAction(self.act_open)
+        self.act_open_model = QAction("Open &model…", self, shortcut="Ctrl+Shift+O")
+        self.act_open_model.setToolTip("Open a model file saved by noisekey train --out")
+        self.act_open_model.triggered.connect(self.open_model_dialog)
+        fm.addAction(self.act_open_model)
         self.recent_menu = fm.addMenu("Open &recent")
         self._refresh_recent()
         fm.addSeparator()
@@ -488,7 +499,9 @@ class MainWindow(QMainWindow):
         return f"<h3>Keyboard shortcuts</h3><table>{body}</table>"
 
     def model_file(self) -> Path | None:
-        """The cache file of the model in use (None without a model or without the cache)."""
+        """The file of the model in use: the one opened, else its cache file (or None)."""
+        if self.model is not None and self.model_source is not None:
+            return self.model_source
         if self.model is None or not self.use_cache or not self.model_paths:
             return None
         from explorer.worker import model_cache_path
@@ -609,6 +622,32 @@ class MainWindow(QMainWindow):
         if files:
             self._add_paths(files)
 
+    def open_model_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open model", "", "NoiseKey models (*.npz *.nk *.nkm);;All files (*)")
+        if path:
+            self._add_paths([path])
+
+    def open_model(self, path: str) -> None:
+        """Read a model file (``noisekey train --out``) in the worker; its views replace these.
+
+        The corpus list is left as it is (a model file does not name its
+        corpora); Train retrains on the list with the settings shown, which
+        become the opened model's. A file that is not a readable model is
+        one line in the status bar; the current model stays.
+        """
+        self.opening_model = str(path)
+        self.training_panel.set_running(True)
+        self.banner.hide()
+        first = self.model is None
+        self.trainer.start(lambda progress, cancel: (
+            open_model(path, progress, cancel, all_cores=first), Path(path)))
+        self.statusBar().showMessage(f"opening the model {Path(path).name}…")
+        if first:
+            for v in self.views.values():
+                v.set_header(f"waiting for the model {Path(path).name}")
+            self._set_start_text(f"opening the model {Path(path).name}…", None)
+
     def add_corpora(self, paths: list[str]) -> None:
         """Add files or folders to the corpus list (checked in the background)."""
         if not paths:
@@ -651,11 +690,13 @@ class MainWindow(QMainWindow):
                 (self.trainer.busy and sorted(paths) == sorted(getattr(self, "_train_paths", []))):
             self.banner.hide()
             return
-        used = ", ".join(Path(p).name for p in self.model_paths) or "other corpora"
+        used = (f"model opened from {self.model_source.name}" if self.model_source else
+                "model trained on " + (", ".join(Path(p).name for p in self.model_paths)
+                                       or "other corpora"))
         what = f"added {', '.join(Path(p).name for p in added)}" if added else \
             f"{len(paths)} corpus path(s) listed"
         self.banner_label.setText(f"<b>Corpus changed</b> ({what}) — the views still show the "
-                                  f"model trained on {used}. Train to use the new list.")
+                                  f"{used}. Train to use the new list.")
         self.banner.show()
 
     def _say_if_cut(self, text: str) -> None:
@@ -725,10 +766,17 @@ class MainWindow(QMainWindow):
                        else str(getattr(exc, "strerror", None) or exc))
                 bad.append(f"{p}: {why}")
         try:
+            models = [p for p in good if is_model_file(p)]
+            good = [p for p in good if p not in models]
             if bad:
                 self.corpus_panel.show_error("cannot open " + "; ".join(bad))
             if good:
                 self.add_corpora(good)
+            if models:
+                self.open_model(models[-1])
+                if len(models) > 1:
+                    self.statusBar().showMessage(
+                        f"one model at a time: opening {Path(models[-1]).name}", 10000)
         except Exception as exc:  # noqa: BLE001 - a drop must never take the window down
             self._show_error(f"cannot open the dropped files: {exc}")
 
@@ -741,6 +789,7 @@ class MainWindow(QMainWindow):
         config = self.training_panel.values()  # the worker builds the TrainConfig
         settings.set_training_settings(config)
         self.training_panel.set_running(True)
+        self.opening_model = None
         self._train_paths = list(paths)
         self.banner.hide()
         use_cache = self.use_cache
@@ -772,22 +821,31 @@ class MainWindow(QMainWindow):
                                  else where[1] if where else fraction)
 
     def _on_trained(self, result) -> None:
+        """A model arrived: trained, from the cache, or opened (``cached`` its file's Path)."""
         model, cached = result
+        opened = cached if isinstance(cached, Path) else None
+        self.opening_model = None
         self.training_panel.set_running(False)
         figs = getattr(model, "figures", None) or {}
         final = ", ".join(f"{name} {figs[k]:.2f}" for k, name in (
             ("loo_top1_running", "leave-one-out top-1"), ("win_rate_c", "C wins"))
             if isinstance(figs.get(k), (int, float)))
-        self.training_panel.set_message(("loaded from cache" if cached else "trained")
-                                        + (f" — {final}" if final else ""), 1.0)
-        if cached:
+        how = (f"opened {opened.name}" if opened else "loaded from cache" if cached
+               else "trained")
+        self.training_panel.set_message(how + (f" — {final}" if final else ""), 1.0)
+        if opened:  # Train retrains with the opened model's settings
+            self.training_panel.clear_curves(OPENED_CURVES)
+            self.training_panel.set_values(model.config.to_json())
+        elif cached:
             self.training_panel.clear_curves(CACHED_CURVES)
         if self.views:
             self.stack.setCurrentWidget(self.grid)
         self.model = model
-        self.model_paths = list(getattr(self, "_train_paths", []))
+        self.model_source = opened
+        self.model_paths = [] if opened else list(getattr(self, "_train_paths", []))
         names = ", ".join(Path(p).name for p in self.model_paths)
-        self.model_label.setText(f"model: {names}" + (" (cached)" if cached else ""))
+        self.model_label.setText(f"model: {opened.name} (file)" if opened else
+                                 f"model: {names}" + (" (cached)" if cached else ""))
         self.statusBar().showMessage("model ready", 3000)
         if self.state.explanation is None or self.state.explanation.partial:
             # nothing drawn yet: the model-wide parts now, the prompt's when computed
@@ -798,15 +856,18 @@ class MainWindow(QMainWindow):
         self.modelReady.emit(model)
 
     def _on_train_failed(self, msg: str) -> None:
+        what = "cannot open the model" if self.opening_model else "training failed"
+        self.opening_model = None
         self.training_panel.set_running(False)
-        self.training_panel.set_message("training failed", 0.0)
+        self.training_panel.set_message(what, 0.0)
         if self.model is None:
-            self._set_start_text(f"training failed: {msg}", 0.0)
-        self._show_error(f"training failed: {msg}")
+            self._set_start_text(f"{what}: {msg}", 0.0)
+        self._show_error(f"{what}: {msg}")
         self._update_banner()
         self.trainingFailed.emit(msg)
 
     def _on_train_cancelled(self) -> None:
+        self.opening_model = None
         self.training_panel.set_running(False)
         keep = "keeping the previous model" if self.model is not None else "no model yet"
         self.training_panel.set_message(f"cancelled — {keep}", 0.0)

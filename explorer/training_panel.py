@@ -58,6 +58,7 @@ FLOAT_DECIMALS = 3
 CURVE_REDRAW_S = 0.25
 NO_CURVES = "live curves of win rates and leave-one-out accuracy appear while training"
 CACHED_CURVES = "loaded from cache; train to see live curves"
+OPENED_CURVES = "opened from a model file; train to see live curves"
 
 
 class ElidedProgressBar(QProgressBar):

@@ -645,3 +645,54 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     elif path is not None:
         _write_cache(m, path)
     return m, False
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file holding a model (a zip archive with its metadata).
+
+    Cheap: the zip directory only, nothing decompressed. A corpus is never
+    one (corpus files are text; a zip is refused by the corpus readers), so
+    a dropped or named file is opened as a model exactly when this holds.
+    """
+    import zipfile
+
+    from core.modelfile import META_KEY
+
+    try:
+        if not Path(path).is_file() or not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            return f"{META_KEY}.npy" in z.namelist()
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
+def open_model(path: str | os.PathLike, progress: ProgressFn | None = None,
+               cancel: CancelFn | None = None, all_cores: bool = False):
+    """Read a model file (``noisekey train --out``) for the window, on a worker thread.
+
+    As :func:`load_or_train` starts: the model code is imported and, on a
+    fresh install, the kernels compiled as their own stage; then the file is
+    read and checked (:meth:`core.model.Model.load`: a damaged or crafted
+    file raises :class:`core.modelfile.ModelFileError`, one line naming the
+    file and what is wrong). A cancel during the read takes effect when it
+    ends (seconds for a large model).
+    """
+    if progress:
+        progress("loading the model code", 0.0, None)
+    from core import model as core_model
+
+    if not all_cores:
+        leave_a_core_for_the_gui()
+    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
+        from core.warmup import compile_kernels
+
+        compile_kernels(progress, cancel)
+    if progress:
+        progress("loading the model file", 0.0, None)
+    m = core_model.Model.load(path)
+    if cancel is not None and cancel():
+        raise Cancelled("cancelled while loading the model file")
+    if progress:
+        progress("loading the model file", 1.0, None)
+    return m

@@ -278,3 +278,58 @@ def test_top_level_help_lists_window_options(capsys):
     out = capsys.readouterr().out
     for word in ("COMMAND", "train", "--screenshot", "--prompt", "CORPUS"):
         assert word in out
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    """A small model of the sample, saved as ``noisekey train --out`` saves it."""
+    from core.config import TrainConfig
+    from core.model import train
+
+    path = tmp_path_factory.mktemp("saved") / "docs.npz"
+    train([str(SAMPLE)], TrainConfig(dim=24, prototypes=8, window=2, signatures=False)).save(path)
+    return path
+
+
+def test_a_dropped_model_file_is_opened_not_read_as_a_corpus(make_window, qtbot, saved_model,
+                                                             tmp_path):
+    w = make_window(prompt="")
+    failed = []
+    w.trainingFailed.connect(failed.append)
+    with qtbot.waitSignal(w.modelReady, timeout=120000):
+        drop(w.views["trajectory"].glw.viewport(), [saved_model])
+    assert not failed and w.corpus_panel.paths() == []  # not listed as a corpus
+    assert w.model.config.dim == 24 and w.model_file() == saved_model
+    assert "docs.npz (file)" in w.model_label.text()
+    assert w.training_panel.values()["dim"] == 24  # Train keeps the model's settings
+    with qtbot.waitSignal(w.viewsDrawn, timeout=90000,
+                          check_params_cb=lambda: w.state.prompt == "The function"):
+        qtbot.keyClicks(w.prompt_box, "The function")
+    assert w.state.explanation.generation.steps
+    # a file that says it is a model but is not one: one line, the model stays
+    bad = tmp_path / "bad.npz"
+    import zipfile
+
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("__meta__.npy", b"not an array")
+    kept = w.model
+    with qtbot.waitSignal(w.trainingFailed, timeout=60000) as blocker:
+        drop(w.prompt_box, [bad])
+    assert "bad.npz" in blocker.args[0] and "\n" not in blocker.args[0]
+    assert w.last_error.startswith("cannot open the model") and w.model is kept
+
+
+def test_screenshot_of_a_model_file_and_two_model_files_refused(tmp_path, saved_model):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NUMBA_NUM_THREADS="2",
+               NOISEKEY_SETTINGS_DIR=str(tmp_path / "settings"))
+    out = tmp_path / "model.png"
+    proc = subprocess.run([sys.executable, "-m", "explorer", "--screenshot", str(out),
+                           "--size", "1000x700", str(saved_model)],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    png_ok(out)
+    proc = subprocess.run([sys.executable, "-m", "explorer", "--screenshot", str(out),
+                           str(saved_model), str(saved_model)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "one model file at a time" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
