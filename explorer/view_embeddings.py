@@ -92,8 +92,16 @@ def fit_projection(keys: np.ndarray, method: str = "pca") -> tuple[np.ndarray, n
         rng = np.random.default_rng(0)
         comp = rng.standard_normal((d, 2)).astype(np.float32) / math.sqrt(max(d, 1))
         return mean, comp
-    _, _, vt = np.linalg.svd(keys - mean, full_matrices=False)
-    return mean, vt[:2].T.astype(np.float32)
+    # the top two eigenvectors of the d x d covariance, as the SVD of the centred
+    # keys gives them, without its [V, d] left factor: 164k keys 0.39 -> 0.03 s,
+    # a stall of the window when a large vocabulary's model arrives
+    c = (keys - mean).astype(np.float64)
+    cov = c.T @ c
+    _, vec = np.linalg.eigh(cov)  # ascending eigenvalues
+    comp = vec[:, ::-1][:, :2]
+    # a fixed sign (LAPACK's is arbitrary): each axis's largest coordinate positive
+    comp = comp * np.where(comp[np.abs(comp).argmax(0), [0, 1]] < 0, -1.0, 1.0)
+    return mean, comp.astype(np.float32)
 
 
 def arrow_symbols(starts: np.ndarray, ends: np.ndarray) -> list:

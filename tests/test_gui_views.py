@@ -119,6 +119,10 @@ def test_pca_is_cached_and_orthonormal():
     assert np.allclose(comp.T @ comp, np.eye(2), atol=1e-5)
     xy = (keys - mean) @ comp
     assert xy[:, 0].var() >= xy[:, 1].var()
+    # the SVD's first two right singular vectors, up to sign
+    vt = np.linalg.svd(keys - keys.mean(0), full_matrices=False)[2][:2]
+    np.testing.assert_allclose(np.abs(vt @ comp), np.eye(2), atol=1e-4)
+    assert (comp[np.abs(comp).argmax(0), [0, 1]] > 0).all()  # a fixed sign
 
 
 def test_projection_switch_redraws(views):
