@@ -574,6 +574,26 @@ def _write_cache(model, path: Path) -> None:
         pass  # a read-only or odd cache must not fail training
 
 
+def _model_code(progress: ProgressFn | None, cancel: CancelFn | None, all_cores: bool):
+    """``core.model``, imported on this (worker) thread, its kernels compiled on a fresh install.
+
+    The first stage of :func:`load_or_train` and :func:`open_model`: the
+    numba kernels load off the GUI thread, and a fresh install compiles them
+    here, as a stage with progress.
+    """
+    if progress:
+        progress("loading the model code", 0.0, None)
+    from core import model as core_model
+
+    if not all_cores:
+        leave_a_core_for_the_gui()
+    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
+        from core.warmup import compile_kernels
+
+        compile_kernels(progress, cancel)
+    return core_model
+
+
 def load_or_train(paths: Sequence[str | os.PathLike], config: object,
                   progress: ProgressFn | None = None, cancel: CancelFn | None = None,
                   use_cache: bool = True, write_later: bool = False, all_cores: bool = False):
@@ -604,17 +624,7 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     (model, from_cache) : (core.model.Model, bool)
     """
     wait_for_cache_writes()  # the file a previous call is writing may be this one
-    if progress:
-        progress("loading the model code", 0.0, None)
-    from core import model as core_model  # numba kernels: imported off the GUI thread
-
-    if not all_cores:
-        leave_a_core_for_the_gui()
-    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
-        # a fresh install compiles its kernels here, as a stage with progress
-        from core.warmup import compile_kernels
-
-        compile_kernels(progress, cancel)
+    core_model = _model_code(progress, cancel, all_cores)
     config = make_config(core_model.TrainConfig, config)
     path = model_cache_path(paths, config, cancel) if use_cache else None
     if path is not None and (path.is_symlink() or (path.exists() and not path.is_file())):
@@ -678,16 +688,7 @@ def open_model(path: str | os.PathLike, progress: ProgressFn | None = None,
     file and what is wrong). A cancel during the read takes effect when it
     ends (seconds for a large model).
     """
-    if progress:
-        progress("loading the model code", 0.0, None)
-    from core import model as core_model
-
-    if not all_cores:
-        leave_a_core_for_the_gui()
-    if os.environ.get("NOISEKEY_NO_WARMUP") != "1":
-        from core.warmup import compile_kernels
-
-        compile_kernels(progress, cancel)
+    core_model = _model_code(progress, cancel, all_cores)
     if progress:
         progress("loading the model file", 0.0, None)
     m = core_model.Model.load(path)
