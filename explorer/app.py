@@ -60,6 +60,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return window_parser().parse_args(list(argv))
 
 
+def no_display() -> str | None:
+    """Why the window cannot open here, or None: on Linux, no X or Wayland display.
+
+    Qt would print its platform-plugin diagnostics over several lines and
+    abort; a session without a display (ssh, a container) gets one line
+    saying what to do instead. ``QT_QPA_PLATFORM`` set by the user (for
+    example ``offscreen`` or ``vnc``) is trusted.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return ("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset): "
+            "use --screenshot OUT.png to render it offscreen, run it under xvfb-run, "
+            "or use a command (noisekey --help)")
+
+
 def make_app(offscreen: bool = False):
     """The ``QApplication`` (created once).
 
@@ -121,6 +138,9 @@ def run_app(argv: Sequence[str]) -> int:
                          + ", ".join(models) + "\n")
         return 2
     corpora = [c for c in args.corpora if c not in models]
+    if not args.screenshot and (why := no_display()):
+        sys.stderr.write(f"noisekey: error: {why}\n")
+        return 2
     app = make_app(offscreen=bool(args.screenshot))
     from explorer.main_window import DEFAULT_PROMPT, MainWindow
 

@@ -333,3 +333,15 @@ def test_screenshot_of_a_model_file_and_two_model_files_refused(tmp_path, saved_
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "one model file at a time" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland display check")
+def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["NOISEKEY_SETTINGS_DIR"] = str(tmp_path / "settings")
+    proc = subprocess.run([sys.executable, "-m", "explorer"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "no display" in err and "--screenshot" in err
