@@ -228,8 +228,12 @@ def cost_spread(rows: Sequence[dict]) -> tuple[float, float]:
 def format_spread(rows: Sequence[dict]) -> str:
     """One line: the per-token cost's spread (:func:`cost_spread`) over the sizes."""
     whole, marginal = cost_spread(rows)
-    return (f"per-token cost, largest / smallest over the sizes: {whole:.1f}x per trained "
-            f"token, {marginal:.1f}x marginal (between consecutive sizes)")
+
+    def x(v: float) -> str:
+        return f"{v:.1f}x" if np.isfinite(v) else "– (needs two sizes with more tokens)"
+
+    return (f"per-token cost, largest / smallest over the sizes: {x(whole)} per trained "
+            f"token, {x(marginal)} marginal (between consecutive sizes)")
 
 
 TABLE_HEAD = (f"{'size':>10} {'tokens':>10} {'seconds':>9} {'tokens/s':>10} "

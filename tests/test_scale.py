@@ -100,3 +100,13 @@ def test_peak_memory_of_a_child_is_its_own():
     assert 1 < float(out.stdout) < 200, out.stdout
     assert held.sum() > 0
     assert peak_rss_mb() >= held.nbytes / 2**20
+
+
+def test_the_spread_line_says_when_one_size_cannot_give_it():
+    from core.scale import format_spread
+
+    one = [{"us_per_token": 30.0, "marginal_us_per_token": float("nan")}]
+    line = format_spread(one)
+    assert "nan" not in line and "needs two sizes" in line
+    two = one + [{"us_per_token": 10.0, "marginal_us_per_token": 5.0}]
+    assert "3.0x per trained token" in format_spread(two)
