@@ -279,6 +279,10 @@ class MainWindow(QMainWindow):
         self.trainer.succeeded.connect(self._on_trained)
         self.trainer.failed.connect(self._on_train_failed)
         self.trainer.cancelled.connect(self._on_train_cancelled)
+        self.saver = TaskSlot("save", self)  # File > Save model as, off the GUI thread
+        self.saver.succeeded.connect(
+            lambda p: self.statusBar().showMessage(f"saved the model to {p}", 10000))
+        self.saver.failed.connect(lambda m: self._show_error(f"cannot save the model: {m}"))
         # when the prompt is explained, fast or full: a widget-free controller
         # (weak callbacks: the scheduler is the window's child, see view_base.weak_method)
         self.explanations = ExplanationScheduler(
@@ -399,6 +403,13 @@ class MainWindow(QMainWindow):
         self.act_open_model.setToolTip("Open a model file saved by noisekey train --out")
         self.act_open_model.triggered.connect(self.open_model_dialog)
         fm.addAction(self.act_open_model)
+        self.act_save_model = QAction("&Save model as…", self, shortcut="Ctrl+Shift+S")
+        self.act_save_model.setToolTip("Save the model in use as a file for noisekey generate, "
+                                       "eval or another window")
+        self.act_save_model.triggered.connect(self.save_model_dialog)
+        self.act_save_model.setEnabled(False)  # until a model arrives
+        self.modelReady.connect(lambda _: self.act_save_model.setEnabled(True))
+        fm.addAction(self.act_save_model)
         self.recent_menu = fm.addMenu("Open &recent")
         self._refresh_recent()
         fm.addSeparator()
@@ -647,6 +658,26 @@ class MainWindow(QMainWindow):
             for v in self.views.values():
                 v.set_header(f"waiting for the model {Path(path).name}")
             self._set_start_text(f"opening the model {Path(path).name}…", None)
+
+    def save_model_dialog(self) -> None:
+        if self.model is None:
+            self._show_error("no model to save yet")
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save model", "model.npz", "NoiseKey models (*.npz);;All files (*)")
+        if path:
+            self.save_model(path)
+
+    def save_model(self, path: str) -> None:
+        """Write the model in use to ``path`` in the background (atomic, versioned).
+
+        The file is what ``noisekey train --out`` writes (:meth:`core.model.Model.save`):
+        ``noisekey generate``, ``eval`` and File ▸ Open model read it. A path
+        that cannot be written is one line in the status bar.
+        """
+        model = self.model
+        self.statusBar().showMessage(f"saving the model to {Path(path).name}…")
+        self.saver.start(lambda progress, cancel: str(model.save(path)))
 
     def add_corpora(self, paths: list[str]) -> None:
         """Add files or folders to the corpus list (checked in the background)."""
@@ -1033,5 +1064,6 @@ class MainWindow(QMainWindow):
             app.removeEventFilter(self)
         self.trainer.cancel()
         self.trainer.wait()
+        self.saver.wait(300000)  # a model being saved is finished, not cut off
         self.corpus_panel.wait()
         self.explainer.stop()

@@ -345,3 +345,24 @@ def test_no_display_is_one_line_not_a_qt_abort(tmp_path):
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert err.count("\n") == 0 and "no display" in err and "--screenshot" in err
+
+
+def test_save_model_as_writes_a_file_the_cli_and_window_read(make_window, qtbot, saved_model,
+                                                             tmp_path):
+    from core.model import Model
+
+    w = make_window(prompt="", model_file=str(saved_model))
+    assert not w.act_save_model.isEnabled()  # no model yet
+    qtbot.waitUntil(lambda: w.model is not None, timeout=120000)
+    assert w.act_save_model.isEnabled()
+    out = tmp_path / "again.npz"
+    with qtbot.waitSignal(w.saver.succeeded, timeout=60000):
+        w.save_model(str(out))
+    again = Model.load(out)
+    np.testing.assert_array_equal(again.keys, w.model.keys)
+    assert str(out) in w.statusBar().currentMessage()
+    with qtbot.waitSignal(w.saver.failed, timeout=60000) as blocker:
+        w.save_model(str(tmp_path / "missing" / "m.npz"))
+    assert "missing" in blocker.args[0] and "\n" not in blocker.args[0]
+    assert w.last_error.startswith("cannot save the model")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
