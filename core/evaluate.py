@@ -188,6 +188,12 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     out["b_order"] = int(model.config.b_order)
     out["b_order_text"] = b_order_text(f.get("b_order_choice"), model.config.b_order)
     te = te.with_vocab(model.vocab)
+
+    def step(what: str) -> None:  # each held-out pass a line (minutes on a large corpus)
+        if progress is not None:
+            progress(f"evaluating: {what}", 0.0, None)
+
+    step("the Kneser-Ney baselines")
     # Kneser-Ney trigram: counting pass timed in this process
     t0 = time.perf_counter()
     stream = closed_stream(tr.stream)  # the events the model counted
@@ -206,20 +212,25 @@ def evaluate(corpus, cfg, split: float = 0.9, seed: int = 0, max_pairs: int = 30
     r = kno.evaluate(te.stream, 5)
     out["kn_order_top1"], out["kn_order_top5"] = r["top1"], r["top5"]
     out["kn_order_bits"] = kno.perplexity(te.stream)["bits"]
+    step("the model's top-5")
     r = model.evaluate_stream(te.stream, 5)
     out.update(model_top1=r["top1"], model_top5=r["top5"], b_top1=r["b_top1"],
                c_top1=r["c_top1"], gate_mean=r["gate_mean"])
+    step("the model's bits per token")
     lp = model.logprob_stream(te.stream)
     out.update(model_bits=lp["bits"], model_bits_capped=lp["bits_capped"], b_bits=lp["b_bits"],
                model_c_used=lp["c_used"], model_c_hit=lp["c_hit"], model_zero=lp["zero"])
+    step("prototype decoding")
     out["prototype_top1"] = model.prototype_accuracy(te.stream)
     # the exact snap reads every key per query (one BLAS product): a bounded prefix
     head = te.stream[:PROTOTYPE_EXACT_TOKENS]
     out["prototype_top1_exact"] = model.prototype_accuracy(head, exact=True)
     out["prototype_exact_tokens"] = int(head.size)
+    step("C's search against the exact scan")
     for name, stream in (("heldout", te.stream), ("training", None)):
         a = c_search_agreement(model, stream, seed=seed)
         out.update({f"c_search_{name}_{k}": v for k, v in a.items()})
+    step("C's other mode")
     saved = model.config
     try:
         model.config = dataclasses.replace(saved, c_mode="noise" if saved.c_mode == "modify"
