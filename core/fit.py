@@ -303,15 +303,17 @@ def fit_gate(model, progress=None, cancel=None, chunk: int = 4096) -> LooNeighbo
             at = pf[a:a + chunk]
             Hc = Hall[at]
             tgt = s_all[at].astype(np.int64)
-            p = model.propose(Hc, PROPOSAL_K, counts=fc)
-            # the likelihood weight from the steps as the split shows them
+            # the steps as the split shows them: both weights are counted from
+            # these (measure 9), so only they are proposed. Proposals are made row
+            # by row, so a row that reads no <unk> gets Hc's own; a row whose
+            # current word the fold lacks is not first searched as it is (an
+            # empty group, the 128 nearest groups scanned) to be thrown away.
             Hu = np.where(known[Hc], Hc, UNK).astype(np.int32)
             tu = np.where(known[tgt], tgt, UNK).astype(np.int64)
-            ll = None
-            diff = np.flatnonzero((Hu != Hc).any(axis=1) | (tu != tgt))
-            if diff.size:
-                ll = (Hu, tu, _repropose(model, p, Hu, diff, fc))
-            _gate_count(model, gate, Hc, tgt, p, fc, hits, ll=ll)
+            p = model.propose(Hu, PROPOSAL_K, counts=fc)
+            diff = (Hu != Hc).any(axis=1) | (tu != tgt)
+            _gate_count(model, gate, Hc, tgt, p, fc, hits,
+                        ll=(Hu, tu, p) if diff.any() else None)
             done += at.size
             _report(progress, "gate", done / max(pos.size, 1),
                     {"win_rate_c": gate.win_rate_c(), "heldout_top1": hits["mix"] / done})
@@ -328,9 +330,10 @@ def _repropose(model, p: Proposals, H: np.ndarray, rows: np.ndarray, counts=None
     """``p`` with ``rows`` proposed again from ``H[rows]`` (``own``/``target``: of those rows).
 
     A proposal is computed row by row, so the rows whose history and target
-    read no ``<unk>`` keep ``p``'s: a fold's unseen words touch a few rows of
-    a chunk (2-15%), and proposing the whole chunk twice cost a third of the
-    gate stage on the bundled corpus.
+    read no ``<unk>`` keep ``p``'s: words met once touch a few rows of a
+    leave-one-out chunk, and proposing the whole chunk twice cost a third of
+    the gate stage on the bundled corpus. (A fold's chunk is proposed once,
+    as the split reads it: nothing of its first reading is used.)
     """
     again = model.propose(H[rows], PROPOSAL_K, counts=counts, own=own, target=target)
     out = []

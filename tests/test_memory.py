@@ -108,3 +108,36 @@ def test_the_gate_skips_only_searches_it_never_reads(samples, monkeypatch):
     for name, arr in vars(model.gate).items():
         if isinstance(arr, np.ndarray):
             np.testing.assert_array_equal(arr, skipped[name], err_msg=name)
+
+
+def test_the_fold_gate_searches_no_word_its_fold_lacks(samples, monkeypatch):
+    """A held-out fold's step is proposed only as the split reads it.
+
+    Both gate weights are counted from the steps with the fold's unseen words
+    read as ``<unk>``; searching such a step's window as it is first (its
+    current word has no group in the fold's table) was thrown away.
+    """
+    from core import fit
+    from core.config import TrainConfig
+    from core.model import Model, train
+    from core.tokenize import UNK
+    from core.windows import WindowTable
+
+    monkeypatch.setattr(Model, "gate_folds", 2)
+    model = train([str(samples / "python_docs.txt")], TrainConfig(seed=1, memory=0,
+                                                                  signatures=False))
+    asked = []
+    search = WindowTable.search
+
+    def spy(self, H, states, K, own=None, dedupe=True):
+        if own is None and self is not model.counts.table:  # a fold's held-out steps
+            asked.append(self.grp_off[H[:, 0] + 1] - self.grp_off[H[:, 0]] > 0)
+            asked.append(H[:, 0] == UNK)
+        return search(self, H, states, K, own, dedupe)
+
+    monkeypatch.setattr(WindowTable, "search", spy)
+    fit.fit_gate(model)
+    assert asked
+    has_group, is_unk = np.concatenate(asked[::2]), np.concatenate(asked[1::2])
+    assert (has_group | is_unk).all()
+    assert is_unk.any()  # the folds do hold words the other fold lacks
