@@ -647,12 +647,13 @@ class MainWindow(QMainWindow):
         become the opened model's. A file that is not a readable model is
         one line in the status bar; the current model stays.
         """
-        self.opening_model = str(path)
         self.training_panel.set_running(True)
         self.banner.hide()
         first = self.model is None
         self.trainer.start(lambda progress, cancel: (
             open_model(path, progress, cancel, all_cores=first), Path(path)))
+        # after start: it cancels a running task, whose handler clears this
+        self.opening_model = str(path)
         self.statusBar().showMessage(f"opening the model {Path(path).name}…")
         if first:
             for v in self.views.values():

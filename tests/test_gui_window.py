@@ -366,3 +366,17 @@ def test_save_model_as_writes_a_file_the_cli_and_window_read(make_window, qtbot,
     assert "missing" in blocker.args[0] and "\n" not in blocker.args[0]
     assert w.last_error.startswith("cannot save the model")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_opening_a_bad_model_while_training_says_cannot_open(make_window, qtbot, tmp_path):
+    """Opening a model cancels a training run; the open's failure is named as such."""
+    import zipfile
+
+    w = make_window(corpora=[str(SAMPLE)], prompt="")
+    w.train()
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("__meta__.npy", b"not an array")
+    with qtbot.waitSignal(w.trainingFailed, timeout=60000):
+        w.open_model(str(bad))
+    assert w.last_error.startswith("cannot open the model"), w.last_error
