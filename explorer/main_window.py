@@ -405,7 +405,7 @@ class MainWindow(QMainWindow):
         fm.addAction(self.act_open_model)
         self.act_save_model = QAction("&Save model as…", self, shortcut="Ctrl+Shift+S")
         self.act_save_model.setToolTip("Save the model in use as a file for noisekey generate, "
-                                       "eval or another window")
+                                       "similar or another window")
         self.act_save_model.triggered.connect(self.save_model_dialog)
         self.act_save_model.setEnabled(False)  # until a model arrives
         self.modelReady.connect(lambda _: self.act_save_model.setEnabled(True))
@@ -673,7 +673,7 @@ class MainWindow(QMainWindow):
         """Write the model in use to ``path`` in the background (atomic, versioned).
 
         The file is what ``noisekey train --out`` writes (:meth:`core.model.Model.save`):
-        ``noisekey generate``, ``eval`` and File ▸ Open model read it. A path
+        ``noisekey generate``, ``similar`` and File ▸ Open model read it. A path
         that cannot be written is one line in the status bar.
         """
         model = self.model
