@@ -13,8 +13,11 @@ files skipped, in sorted order):
 ``.csv``
     Two columns read by :mod:`csv` (quoted fields, embedded newlines).
 ``.jsonl``
-    One JSON object per line with string fields ``prompt``/``response`` or
-    ``input``/``output``.
+    One JSON object per line: an input -> output pair from string fields
+    ``prompt``/``response``, ``input``/``output``, ``question``/``answer`` or
+    ``source``/``target``, or else running text from a string field ``text``
+    (the common format of language-model corpora), its blank-line blocks
+    paragraphs as in ``.txt``. Other fields are ignored.
 
 For tsv/csv a first row equal to a known header (``input,output``,
 ``prompt,response``, ``source,target``, ``question,answer``) is skipped.
@@ -560,7 +563,7 @@ def _read_jsonl(path: Path, reader: Reader, b: Builder) -> None:
             raise CorpusError(path, n, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise CorpusError(path, n, f"expected a JSON object, got {type(obj).__name__}")
-        for kx, ky in (("prompt", "response"), ("input", "output")):
+        for kx, ky in JSONL_PAIRS:
             if kx in obj and ky in obj:
                 x, y = obj[kx], obj[ky]
                 if not isinstance(x, str) or not isinstance(y, str):
@@ -568,10 +571,31 @@ def _read_jsonl(path: Path, reader: Reader, b: Builder) -> None:
                 _add_record(path, n, x, y, b)
                 break
         else:
-            raise CorpusError(
-                path, n, "expected fields 'prompt'/'response' or 'input'/'output', "
-                f"found {', '.join(map(repr, list(obj)[:6])) or 'none'}"
-            )
+            if "text" not in obj:
+                raise CorpusError(
+                    path, n, "expected a field 'text' or the fields "
+                    + ", ".join(f"'{kx}'/'{ky}'" for kx, ky in JSONL_PAIRS)
+                    + f"; found {', '.join(map(repr, list(obj)[:6])) or 'none'}")
+            _add_text(path, n, obj["text"], b)
+
+
+#: JSONL field pairs read as input -> output, the first present wins (the
+#: header names a tsv or csv file may start with).
+JSONL_PAIRS = (("prompt", "response"), ("input", "output"), ("question", "answer"),
+               ("source", "target"))
+
+
+def _add_text(path: Path, line: int, text: object, b: Builder) -> None:
+    """A JSONL ``text`` field: running text, its blank-line blocks paragraphs as in .txt."""
+    if not isinstance(text, str):
+        raise CorpusError(path, line, "field 'text' must be a string")
+    paragraphs = [[ln.rstrip() for ln in block.splitlines() if ln.strip()]
+                  for block in re.split(r"\n[ \t\r\f\v]*\n", text)]
+    paragraphs = [p for p in paragraphs if p]
+    if not paragraphs:
+        raise CorpusError(path, line, "empty text field")
+    for lines in paragraphs:
+        b.paragraph(lines)
 
 
 READERS = {".txt": read_txt, ".tsv": _read_tsv, ".csv": _read_csv, ".jsonl": _read_jsonl}

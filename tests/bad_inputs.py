@@ -48,7 +48,7 @@ def make(tmp: Path, kind: str) -> Path:
         p.write_text('{"prompt": "a", "response": "b"}\n\n{"prompt": "c", "response": \n')
     elif kind == "jsonl_fields":
         p = tmp / "fields.jsonl"
-        p.write_text('{"input": "a", "output": "b"}\n{"question": "c", "answer": "d"}\n')
+        p.write_text('{"input": "a", "output": "b"}\n{"term": "c", "gloss": "d"}\n')
     elif kind == "jsonl_not_object":
         p = tmp / "list.jsonl"
         p.write_text('["a", "b"]\n')

@@ -405,3 +405,24 @@ def test_split_partitions_stream_and_pairs(samples, fraction):
         assert test.n_pairs == 0 and len(test.stream) == 0 and train.vocab.itos == c.vocab.itos
     with pytest.raises(ValueError):
         c.split(1.5)
+
+
+def test_jsonl_text_reads_as_the_same_running_text_and_more_pair_fields(tmp_path):
+    """``{"text": ...}`` lines are running text: the corpus a .txt of the same blocks gives."""
+    docs = ["First line here.\nSecond line, then\n\n  indented third.", "One more document."]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": d, "id": i}) + "\n"
+                                              for i, d in enumerate(docs)))
+    (tmp_path / "b.txt").write_text("\n\n".join(docs) + "\n")
+    for tok in ("word", "byte"):
+        a = load_corpus(tmp_path / "a.jsonl", tokenizer=tok)
+        t = load_corpus(tmp_path / "b.txt", tokenizer=tok)
+        assert a.vocab.tokens(a.stream) == t.vocab.tokens(t.stream)
+        assert [tuple(map(a.vocab.tokens, a.pair(i))) for i in range(a.n_pairs)] == \
+            [tuple(map(t.vocab.tokens, t.pair(i))) for i in range(t.n_pairs)]
+        assert a.n_docs == t.n_docs == 3
+    (tmp_path / "c.jsonl").write_text(json.dumps({"question": "q", "answer": "a"}) + "\n"
+                                      + json.dumps({"source": "s", "target": "t"}) + "\n")
+    assert _pairs(load_corpus(tmp_path / "c.jsonl")) == [("q", "a"), ("s", "t")]
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": " \n \n"}) + "\n")
+    with pytest.raises(CorpusError, match=r"d\.jsonl.*1.*empty text"):
+        load_corpus(tmp_path / "d.jsonl")
