@@ -459,8 +459,9 @@ def load_corpus(
     Parameters
     ----------
     paths : path or iterable of paths
-        Files (.txt, .tsv, .csv, .jsonl; other extensions read as .txt) and
-        folders (searched recursively for those four extensions).
+        Files (.txt, .tsv, .csv, .jsonl; other extensions read as .txt; any
+        of them compressed as .gz, .bz2 or .xz) and folders (searched
+        recursively for those four extensions, compressed or not).
     tokenizer : {"word", "byte"}
     min_count : int
         Word tokens seen fewer times become ``<unk>`` (ignored for bytes).
@@ -475,7 +476,7 @@ def load_corpus(
         Bad input, naming file, line and reason.
     Cancelled
     """
-    from core.files import find_files, sniff
+    from core.files import corpus_format, find_files, sniff
     from core.readers import READERS, Builder, Reader, read_txt
 
     make_tokenizer(tokenizer)  # validates the name
@@ -494,11 +495,12 @@ def load_corpus(
         b.file = i
         names.append(str(f))
         n_docs = len(b.doc_kind)
-        READERS.get(f.suffix.lower(), read_txt)(f, reader, b)
+        fmt = corpus_format(f)
+        READERS.get(fmt, read_txt)(f, reader, b)
         b.end_file()
         if len(b.doc_kind) == n_docs:
-            what = "no text (only blank lines)" if f.suffix.lower() in (".txt", "") else "no rows"
-            raise CorpusError(f, None, what if f.suffix.lower() in READERS else
+            what = "no text (only blank lines)" if fmt in (".txt", "") else "no rows"
+            raise CorpusError(f, None, what if fmt in READERS else
                               "no text (only blank lines)")
     if progress is not None:
         progress("building vocabulary", 1.0, None)

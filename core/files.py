@@ -7,7 +7,11 @@ opened non-blocking and checked again with :func:`os.fstat` in case the path
 changed in between. A folder that cannot be listed (or a subfolder) is
 refused as "permission denied", never taken for an empty folder. Folders
 are searched recursively for :data:`CORPUS_EXTS`, hidden files skipped, in
-sorted order. The first :data:`SNIFF_BYTES` of every file are sniffed:
+sorted order. A file ending in ``.gz``, ``.bz2`` or ``.xz`` is read through
+the standard library's decompressor as it streams (:func:`open_corpus`),
+its format the extension before (``wiki.txt.gz`` is running text); damaged
+compressed data is one error naming the file and the line reached. The
+first :data:`SNIFF_BYTES` of every file (decompressed) are sniffed:
 more than 10% control bytes or more than 30% undecodable bytes mean a
 binary file, which is refused (:func:`sniff`). Every refusal is a
 :class:`core.corpus.CorpusError` naming the file and the reason.
@@ -15,19 +19,31 @@ binary file, which is refused (:func:`sniff`). Every refusal is a
 
 from __future__ import annotations
 
+import bz2
 import errno
+import gzip
+import lzma
 import os
 import stat
-from collections.abc import Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.corpus import CorpusError
 
-__all__ = ["CORPUS_EXTS", "find_files", "open_regular", "sniff"]
+__all__ = ["CORPUS_EXTS", "COMPRESSED", "corpus_format", "find_files", "open_corpus",
+           "open_regular", "sniff"]
 
 CORPUS_EXTS = (".txt", ".tsv", ".csv", ".jsonl")
+#: Compressed corpus files: extension -> (name, decompressing reader of a binary file).
+COMPRESSED = {".gz": ("gzip", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+              ".bz2": ("bzip2", lambda f: bz2.BZ2File(f, mode="rb")),
+              ".xz": ("xz", lambda f: lzma.LZMAFile(f, mode="rb"))}
+_DECOMPRESS_ERRORS = (gzip.BadGzipFile, EOFError, lzma.LZMAError, zlib.error, OSError,
+                      ValueError)
 SNIFF_BYTES = 8192
 
 
@@ -86,7 +102,7 @@ def _walk(root: Path) -> list[Path]:
             try:
                 if e.is_dir(follow_symlinks=False):
                     stack.append(Path(e.path))
-                elif os.path.splitext(e.name)[1].lower() in CORPUS_EXTS and e.is_file():
+                elif corpus_format(e.name) in CORPUS_EXTS and e.is_file():
                     found.append(Path(e.path))
             except OSError:
                 continue  # a link that loops or vanished: not a corpus file
@@ -153,6 +169,52 @@ def open_regular(path: Path):
         raise
 
 
+def corpus_format(path: str | os.PathLike) -> str:
+    """A corpus file's format extension, lower case: ``.txt`` for ``a.txt`` and ``a.TXT.gz``."""
+    stem, ext = os.path.splitext(Path(path).name.lower())
+    return os.path.splitext(stem)[1] if ext in COMPRESSED else ext
+
+
+class _Decompressed:
+    """A decompressing reader whose errors name the file and the line reached."""
+
+    def __init__(self, f, path: Path, kind: str, line: Callable[[], int | None]) -> None:
+        self.f, self.path, self.kind, self.line = f, path, kind, line
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except _DECOMPRESS_ERRORS as exc:
+            why = ("cut short" if isinstance(exc, EOFError) else
+                   f"damaged ({exc})" if str(exc) else "damaged")
+            raise CorpusError(self.path, self.line(),
+                              f"the {self.kind} data is {why}") from None
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call(self.f.read, n)
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._call(self.f.readline, n)
+
+
+@contextmanager
+def open_corpus(path: Path, line: Callable[[], int | None] = lambda: None) -> Iterator:
+    """``(reader, raw)`` of a corpus file: its decompressed bytes and the file under them.
+
+    ``raw.tell()`` is the position in the file itself (progress by bytes of
+    the file, compressed or not); ``line()`` names the line a decompression
+    error is reported at.
+    """
+    with open_regular(path) as raw:
+        ext = os.path.splitext(path.name.lower())[1]
+        if ext not in COMPRESSED:
+            yield raw, raw
+            return
+        kind, make = COMPRESSED[ext]
+        with make(raw) as f:
+            yield _Decompressed(f, path, kind, line), raw
+
+
 def _control_ratio(block: bytes) -> float:
     arr = np.frombuffer(block, dtype=np.uint8)
     ctrl = ((arr < 32) & ~np.isin(arr, (8, 9, 10, 12, 13, 27))) | (arr == 127)
@@ -165,7 +227,7 @@ def sniff(path: Path) -> None:
     Reads the first :data:`SNIFF_BYTES`; NUL bytes later in the file are
     refused by the readers with the same reason.
     """
-    with open_regular(path) as f:
+    with open_corpus(path, lambda: 1) as (f, _):
         try:
             block = f.read(SNIFF_BYTES)
         except OSError as exc:

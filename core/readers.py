@@ -2,7 +2,10 @@
 
 Formats (chosen by extension; any other extension given explicitly is read as
 running text, folders are searched recursively for the four below, hidden
-files skipped, in sorted order):
+files skipped, in sorted order). Each may be compressed, ``a.txt.gz``,
+``.bz2`` or ``.xz``: read through the standard library's decompressor as it
+streams, progress by bytes of the compressed file
+(:func:`core.files.open_corpus`):
 
 ``.txt``
     Running text. Blank lines separate paragraphs. Each paragraph is one
@@ -73,7 +76,7 @@ from core.corpus import (
     CorpusError,
     ProgressFn,
 )
-from core.files import LONG_LINE_REASON, NUL_REASON, open_regular
+from core.files import LONG_LINE_REASON, NUL_REASON, open_corpus
 from core.tokenize import (
     EOS,
     N_SPECIALS,
@@ -136,14 +139,15 @@ class Reader:
         """Yield ``(line number, text without newline, replacements)``."""
         self.path, self.lineno = path, 0
         self.tick(force=True)
-        with open_regular(path) as f:
+        base = self.done
+        with open_corpus(path, lambda: self.lineno + 1) as (f, fraw):
             while True:
                 raw = f.readline(MAX_LINE + 1)
                 if not raw:
                     break
                 self.lineno += 1
                 self.lines += 1
-                self.done += len(raw)
+                self.done = base + fraw.tell()  # bytes of the file (compressed or not)
                 if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
                     raise CorpusError(path, self.lineno, LONG_LINE_REASON)
                 if b"\x00" in raw:
@@ -174,7 +178,8 @@ class Reader:
         self.tick(force=True)
         pending: list[bytes] = []  # the start of a line that has no newline yet
         pending_len = 0
-        with open_regular(path) as f:
+        base = self.done
+        with open_corpus(path, lambda: self.lineno + 1) as (f, fraw):
             while True:
                 block = f.read(CHUNK)
                 if block:
@@ -199,7 +204,7 @@ class Reader:
                         break
                 if len(data) > MAX_LINE:
                     _check_line_lengths(data, path, self.lineno)
-                self.done += len(data)
+                self.done = base + fraw.tell()  # bytes of the file (compressed or not)
                 if self.lineno == 0 and data.startswith(b"\xef\xbb\xbf"):
                     data = data[3:]
                 ends_nl = data.endswith(b"\n")

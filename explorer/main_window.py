@@ -629,7 +629,8 @@ class MainWindow(QMainWindow):
     # -- corpora ---------------------------------------------------------------------
     def open_dialog(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Open corpus", "", "Corpora (*.txt *.tsv *.csv *.jsonl);;All files (*)")
+            self, "Open corpus", "",
+            "Corpora (*.txt *.tsv *.csv *.jsonl *.gz *.bz2 *.xz);;All files (*)")
         if files:
             self._add_paths(files)
 

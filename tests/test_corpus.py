@@ -426,3 +426,45 @@ def test_jsonl_text_reads_as_the_same_running_text_and_more_pair_fields(tmp_path
     (tmp_path / "d.jsonl").write_text(json.dumps({"text": " \n \n"}) + "\n")
     with pytest.raises(CorpusError, match=r"d\.jsonl.*1.*empty text"):
         load_corpus(tmp_path / "d.jsonl")
+
+
+@pytest.mark.parametrize("ext", ["gz", "bz2", "xz"])
+def test_compressed_corpora_read_as_the_plain_file(tmp_path, ext):
+    """``a.txt.gz`` is running text, ``b.tsv.xz`` pairs: the corpus of the plain files, streamed."""
+    import bz2
+    import gzip
+    import lzma
+
+    opener = {"gz": gzip.open, "bz2": bz2.open, "xz": lzma.open}[ext]
+    text = "Two lines\nof a paragraph.\n\nAnother one.\n" * 500
+    pairs = "input\toutput\nhello\tworld\nbye\tnow\n"
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    (plain / "sub").mkdir(parents=True)
+    (packed / "sub").mkdir(parents=True)
+    (plain / "sub" / "a.txt").write_text(text)
+    (plain / "b.tsv").write_text(pairs)
+    with opener(packed / "sub" / f"a.txt.{ext}", "wt") as f:
+        f.write(text)
+    with opener(packed / f"b.tsv.{ext}", "wt") as f:
+        f.write(pairs)
+    a, b = load_corpus(plain), load_corpus(packed)  # folders: the packed ones are found too
+    assert a.vocab.tokens(a.stream) == b.vocab.tokens(b.stream)  # the same files, in order
+    assert a.n_pairs == b.n_pairs and a.stats.lines == b.stats.lines
+    seen = []
+    load_corpus(packed / "sub" / f"a.txt.{ext}", progress=lambda s, f, i=None: seen.append(f))
+    assert max(seen) == 1.0 and all(0.0 <= x <= 1.0 for x in seen)
+
+
+def test_damaged_compressed_corpora_are_one_line(tmp_path):
+    import gzip
+
+    data = gzip.compress(("words and more words\n" * 20000).encode())
+    cut = tmp_path / "cut.txt.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    fake = tmp_path / "fake.tsv.gz"
+    fake.write_text("plain text, not gzip\n")
+    for path, reason in ((cut, "cut short"), (fake, "damaged")):
+        with pytest.raises(CorpusError) as info:
+            load_corpus(path)
+        msg = str(info.value)
+        assert path.name in msg and reason in msg and "\n" not in msg
