@@ -344,6 +344,23 @@ def save(
     return path
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file holding a model (a zip archive with its metadata).
+
+    Cheap: the zip directory only, nothing decompressed or checked (that is
+    :class:`Archive`'s work when the file is read). A corpus is never one
+    (corpus files are text), so a file named or dropped is a model exactly
+    when this holds.
+    """
+    try:
+        if not Path(path).is_file() or not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as z:
+            return f"{META_KEY}.npy" in z.namelist()
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def read_meta(path: str | os.PathLike) -> dict:
     """Only the metadata of a model file (cheap; checks format and version)."""
     with Archive(path) as ar:

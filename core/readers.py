@@ -91,9 +91,11 @@ MAX_LINE = 16 * 1024 * 1024
 #: JSONL lines nest at most this deep (a record is one flat object).
 MAX_JSON_DEPTH = 64
 CHECK_EVERY = 256 * 1024
-HEADERS = {
-    ("input", "output"), ("prompt", "response"), ("source", "target"), ("question", "answer")
-}
+#: Input -> output field names: a tsv or csv header row (skipped) and a JSONL
+#: record's fields (the first pair present wins).
+PAIR_FIELDS = (("prompt", "response"), ("input", "output"), ("question", "answer"),
+               ("source", "target"))
+HEADERS = set(PAIR_FIELDS)
 _NEWLINE_ID = N_SPECIALS + 10
 # Bytes read per chunk. Each chunk's regex pass holds the GIL (~12 ms for
 # 64 KB); 256 KB chunks stalled the window's event loop ~50 ms at a time while
@@ -568,7 +570,7 @@ def _read_jsonl(path: Path, reader: Reader, b: Builder) -> None:
             raise CorpusError(path, n, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise CorpusError(path, n, f"expected a JSON object, got {type(obj).__name__}")
-        for kx, ky in JSONL_PAIRS:
+        for kx, ky in PAIR_FIELDS:
             if kx in obj and ky in obj:
                 x, y = obj[kx], obj[ky]
                 if not isinstance(x, str) or not isinstance(y, str):
@@ -579,15 +581,10 @@ def _read_jsonl(path: Path, reader: Reader, b: Builder) -> None:
             if "text" not in obj:
                 raise CorpusError(
                     path, n, "expected a field 'text' or the fields "
-                    + ", ".join(f"'{kx}'/'{ky}'" for kx, ky in JSONL_PAIRS)
+                    + ", ".join(f"'{kx}'/'{ky}'" for kx, ky in PAIR_FIELDS)
                     + f"; found {', '.join(map(repr, list(obj)[:6])) or 'none'}")
             _add_text(path, n, obj["text"], b)
 
-
-#: JSONL field pairs read as input -> output, the first present wins (the
-#: header names a tsv or csv file may start with).
-JSONL_PAIRS = (("prompt", "response"), ("input", "output"), ("question", "answer"),
-               ("source", "target"))
 
 
 def _add_text(path: Path, line: int, text: object, b: Builder) -> None:

@@ -130,7 +130,7 @@ def run_app(argv: Sequence[str]) -> int:
         if not Path(c).exists():
             sys.stderr.write(f"noisekey: error: {c}: no such file or folder\n")
             return 2
-    from explorer.worker import is_model_file
+    from core.modelfile import is_model_file
 
     models = [c for c in args.corpora if is_model_file(c)]
     if len(models) > 1:

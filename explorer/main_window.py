@@ -61,6 +61,7 @@ from PySide6.QtWidgets import (
 
 from core.config import overall_progress
 from core.corpus import default_corpus_path
+from core.modelfile import is_model_file
 from explorer import exporters, settings
 from explorer.corpus_panel import CorpusPanel
 from explorer.explanation import ExplanationScheduler, model_only_explanation
@@ -71,7 +72,6 @@ from explorer.training_panel import CACHED_CURVES, OPENED_CURVES, TrainingPanel,
 from explorer.worker import (
     TaskSlot,
     freeze_long_lived_objects,
-    is_model_file,
     load_or_train,
     open_model,
 )

@@ -657,26 +657,6 @@ def load_or_train(paths: Sequence[str | os.PathLike], config: object,
     return m, False
 
 
-def is_model_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a regular file holding a model (a zip archive with its metadata).
-
-    Cheap: the zip directory only, nothing decompressed. A corpus is never
-    one (corpus files are text; a zip is refused by the corpus readers), so
-    a dropped or named file is opened as a model exactly when this holds.
-    """
-    import zipfile
-
-    from core.modelfile import META_KEY
-
-    try:
-        if not Path(path).is_file() or not zipfile.is_zipfile(path):
-            return False
-        with zipfile.ZipFile(path) as z:
-            return f"{META_KEY}.npy" in z.namelist()
-    except (OSError, ValueError, zipfile.BadZipFile):
-        return False
-
-
 def open_model(path: str | os.PathLike, progress: ProgressFn | None = None,
                cancel: CancelFn | None = None, all_cores: bool = False):
     """Read a model file (``noisekey train --out``) for the window, on a worker thread.
